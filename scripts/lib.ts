@@ -1,0 +1,454 @@
+// The one shared helper module of the phase scripts.
+//
+// It holds what every phase needs and nothing phase-specific:
+//   - PINNED: every version and chart version the platform installs, in one place;
+//   - loadConfig(): reads `.env` (shell variables win), validates every key against CONFIG_KEYS and
+//     returns a typed Config, or throws a ConfigError naming each bad key, its value and the fix;
+//   - run(): a command runner whose errors carry the command line and its output;
+//   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
+//   - runPhase()/step(): a list of named steps, each with a status line that always closes
+//     (✓ or ✗ with its duration), and a summary at the end;
+//   - small shared actions: applyManifests() (diff first, apply only the difference),
+//     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
+//     renderTemplate() and writeFileAtomic().
+// Tools: whatever the calling phase runs through run(). No tool is called at import time.
+import fs from 'node:fs';
+import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import dotenv from 'dotenv';
+import kleur from 'kleur';
+import YAML from 'yaml';
+import { $ } from 'zx';
+
+/** Repository root: the folder that holds scripts/. */
+export const PROJECT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Every version the platform pins. Talos and Kubernetes are defaults of .env keys; the rest are fixed. */
+export const PINNED = {
+  talos: 'v1.13.9',
+  kubernetes: '1.36.3',
+  helmMinimum: '3.17.0',
+  localPathProvisioner: 'v0.0.37',
+  registryImage: 'registry:2.8.3',
+  charts: {
+    traefik: { repo: 'https://traefik.github.io/charts', chart: 'traefik', version: '41.3.0' },
+    prometheus: { repo: 'https://prometheus-community.github.io/helm-charts', chart: 'prometheus', version: '29.27.0' },
+    loki: { repo: 'https://grafana-community.github.io/helm-charts', chart: 'loki', version: '18.11.0' },
+    grafana: { repo: 'https://grafana-community.github.io/helm-charts', chart: 'grafana', version: '12.11.1' },
+    k8sMonitoring: { repo: 'https://grafana.github.io/helm-charts', chart: 'k8s-monitoring', version: '4.4.0' },
+  },
+} as const;
+
+/** Traefik's NodePorts; the control-plane container publishes HTTP_PORT/HTTPS_PORT onto them. */
+export const INGRESS_NODE_PORTS = { http: 30080, https: 30443 } as const;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+interface KeySpec<T> {
+  default: string;
+  /** What is allowed, as the user reads it in an error message and in .env.example. */
+  allowed: string;
+  /** Returns the typed value, or undefined when the raw text is not allowed. */
+  parse: (raw: string) => T | undefined;
+}
+
+const key = <T>(spec: KeySpec<T>) => spec;
+
+const intIn = (min: number, max: number) => (raw: string) => {
+  if (!/^\d+$/.test(raw)) return undefined;
+  const n = Number(raw);
+  return n >= min && n <= max ? n : undefined;
+};
+const port = intIn(1, 65535);
+const bool = (raw: string) => (raw === 'true' ? true : raw === 'false' ? false : undefined);
+const cpus = (raw: string) => {
+  if (!/^\d+(\.\d+)?$/.test(raw)) return undefined;
+  const n = Number(raw);
+  return n >= 1 && n <= 64 ? n : undefined;
+};
+/** Memory as MiB; accepts 4GiB, 4096MiB. */
+const memoryMiB = (minMiB: number) => (raw: string) => {
+  const m = /^(\d+(?:\.\d+)?)(MiB|GiB)$/.exec(raw);
+  if (!m) return undefined;
+  const mib = Number(m[1]) * (m[2] === 'GiB' ? 1024 : 1);
+  return mib >= minMiB && Number.isInteger(mib) ? mib : undefined;
+};
+/** A Kubernetes storage quantity, in Gi or Mi. */
+const quantity = (raw: string) => (/^[1-9]\d*(Gi|Mi)$/.test(raw) ? raw : undefined);
+const matching = (re: RegExp) => (raw: string) => (re.test(raw) ? raw : undefined);
+const ipv4 = (raw: string) => {
+  const parts = raw.split('.');
+  return parts.length === 4 && parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255) ? raw : undefined;
+};
+
+/** Every .env key, its default and what it allows. .env.example documents exactly these. */
+export const CONFIG_KEYS = {
+  CLUSTER_NAME: key({
+    default: 'talos-local',
+    allowed: 'lowercase letters, digits and "-", starting with a letter, at most 40 characters',
+    parse: matching(/^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/),
+  }),
+  TALOS_VERSION: key({ default: PINNED.talos, allowed: 'a Talos release tag such as v1.13.9', parse: matching(/^v\d+\.\d+\.\d+$/) }),
+  KUBERNETES_VERSION: key({
+    default: PINNED.kubernetes,
+    allowed: 'a Kubernetes version without "v", such as 1.36.3',
+    parse: matching(/^\d+\.\d+\.\d+$/),
+  }),
+  WORKERS: key({ default: '2', allowed: 'a whole number from 1 to 5', parse: intIn(1, 5) }),
+  CONTROLPLANE_CPUS: key({ default: '2', allowed: 'a number of CPUs from 1 to 64, such as 2 or 1.5', parse: cpus }),
+  CONTROLPLANE_MEMORY: key({
+    default: '4GiB',
+    allowed: 'a size in MiB or GiB of at least 2GiB, such as 4GiB or 3072MiB',
+    parse: memoryMiB(2048),
+  }),
+  WORKER_CPUS: key({ default: '2', allowed: 'a number of CPUs from 1 to 64, such as 2 or 1.5', parse: cpus }),
+  WORKER_MEMORY: key({
+    default: '4GiB',
+    allowed: 'a size in MiB or GiB of at least 1GiB, such as 4GiB or 2048MiB',
+    parse: memoryMiB(1024),
+  }),
+  HOST_IP: key({ default: '127.0.0.1', allowed: 'an IPv4 address of this machine, such as 127.0.0.1', parse: ipv4 }),
+  HTTP_PORT: key({ default: '80', allowed: 'a TCP port from 1 to 65535', parse: port }),
+  HTTPS_PORT: key({ default: '443', allowed: 'a TCP port from 1 to 65535', parse: port }),
+  DOMAIN: key({
+    default: 'local.dev',
+    allowed: 'a DNS name in lowercase, such as local.dev or localhost',
+    parse: matching(/^(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/),
+  }),
+  REGISTRY_PORT: key({ default: '5001', allowed: 'a TCP port from 1 to 65535', parse: port }),
+  PULL_THROUGH_CACHE: key({ default: 'true', allowed: 'true or false', parse: bool }),
+  STATE_DIR: key({
+    default: '.state',
+    allowed: 'a folder path, relative to the repository or absolute, without spaces',
+    parse: matching(/^[^\s]+$/),
+  }),
+  PROMETHEUS_RETENTION: key({
+    default: '15d',
+    allowed: 'a Prometheus duration such as 15d, 36h or 2w',
+    parse: matching(/^[1-9]\d*(h|d|w)$/),
+  }),
+  PROMETHEUS_STORAGE: key({ default: '10Gi', allowed: 'a volume size such as 10Gi or 512Mi', parse: quantity }),
+  LOKI_RETENTION: key({
+    default: '168h',
+    allowed: 'a whole number of hours of at least 24, such as 168h (Loki retention runs in 24h steps)',
+    parse: (raw: string) => {
+      const m = /^(\d+)h$/.exec(raw);
+      return m && Number(m[1]) >= 24 && Number(m[1]) % 24 === 0 ? raw : undefined;
+    },
+  }),
+  LOKI_STORAGE: key({ default: '5Gi', allowed: 'a volume size such as 5Gi or 512Mi', parse: quantity }),
+  SAMPLE_TRAFFIC: key({ default: 'true', allowed: 'true or false', parse: bool }),
+};
+
+type Keys = typeof CONFIG_KEYS;
+export type Config = { [K in keyof Keys]: NonNullable<ReturnType<Keys[K]['parse']>> } & {
+  /** Absolute path of the state directory. */
+  stateDir: string;
+};
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+/** Validates a set of raw values (already merged: shell over .env over defaults) into a Config. */
+export function parseConfig(raw: Record<string, string | undefined>): Config {
+  const problems: string[] = [];
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(CONFIG_KEYS) as [string, KeySpec<unknown>][]) {
+    const given = raw[name];
+    const text = given === undefined || given === '' ? spec.default : given.trim();
+    const value = spec.parse(text);
+    if (value === undefined) {
+      problems.push(
+        `${name}="${given}" is not allowed: expected ${spec.allowed}. ` +
+          `Fix it in .env (or your shell), or remove it to use the default "${spec.default}".`,
+      );
+    }
+    out[name] = value;
+  }
+  const ports = ['HTTP_PORT', 'HTTPS_PORT', 'REGISTRY_PORT'] as const;
+  for (const [i, a] of ports.entries()) {
+    for (const b of ports.slice(i + 1)) {
+      if (out[a] !== undefined && out[a] === out[b]) {
+        problems.push(`${a} and ${b} are both ${out[a]}: each needs its own port. Change one of them in .env.`);
+      }
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  out.stateDir = path.resolve(PROJECT_DIR, out.STATE_DIR as string);
+  return out as Config;
+}
+
+/** Reads .env (ENV_FILE overrides its path) under the shell's environment, then validates it. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const envFile = env.ENV_FILE ?? path.join(PROJECT_DIR, '.env');
+  const fromFile = fs.existsSync(envFile) ? dotenv.parse(fs.readFileSync(envFile)) : {};
+  return parseConfig({ ...fromFile, ...env });
+}
+
+/** Path of a file in the state directory. */
+export const statePath = (cfg: Config, ...parts: string[]) => path.join(cfg.stateDir, ...parts);
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+export const verbose = process.argv.includes('--verbose') || process.env.VERBOSE === 'true';
+
+export class CommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | null,
+    readonly output: string,
+    hint?: string,
+  ) {
+    super(`command failed (exit ${exitCode}): ${command}${output ? `\n${indent(output.trim())}` : ''}${hint ? `\n${hint}` : ''}`);
+  }
+}
+
+/** A failure the user can fix, with the fix in its message; printed without a stack. */
+export class UserError extends Error {}
+
+export interface RunOptions {
+  input?: string;
+  env?: Record<string, string>;
+  /** Exit codes that are answers rather than failures (e.g. 1 from `kubectl diff`). */
+  okCodes?: number[];
+  /** Added to the error when the command fails. */
+  hint?: string;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const indent = (text: string) => text.replace(/^/gm, '    ');
+const quoteArg = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+export const commandLine = (cmd: string, args: string[]) => [cmd, ...args].map(quoteArg).join(' ');
+
+/** Runs a command without a shell; a non-zero exit (not in okCodes) throws a CommandError. */
+export async function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const line = commandLine(cmd, args);
+  if (verbose) console.log(kleur.gray(`    $ ${line}`));
+  let result: RunResult;
+  try {
+    const p = await $({
+      nothrow: true,
+      quiet: true,
+      input: opts.input,
+      env: { ...process.env, ...opts.env },
+    })`${cmd} ${args}`;
+    result = { code: p.exitCode ?? 1, stdout: p.stdout, stderr: p.stderr };
+  } catch (err) {
+    throw new CommandError(line, null, String((err as Error).message), opts.hint);
+  }
+  if (verbose && result.stderr.trim()) console.log(kleur.gray(indent(result.stderr.trim())));
+  if (result.code !== 0 && !(opts.okCodes ?? []).includes(result.code)) {
+    const output = [result.stdout.trim(), result.stderr.trim()].filter(Boolean).join('\n');
+    throw new CommandError(line, result.code, output, opts.hint);
+  }
+  return result;
+}
+
+/** Whether a command is on PATH. */
+export async function hasTool(name: string): Promise<boolean> {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (dir && fs.existsSync(path.join(dir, name))) return true;
+  }
+  return false;
+}
+
+export const kubeconfigPath = (cfg: Config) => statePath(cfg, 'kubeconfig');
+export const kubectl = (cfg: Config, args: string[], opts?: RunOptions) =>
+  run('kubectl', ['--kubeconfig', kubeconfigPath(cfg), ...args], opts);
+export const helm = (cfg: Config, args: string[], opts?: RunOptions) =>
+  run('helm', ['--kubeconfig', kubeconfigPath(cfg), ...args], opts);
+
+/** Fails with "run task talos first" unless the cluster in the state directory answers. */
+export async function requireCluster(cfg: Config): Promise<void> {
+  const hint = `No reachable cluster "${cfg.CLUSTER_NAME}" (kubeconfig ${kubeconfigPath(cfg)}). Run \`task talos\` first.`;
+  if (!fs.existsSync(kubeconfigPath(cfg))) throw new UserError(hint);
+  try {
+    await kubectl(cfg, ['get', '--raw', '/readyz'], { hint });
+  } catch (err) {
+    throw new UserError(`${hint}\n${(err as Error).message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+/** Writes through a temporary file in the same folder and a rename; keeps the old mode. Returns false when unchanged. */
+export function writeFileAtomic(file: string, content: string, mode?: number): boolean {
+  if (fs.existsSync(file) && fs.readFileSync(file, 'utf8') === content) return false;
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  const keepMode = fs.existsSync(file) ? fs.statSync(file).mode & 0o777 : undefined;
+  fs.writeFileSync(tmp, content, { mode: mode ?? keepMode ?? 0o644 });
+  fs.renameSync(tmp, file);
+  return true;
+}
+
+/** Replaces ${NAME} placeholders; an unknown name throws, so a typo never reaches the cluster. */
+export function renderTemplate(text: string, vars: Record<string, string | number | boolean>): string {
+  return text.replace(/\$\{([A-Z0-9_]+)\}/g, (_, name: string) => {
+    if (!(name in vars)) throw new Error(`template placeholder \${${name}} has no value`);
+    return String(vars[name]);
+  });
+}
+
+/** Reads a YAML file of the repository (helm-values/, manifests/ ...). */
+export const readProjectYaml = (relPath: string) => YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, relPath), 'utf8'));
+
+// ---------------------------------------------------------------------------------------------
+// Cluster actions shared by several phases
+// ---------------------------------------------------------------------------------------------
+
+/** Applies manifests only when `kubectl diff` sees a difference. Returns "unchanged" or "applied". */
+export async function applyManifests(cfg: Config, yamlText: string, serverSide = false): Promise<'unchanged' | 'applied'> {
+  const ss = serverSide ? ['--server-side', '--force-conflicts'] : [];
+  const diff = await kubectl(cfg, ['diff', ...ss, '-f', '-'], { input: yamlText, okCodes: [1] });
+  if (diff.code === 0) return 'unchanged';
+  await kubectl(cfg, ['apply', ...ss, '-f', '-'], { input: yamlText });
+  return 'applied';
+}
+
+export interface HelmReleaseSpec {
+  release: string;
+  namespace: string;
+  chart: { repo: string; chart: string; version: string };
+  /** Values in merge order (later wins), as objects; they are written to one file in the state dir. */
+  values: Record<string, unknown>[];
+  timeout?: string;
+}
+
+/** Deep-merges Helm values objects as Helm does: maps merge, everything else is replaced. */
+export function mergeValues(...layers: Record<string, unknown>[]): Record<string, unknown> {
+  const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const out: Record<string, unknown> = {};
+  for (const layer of layers) {
+    for (const [k, v] of Object.entries(layer)) {
+      out[k] = isMap(v) && isMap(out[k]) ? mergeValues(out[k] as Record<string, unknown>, v) : v;
+    }
+  }
+  return out;
+}
+
+/**
+ * Installs or upgrades a release only when the deployed one differs in chart version, status or
+ * values. Returns what it did and why, for the step's status line.
+ */
+export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<string> {
+  const values = mergeValues(...spec.values);
+  const valuesFile = statePath(cfg, 'helm', `${spec.release}.values.yaml`);
+  writeFileAtomic(valuesFile, YAML.stringify(values));
+
+  const list = await helm(cfg, ['list', '--namespace', spec.namespace, '--filter', `^${spec.release}$`, '--output', 'json']);
+  const current = (JSON.parse(list.stdout || '[]') as { name: string; chart: string; status: string }[]).find(
+    (r) => r.name === spec.release,
+  );
+  const wantChart = `${spec.chart.chart}-${spec.chart.version}`;
+  let reason = 'not installed';
+  if (current) {
+    const got = await helm(cfg, ['get', 'values', spec.release, '--namespace', spec.namespace, '--output', 'json']);
+    const deployedValues = JSON.parse(got.stdout || '{}') ?? {};
+    if (current.chart !== wantChart) reason = `chart ${current.chart} → ${wantChart}`;
+    else if (current.status !== 'deployed') reason = `status ${current.status}`;
+    else if (!isDeepStrictEqual(deployedValues, JSON.parse(JSON.stringify(values)))) reason = 'values changed';
+    else return `unchanged (${wantChart})`;
+  }
+  await helm(cfg, [
+    'upgrade', '--install', spec.release, spec.chart.chart,
+    '--repo', spec.chart.repo,
+    '--version', spec.chart.version,
+    '--namespace', spec.namespace, '--create-namespace',
+    '--values', valuesFile,
+    '--wait', '--timeout', spec.timeout ?? '10m',
+  ]);
+  return `${current ? 'upgraded' : 'installed'} ${wantChart} (${reason})`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps and phases
+// ---------------------------------------------------------------------------------------------
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
+
+interface StepRecord {
+  title: string;
+  ok: boolean;
+  ms: number;
+  detail: string;
+}
+
+const steps: StepRecord[] = [];
+
+/**
+ * Runs one named step. Prints "• title" when it starts and "✓ title (1.2s) detail" or
+ * "✗ title (1.2s)" when it ends, whatever happens. The step returns its detail line.
+ */
+export async function step(title: string, fn: () => Promise<string | void>): Promise<void> {
+  console.log(`${kleur.gray('•')} ${title} …`);
+  const start = Date.now();
+  try {
+    const detail = (await fn()) ?? '';
+    const ms = Date.now() - start;
+    steps.push({ title, ok: true, ms, detail });
+    console.log(`${kleur.green('✓')} ${title} ${kleur.gray(`(${seconds(ms)})`)}${detail ? ` ${detail}` : ''}`);
+  } catch (err) {
+    const ms = Date.now() - start;
+    steps.push({ title, ok: false, ms, detail: '' });
+    console.log(`${kleur.red('✗')} ${title} ${kleur.gray(`(${seconds(ms)})`)}`);
+    throw err;
+  }
+}
+
+/** Prints a line that is not a step: a hint, a warning or an instruction. */
+export const note = (text: string) => console.log(`  ${kleur.cyan('›')} ${text}`);
+export const warn = (text: string) => console.log(`  ${kleur.yellow('!')} ${text}`);
+
+/**
+ * Runs a phase: loads config, runs body, prints the summary, and records the phase's result in
+ * the state directory's phases.log (read by `task deploy`'s closing summary). Exits non-zero on failure.
+ */
+export async function runPhase(phase: string, body: (cfg: Config) => Promise<void>): Promise<void> {
+  if (process.env.NO_COLOR) kleur.enabled = false;
+  const start = Date.now();
+  let cfg: Config | undefined;
+  let ok = false;
+  try {
+    cfg = loadConfig();
+    console.log(kleur.bold(`▶ ${phase}`));
+    await body(cfg);
+    ok = true;
+  } catch (err) {
+    console.error(kleur.red(`✗ ${phase} failed: ${(err as Error).message}`));
+    if (!(err instanceof UserError || err instanceof ConfigError || err instanceof CommandError)) {
+      console.error(kleur.gray((err as Error).stack ?? ''));
+    }
+  }
+  const ms = Date.now() - start;
+  const changed = steps.filter((s) => s.ok && !/^(unchanged|already)/.test(s.detail)).length;
+  console.log(
+    `${ok ? kleur.green('✓') : kleur.red('✗')} ${kleur.bold(phase)} ${ok ? 'done' : 'failed'} in ${seconds(ms)}: ` +
+      `${steps.filter((s) => s.ok).length}/${steps.length} steps ok, ${ok && changed === 0 ? 'nothing changed' : `${changed} changed something`}`,
+  );
+  if (cfg && process.env.DEPLOY_RUN_ID) {
+    fs.mkdirSync(cfg.stateDir, { recursive: true });
+    const record = { run: process.env.DEPLOY_RUN_ID, phase, ok, ms, changed };
+    fs.appendFileSync(statePath(cfg, 'phases.log'), `${JSON.stringify(record)}\n`);
+  }
+  process.exitCode = ok ? 0 : 1;
+}
+
+/** True when the script file is the process's entry point (not imported by a test). */
+export const isMain = (metaUrl: string) => process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(metaUrl);
+

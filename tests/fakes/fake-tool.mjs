@@ -1,0 +1,75 @@
+// Entry point of the stand-in tools (tests/fakes/bin/*). See tests/fakes/README.md for the contract.
+//
+// Each call: appends {"tool","argv"} to $FAKE_TOOLS_LOG, takes the lock on the scenario state
+// ($FAKE_STATE, a JSON file; defaults describe a healthy machine with no cluster), applies any
+// scripted failure that matches, runs the tool's handler, saves the state and exits with its code.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { deepMerge, defaultState } from './common.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+const statePath = () => process.env.FAKE_STATE ?? path.join(os.tmpdir(), `platform-fake-tools-${process.getuid?.() ?? 0}.json`);
+
+function withLock(file, fn) {
+  const lock = `${file}.lock`;
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    try {
+      fs.mkdirSync(lock);
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`fake tools: lock ${lock} held too long`);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+function matchesFailure(rule, tool, argv) {
+  return rule.tool === tool && (rule.argv ?? []).every((a) => argv.includes(a)) && (rule.times ?? 1) > 0;
+}
+
+async function main() {
+  const [tool, ...argv] = process.argv.slice(2);
+  if (process.env.FAKE_TOOLS_LOG) {
+    fs.appendFileSync(process.env.FAKE_TOOLS_LOG, `${JSON.stringify({ tool, argv })}\n`);
+  }
+  const handler = (await import(path.join(here, 'tools', `${tool}.mjs`))).default;
+  const file = statePath();
+  let stdout = '';
+  let stderr = '';
+  const code = withLock(file, () => {
+    const state = fs.existsSync(file) ? deepMerge(defaultState(), JSON.parse(fs.readFileSync(file, 'utf8'))) : defaultState();
+    const rule = state.failures.find((r) => matchesFailure(r, tool, argv));
+    let exit;
+    if (rule) {
+      if (rule.times !== undefined) rule.times -= 1;
+      stdout = rule.stdout ?? '';
+      stderr = rule.stderr ?? `${tool}: scripted failure`;
+      exit = rule.code ?? 1;
+    } else {
+      const ctx = {
+        state,
+        env: process.env,
+        out: (text) => (stdout += text),
+        err: (text) => (stderr += text),
+        stdin: () => fs.readFileSync(0, 'utf8'),
+      };
+      exit = handler(argv, ctx) ?? 0;
+    }
+    fs.writeFileSync(file, JSON.stringify(state, null, 1));
+    return exit;
+  });
+  process.stdout.write(stdout);
+  process.stderr.write(stderr);
+  process.exitCode = code;
+}
+
+await main();

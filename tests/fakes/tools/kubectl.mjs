@@ -1,0 +1,171 @@
+// Stand-in `kubectl`: answers from the Talos node containers (nodes) and an object store of
+// whatever was applied (state.kubectl.objects, keyed "Kind/namespace/name").
+import fs from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
+import YAML from 'yaml';
+import { one, parseArgs } from '../common.mjs';
+
+const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'StorageClass', 'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'PersistentVolume']);
+
+/** Kind names as kubectl accepts them on the command line. */
+const KIND_ALIASES = {
+  ns: 'Namespace', namespace: 'Namespace', namespaces: 'Namespace',
+  node: 'Node', nodes: 'Node', no: 'Node',
+  pod: 'Pod', pods: 'Pod', po: 'Pod',
+  svc: 'Service', service: 'Service', services: 'Service',
+  deploy: 'Deployment', deployment: 'Deployment', deployments: 'Deployment',
+  ds: 'DaemonSet', daemonset: 'DaemonSet', daemonsets: 'DaemonSet',
+  sts: 'StatefulSet', statefulset: 'StatefulSet', statefulsets: 'StatefulSet',
+  pvc: 'PersistentVolumeClaim', persistentvolumeclaim: 'PersistentVolumeClaim', persistentvolumeclaims: 'PersistentVolumeClaim',
+  sc: 'StorageClass', storageclass: 'StorageClass', storageclasses: 'StorageClass',
+  secret: 'Secret', secrets: 'Secret', configmap: 'ConfigMap', configmaps: 'ConfigMap', cm: 'ConfigMap',
+  ingressroute: 'IngressRoute', ingressroutes: 'IngressRoute',
+  tlsstore: 'TLSStore', tlsstores: 'TLSStore', middleware: 'Middleware', middlewares: 'Middleware',
+  events: 'Event', event: 'Event',
+};
+export const kindOf = (word) => KIND_ALIASES[word.toLowerCase()] ?? KIND_ALIASES[word.toLowerCase().split('.')[0]] ?? word;
+
+export const objectKey = (o, defaultNs = 'default') =>
+  `${o.kind}/${CLUSTER_SCOPED.has(o.kind) ? '' : o.metadata?.namespace ?? defaultNs}/${o.metadata?.name}`;
+
+/** The cluster named by a kubeconfig answers when its control-plane container runs. */
+function clusterUp(state, kubeconfig) {
+  if (!kubeconfig || !fs.existsSync(kubeconfig)) return false;
+  const ctxName = YAML.parse(fs.readFileSync(kubeconfig, 'utf8'))?.['current-context'] ?? '';
+  const cluster = ctxName.replace(/^admin@/, '');
+  return state.docker.running && state.docker.containers[`${cluster}-controlplane-1`]?.state === 'running';
+}
+
+export function nodes(state) {
+  return Object.values(state.docker.containers)
+    .filter((c) => c.labels['talos.owned'] === 'true' && c.state === 'running')
+    .map((c) => {
+      const ready = !state.kubectl.notReadyNodes.includes(c.name);
+      return {
+        apiVersion: 'v1',
+        kind: 'Node',
+        metadata: {
+          name: c.name,
+          labels: c.labels['talos.type'] === 'controlplane' ? { 'node-role.kubernetes.io/control-plane': '' } : {},
+        },
+        status: {
+          conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', reason: ready ? 'KubeletReady' : 'KubeletNotReady' }],
+          nodeInfo: { kubeletVersion: `v${c.meta?.kubernetesVersion ?? '1.36.3'}` },
+          addresses: [{ type: 'InternalIP', address: Object.values(c.networks)[0]?.ip }],
+        },
+      };
+    });
+}
+
+function readDocs(ctx, file) {
+  const text = file === '-' ? ctx.stdin() : fs.readFileSync(file, 'utf8');
+  return YAML.parseAllDocuments(text)
+    .map((d) => d.toJSON())
+    .filter(Boolean)
+    .flatMap((d) => (d.kind === 'List' ? d.items : [d]));
+}
+
+function list(state, kind, ns) {
+  if (kind === 'Node') return nodes(state);
+  return Object.entries(state.kubectl.objects)
+    .filter(([k]) => k.startsWith(`${kind}/`) && (ns === undefined || CLUSTER_SCOPED.has(kind) || k.split('/')[1] === ns))
+    .map(([, o]) => o);
+}
+
+export default function kubectl(argv, ctx) {
+  const { state, out, err } = ctx;
+  const { flags, positional } = parseArgs(argv, [
+    '--kubeconfig', '-n', '--namespace', '-o', '--output', '-f', '--filename', '-k', '--for', '--timeout', '-l',
+    '--selector', '--raw', '--field-selector', '--tail', '-c', '--container', '--type', '-p', '--patch', '--context',
+  ]);
+  const [verb, ...words] = positional;
+  if (verb === 'version') {
+    out(JSON.stringify({ clientVersion: { gitVersion: state.kubectl.version } }));
+    return 0;
+  }
+  if (!clusterUp(state, one(flags, '--kubeconfig'))) {
+    err('The connection to the server 127.0.0.1:40123 was refused - did you specify the right host or port?\n');
+    return 1;
+  }
+  const ns = one(flags, '-n', '--namespace');
+  const output = one(flags, '-o', '--output');
+  const objects = state.kubectl.objects;
+  switch (verb) {
+    case 'get': {
+      if (flags['--raw']) {
+        out('ok');
+        return 0;
+      }
+      const kinds = words[0].split(',').map(kindOf);
+      if (words[1]) {
+        const found = list(state, kinds[0], ns ?? 'default').find((o) => o.metadata.name === words[1]);
+        if (!found) {
+          err(`Error from server (NotFound): ${words[0]} "${words[1]}" not found\n`);
+          return 1;
+        }
+        out(output === 'json' ? JSON.stringify(found) : `${found.metadata.name}\n`);
+        return 0;
+      }
+      const items = kinds.flatMap((k) => list(state, k, flags['-A'] || flags['--all-namespaces'] ? undefined : ns ?? 'default'));
+      out(output === 'json' ? JSON.stringify({ apiVersion: 'v1', kind: 'List', items }) : items.map((o) => `${o.metadata.name}\n`).join(''));
+      return 0;
+    }
+    case 'wait': {
+      if (words[0] === 'nodes' || words[0] === 'node') {
+        const notReady = nodes(state).filter((n) => n.status.conditions[0].status !== 'True');
+        if (notReady.length) {
+          err(`error: timed out waiting for the condition on nodes/${notReady[0].metadata.name}\n`);
+          return 1;
+        }
+        out(nodes(state).map((n) => `node/${n.metadata.name} condition met\n`).join(''));
+        return 0;
+      }
+      out(`${words.join(' ')} condition met\n`);
+      return 0;
+    }
+    case 'diff':
+    case 'apply': {
+      const file = one(flags, '-f', '--filename');
+      const docs = readDocs(ctx, file);
+      const changed = docs.filter((d) => !isDeepStrictEqual(objects[objectKey(d, ns)], d));
+      if (verb === 'diff') {
+        for (const d of changed) out(`diff -u -N /tmp/LIVE/${objectKey(d, ns)} /tmp/MERGED/${objectKey(d, ns)}\n+ (changed)\n`);
+        return changed.length ? 1 : 0;
+      }
+      for (const d of docs) {
+        const k = objectKey(d, ns);
+        const verbText = !objects[k] ? 'created' : changed.includes(d) ? 'configured' : 'unchanged';
+        objects[k] = d;
+        out(`${d.kind.toLowerCase()}/${d.metadata.name} ${verbText}\n`);
+      }
+      return 0;
+    }
+    case 'delete': {
+      const kind = kindOf(words[0].split('/')[0]);
+      const names = words[0].includes('/') ? [words[0].split('/')[1]] : words.slice(1);
+      for (const name of names) {
+        const k = `${kind}/${CLUSTER_SCOPED.has(kind) ? '' : ns ?? 'default'}/${name}`;
+        if (!objects[k]) {
+          if (flags['--ignore-not-found']) continue;
+          err(`Error from server (NotFound): ${words[0]} "${name}" not found\n`);
+          return 1;
+        }
+        delete objects[k];
+        out(`${kind.toLowerCase()} "${name}" deleted\n`);
+      }
+      return 0;
+    }
+    case 'rollout':
+      out(`${words[1]} successfully rolled out\n`);
+      return 0;
+    case 'logs':
+      out('');
+      return 0;
+    case 'describe':
+      out(`Name: ${words[1] ?? ''}\nEvents: <none>\n`);
+      return 0;
+    default:
+      err(`fake kubectl: unsupported command: ${argv.join(' ')}\n`);
+      return 2;
+  }
+}

@@ -1,0 +1,114 @@
+// Test helpers: a sandbox per test (scenario state, call log, state dir, HOME) and a runner that
+// starts a phase script with the stand-in tools first on PATH.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+// @ts-expect-error: plain ESM module without types
+import { deepMerge, defaultState } from './fakes/common.mjs';
+
+export const PROJECT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const FAKE_BIN = path.join(PROJECT_DIR, 'tests', 'fakes', 'bin');
+
+export interface ToolCall {
+  tool: string;
+  argv: string[];
+}
+
+export interface ScriptResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  calls: ToolCall[];
+}
+
+/** Calls that change something: the contract the "re-run changes nothing" tests rely on. */
+export function isMutating(call: ToolCall): boolean {
+  const [a = '', b = ''] = call.argv.filter((x) => !x.startsWith('-') && !x.includes('/') && !x.includes('='));
+  switch (call.tool) {
+    case 'docker':
+      return ['run', 'start', 'stop', 'rm', 'build', 'push', 'tag', 'pull', 'create'].includes(a) ||
+        (['network', 'volume', 'image', 'buildx'].includes(a) && !['ls', 'inspect'].includes(b));
+    case 'talosctl':
+      return ['cluster', 'bootstrap', 'apply-config', 'patch', 'upgrade', 'reset', 'kubeconfig', 'upgrade-k8s'].includes(a) &&
+        !(a === 'cluster' && ['show'].includes(b));
+    case 'kubectl':
+      return ['apply', 'create', 'delete', 'patch', 'label', 'annotate', 'replace', 'scale', 'edit', 'set', 'cordon', 'drain', 'taint'].includes(a) ||
+        (a === 'rollout' && b === 'restart');
+    case 'helm':
+      return ['install', 'upgrade', 'uninstall', 'rollback', 'repo', 'plugin'].includes(a);
+    default:
+      return true;
+  }
+}
+
+export interface Sandbox {
+  dir: string;
+  stateDir: string;
+  home: string;
+  fakeState: string;
+  /** Merges a partial scenario over the current fake state (or the healthy default). */
+  scenario(partial: Record<string, unknown>): void;
+  /** The fake state as it is now. */
+  state(): any;
+  /** Runs scripts/<name>.ts with the stand-ins first on PATH; calls holds only this run's calls. */
+  run(script: string, args?: string[], env?: Record<string, string>): Promise<ScriptResult>;
+}
+
+export function makeSandbox(): Sandbox {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'platform-test-'));
+  const stateDir = path.join(dir, 'state');
+  const home = path.join(dir, 'home');
+  fs.mkdirSync(home);
+  const fakeState = path.join(dir, 'fake-state.json');
+  const state = () => (fs.existsSync(fakeState) ? deepMerge(defaultState(), JSON.parse(fs.readFileSync(fakeState, 'utf8'))) : defaultState());
+  return {
+    dir,
+    stateDir,
+    home,
+    fakeState,
+    state,
+    scenario(partial) {
+      fs.writeFileSync(fakeState, JSON.stringify(deepMerge(state(), partial)));
+    },
+    run(script, args = [], env = {}) {
+      const log = path.join(dir, `calls-${Date.now()}-${Math.random().toString(36).slice(2)}.jsonl`);
+      return new Promise((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', `${script}.ts`), ...args], {
+          cwd: PROJECT_DIR,
+          env: {
+            PATH: `${FAKE_BIN}${path.delimiter}${process.env.PATH}`,
+            HOME: home,
+            FAKE_STATE: fakeState,
+            FAKE_TOOLS_LOG: log,
+            STATE_DIR: stateDir,
+            ENV_FILE: path.join(dir, 'no.env'),
+            NO_COLOR: '1',
+            // Ports above 1024 so that the preflight's bind test needs no root; tests that want
+            // a taken port occupy one of these.
+            HTTP_PORT: '18080',
+            HTTPS_PORT: '18443',
+            REGISTRY_PORT: '15001',
+            ...env,
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => (stdout += d));
+        child.stderr.on('data', (d) => (stderr += d));
+        child.on('close', (code) => {
+          const calls = fs.existsSync(log)
+            ? fs.readFileSync(log, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ToolCall)
+            : [];
+          resolve({ code, stdout, stderr, calls });
+        });
+      });
+    },
+  };
+}
+
+/** Calls to one tool whose argv starts with the given words. */
+export const callsOf = (calls: ToolCall[], tool: string, ...prefix: string[]) =>
+  calls.filter((c) => c.tool === tool && prefix.every((p, i) => c.argv[i] === p));
