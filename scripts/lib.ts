@@ -31,6 +31,8 @@ export const PINNED = {
   helmMinimum: '3.17.0',
   localPathProvisioner: 'v0.0.37',
   registryImage: 'registry:2.8.3',
+  /** Small image for one-shot checks (storage smoke test). */
+  busyboxImage: 'busybox:1.37.0',
   charts: {
     traefik: { repo: 'https://traefik.github.io/charts', chart: 'traefik', version: '41.3.0' },
     prometheus: { repo: 'https://prometheus-community.github.io/helm-charts', chart: 'prometheus', version: '29.27.0' },
@@ -42,6 +44,9 @@ export const PINNED = {
 
 /** Traefik's NodePorts; the control-plane container publishes HTTP_PORT/HTTPS_PORT onto them. */
 export const INGRESS_NODE_PORTS = { http: 30080, https: 30443 } as const;
+
+/** The names Traefik routes, each under DOMAIN: grafana.<DOMAIN> and so on (certificates, hosts block, routes). */
+export const INGRESS_HOSTS = ['grafana', 'prometheus', 'traefik', 'app'] as const;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -386,30 +391,35 @@ interface StepRecord {
   title: string;
   ok: boolean;
   ms: number;
-  detail: string;
+  /** Whether the step changed something (a check never does; "unchanged…"/"already…" details do not). */
+  changed: boolean;
 }
 
 const steps: StepRecord[] = [];
 
 /**
- * Runs one named step. Prints "• title" when it starts and "✓ title (1.2s) detail" or
- * "✗ title (1.2s)" when it ends, whatever happens. The step returns its detail line.
+ * Runs one named step. Prints "• title …" when it starts and "✓ title (1.2s) detail" or
+ * "✗ title (1.2s)" when it ends, whatever happens. The step returns its detail line; an action
+ * whose detail starts with "unchanged" or "already" changed nothing.
  */
-export async function step(title: string, fn: () => Promise<string | void>): Promise<void> {
+export async function step(title: string, fn: () => Promise<string | void>, kind: 'action' | 'check' = 'action'): Promise<void> {
   console.log(`${kleur.gray('•')} ${title} …`);
   const start = Date.now();
   try {
     const detail = (await fn()) ?? '';
     const ms = Date.now() - start;
-    steps.push({ title, ok: true, ms, detail });
+    steps.push({ title, ok: true, ms, changed: kind === 'action' && !/^(unchanged|already)/.test(detail) });
     console.log(`${kleur.green('✓')} ${title} ${kleur.gray(`(${seconds(ms)})`)}${detail ? ` ${detail}` : ''}`);
   } catch (err) {
     const ms = Date.now() - start;
-    steps.push({ title, ok: false, ms, detail: '' });
+    steps.push({ title, ok: false, ms, changed: false });
     console.log(`${kleur.red('✗')} ${title} ${kleur.gray(`(${seconds(ms)})`)}`);
     throw err;
   }
 }
+
+/** A step that only reads and verifies: it never counts as a change. */
+export const check = (title: string, fn: () => Promise<string | void>) => step(title, fn, 'check');
 
 /** Prints a line that is not a step: a hint, a warning or an instruction. */
 export const note = (text: string) => console.log(`  ${kleur.cyan('›')} ${text}`);
@@ -436,10 +446,12 @@ export async function runPhase(phase: string, body: (cfg: Config) => Promise<voi
     }
   }
   const ms = Date.now() - start;
-  const changed = steps.filter((s) => s.ok && !/^(unchanged|already)/.test(s.detail)).length;
+  const changed = steps.filter((s) => s.changed).length;
+  const failedStep = steps.find((s) => !s.ok);
   console.log(
-    `${ok ? kleur.green('✓') : kleur.red('✗')} ${kleur.bold(phase)} ${ok ? 'done' : 'failed'} in ${seconds(ms)}: ` +
-      `${steps.filter((s) => s.ok).length}/${steps.length} steps ok, ${ok && changed === 0 ? 'nothing changed' : `${changed} changed something`}`,
+    ok
+      ? `${kleur.green('✓')} ${kleur.bold(phase)} done in ${seconds(ms)}: ${steps.length} steps, ${changed === 0 ? 'nothing changed' : `${changed} changed something`}`
+      : `${kleur.red('✗')} ${kleur.bold(phase)} failed in ${seconds(ms)}${failedStep ? ` at "${failedStep.title}"` : ''}`,
   );
   if (cfg && process.env.DEPLOY_RUN_ID) {
     fs.mkdirSync(cfg.stateDir, { recursive: true });

@@ -1,4 +1,6 @@
 // Stand-in `docker`: containers, networks and volumes kept in the scenario state.
+import fs from 'node:fs';
+import path from 'node:path';
 import { all, one, parseArgs } from '../common.mjs';
 
 const DOWN = 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n';
@@ -77,9 +79,47 @@ export default function docker(argv, ctx) {
   const sub = cmd === 'network' || cmd === 'volume' || cmd === 'image' ? `${cmd} ${rest.shift()}` : cmd;
   const { flags, positional } = parseArgs(rest, [
     '--format', '-f', '--filter', '--name', '--label', '-l', '-p', '--publish', '-e', '--env', '-v', '--volume',
-    '--network', '--ip', '--restart', '--subnet', '-o', '--opt', '--driver', '-t', '--tag', '--mount',
+    '--network', '--ip', '--restart', '--subnet', '-o', '--opt', '--driver', '-t', '--tag', '--mount', '--file',
   ]);
   switch (sub) {
+    case 'build': {
+      // docker build --tag ref [--label k=v] [--file Dockerfile] <context>: needs a Dockerfile.
+      const context = positional[0];
+      const dockerfile = one(flags, '--file', '-f') ?? path.join(context ?? '.', 'Dockerfile');
+      if (!context || !fs.existsSync(dockerfile)) {
+        err(`ERROR: failed to build: failed to solve: failed to read dockerfile: open Dockerfile: no such file or directory\n`);
+        return 1;
+      }
+      const id = `sha256:${Buffer.from(`${context}:${Date.now()}`).toString('hex').padEnd(64, '0').slice(0, 64)}`;
+      for (const ref of all(flags, '--tag', '-t')) d.images[ref] = { id, labels: Object.fromEntries(all(flags, '--label').map((l) => l.split(/=(.*)/s).slice(0, 2))) };
+      err(`#0 building with "default" instance using docker driver\n#9 naming to ${all(flags, '--tag', '-t').join(', ')} done\n`);
+      return 0;
+    }
+    case 'image inspect': {
+      const missing = positional.filter((n) => !d.images[n]);
+      if (missing.length) {
+        out('[]\n');
+        err(`Error response from daemon: No such image: ${missing[0]}\n`);
+        return 1;
+      }
+      const format = one(flags, '--format', '-f');
+      if (format === '{{.Id}}') out(positional.map((n) => `${d.images[n].id}\n`).join(''));
+      else out(`${JSON.stringify(positional.map((n) => ({ Id: d.images[n].id, RepoTags: [n], Config: { Labels: d.images[n].labels ?? {} } })), null, 2)}\n`);
+      return 0;
+    }
+    case 'push': {
+      // The pushed refs are kept in state.docker.pushed (ref -> digest); a test's stand-in registry
+      // (an HTTP server) answers /v2/<name>/manifests/<tag> from that list.
+      const ref = positional[0];
+      if (!d.images[ref]) {
+        err(`An image does not exist locally with the tag: ${ref.replace(/:[^:/]+$/, '')}\n`);
+        return 1;
+      }
+      const digest = `sha256:${d.images[ref].id.slice(7, 71)}`;
+      d.pushed = { ...(d.pushed ?? {}), [ref]: digest };
+      out(`The push refers to repository [${ref.replace(/:[^:/]+$/, '')}]\n${ref.split(':').at(-1)}: digest: ${digest} size: 1786\n`);
+      return 0;
+    }
     case '--version':
       out('Docker version 28.2.2, build e6534b4\n');
       return 0;

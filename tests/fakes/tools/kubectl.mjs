@@ -1,6 +1,7 @@
 // Stand-in `kubectl`: answers from the Talos node containers (nodes) and an object store of
 // whatever was applied (state.kubectl.objects, keyed "Kind/namespace/name").
 import fs from 'node:fs';
+import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
 import { one, parseArgs } from '../common.mjs';
@@ -72,6 +73,64 @@ function list(state, kind, ns) {
     .map(([, o]) => o);
 }
 
+/**
+ * Stand-in upstream files that `kubectl kustomize` would download: state.kubectl.remoteFiles
+ * ({url: yamlText}) first, then a hand-written miniature of the local-path-provisioner release.
+ */
+function remoteFile(state, url) {
+  if (state.kubectl.remoteFiles?.[url] !== undefined) return state.kubectl.remoteFiles[url];
+  const lpp = /rancher\/local-path-provisioner\/(v[\d.]+)\/deploy\/local-path-storage\.yaml$/.exec(url);
+  if (!lpp) return undefined;
+  const ns = 'local-path-storage';
+  return [
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } },
+    {
+      apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'local-path-provisioner', namespace: ns },
+      spec: { selector: { matchLabels: { app: 'local-path-provisioner' } }, template: { metadata: { labels: { app: 'local-path-provisioner' } },
+        spec: { containers: [{ name: 'local-path-provisioner', image: `docker.io/rancher/local-path-provisioner:${lpp[1]}` }] } } },
+    },
+    { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'local-path' }, provisioner: 'rancher.io/local-path', volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Delete' },
+    { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'local-path-config', namespace: ns }, data: { 'config.json': '{"nodePathMap":[{"node":"DEFAULT_PATH_FOR_NON_LISTED_NODES","paths":["/opt/local-path-provisioner"]}]}', setup: '#!/bin/sh' } },
+  ].map((o) => YAML.stringify(o)).join('---\n');
+}
+
+/** `kubectl kustomize <dir>`: resources (local files or URLs) with strategic-merge patches as deep merges by kind and name. */
+function kustomize(dir, ctx) {
+  const { state, out, err } = ctx;
+  const kfile = path.join(dir, 'kustomization.yaml');
+  if (!fs.existsSync(kfile)) {
+    err(`error: unable to find one of 'kustomization.yaml', 'kustomization.yml' or 'Kustomization' in directory '${dir}'\n`);
+    return 1;
+  }
+  const k = YAML.parse(fs.readFileSync(kfile, 'utf8'));
+  const docs = [];
+  for (const r of k.resources ?? []) {
+    const text = /^https?:\/\//.test(r) ? remoteFile(state, r) : fs.readFileSync(path.join(dir, r), 'utf8');
+    if (text === undefined) {
+      err(`error: accumulating resources: accumulating resources from '${r}': HTTP Error: status code 404 (Not Found)\n`);
+      return 1;
+    }
+    docs.push(...YAML.parseAllDocuments(text).map((d) => d.toJSON()).filter(Boolean));
+  }
+  const merge = (a, b) => {
+    const isMap = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
+    const o = { ...a };
+    for (const [key, v] of Object.entries(b)) o[key] = isMap(v) && isMap(o[key]) ? merge(o[key], v) : v;
+    return o;
+  };
+  for (const p of k.patches ?? []) {
+    const patch = YAML.parse(fs.readFileSync(path.join(dir, p.path), 'utf8'));
+    const i = docs.findIndex((d) => d.kind === patch.kind && d.metadata?.name === patch.metadata?.name);
+    if (i < 0) {
+      err(`error: no resource matches strategic merge patch "${patch.kind}.${patch.metadata?.name}"\n`);
+      return 1;
+    }
+    docs[i] = merge(docs[i], patch);
+  }
+  out(docs.map((d) => YAML.stringify(d)).join('---\n'));
+  return 0;
+}
+
 export default function kubectl(argv, ctx) {
   const { state, out, err } = ctx;
   const { flags, positional } = parseArgs(argv, [
@@ -83,6 +142,7 @@ export default function kubectl(argv, ctx) {
     out(JSON.stringify({ clientVersion: { gitVersion: state.kubectl.version } }));
     return 0;
   }
+  if (verb === 'kustomize') return kustomize(words[0] ?? '.', ctx);
   if (!clusterUp(state, one(flags, '--kubeconfig'))) {
     err('The connection to the server 127.0.0.1:40123 was refused - did you specify the right host or port?\n');
     return 1;
@@ -159,7 +219,8 @@ export default function kubectl(argv, ctx) {
       out(`${words[1]} successfully rolled out\n`);
       return 0;
     case 'logs':
-      out('');
+      // Scenario log lines per pod: state.kubectl.logs["namespace/pod"] (none by default).
+      out(state.kubectl.logs?.[`${ns ?? 'default'}/${words[0]}`] ?? '');
       return 0;
     case 'describe':
       out(`Name: ${words[1] ?? ''}\nEvents: <none>\n`);

@@ -1,0 +1,374 @@
+// Phase "observability" (`task observability`): Prometheus, Loki, Alloy (grafana/k8s-monitoring) and
+// Grafana in namespace `monitoring`, each a pinned Helm release (versions in PINNED.charts, lib.ts).
+//
+// What it does, in order:
+//   1. checks that the cluster in the state directory answers;
+//   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
+//      node-exporter uses the host's namespaces);
+//   3. Prometheus and Loki, in parallel;
+//   4. Grafana's admin Secret `grafana-admin` (random password, generated once, also kept in
+//      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json;
+//   5. Alloy (k8s-monitoring, then waits for its collectors) and Grafana, in parallel.
+// Every release is `helm upgrade --install --wait --timeout` through lib.helmRelease, which does
+// nothing when chart version and values are unchanged. When a release fails, the pods of
+// `monitoring` that are not ready are shown with their recent events and log lines.
+//
+// Values: helm-values/<release>.yaml hold everything structural; this script layers on top the
+// settings that have one source elsewhere: .env knobs (below), the service URLs (SERVICE_URLS,
+// defined once here) and the Alloy snippets in alloy/*.alloy.
+//
+// .env keys: PROMETHEUS_RETENTION, PROMETHEUS_STORAGE, LOKI_RETENTION, LOKI_STORAGE, DOMAIN,
+//            HTTPS_PORT (public URLs), CLUSTER_NAME (cluster label), STATE_DIR.
+// Tools: kubectl, helm.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import {
+  type Config,
+  type HelmReleaseSpec,
+  PINNED,
+  PROJECT_DIR,
+  UserError,
+  applyManifests,
+  check,
+  helmRelease,
+  isMain,
+  kubeconfigPath,
+  kubectl,
+  mergeValues,
+  note,
+  readProjectYaml,
+  requireCluster,
+  runPhase,
+  statePath,
+  step,
+  writeFileAtomic,
+} from './lib.ts';
+
+export const NAMESPACE = 'monitoring';
+
+/** In-cluster addresses between the components: the one place they are written down. */
+export const SERVICE_URLS = {
+  /** prometheus-community/prometheus: Service prometheus-server, port 80 (chart default). */
+  prometheus: `http://prometheus-server.${NAMESPACE}.svc:80`,
+  /** grafana-community/loki, Monolithic: Service loki, port 3100. */
+  loki: `http://loki.${NAMESPACE}.svc:3100`,
+  /** grafana-community/grafana: Service grafana, port 80. */
+  grafana: `http://grafana.${NAMESPACE}.svc:80`,
+} as const;
+export const PROMETHEUS_REMOTE_WRITE_URL = `${SERVICE_URLS.prometheus}/api/v1/write`;
+export const LOKI_PUSH_URL = `${SERVICE_URLS.loki}/loki/api/v1/push`;
+
+/** Grafana's admin login: Secret name and keys (contract with validate). */
+export const GRAFANA_ADMIN = { secret: 'grafana-admin', userKey: 'admin-user', passwordKey: 'admin-password', user: 'admin' } as const;
+export const GRAFANA_PASSWORD_FILE = 'grafana-admin-password';
+
+/** The ConfigMap of dashboards, mounted by the grafana chart through dashboardsConfigMaps. */
+export const DASHBOARDS_CONFIGMAP = 'grafana-dashboards-platform';
+export const DASHBOARDS_DIR = path.join(PROJECT_DIR, 'dashboards');
+/** ConfigMaps hold at most 1 MiB; keep room for metadata. */
+const CONFIGMAP_LIMIT = 1000 * 1024;
+
+/** The four releases, in install order groups: [prometheus, loki] in parallel, then [k8s-monitoring, grafana]. */
+export const RELEASES = {
+  prometheus: { release: 'prometheus', chart: PINNED.charts.prometheus, valuesFile: 'helm-values/prometheus.yaml', timeout: '10m' },
+  loki: { release: 'loki', chart: PINNED.charts.loki, valuesFile: 'helm-values/loki.yaml', timeout: '10m' },
+  k8sMonitoring: {
+    release: 'k8s-monitoring',
+    chart: PINNED.charts.k8sMonitoring,
+    valuesFile: 'helm-values/k8s-monitoring.yaml',
+    timeout: '15m',
+  },
+  grafana: { release: 'grafana', chart: PINNED.charts.grafana, valuesFile: 'helm-values/grafana.yaml', timeout: '10m' },
+} as const;
+export type ReleaseKey = keyof typeof RELEASES;
+
+/** Alloy snippets (alloy/*.alloy) and the k8s-monitoring value each one is fed into. */
+export const ALLOY_SNIPPETS = [
+  { file: 'alloy/annotation-autodiscovery-rules.alloy', valuePath: ['annotationAutodiscovery', 'extraDiscoveryRules'] },
+  { file: 'alloy/pod-logs-rules.alloy', valuePath: ['podLogsViaLoki', 'extraDiscoveryRules'] },
+  { file: 'alloy/talos-etcd.alloy', valuePath: ['collectors', 'alloy-metrics', 'extraConfig'] },
+] as const;
+
+/** Names of the Alloy workloads the Alloy Operator creates (collector names in k8s-monitoring.yaml). */
+export const ALLOY_WORKLOADS = [
+  { kind: 'statefulset', name: 'k8s-monitoring-alloy-metrics' },
+  { kind: 'daemonset', name: 'k8s-monitoring-alloy-logs' },
+] as const;
+
+// ---------------------------------------------------------------------------------------------
+// Pure parts (tested)
+// ---------------------------------------------------------------------------------------------
+
+/** https://<name>.<DOMAIN>, with the port when HTTPS_PORT is not 443. */
+export function publicUrl(cfg: Pick<Config, 'DOMAIN' | 'HTTPS_PORT'>, name: string): string {
+  return `https://${name}.${cfg.DOMAIN}${cfg.HTTPS_PORT === 443 ? '' : `:${cfg.HTTPS_PORT}`}`;
+}
+
+/** Builds a nested object from a key path: ['a','b'] + v -> {a: {b: v}}. */
+const nest = (keys: readonly string[], value: unknown): Record<string, unknown> =>
+  keys.reduceRight<unknown>((acc, k) => ({ [k]: acc }), value) as Record<string, unknown>;
+
+const readText = (relPath: string) => fs.readFileSync(path.join(PROJECT_DIR, relPath), 'utf8');
+
+/** The values layered over helm-values/<release>.yaml: every .env knob, URL and Alloy snippet. */
+export function overrides(cfg: Config, read: (relPath: string) => string = readText): Record<ReleaseKey, Record<string, unknown>> {
+  const alloy = ALLOY_SNIPPETS.map((s) => nest(s.valuePath, read(s.file)));
+  const grafanaFile = YAML.parse(read(RELEASES.grafana.valuesFile)) as {
+    datasources?: { 'datasources.yaml'?: { datasources?: { type: string }[] } };
+  };
+  const urlFor: Record<string, string> = { prometheus: SERVICE_URLS.prometheus, loki: SERVICE_URLS.loki };
+  const datasources = (grafanaFile.datasources?.['datasources.yaml']?.datasources ?? []).map((ds) => {
+    if (!urlFor[ds.type]) throw new Error(`${RELEASES.grafana.valuesFile}: datasource type "${ds.type}" has no service URL`);
+    return { ...ds, url: urlFor[ds.type] };
+  });
+  return {
+    prometheus: {
+      server: {
+        retention: cfg.PROMETHEUS_RETENTION,
+        persistentVolume: { size: cfg.PROMETHEUS_STORAGE },
+        baseURL: publicUrl(cfg, 'prometheus'),
+      },
+    },
+    loki: {
+      loki: { limits_config: { retention_period: cfg.LOKI_RETENTION } },
+      singleBinary: { persistence: { size: cfg.LOKI_STORAGE } },
+    },
+    k8sMonitoring: mergeValues(
+      {
+        cluster: { name: cfg.CLUSTER_NAME },
+        destinations: { prometheus: { url: PROMETHEUS_REMOTE_WRITE_URL }, loki: { url: LOKI_PUSH_URL } },
+      },
+      ...alloy,
+    ),
+    grafana: {
+      'grafana.ini': { server: { domain: `grafana.${cfg.DOMAIN}`, root_url: publicUrl(cfg, 'grafana') } },
+      datasources: { 'datasources.yaml': { apiVersion: 1, datasources } },
+    },
+  };
+}
+
+/** Everything helmRelease needs for one release: values file, then the overrides. */
+export function releaseSpec(cfg: Config, key: ReleaseKey, read: (relPath: string) => string = readText): HelmReleaseSpec {
+  const r = RELEASES[key];
+  const fileValues = (YAML.parse(read(r.valuesFile)) ?? {}) as Record<string, unknown>;
+  return { release: r.release, namespace: NAMESPACE, chart: r.chart, values: [fileValues, overrides(cfg, read)[key]], timeout: r.timeout };
+}
+
+export function namespaceManifest(): string {
+  return YAML.stringify({
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: {
+      name: NAMESPACE,
+      labels: {
+        'pod-security.kubernetes.io/enforce': 'privileged',
+        'pod-security.kubernetes.io/audit': 'privileged',
+        'pod-security.kubernetes.io/warn': 'privileged',
+      },
+    },
+  });
+}
+
+export function adminSecretManifest(password: string): string {
+  const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
+  return YAML.stringify({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    type: 'Opaque',
+    metadata: { name: GRAFANA_ADMIN.secret, namespace: NAMESPACE },
+    data: { [GRAFANA_ADMIN.userKey]: b64(GRAFANA_ADMIN.user), [GRAFANA_ADMIN.passwordKey]: b64(password) },
+  });
+}
+
+/** A new random admin password: 24 random bytes, URL-safe base64 (32 characters). */
+export const newPassword = () => crypto.randomBytes(24).toString('base64url');
+
+/** Reads dashboards/*.json (sorted) into a ConfigMap; bad JSON or names fail with the file to fix. */
+export function dashboardsConfigMap(dir: string = DASHBOARDS_DIR): { yaml: string; files: string[] } {
+  const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort() : [];
+  const data: Record<string, string> = {};
+  for (const f of files) {
+    if (!/^[-._a-zA-Z0-9]+$/.test(f)) {
+      throw new UserError(`dashboards/${f}: a ConfigMap key allows only letters, digits, "-", "_" and "."; rename the file.`);
+    }
+    const text = fs.readFileSync(path.join(dir, f), 'utf8');
+    try {
+      JSON.parse(text);
+    } catch (err) {
+      throw new UserError(`dashboards/${f} is not valid JSON (${(err as Error).message}); fix the file and run again.`);
+    }
+    data[f] = text;
+  }
+  const size = Object.entries(data).reduce((n, [k, v]) => n + k.length + Buffer.byteLength(v), 0);
+  if (size > CONFIGMAP_LIMIT) {
+    throw new UserError(`dashboards/*.json add up to ${Math.round(size / 1024)} KiB; a ConfigMap holds at most 1 MiB. Make them smaller.`);
+  }
+  const yaml = YAML.stringify({
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: {
+      name: DASHBOARDS_CONFIGMAP,
+      namespace: NAMESPACE,
+      labels: { 'app.kubernetes.io/part-of': 'platform', 'app.kubernetes.io/component': 'dashboards' },
+    },
+    data,
+  });
+  return { yaml, files };
+}
+
+interface PodJson {
+  metadata: { name: string; namespace?: string };
+  status?: {
+    phase?: string;
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: { name: string; ready: boolean; restartCount?: number; state?: Record<string, { reason?: string; message?: string }> }[];
+  };
+}
+
+/** Pods that are neither Ready nor Succeeded, with a short reason each. */
+export function unreadyPods(pods: PodJson[]): { name: string; reason: string }[] {
+  return pods
+    .filter((p) => p.status?.phase !== 'Succeeded' && p.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True')
+    .map((p) => {
+      const waiting = (p.status?.containerStatuses ?? [])
+        .filter((c) => !c.ready)
+        .map((c) => {
+          const [stateName, st] = Object.entries(c.state ?? {})[0] ?? ['unknown', {}];
+          return `${c.name}: ${st?.reason ?? stateName}${c.restartCount ? ` (${c.restartCount} restarts)` : ''}`;
+        });
+      return { name: p.metadata.name, reason: `${p.status?.phase ?? 'Unknown'}${waiting.length ? `; ${waiting.join(', ')}` : ''}` };
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster actions
+// ---------------------------------------------------------------------------------------------
+
+const lastLines = (text: string, n: number) => text.trim().split('\n').filter(Boolean).slice(-n);
+
+/** What a user needs when a release does not become ready: unready pods, their events and log tails. */
+export async function diagnose(cfg: Config): Promise<string> {
+  const out: string[] = [];
+  let pods: PodJson[] = [];
+  try {
+    pods = JSON.parse((await kubectl(cfg, ['get', 'pods', '--namespace', NAMESPACE, '--output', 'json'])).stdout).items ?? [];
+  } catch (err) {
+    return `(could not list pods in ${NAMESPACE}: ${(err as Error).message.split('\n')[0]})`;
+  }
+  const bad = unreadyPods(pods);
+  if (bad.length === 0) return `All pods in namespace ${NAMESPACE} are ready.`;
+  let events: { involvedObject?: { name?: string }; reason?: string; message?: string; type?: string }[] = [];
+  try {
+    events = JSON.parse((await kubectl(cfg, ['get', 'events', '--namespace', NAMESPACE, '--output', 'json'])).stdout).items ?? [];
+  } catch {
+    /* events are a nice-to-have */
+  }
+  out.push(`Pods not ready in namespace ${NAMESPACE}:`);
+  for (const p of bad.slice(0, 6)) {
+    out.push(`  ${p.name}: ${p.reason}`);
+    for (const e of events.filter((e) => e.involvedObject?.name === p.name).slice(-5)) {
+      out.push(`    event ${e.type ?? ''} ${e.reason ?? ''}: ${e.message ?? ''}`.trimEnd());
+    }
+    try {
+      const logs = await kubectl(cfg, ['logs', p.name, '--namespace', NAMESPACE, '--all-containers', '--tail', '10'], { okCodes: [1] });
+      for (const l of lastLines(logs.stdout || logs.stderr, 10)) out.push(`    log: ${l}`);
+    } catch {
+      /* a pod that never started has no logs */
+    }
+  }
+  if (bad.length > 6) out.push(`  … and ${bad.length - 6} more`);
+  out.push(`More: kubectl --kubeconfig ${kubeconfigPath(cfg)} --namespace ${NAMESPACE} describe pod <name>`);
+  return out.join('\n');
+}
+
+/** helmRelease, with the pods' own story added when it fails. */
+async function install(cfg: Config, key: ReleaseKey): Promise<string> {
+  const spec = releaseSpec(cfg, key);
+  try {
+    return await helmRelease(cfg, spec);
+  } catch (err) {
+    const diagnostics = await diagnose(cfg);
+    throw new UserError(
+      `release ${spec.release} (${spec.chart.chart}-${spec.chart.version}) did not become ready.\n${(err as Error).message}\n${diagnostics}\n` +
+        'Fix the cause shown above (often: image pull, volume not bound, too little memory), then run `task observability` again.',
+    );
+  }
+}
+
+/** Keeps the admin password in the state dir and the Secret in step; generates it only once. */
+async function ensureAdminPassword(cfg: Config): Promise<string> {
+  const file = statePath(cfg, GRAFANA_PASSWORD_FILE);
+  let password = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim() : '';
+  let source = 'kept';
+  if (!password) {
+    // The state file may be gone while the cluster still has the Secret: keep the cluster's password.
+    const got = await kubectl(cfg, ['get', 'secret', GRAFANA_ADMIN.secret, '--namespace', NAMESPACE, '--output', 'json'], { okCodes: [1] });
+    const existing = got.code === 0 ? (JSON.parse(got.stdout) as { data?: Record<string, string> }).data?.[GRAFANA_ADMIN.passwordKey] : undefined;
+    password = existing ? Buffer.from(existing, 'base64').toString('utf8') : newPassword();
+    source = existing ? 'recovered from the cluster' : 'generated';
+    writeFileAtomic(file, `${password}\n`, 0o600);
+  }
+  const applied = await applyManifests(cfg, adminSecretManifest(password));
+  if (applied === 'unchanged' && source === 'kept') return `unchanged (Secret ${GRAFANA_ADMIN.secret})`;
+  return `${source} password, Secret ${GRAFANA_ADMIN.secret} ${applied} (${file})`;
+}
+
+/** Waits for the Alloy workloads the operator creates from the release's Alloy objects. */
+async function waitForAlloy(cfg: Config): Promise<string> {
+  for (const w of ALLOY_WORKLOADS) {
+    const ref = `${w.kind}/${w.name}`;
+    const hint = `The Alloy Operator did not create or roll out ${ref}.`;
+    try {
+      await kubectl(cfg, ['wait', '--for=create', ref, '--namespace', NAMESPACE, '--timeout=5m']);
+      await kubectl(cfg, ['rollout', 'status', ref, '--namespace', NAMESPACE, '--timeout=10m']);
+    } catch (err) {
+      throw new UserError(`${hint}\n${(err as Error).message}\n${await diagnose(cfg)}`);
+    }
+  }
+  return ALLOY_WORKLOADS.map((w) => w.name).join(', ');
+}
+
+/** Runs steps at the same time; waits for all, then fails with the first failure. */
+async function parallel(...tasks: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(tasks);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+export async function observability(cfg: Config): Promise<void> {
+  // Read our own files first: a broken dashboard or values file stops before anything is touched.
+  const dashboards = dashboardsConfigMap();
+  for (const key of Object.keys(RELEASES) as ReleaseKey[]) readProjectYaml(RELEASES[key].valuesFile);
+
+  await check('Cluster reachable', async () => {
+    await requireCluster(cfg);
+    return cfg.CLUSTER_NAME;
+  });
+  await step(`Namespace ${NAMESPACE} (Pod Security privileged)`, async () => {
+    const r = await applyManifests(cfg, namespaceManifest());
+    return r === 'unchanged' ? 'unchanged' : 'applied';
+  });
+  await parallel(
+    step(`Prometheus ${PINNED.charts.prometheus.version}`, () => install(cfg, 'prometheus')),
+    step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki')),
+  );
+  await step('Grafana admin password', () => ensureAdminPassword(cfg));
+  await step(`Dashboards ConfigMap (${dashboards.files.length} from dashboards/)`, async () => {
+    const r = await applyManifests(cfg, dashboards.yaml, true);
+    return r === 'unchanged' ? `unchanged (${dashboards.files.join(', ') || 'none'})` : `applied ${dashboards.files.join(', ') || '(no dashboards yet)'}`;
+  });
+  await parallel(
+    (async () => {
+      await step(`Alloy: k8s-monitoring ${PINNED.charts.k8sMonitoring.version}`, () => install(cfg, 'k8sMonitoring'));
+      await check('Alloy collectors running', () => waitForAlloy(cfg));
+    })(),
+    step(`Grafana ${PINNED.charts.grafana.version}`, () => install(cfg, 'grafana')),
+  );
+  note(`Grafana: ${publicUrl(cfg, 'grafana')} (anonymous Viewer; admin password in ${statePath(cfg, GRAFANA_PASSWORD_FILE)})`);
+  note(`Prometheus: ${publicUrl(cfg, 'prometheus')}; retention ${cfg.PROMETHEUS_RETENTION}, volume ${cfg.PROMETHEUS_STORAGE}`);
+  note(`Loki: ${SERVICE_URLS.loki} (in-cluster); retention ${cfg.LOKI_RETENTION}, volume ${cfg.LOKI_STORAGE}`);
+}
+
+if (isMain(import.meta.url)) await runPhase('observability', observability);

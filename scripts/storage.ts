@@ -1,0 +1,209 @@
+// Phase "storage" (`task storage`): installs local-path-provisioner (PINNED.localPathProvisioner) as
+// the cluster's default StorageClass `local-path`, and waits until it is ready.
+//
+//   - The upstream release manifest is taken by URL at the pinned tag (kustomize resource); our own
+//     patches live in manifests/storage/: PSA "privileged" labels on local-path-storage (the helper
+//     pods mount hostPath volumes; Talos enforces "baseline"), the default-class annotation, and the
+//     volume path /var/local-path-provisioner (the talos phase binds it into the kubelet).
+//   - Idempotent: `kubectl kustomize` renders, `kubectl diff` decides, `kubectl apply` only when
+//     something differs.
+//   - `--smoke` (also run by `task validate`) installs nothing: it creates a claim on the default
+//     StorageClass and a pod that writes to it, waits for Bound and for the pod to succeed, and
+//     always removes both.
+//
+// .env keys: CLUSTER_NAME, STATE_DIR (kubeconfig and the rendered kustomization), nothing else.
+// Tools: kubectl (kustomize, diff, apply, rollout status, wait, delete).
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import YAML from 'yaml';
+import {
+  PINNED,
+  PROJECT_DIR,
+  UserError,
+  applyManifests,
+  check,
+  isMain,
+  kubectl,
+  note,
+  renderTemplate,
+  requireCluster,
+  runPhase,
+  statePath,
+  step,
+  warn,
+  writeFileAtomic,
+  type Config,
+} from './lib.ts';
+
+export const STORAGE_NAMESPACE = 'local-path-storage';
+export const STORAGE_CLASS = 'local-path';
+export const PROVISIONER_DEPLOYMENT = 'local-path-provisioner';
+export const VOLUME_PATH = '/var/local-path-provisioner';
+const MANIFEST_DIR = path.join(PROJECT_DIR, 'manifests', 'storage');
+const DEFAULT_CLASS_ANNOTATION = 'storageclass.kubernetes.io/is-default-class';
+
+/** Smoke test objects: fixed names, so a run that was interrupted is cleaned up by the next one. */
+export const SMOKE = { name: 'storage-smoke', namespace: 'default' } as const;
+
+interface KObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; annotations?: Record<string, string>; labels?: Record<string, string> };
+  [k: string]: unknown;
+}
+
+/** Copies manifests/storage/ (without the smoke test) into the state dir with the pinned version filled in. */
+export function writeKustomization(cfg: Config): string {
+  const dir = statePath(cfg, 'storage', 'kustomize');
+  for (const file of fs.readdirSync(MANIFEST_DIR)) {
+    if (!file.endsWith('.yaml') || file === 'smoke.yaml') continue;
+    const text = fs.readFileSync(path.join(MANIFEST_DIR, file), 'utf8');
+    const out = file === 'kustomization.yaml'
+      ? renderTemplate(text, { LOCAL_PATH_PROVISIONER_VERSION: PINNED.localPathProvisioner })
+      : text;
+    writeFileAtomic(path.join(dir, file), out);
+  }
+  return dir;
+}
+
+/**
+ * Checks the rendered objects before they reach the cluster: the pinned provisioner image, our
+ * patches applied (PSA labels, default class, Talos volume path). Returns the problems found.
+ */
+export function checkRendered(objects: KObject[]): string[] {
+  const problems: string[] = [];
+  const find = (kind: string, name: string) => objects.find((o) => o.kind === kind && o.metadata?.name === name);
+  const ns = find('Namespace', STORAGE_NAMESPACE);
+  for (const mode of ['enforce', 'audit', 'warn']) {
+    if (ns?.metadata.labels?.[`pod-security.kubernetes.io/${mode}`] !== 'privileged') {
+      problems.push(`namespace ${STORAGE_NAMESPACE} lacks pod-security.kubernetes.io/${mode}=privileged`);
+    }
+  }
+  const sc = find('StorageClass', STORAGE_CLASS);
+  if (sc?.metadata.annotations?.[DEFAULT_CLASS_ANNOTATION] !== 'true') problems.push(`StorageClass ${STORAGE_CLASS} is not marked default`);
+  const cm = find('ConfigMap', 'local-path-config') as (KObject & { data?: Record<string, string> }) | undefined;
+  let paths: string[] = [];
+  try {
+    paths = (JSON.parse(cm?.data?.['config.json'] ?? '{}').nodePathMap ?? []).flatMap((m: { paths: string[] }) => m.paths);
+  } catch {
+    problems.push('local-path-config config.json is not JSON');
+  }
+  if (paths.length === 0 || paths.some((p) => p !== VOLUME_PATH)) problems.push(`volume paths are ${JSON.stringify(paths)}, want ["${VOLUME_PATH}"]`);
+  const deploy = find('Deployment', PROVISIONER_DEPLOYMENT) as any;
+  const image: string = deploy?.spec?.template?.spec?.containers?.[0]?.image ?? '';
+  if (!image.endsWith(`:${PINNED.localPathProvisioner}`)) problems.push(`provisioner image is "${image}", want tag ${PINNED.localPathProvisioner}`);
+  return problems;
+}
+
+/** The names of StorageClasses marked default. */
+export const defaultClasses = (classes: KObject[]) =>
+  classes.filter((c) => c.metadata.annotations?.[DEFAULT_CLASS_ANNOTATION] === 'true').map((c) => c.metadata.name);
+
+async function install(cfg: Config): Promise<void> {
+  await check('Cluster reachable', async () => {
+    await requireCluster(cfg);
+    return `up (${cfg.CLUSTER_NAME})`;
+  });
+
+  let rendered = '';
+  await check(`Render local-path-provisioner ${PINNED.localPathProvisioner} (upstream manifest + manifests/storage patches)`, async () => {
+    const dir = writeKustomization(cfg);
+    rendered = (await kubectl(cfg, ['kustomize', dir], {
+      hint: 'kustomize downloads the upstream manifest from raw.githubusercontent.com: check the network (or proxy) and retry.',
+    })).stdout;
+    const objects = YAML.parseAllDocuments(rendered).map((d) => d.toJSON()).filter(Boolean) as KObject[];
+    const problems = checkRendered(objects);
+    if (problems.length) throw new Error(`the rendered manifest is not what this phase expects:\n  - ${problems.join('\n  - ')}`);
+    return `${objects.length} objects, patches in place`;
+  });
+
+  await step('Apply local-path-provisioner', async () => {
+    const result = await applyManifests(cfg, rendered);
+    return result === 'applied' ? 'applied the difference (kubectl diff found one)' : 'unchanged (matches the cluster)';
+  });
+
+  await check(`StorageClass ${STORAGE_CLASS} is the only default`, async () => {
+    const classes = JSON.parse((await kubectl(cfg, ['get', 'storageclasses', '-o', 'json'])).stdout).items as KObject[];
+    const defaults = defaultClasses(classes);
+    if (!defaults.includes(STORAGE_CLASS)) throw new Error(`StorageClass ${STORAGE_CLASS} is not marked default in the cluster`);
+    const others = defaults.filter((n) => n !== STORAGE_CLASS);
+    if (others.length) {
+      warn(`other default StorageClasses: ${others.join(', ')}. Claims without storageClassName may get those; ` +
+        `unmark them: kubectl annotate storageclass ${others[0]} ${DEFAULT_CLASS_ANNOTATION}-`);
+    }
+    return `default${others.length ? ` (also default: ${others.join(', ')})` : ''}`;
+  });
+
+  await check('Provisioner ready', async () => {
+    await kubectl(cfg, ['rollout', 'status', `deployment/${PROVISIONER_DEPLOYMENT}`, '--namespace', STORAGE_NAMESPACE, '--timeout=180s'], {
+      hint: `See: kubectl --kubeconfig ${statePath(cfg, 'kubeconfig')} -n ${STORAGE_NAMESPACE} describe deployment ${PROVISIONER_DEPLOYMENT}`,
+    });
+    return 'ready';
+  });
+  note(`Volumes are kept on the nodes under ${VOLUME_PATH}. Test one: npx tsx scripts/storage.ts --smoke`);
+}
+
+/** The smoke test's claim and pod, rendered from manifests/storage/smoke.yaml. */
+export function smokeManifest(token: string): string {
+  return renderTemplate(fs.readFileSync(path.join(MANIFEST_DIR, 'smoke.yaml'), 'utf8'), {
+    NAME: SMOKE.name,
+    NAMESPACE: SMOKE.namespace,
+    IMAGE: PINNED.busyboxImage,
+    TOKEN: token,
+  });
+}
+
+async function smoke(cfg: Config): Promise<void> {
+  await check('Cluster reachable', async () => {
+    await requireCluster(cfg);
+    return `up (${cfg.CLUSTER_NAME})`;
+  });
+  await check(`Default StorageClass is ${STORAGE_CLASS}`, async () => {
+    const classes = JSON.parse((await kubectl(cfg, ['get', 'storageclasses', '-o', 'json'])).stdout).items as KObject[];
+    const defaults = defaultClasses(classes);
+    if (!defaults.includes(STORAGE_CLASS)) {
+      throw new UserError(`StorageClass ${STORAGE_CLASS} is missing or not the default (defaults: ${defaults.join(', ') || 'none'}). Run \`task storage\` first.`);
+    }
+    return 'yes';
+  });
+  const ns = ['--namespace', SMOKE.namespace];
+  const cleanup = async () => {
+    await kubectl(cfg, ['delete', 'pod', SMOKE.name, ...ns, '--ignore-not-found', '--wait=true', '--timeout=60s']);
+    await kubectl(cfg, ['delete', 'pvc', SMOKE.name, ...ns, '--ignore-not-found', '--wait=true', '--timeout=60s']);
+  };
+  const diagnose = async () => {
+    const out = await kubectl(cfg, ['describe', 'pvc,pod', SMOKE.name, ...ns], { okCodes: [1] });
+    return out.stdout.trim().split('\n').slice(-25).join('\n');
+  };
+  await step('Remove leftovers of an earlier smoke test', async () => {
+    await cleanup();
+    return 'none left';
+  });
+  try {
+    await step(`Create claim and writer pod ${SMOKE.namespace}/${SMOKE.name}`, async () => {
+      await kubectl(cfg, ['apply', '-f', '-'], { input: smokeManifest(randomBytes(8).toString('hex')) });
+      return 'created';
+    });
+    await step('Claim Bound', async () => {
+      await kubectl(cfg, ['wait', `pvc/${SMOKE.name}`, ...ns, '--for=jsonpath={.status.phase}=Bound', '--timeout=120s'])
+        .catch(async (err) => { throw new Error(`${(err as Error).message}\n${await diagnose()}`); });
+      return 'Bound';
+    });
+    await step('Pod wrote and read back a file', async () => {
+      await kubectl(cfg, ['wait', `pod/${SMOKE.name}`, ...ns, '--for=jsonpath={.status.phase}=Succeeded', '--timeout=180s'])
+        .catch(async (err) => { throw new Error(`${(err as Error).message}\n${await diagnose()}`); });
+      return 'Succeeded';
+    });
+  } finally {
+    await step('Remove claim and pod', async () => {
+      await cleanup();
+      return 'removed';
+    });
+  }
+}
+
+if (isMain(import.meta.url)) {
+  const smokeOnly = process.argv.includes('--smoke');
+  await runPhase(smokeOnly ? 'storage smoke test' : 'storage', smokeOnly ? smoke : install);
+}

@@ -1,0 +1,713 @@
+// Phase 1: a Talos Kubernetes cluster in Docker (1 control plane + WORKERS workers), with a local
+// image registry and pull-through caches for the nodes.
+//
+//   npx tsx scripts/talos.ts               preflight, then create or check the cluster (task talos)
+//   npx tsx scripts/talos.ts --preflight   only the preflight checks (task preflight)
+//   npx tsx scripts/talos.ts --destroy [--yes] [--clean]
+//                                          remove the cluster, its contexts and its state; --clean
+//                                          also the registry, the caches and their volumes, and the
+//                                          certificates (task destroy / task clean)
+//   npx tsx scripts/talos.ts --kubeconfig  add the cluster's context to ~/.kube/config
+//                                          (task kubeconfig; KUBECONFIG_TARGET overrides the path)
+//   --verbose                              print every command
+//
+// Reads .env keys: CLUSTER_NAME TALOS_VERSION KUBERNETES_VERSION WORKERS CONTROLPLANE_CPUS
+//   CONTROLPLANE_MEMORY WORKER_CPUS WORKER_MEMORY HOST_IP HTTP_PORT HTTPS_PORT REGISTRY_PORT
+//   PULL_THROUGH_CACHE STATE_DIR (and PROMETHEUS_STORAGE, LOKI_STORAGE for the disk estimate).
+// Tools: docker, talosctl, kubectl (helm only for the preflight version check).
+//
+// It reads the current state first (containers, network, kubeconfig, nodes), compares it with what
+// .env asks for, and acts only on the difference: a healthy cluster is reported and left alone;
+// stopped nodes are started; a half-created or differently-shaped cluster is explained with the
+// command that fixes it. Everything it generates stays in STATE_DIR: talosconfig, kubeconfig,
+// talos/patches/*.yaml (the config patches) and talos/clusters (talosctl's own state).
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline/promises';
+import YAML from 'yaml';
+import {
+  type Config,
+  INGRESS_NODE_PORTS,
+  PINNED,
+  UserError,
+  hasTool,
+  isMain,
+  kubeconfigPath,
+  kubectl,
+  note,
+  run,
+  check,
+  runPhase,
+  statePath,
+  step,
+  warn,
+  writeFileAtomic,
+} from './lib.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Desired state (pure)
+// ---------------------------------------------------------------------------------------------
+
+/** The cluster's Docker network. We create it (with talosctl's labels) so the caches can join it first. */
+export const NETWORK_CIDR = '10.5.0.0/24';
+const NETWORK_PREFIX = '10.5.0';
+/** talosctl gives the control plane the first host address. */
+export const CONTROLPLANE_IP = `${NETWORK_PREFIX}.2`;
+/** Label on our own containers (registry, caches) and their volumes. */
+export const OWNER_LABEL = 'talos-local.cluster';
+const ROLE_LABEL = 'talos-local.role';
+
+/** Upstream registries behind pull-through caches, each with a fixed address on the cluster network. */
+export const UPSTREAMS = [
+  { registry: 'docker.io', remote: 'https://registry-1.docker.io', ip: `${NETWORK_PREFIX}.251` },
+  { registry: 'registry.k8s.io', remote: 'https://registry.k8s.io', ip: `${NETWORK_PREFIX}.252` },
+  { registry: 'ghcr.io', remote: 'https://ghcr.io', ip: `${NETWORK_PREFIX}.253` },
+  { registry: 'quay.io', remote: 'https://quay.io', ip: `${NETWORK_PREFIX}.254` },
+  { registry: 'gcr.io', remote: 'https://gcr.io', ip: `${NETWORK_PREFIX}.250` },
+] as const;
+export const REGISTRY_IP = `${NETWORK_PREFIX}.249`;
+
+export interface HelperContainer {
+  name: string;
+  role: 'registry' | 'cache';
+  ip: string;
+  volume: string;
+  /** For the registry: HOST_IP:REGISTRY_PORT published on port 5000. */
+  publish?: string;
+  /** For a cache: the upstream it proxies. */
+  remote?: string;
+}
+
+/** The registry, and the caches when PULL_THROUGH_CACHE is on. */
+export function helperContainers(cfg: Config): HelperContainer[] {
+  const registry: HelperContainer = {
+    name: `${cfg.CLUSTER_NAME}-registry`,
+    role: 'registry',
+    ip: REGISTRY_IP,
+    volume: `${cfg.CLUSTER_NAME}-registry`,
+    publish: `${cfg.HOST_IP}:${cfg.REGISTRY_PORT}:5000`,
+  };
+  const caches: HelperContainer[] = UPSTREAMS.map((u) => ({
+    name: `${cfg.CLUSTER_NAME}-cache-${u.registry.replace(/\./g, '-')}`,
+    role: 'cache',
+    ip: u.ip,
+    volume: `${cfg.CLUSTER_NAME}-cache-${u.registry.replace(/\./g, '-')}`,
+    remote: u.remote,
+  }));
+  return cfg.PULL_THROUGH_CACHE ? [registry, ...caches] : [registry];
+}
+
+export function dockerRunArgs(cfg: Config, c: HelperContainer): string[] {
+  return [
+    'run', '--detach',
+    '--name', c.name,
+    '--restart', 'unless-stopped',
+    '--label', `${OWNER_LABEL}=${cfg.CLUSTER_NAME}`,
+    '--label', `${ROLE_LABEL}=${c.role}`,
+    '--volume', `${c.volume}:/var/lib/registry`,
+    ...(c.publish ? ['--publish', c.publish] : []),
+    ...(c.remote ? ['--env', `REGISTRY_PROXY_REMOTEURL=${c.remote}`] : []),
+    PINNED.registryImage,
+  ];
+}
+
+/** Talos machine-config patches, by file name. */
+export function talosPatches(cfg: Config): Record<string, unknown[]> {
+  const mirror = (name: string, ip: string) => ({
+    apiVersion: 'v1alpha1',
+    kind: 'RegistryMirrorConfig',
+    name,
+    endpoints: [{ url: `http://${ip}:5000` }],
+  });
+  return {
+    // Nodes pull localhost:<REGISTRY_PORT>/x from the local registry, and upstream images through the caches.
+    'registry-mirrors.yaml': [
+      mirror(`localhost:${cfg.REGISTRY_PORT}`, REGISTRY_IP),
+      ...(cfg.PULL_THROUGH_CACHE ? UPSTREAMS.map((u) => mirror(u.registry, u.ip)) : []),
+    ],
+    // local-path-provisioner keeps volumes here; kubelet must see the host path (Talos docs).
+    'local-path-mount.yaml': [
+      {
+        machine: {
+          kubelet: {
+            extraMounts: [
+              {
+                destination: '/var/local-path-provisioner',
+                type: 'bind',
+                source: '/var/local-path-provisioner',
+                options: ['bind', 'rshared', 'rw'],
+              },
+            ],
+          },
+        },
+      },
+    ],
+    // Control-plane components listen on localhost by default; bind their metrics so Alloy can scrape them.
+    'controlplane-metrics.yaml': [
+      {
+        cluster: {
+          controllerManager: { extraArgs: { 'bind-address': '0.0.0.0' } },
+          scheduler: { extraArgs: { 'bind-address': '0.0.0.0' } },
+          etcd: { extraArgs: { 'listen-metrics-urls': 'http://0.0.0.0:2381' } },
+          proxy: { extraArgs: { 'metrics-bind-address': '0.0.0.0:10249' } },
+        },
+      },
+    ],
+  };
+}
+
+export const patchText = (docs: unknown[]) => docs.map((d) => YAML.stringify(d)).join('---\n');
+
+export const talosImage = (cfg: Config) => `ghcr.io/siderolabs/talos:${cfg.TALOS_VERSION}`;
+
+/** Host ports the control-plane container publishes, as talosctl's -p wants them. */
+export const exposedPorts = (cfg: Config) =>
+  `${cfg.HOST_IP}:${cfg.HTTP_PORT}:${INGRESS_NODE_PORTS.http}/tcp,${cfg.HOST_IP}:${cfg.HTTPS_PORT}:${INGRESS_NODE_PORTS.https}/tcp`;
+
+export function clusterCreateArgs(cfg: Config, patchDir: string): string[] {
+  return [
+    'cluster', 'create', 'docker',
+    '--name', cfg.CLUSTER_NAME,
+    '--state', statePath(cfg, 'talos', 'clusters'),
+    '--talosconfig-destination', statePath(cfg, 'talosconfig'),
+    '--image', talosImage(cfg),
+    '--kubernetes-version', cfg.KUBERNETES_VERSION,
+    '--workers', String(cfg.WORKERS),
+    '--cpus-controlplanes', String(cfg.CONTROLPLANE_CPUS),
+    '--memory-controlplanes', `${cfg.CONTROLPLANE_MEMORY}MiB`,
+    '--cpus-workers', String(cfg.WORKER_CPUS),
+    '--memory-workers', `${cfg.WORKER_MEMORY}MiB`,
+    '--subnet', NETWORK_CIDR,
+    '--host-ip', cfg.HOST_IP,
+    '--exposed-ports', exposedPorts(cfg),
+    '--config-patch', `@${path.join(patchDir, 'registry-mirrors.yaml')}`,
+    '--config-patch', `@${path.join(patchDir, 'local-path-mount.yaml')}`,
+    '--config-patch-controlplanes', `@${path.join(patchDir, 'controlplane-metrics.yaml')}`,
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Preflight (pure parts)
+// ---------------------------------------------------------------------------------------------
+
+export const parseVersion = (text: string) => {
+  const m = /v?(\d+)\.(\d+)\.(\d+)/.exec(text);
+  return m ? { major: Number(m[1]), minor: Number(m[2]), patch: Number(m[3]), text: `v${m[1]}.${m[2]}.${m[3]}` } : undefined;
+};
+
+/** A problem with a tool's version, or undefined when it fits. */
+export function versionProblem(tool: 'talosctl' | 'helm', output: string, cfg: Config): string | undefined {
+  const got = parseVersion(output);
+  if (!got) return `could not read the ${tool} version from: ${output.trim() || '(no output)'}`;
+  if (tool === 'talosctl') {
+    const want = parseVersion(cfg.TALOS_VERSION)!;
+    if (got.major !== want.major || got.minor !== want.minor) {
+      return `talosctl is ${got.text} but TALOS_VERSION=${cfg.TALOS_VERSION} needs talosctl v${want.major}.${want.minor}.x. ` +
+        `Install it: ${installHint('talosctl', process.platform, cfg)}`;
+    }
+    return undefined;
+  }
+  const min = parseVersion(PINNED.helmMinimum)!;
+  if (got.major < 3 || (got.major === 3 && got.minor < min.minor) || got.major > 4) {
+    return `helm is ${got.text}; 3.${min.minor}+ or 4.x is needed. Install it: ${installHint('helm', process.platform, cfg)}`;
+  }
+  return undefined;
+}
+
+export function installHint(tool: string, platform: NodeJS.Platform, cfg: Config): string {
+  const mac = platform === 'darwin';
+  const arch = os.arch() === 'arm64' ? 'arm64' : 'amd64';
+  switch (tool) {
+    case 'talosctl':
+      return `curl -fsSLo talosctl https://github.com/siderolabs/talos/releases/download/${cfg.TALOS_VERSION}/talosctl-${mac ? 'darwin' : 'linux'}-${arch} && chmod +x talosctl && sudo mv talosctl /usr/local/bin/`;
+    case 'kubectl':
+      return mac ? 'brew install kubectl' : 'see https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/';
+    case 'helm':
+      return mac ? 'brew install helm' : 'curl -fsSL https://raw.githubusercontent.com/helm/helm/main/scripts/get-helm-3 | bash';
+    case 'docker':
+      return mac ? 'install Docker Desktop (or OrbStack/Colima) and start it' : 'install Docker Engine: https://docs.docker.com/engine/install/';
+    default:
+      return '';
+  }
+}
+
+const sizeMiB = (quantity: string) => Number(quantity.slice(0, -2)) * (quantity.endsWith('Gi') ? 1024 : 1);
+
+export interface Resources {
+  memoryMiB: number;
+  cpus: number;
+  diskMiB: number;
+}
+
+/** What the cluster needs: node memory plus 1GiB for Docker and the caches; images, volumes and PVCs on disk. */
+export function requiredResources(cfg: Config): Resources {
+  return {
+    memoryMiB: cfg.CONTROLPLANE_MEMORY + cfg.WORKERS * cfg.WORKER_MEMORY + 1024,
+    cpus: Math.max(cfg.CONTROLPLANE_CPUS, cfg.WORKER_CPUS),
+    diskMiB: 10 * 1024 + sizeMiB(cfg.PROMETHEUS_STORAGE) + sizeMiB(cfg.LOKI_STORAGE),
+  };
+}
+
+const gib = (mib: number) => `${(mib / 1024).toFixed(1)}GiB`;
+
+/** Problems when what is available (undefined: unknown) is short of what is required. */
+export function resourceProblems(need: Resources, have: Partial<Resources>): string[] {
+  const problems: string[] = [];
+  if (have.memoryMiB !== undefined && have.memoryMiB < need.memoryMiB) {
+    problems.push(
+      `Docker has ${gib(have.memoryMiB)} of memory available but the nodes need ${gib(need.memoryMiB)} ` +
+        `(CONTROLPLANE_MEMORY + WORKERS × WORKER_MEMORY + 1GiB). Give Docker more memory, or lower WORKERS or WORKER_MEMORY in .env.`,
+    );
+  }
+  if (have.cpus !== undefined && have.cpus < need.cpus) {
+    problems.push(
+      `Docker has ${have.cpus} CPUs but a node asks for ${need.cpus}. Lower CONTROLPLANE_CPUS/WORKER_CPUS in .env or give Docker more CPUs.`,
+    );
+  }
+  if (have.diskMiB !== undefined && have.diskMiB < need.diskMiB) {
+    problems.push(
+      `only ${gib(have.diskMiB)} of disk is free where Docker keeps its data but ${gib(need.diskMiB)} is needed ` +
+        `(10GiB for images and nodes + PROMETHEUS_STORAGE + LOKI_STORAGE). Free some space (docker system prune) or lower the sizes in .env.`,
+    );
+  }
+  return problems;
+}
+
+export interface PublishedPort {
+  hostIp: string;
+  hostPort: number;
+  containerPort: number;
+}
+
+/** Parses `docker ps`'s Ports column: "127.0.0.1:80->30080/tcp, 0.0.0.0:5001->5000/tcp". */
+export function parsePorts(text: string): PublishedPort[] {
+  return [...text.matchAll(/([\d.:[\]a-f]*):(\d+)->(\d+)\/tcp/g)].map((m) => ({
+    hostIp: m[1],
+    hostPort: Number(m[2]),
+    containerPort: Number(m[3]),
+  }));
+}
+
+/** Whether something listens on host:port (a bind test, or a connect test where binding needs root). */
+export async function portInUse(host: string, port: number): Promise<boolean> {
+  const bindResult = await new Promise<'free' | 'taken' | 'unknown'>((resolve) => {
+    const server = net.createServer();
+    server.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'EADDRINUSE' ? 'taken' : 'unknown'));
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve('free')));
+  });
+  if (bindResult !== 'unknown') return bindResult === 'taken';
+  return new Promise<boolean>((resolve) => {
+    const socket = net.connect({ host, port });
+    socket.setTimeout(1000);
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('timeout', () => (socket.destroy(), resolve(false)));
+    socket.once('error', () => resolve(false));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubeconfig editing (pure): only our cluster, user and context entries are touched
+// ---------------------------------------------------------------------------------------------
+
+interface Named {
+  name: string;
+  [k: string]: unknown;
+}
+interface Kubeconfig {
+  clusters?: Named[];
+  users?: Named[];
+  contexts?: Named[];
+  'current-context'?: string;
+  [k: string]: unknown;
+}
+
+const SECTIONS = ['clusters', 'users', 'contexts'] as const;
+
+/** Adds or replaces our entries in the user's kubeconfig text; our context becomes current only if none is. */
+export function mergeKubeconfigText(userText: string, ours: Kubeconfig): string {
+  const doc = userText.trim() ? YAML.parseDocument(userText) : new YAML.Document({ apiVersion: 'v1', kind: 'Config' });
+  for (const section of SECTIONS) {
+    for (const entry of ours[section] ?? []) {
+      const list = doc.get(section);
+      if (!YAML.isSeq(list)) {
+        doc.set(section, doc.createNode([entry]));
+        continue;
+      }
+      const i = list.items.findIndex((it) => YAML.isMap(it) && it.get('name') === entry.name);
+      if (i >= 0) list.items[i] = doc.createNode(entry) as never;
+      else list.items.push(doc.createNode(entry) as never);
+    }
+  }
+  // Someone else's current context stays current; `kubectl config use-context` switches.
+  if (!doc.get('current-context') && ours['current-context']) doc.set('current-context', ours['current-context']);
+  return doc.toString();
+}
+
+/** Removes entries with these names; clears current-context when it was ours. */
+export function removeFromKubeconfigText(userText: string, names: { clusters: string[]; users: string[]; contexts: string[] }): string {
+  const doc = YAML.parseDocument(userText);
+  for (const section of SECTIONS) {
+    const list = doc.get(section);
+    if (!YAML.isSeq(list)) continue;
+    list.items = list.items.filter((it) => !(YAML.isMap(it) && names[section].includes(String(it.get('name')))));
+  }
+  if (names.contexts.includes(String(doc.get('current-context')))) doc.set('current-context', '');
+  return doc.toString();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Current state
+// ---------------------------------------------------------------------------------------------
+
+interface ContainerRow {
+  Names: string;
+  Image: string;
+  State: string;
+  Ports: string;
+  Networks: string;
+  Labels: string;
+}
+
+async function dockerPs(label: string): Promise<ContainerRow[]> {
+  const out = await run('docker', ['ps', '--all', '--filter', `label=${label}`, '--format', '{{json .}}']);
+  return out.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as ContainerRow);
+}
+
+interface Current {
+  nodes: ContainerRow[];
+  helpers: ContainerRow[];
+}
+
+const readCurrent = async (cfg: Config): Promise<Current> => ({
+  nodes: await dockerPs(`talos.cluster.name=${cfg.CLUSTER_NAME}`),
+  helpers: await dockerPs(`${OWNER_LABEL}=${cfg.CLUSTER_NAME}`),
+});
+
+const expectedNodeNames = (cfg: Config) => [
+  `${cfg.CLUSTER_NAME}-controlplane-1`,
+  ...Array.from({ length: cfg.WORKERS }, (_, i) => `${cfg.CLUSTER_NAME}-worker-${i + 1}`),
+];
+
+/** Differences between an existing cluster's containers and .env, each with what to do. */
+export function clusterDifferences(cfg: Config, nodes: ContainerRow[]): string[] {
+  const recreate = 'Run `task destroy -- --yes` and then `task talos` to recreate it (or set .env back).';
+  const names = nodes.map((n) => n.Names);
+  const problems: string[] = [];
+  const missing = expectedNodeNames(cfg).filter((n) => !names.includes(n));
+  const extra = names.filter((n) => !expectedNodeNames(cfg).includes(n));
+  if (missing.length || extra.length) {
+    problems.push(
+      `cluster "${cfg.CLUSTER_NAME}" has nodes ${names.join(', ')} but WORKERS=${cfg.WORKERS} asks for ${expectedNodeNames(cfg).join(', ')}` +
+        `${missing.length ? ` (missing ${missing.join(', ')}: half-created, or WORKERS changed)` : ''}. ${recreate}`,
+    );
+  }
+  for (const n of nodes.filter((x) => x.Image !== talosImage(cfg))) {
+    problems.push(`${n.Names} runs ${n.Image} but TALOS_VERSION=${cfg.TALOS_VERSION} asks for ${talosImage(cfg)}. ${recreate}`);
+  }
+  const cp = nodes.find((n) => n.Names === `${cfg.CLUSTER_NAME}-controlplane-1`);
+  if (cp && cp.State === 'running') {
+    const published = parsePorts(cp.Ports);
+    for (const [keyName, hostPort, nodePort] of [
+      ['HTTP_PORT', cfg.HTTP_PORT, INGRESS_NODE_PORTS.http],
+      ['HTTPS_PORT', cfg.HTTPS_PORT, INGRESS_NODE_PORTS.https],
+    ] as const) {
+      const p = published.find((x) => x.containerPort === nodePort);
+      if (!p || p.hostPort !== hostPort || p.hostIp !== cfg.HOST_IP) {
+        problems.push(
+          `the control plane publishes ${p ? `${p.hostIp}:${p.hostPort}` : 'nothing'} for port ${nodePort} but ${keyName}=${hostPort} on HOST_IP=${cfg.HOST_IP} is asked. ${recreate}`,
+        );
+      }
+    }
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps
+// ---------------------------------------------------------------------------------------------
+
+/** The ports we publish ourselves (existing control plane and registry) are not "taken". */
+function ownPorts(current: Current): number[] {
+  return [...current.nodes, ...current.helpers].filter((c) => c.State === 'running').flatMap((c) => parsePorts(c.Ports).map((p) => p.hostPort));
+}
+
+async function preflight(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<Current> {
+  await check('Tools: docker, talosctl, kubectl, helm', async () => {
+    const problems: string[] = [];
+    for (const tool of ['docker', 'talosctl', 'kubectl', 'helm']) {
+      if (!(await hasTool(tool))) problems.push(`${tool} is not installed (not on PATH). Install it: ${installHint(tool, platform, cfg)}`);
+    }
+    if (problems.length) throw new UserError(problems.join('\n'));
+    const talosctl = await run('talosctl', ['version', '--client', '--short']);
+    const helm = await run('helm', ['version', '--short']);
+    problems.push(...[versionProblem('talosctl', talosctl.stdout, cfg), versionProblem('helm', helm.stdout, cfg)].filter((p): p is string => !!p));
+    if (problems.length) throw new UserError(problems.join('\n'));
+    return `talosctl ${parseVersion(talosctl.stdout)!.text}, helm ${parseVersion(helm.stdout)!.text}`;
+  });
+
+  let info: { NCPU: number; MemTotal: number; DockerRootDir: string; OSType: string; ServerVersion: string } | undefined;
+  await check('Docker daemon', async () => {
+    const res = await run('docker', ['info', '--format', '{{json .}}'], { okCodes: [1] });
+    const parsed = res.code === 0 ? JSON.parse(res.stdout) : undefined;
+    if (!parsed || parsed.ServerErrors?.length || !parsed.ServerVersion) {
+      throw new UserError(
+        `Docker is not running or not reachable (docker info: ${(res.stderr || parsed?.ServerErrors?.join(' ') || '').trim()}). ` +
+          `Start it: ${platform === 'darwin' ? 'open Docker Desktop' : 'sudo systemctl start docker'}, then run this again.`,
+      );
+    }
+    info = parsed;
+    return `Docker ${parsed.ServerVersion}, ${parsed.NCPU} CPUs, ${gib(parsed.MemTotal / 1024 / 1024)}`;
+  });
+
+  const current = await readCurrent(cfg);
+  const clusterRunning = current.nodes.some((n) => n.State === 'running');
+
+  await check('Memory, CPUs and disk', async () => {
+    const need = requiredResources(cfg);
+    let memoryMiB = Math.floor(info!.MemTotal / 1024 / 1024);
+    // On Linux the nodes share this machine's memory: what is free now counts, unless they already run.
+    if (platform === 'linux' && !clusterRunning) memoryMiB = Math.min(memoryMiB, Math.floor(os.freemem() / 1024 / 1024));
+    let diskMiB: number | undefined;
+    const diskDir = fs.existsSync(info!.DockerRootDir ?? '') ? info!.DockerRootDir : undefined;
+    if (diskDir) {
+      const s = fs.statfsSync(diskDir);
+      diskMiB = Math.floor((s.bavail * s.bsize) / 1024 / 1024);
+    }
+    const problems = resourceProblems(need, { memoryMiB: clusterRunning ? undefined : memoryMiB, cpus: info!.NCPU, diskMiB });
+    if (problems.length) throw new UserError(problems.join('\n'));
+    return `need ${gib(need.memoryMiB)} memory, ${need.cpus} CPUs, ${gib(need.diskMiB)} disk` + (diskDir ? '' : ' (disk of the Docker VM not visible: not checked)');
+  });
+
+  await check(`Ports ${cfg.HTTP_PORT}, ${cfg.HTTPS_PORT}, ${cfg.REGISTRY_PORT} on ${cfg.HOST_IP}`, async () => {
+    const ours = ownPorts(current);
+    const problems: string[] = [];
+    for (const [keyName, p] of [['HTTP_PORT', cfg.HTTP_PORT], ['HTTPS_PORT', cfg.HTTPS_PORT], ['REGISTRY_PORT', cfg.REGISTRY_PORT]] as const) {
+      if (ours.includes(p)) continue;
+      if (await portInUse(cfg.HOST_IP, p)) {
+        problems.push(`${keyName}=${p} is already in use on ${cfg.HOST_IP}. Stop what listens there (\`sudo lsof -iTCP:${p} -sTCP:LISTEN\`) or set another ${keyName} in .env.`);
+      }
+    }
+    if (problems.length) throw new UserError(problems.join('\n'));
+    return ours.length ? 'free (or ours)' : 'free';
+  });
+
+  if (platform === 'linux' && info?.OSType === 'linux' && fs.existsSync('/proc/modules')) {
+    const modules = fs.readFileSync('/proc/modules', 'utf8');
+    if (!/^br_netfilter /m.test(modules) && !fs.existsSync('/proc/sys/net/bridge')) {
+      warn('br_netfilter is not loaded; Flannel needs it for Service traffic: `sudo modprobe br_netfilter`');
+    }
+  }
+  return current;
+}
+
+async function ensureNetwork(cfg: Config): Promise<void> {
+  await step(`Docker network ${cfg.CLUSTER_NAME} (${NETWORK_CIDR})`, async () => {
+    const ls = await run('docker', ['network', 'ls', '--filter', `label=talos.cluster.name=${cfg.CLUSTER_NAME}`, '--format', '{{json .}}']);
+    if (ls.stdout.trim()) return 'already exists';
+    await run('docker', [
+      'network', 'create',
+      '--label', 'talos.owned=true',
+      '--label', `talos.cluster.name=${cfg.CLUSTER_NAME}`,
+      '--subnet', NETWORK_CIDR,
+      '--opt', 'com.docker.network.driver.mtu=1500',
+      cfg.CLUSTER_NAME,
+    ]);
+    return 'created';
+  });
+}
+
+async function ensureHelpers(cfg: Config, current: Current): Promise<void> {
+  const wanted = helperContainers(cfg);
+  await step(`Local registry on ${cfg.HOST_IP}:${cfg.REGISTRY_PORT}${cfg.PULL_THROUGH_CACHE ? ` and ${UPSTREAMS.length} pull-through caches` : ''}`, async () => {
+    const actions: string[] = [];
+    for (const c of wanted) {
+      const row = current.helpers.find((h) => h.Names === c.name);
+      const wrongPort = row && c.publish && !parsePorts(row.Ports).some((p) => `${p.hostIp}:${p.hostPort}:${p.containerPort}` === c.publish);
+      if (!row || wrongPort) {
+        // A registry's data is in its volume, so a new container with the new port loses nothing.
+        if (wrongPort) await run('docker', ['rm', '--force', c.name]);
+        await run('docker', dockerRunArgs(cfg, c));
+        await run('docker', ['network', 'connect', '--ip', c.ip, cfg.CLUSTER_NAME, c.name]);
+        actions.push(wrongPort ? `recreated ${c.name} (REGISTRY_PORT or HOST_IP changed)` : `created ${c.name}`);
+        continue;
+      }
+      if (row.State !== 'running') {
+        await run('docker', ['start', c.name]);
+        actions.push(`started ${c.name}`);
+      }
+      if (!row.Networks.split(',').includes(cfg.CLUSTER_NAME)) {
+        await run('docker', ['network', 'connect', '--ip', c.ip, cfg.CLUSTER_NAME, c.name]);
+        actions.push(`attached ${c.name} to ${cfg.CLUSTER_NAME}`);
+      }
+    }
+    const unwanted = current.helpers.filter((h) => !wanted.some((w) => w.name === h.Names));
+    if (unwanted.length) note(`PULL_THROUGH_CACHE=false: ${unwanted.length} cache containers left as they are; \`task clean\` removes them.`);
+    return actions.length ? actions.join('; ') : 'unchanged';
+  });
+}
+
+function writePatches(cfg: Config): string {
+  const dir = statePath(cfg, 'talos', 'patches');
+  const written = Object.entries(talosPatches(cfg)).filter(([file, docs]) => writeFileAtomic(path.join(dir, file), patchText(docs)));
+  return written.length ? `wrote ${written.map(([f]) => f).join(', ')}` : 'unchanged';
+}
+
+async function ensureCluster(cfg: Config, current: Current): Promise<void> {
+  const talosconfig = statePath(cfg, 'talosconfig');
+  await step(`Talos cluster ${cfg.CLUSTER_NAME}: 1 control plane + ${cfg.WORKERS} workers`, async () => {
+    if (current.nodes.length === 0) {
+      // A run stopped before any node existed may have left talosctl state behind; it describes nothing now.
+      for (const stale of [statePath(cfg, 'talos', 'clusters', cfg.CLUSTER_NAME), talosconfig, kubeconfigPath(cfg)]) {
+        fs.rmSync(stale, { recursive: true, force: true });
+      }
+      await run('talosctl', clusterCreateArgs(cfg, statePath(cfg, 'talos', 'patches')), {
+        env: { KUBECONFIG: kubeconfigPath(cfg) },
+        hint: `Nothing of a half-created cluster is lost by retrying: \`task destroy -- --yes && task talos\`.`,
+      });
+      return `created (Talos ${cfg.TALOS_VERSION}, Kubernetes ${cfg.KUBERNETES_VERSION})`;
+    }
+    const problems = clusterDifferences(cfg, current.nodes);
+    if (!fs.existsSync(talosconfig)) {
+      problems.push(`its talosconfig (${talosconfig}) is missing, so it cannot be managed. Run \`task destroy -- --yes\` and then \`task talos\`.`);
+    }
+    if (problems.length) throw new UserError(problems.join('\n'));
+    const stopped = current.nodes.filter((n) => n.State !== 'running').map((n) => n.Names);
+    if (stopped.length) {
+      await run('docker', ['start', ...stopped]);
+      return `started stopped nodes: ${stopped.join(', ')}`;
+    }
+    return 'already exists';
+  });
+
+  await step('Kubeconfig', async () => {
+    if (fs.existsSync(kubeconfigPath(cfg))) return `already present: ${kubeconfigPath(cfg)}`;
+    await run('talosctl', ['kubeconfig', kubeconfigPath(cfg), '--talosconfig', talosconfig, '--nodes', CONTROLPLANE_IP, '--force']);
+    return `fetched into ${kubeconfigPath(cfg)}`;
+  });
+
+  await check('Nodes Ready', async () => {
+    const want = 1 + cfg.WORKERS;
+    const readNodes = async () => {
+      const res = await kubectl(cfg, ['get', 'nodes', '--output', 'json']);
+      return (JSON.parse(res.stdout).items as { metadata: { name: string }; status: { conditions: { type: string; status: string }[]; nodeInfo: { kubeletVersion: string } } }[]);
+    };
+    const ready = (n: Awaited<ReturnType<typeof readNodes>>[number]) => n.status.conditions.some((c) => c.type === 'Ready' && c.status === 'True');
+    let nodes = await readNodes();
+    const already = nodes.length === want && nodes.every(ready);
+    if (!already) {
+      await kubectl(cfg, ['wait', '--for=condition=Ready', 'nodes', '--all', '--timeout=300s'], {
+        hint: `Nodes are not Ready. Look at \`talosctl --talosconfig ${talosconfig} --nodes ${CONTROLPLANE_IP} health\` and \`kubectl --kubeconfig ${kubeconfigPath(cfg)} describe nodes\`.`,
+      });
+      nodes = await readNodes();
+      if (nodes.length !== want) throw new UserError(`${nodes.length} nodes registered, ${want} expected. Check \`kubectl --kubeconfig ${kubeconfigPath(cfg)} get nodes\`.`);
+    }
+    const versions = [...new Set(nodes.map((n) => n.status.nodeInfo.kubeletVersion))];
+    if (versions.some((v) => v !== `v${cfg.KUBERNETES_VERSION}`)) {
+      throw new UserError(
+        `nodes run Kubernetes ${versions.join(', ')} but KUBERNETES_VERSION=${cfg.KUBERNETES_VERSION}. ` +
+          `Upgrade with \`talosctl --talosconfig ${talosconfig} --nodes ${CONTROLPLANE_IP} upgrade-k8s --to ${cfg.KUBERNETES_VERSION}\`, or recreate the cluster.`,
+      );
+    }
+    return `${already ? 'already ' : ''}${nodes.length}/${want} Ready (Kubernetes ${versions.join(', ')})`;
+  });
+}
+
+async function create(cfg: Config): Promise<void> {
+  const current = await preflight(cfg);
+  await ensureNetwork(cfg);
+  await ensureHelpers(cfg, current);
+  await step('Talos config patches', async () => writePatches(cfg));
+  await ensureCluster(cfg, current);
+  note(`export KUBECONFIG=${kubeconfigPath(cfg)}`);
+  note(`export TALOSCONFIG=${statePath(cfg, 'talosconfig')}`);
+  note(`Images pushed to localhost:${cfg.REGISTRY_PORT}/<name> run in the cluster under the same name.`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Destroy and kubeconfig
+// ---------------------------------------------------------------------------------------------
+
+const userKubeconfig = () => process.env.KUBECONFIG_TARGET ?? path.join(os.homedir(), '.kube', 'config');
+const ourNames = (cfg: Config) => ({ clusters: [cfg.CLUSTER_NAME], users: [`admin@${cfg.CLUSTER_NAME}`], contexts: [`admin@${cfg.CLUSTER_NAME}`] });
+
+/** Writes the user's kubeconfig atomically, keeping a backup of what was there. */
+function rewriteUserKubeconfig(edit: (text: string) => string): 'unchanged' | 'updated' {
+  const file = userKubeconfig();
+  const before = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  const after = edit(before);
+  if (after === before) return 'unchanged';
+  if (before) fs.copyFileSync(file, `${file}.bak`);
+  writeFileAtomic(file, after, 0o600);
+  return 'updated';
+}
+
+async function mergeIntoUserKubeconfig(cfg: Config): Promise<void> {
+  await step(`Context admin@${cfg.CLUSTER_NAME} in ${userKubeconfig()}`, async () => {
+    if (!fs.existsSync(kubeconfigPath(cfg))) throw new UserError(`no kubeconfig in ${kubeconfigPath(cfg)}: run \`task talos\` first.`);
+    const ours = YAML.parse(fs.readFileSync(kubeconfigPath(cfg), 'utf8')) as Kubeconfig;
+    const result = rewriteUserKubeconfig((text) => mergeKubeconfigText(text, ours));
+    if (result === 'unchanged') return 'unchanged';
+    note(`kubectl config use-context admin@${cfg.CLUSTER_NAME}   # if it is not the current context already`);
+    return `added (backup: ${userKubeconfig()}.bak)`;
+  });
+}
+
+async function confirm(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) throw new UserError('not asking without a terminal: pass --yes (task destroy -- --yes) to confirm.');
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  const answer = await rl.question(`${question} [y/N] `);
+  rl.close();
+  return /^y(es)?$/i.test(answer.trim());
+}
+
+async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void> {
+  const what = clean ? 'the cluster, its state, the registry, the caches and the certificates' : 'the cluster and its state';
+  if (!yes && !(await confirm(`Destroy ${what} of "${cfg.CLUSTER_NAME}"?`))) {
+    note('nothing done');
+    return;
+  }
+  const current = await readCurrent(cfg);
+  await step('Detach registry and caches from the cluster network', async () => {
+    const attached = current.helpers.filter((h) => h.Networks.split(',').includes(cfg.CLUSTER_NAME));
+    for (const h of attached) await run('docker', ['network', 'disconnect', '--force', cfg.CLUSTER_NAME, h.Names]);
+    return attached.length ? `detached ${attached.length}` : 'unchanged (none attached)';
+  });
+  await step(`Talos cluster ${cfg.CLUSTER_NAME}`, async () => {
+    const network = await run('docker', ['network', 'ls', '--filter', `label=talos.cluster.name=${cfg.CLUSTER_NAME}`, '--format', '{{json .}}']);
+    if (current.nodes.length === 0 && !network.stdout.trim()) return 'unchanged (no cluster)';
+    await run('talosctl', ['cluster', 'destroy', '--name', cfg.CLUSTER_NAME, '--state', statePath(cfg, 'talos', 'clusters')]);
+    return `destroyed ${current.nodes.length} nodes`;
+  });
+  await step(`Context admin@${cfg.CLUSTER_NAME} in ${userKubeconfig()}`, async () =>
+    rewriteUserKubeconfig((text) => (text ? removeFromKubeconfigText(text, ourNames(cfg)) : text)) === 'unchanged' ? 'unchanged (not there)' : 'removed',
+  );
+  await step(`State in ${cfg.stateDir}`, async () => {
+    if (!fs.existsSync(cfg.stateDir)) return 'unchanged (none)';
+    // Without --clean the certificates stay, so a CA you trusted keeps working after a redeploy.
+    const entries = fs.readdirSync(cfg.stateDir).filter((e) => clean || e !== 'certs');
+    if (entries.length === 0 && !clean) return 'unchanged (only the certificates are kept)';
+    for (const e of entries) fs.rmSync(path.join(cfg.stateDir, e), { recursive: true, force: true });
+    if (clean) fs.rmSync(cfg.stateDir, { recursive: true, force: true });
+    return `removed ${entries.length} entries`;
+  });
+  if (clean) {
+    await step('Registry and caches with their volumes', async () => {
+      const names = current.helpers.map((h) => h.Names);
+      if (names.length) await run('docker', ['rm', '--force', ...names]);
+      const volumes = helperContainers({ ...cfg, PULL_THROUGH_CACHE: true }).map((h) => h.volume);
+      const existing = (await run('docker', ['volume', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter((v) => volumes.includes(v));
+      if (existing.length) await run('docker', ['volume', 'rm', ...existing]);
+      return names.length || existing.length ? `removed ${names.length} containers, ${existing.length} volumes` : 'unchanged (none)';
+    });
+  }
+}
+
+if (isMain(import.meta.url)) {
+  const args = process.argv.slice(2);
+  if (args.includes('--preflight')) await runPhase('preflight', async (cfg) => void (await preflight(cfg)));
+  else if (args.includes('--destroy')) await runPhase('destroy', (cfg) => destroy(cfg, args.includes('--clean'), args.includes('--yes')));
+  else if (args.includes('--kubeconfig')) await runPhase('kubeconfig', mergeIntoUserKubeconfig);
+  else await runPhase('talos', create);
+}

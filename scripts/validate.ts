@@ -1,0 +1,708 @@
+// Phase "validate" (`task validate`): proves, end to end, that the platform works and that metrics
+// and logs of the sample app flow. One status line per check; every check runs even when an earlier
+// one failed; the exit code is non-zero when any check failed, and diagnostics are printed then.
+//
+// Checks, in order:
+//   1. all nodes Ready; every pod in local-path-storage, traefik, monitoring, sample-app Ready;
+//      the PersistentVolumeClaims of Prometheus and Loki Bound;
+//   2. storage smoke test (`scripts/storage.ts --smoke`);
+//   3. every route (grafana, prometheus, traefik, app .<DOMAIN>) answers through Traefik on
+//      HOST_IP:HTTPS_PORT over HTTPS with our certificate (<stateDir>/certs/ca.crt is the only CA
+//      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts);
+//   4. Prometheus (https://prometheus.<DOMAIN>): up == 1 for the sample app's targets with the
+//      namespace, pod, container, node and job labels; http_requests_total present and increasing;
+//   5. Loki, through Grafana's datasource proxy (Loki itself is never exposed): log lines of the
+//      sample app in the last 5 minutes with namespace, pod, container and node labels;
+//   6. Grafana: /api/health, both datasources' health checks, every dashboard of dashboards/*.json
+//      present, and for each dashboard at least one of its queries returns data (/api/ds/query);
+//   7. freshness: a unique GET /api/probe?id=<uuid> to the app, then the seconds until its metric
+//      (http_requests_total{route="/api/probe"} grows) and its log line (probe_id=<uuid>) can be queried.
+//
+// Assumed contracts: Grafana datasource uids `prometheus` and `loki` (DATASOURCE_UIDS below);
+// Grafana user admin with the password in <stateDir>/grafana-admin-password.
+// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR (through loadConfig), nothing else.
+// Tools: kubectl (cluster state and diagnostics), node (storage smoke test through tsx).
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import path from 'node:path';
+import {
+  type Config,
+  PROJECT_DIR,
+  UserError,
+  check,
+  isMain,
+  kubectl,
+  note,
+  requireCluster,
+  run,
+  runPhase,
+  statePath,
+  warn,
+} from './lib.ts';
+
+/** Namespaces whose pods must all be Ready. */
+export const OUR_NAMESPACES = ['local-path-storage', 'traefik', 'monitoring', 'sample-app'] as const;
+/** Grafana datasource uids, as provisioned by the observability phase. */
+export const DATASOURCE_UIDS = { prometheus: 'prometheus', loki: 'loki' } as const;
+/** Where the sample app runs, and the selector of its series in Prometheus and streams in Loki. */
+export const APP_NAMESPACE = 'sample-app';
+export const APP_SELECTOR = `namespace="${APP_NAMESPACE}"`;
+/** Labels Alloy must attach to every scraped series / log stream of a pod. */
+export const METRIC_LABELS = ['namespace', 'pod', 'container', 'node', 'job'] as const;
+export const LOG_LABELS = ['namespace', 'pod', 'container', 'node'] as const;
+
+export class CheckError extends Error {}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP: one small client for every check, with TLS pinned to our CA and the address overridden
+// ---------------------------------------------------------------------------------------------
+
+/** Where a service answers. `url` carries the name (Host, SNI); `connect` the address to dial. */
+export interface Target {
+  url: string;
+  /** PEM of the only CA to trust (HTTPS). */
+  ca?: string;
+  /** Dial this host:port instead of resolving the URL's host name (no /etc/hosts needed). */
+  connect?: { host: string; port: number };
+  /** Basic auth. */
+  auth?: { user: string; password: string };
+}
+
+export interface HttpResult {
+  status: number;
+  body: string;
+}
+
+/** One HTTP(S) request; rejects on network or TLS errors, resolves with any HTTP status. */
+export function request(
+  target: Target,
+  pathAndQuery: string,
+  opts: { method?: string; json?: unknown; timeoutMs?: number } = {},
+): Promise<HttpResult> {
+  const url = new URL(pathAndQuery, target.url);
+  const secure = url.protocol === 'https:';
+  const body = opts.json === undefined ? undefined : JSON.stringify(opts.json);
+  const headers: Record<string, string> = { Host: url.host, Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (target.auth) headers.Authorization = `Basic ${Buffer.from(`${target.auth.user}:${target.auth.password}`).toString('base64')}`;
+  const options: https.RequestOptions = {
+    method: opts.method ?? (body === undefined ? 'GET' : 'POST'),
+    host: target.connect?.host ?? url.hostname,
+    port: target.connect?.port ?? (url.port || (secure ? 443 : 80)),
+    path: `${url.pathname}${url.search}`,
+    headers,
+    agent: false,
+    timeout: opts.timeoutMs ?? 15000,
+  };
+  if (secure) {
+    // Verify the chain against our CA only, and the certificate's names against the route's name.
+    options.servername = url.hostname;
+    if (target.ca) options.ca = target.ca;
+  }
+  return new Promise((resolve, reject) => {
+    const req = (secure ? https : http).request(options, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`timed out after ${options.timeout}ms`)));
+    req.on('error', (err) => reject(new CheckError(`${options.method} ${url.href} (via ${options.host}:${options.port}): ${err.message}`)));
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+/** A request whose answer must be 2xx JSON. */
+export async function getJson<T = any>(target: Target, pathAndQuery: string, json?: unknown): Promise<T> {
+  const res = await request(target, pathAndQuery, { json });
+  if (res.status < 200 || res.status > 299) {
+    throw new CheckError(`${new URL(pathAndQuery, target.url).href} answered HTTP ${res.status}: ${res.body.trim().slice(0, 300)}`);
+  }
+  try {
+    return JSON.parse(res.body) as T;
+  } catch {
+    throw new CheckError(`${new URL(pathAndQuery, target.url).href} answered no JSON: ${res.body.slice(0, 200)}`);
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Calls fn until it returns a value other than undefined, or throws the last reason at the deadline. */
+export async function poll<T>(fn: () => Promise<T | undefined>, timeoutMs: number, intervalMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() >= deadline) throw new CheckError(`${what}: not within ${Math.round(timeoutMs / 1000)}s${last ? ` (last error: ${last})` : ''}`);
+    await sleep(intervalMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Cluster state (pure functions over `kubectl get -o json` lists)
+// ---------------------------------------------------------------------------------------------
+
+interface KObject {
+  metadata: { name: string; namespace?: string };
+  status?: any;
+  spec?: any;
+}
+
+const readyCondition = (o: KObject) => (o.status?.conditions ?? []).find((c: any) => c.type === 'Ready');
+
+/** Nodes not Ready; throws when there are none at all. */
+export function checkNodes(items: KObject[]): string {
+  if (items.length === 0) throw new CheckError('the cluster has no nodes');
+  const bad = items.filter((n) => readyCondition(n)?.status !== 'True');
+  if (bad.length) {
+    throw new CheckError(`not Ready: ${bad.map((n) => `${n.metadata.name} (${readyCondition(n)?.reason ?? 'no Ready condition'})`).join(', ')}`);
+  }
+  return `${items.length} nodes Ready`;
+}
+
+/** Pods of the namespaces that are not Ready (finished Job pods do not count). */
+export function unreadyPods(items: KObject[], namespaces: readonly string[] = OUR_NAMESPACES): KObject[] {
+  return items.filter(
+    (p) => namespaces.includes(p.metadata.namespace ?? '') && p.status?.phase !== 'Succeeded' && readyCondition(p)?.status !== 'True',
+  );
+}
+
+export function checkPods(items: KObject[], namespaces: readonly string[] = OUR_NAMESPACES): string {
+  const empty = namespaces.filter((ns) => !items.some((p) => p.metadata.namespace === ns));
+  const bad = unreadyPods(items, namespaces);
+  const problems: string[] = [];
+  if (empty.length) problems.push(`no pods in namespace ${empty.join(', ')}`);
+  if (bad.length) {
+    problems.push(
+      `not Ready: ${bad.map((p) => `${p.metadata.namespace}/${p.metadata.name} (${p.status?.phase ?? 'unknown'}${podReason(p)})`).join(', ')}`,
+    );
+  }
+  if (problems.length) throw new CheckError(problems.join('; '));
+  const counted = items.filter((p) => namespaces.includes(p.metadata.namespace ?? '') && p.status?.phase !== 'Succeeded');
+  return `${counted.length} pods Ready in ${namespaces.join(', ')}`;
+}
+
+function podReason(p: KObject): string {
+  const waiting = [...(p.status?.initContainerStatuses ?? []), ...(p.status?.containerStatuses ?? [])]
+    .map((c: any) => c.state?.waiting?.reason ?? (c.state?.terminated ? `terminated: ${c.state.terminated.reason}` : undefined))
+    .filter(Boolean);
+  return waiting.length ? `, ${[...new Set(waiting)].join(', ')}` : '';
+}
+
+/** The claims whose name contains "prometheus" and "loki" exist and are Bound. */
+export function checkVolumes(items: KObject[]): string {
+  const problems: string[] = [];
+  const found: string[] = [];
+  for (const app of ['prometheus', 'loki']) {
+    const claims = items.filter((c) => c.metadata.name.includes(app));
+    if (claims.length === 0) problems.push(`no PersistentVolumeClaim for ${app}`);
+    for (const c of claims) {
+      if (c.status?.phase !== 'Bound') problems.push(`${c.metadata.namespace}/${c.metadata.name} is ${c.status?.phase ?? 'without status'}`);
+      else found.push(`${c.metadata.name} ${c.status?.capacity?.storage ?? ''}`.trim());
+    }
+  }
+  if (problems.length) throw new CheckError(problems.join('; '));
+  return `Bound: ${found.join(', ')}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Routes through Traefik
+// ---------------------------------------------------------------------------------------------
+
+/** The hosts Traefik routes, and a path on each that answers 2xx/3xx when the service behind it works. */
+export const ROUTES = [
+  { name: 'grafana', path: '/api/health' },
+  { name: 'prometheus', path: '/-/ready' },
+  { name: 'traefik', path: '/dashboard/' },
+  { name: 'app', path: '/healthz' },
+] as const;
+export type RouteName = (typeof ROUTES)[number]['name'];
+
+/** The route answers over HTTPS, with a certificate our CA signed for its name, and a 2xx/3xx status. */
+export async function checkRoute(target: Target, pathName: string): Promise<string> {
+  const res = await request(target, pathName);
+  if (res.status >= 400) {
+    throw new CheckError(
+      `${new URL(pathName, target.url).href} answered HTTP ${res.status}` +
+        (res.status === 404 ? ' (Traefik has no route for this host, or the service has no such path)' : '') +
+        `: ${res.body.trim().slice(0, 200)}`,
+    );
+  }
+  return `HTTP ${res.status}, certificate trusted`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Prometheus
+// ---------------------------------------------------------------------------------------------
+
+export interface Sample {
+  metric: Record<string, string>;
+  value: number;
+}
+
+/** An instant query; returns the vector. */
+export async function promQuery(prom: Target, expr: string): Promise<Sample[]> {
+  const res = await getJson(prom, `/api/v1/query?query=${encodeURIComponent(expr)}`);
+  if (res.status !== 'success') throw new CheckError(`Prometheus query ${expr} failed: ${res.error ?? JSON.stringify(res)}`);
+  if (res.data?.resultType !== 'vector') throw new CheckError(`Prometheus query ${expr}: expected a vector, got ${res.data?.resultType}`);
+  return (res.data.result as { metric: Record<string, string>; value: [number, string] }[]).map((r) => ({
+    metric: r.metric,
+    value: Number(r.value[1]),
+  }));
+}
+
+const seriesName = (m: Record<string, string>) =>
+  `{${Object.entries(m)
+    .map(([k, v]) => `${k}="${v}"`)
+    .join(',')}}`;
+
+/** Every `up` series of the selector is 1 and carries every required label; there is at least one. */
+export async function checkTargetsUp(prom: Target, selector = APP_SELECTOR, labels: readonly string[] = METRIC_LABELS): Promise<string> {
+  const up = await promQuery(prom, `up{${selector}}`);
+  if (up.length === 0) {
+    throw new CheckError(`no up{${selector}} series in Prometheus: Alloy has not discovered or not scraped the sample app's pods`);
+  }
+  const problems: string[] = [];
+  for (const s of up) {
+    if (s.value !== 1) problems.push(`target down (up=${s.value}): ${seriesName(s.metric)}`);
+    const missing = labels.filter((l) => !s.metric[l]);
+    if (missing.length) problems.push(`label ${missing.join(', ')} missing on ${seriesName(s.metric)}`);
+  }
+  if (problems.length) throw new CheckError(problems.join('; '));
+  const pods = [...new Set(up.map((s) => s.metric.pod))];
+  return `${up.length} targets up (pods ${pods.join(', ')})`;
+}
+
+/** Sum of a counter over the selector; 0 when no series exists yet. */
+export async function counterSum(prom: Target, metricSelector: string): Promise<{ value: number; series: number }> {
+  const r = await promQuery(prom, `sum(${metricSelector}) or vector(0)`);
+  const n = await promQuery(prom, `count(${metricSelector}) or vector(0)`);
+  return { value: r[0]?.value ?? 0, series: n[0]?.value ?? 0 };
+}
+
+/**
+ * http_requests_total and the latency histogram exist for the app, and the request count grows
+ * after a few requests sent to the app (so it also works with the traffic generator off, and on a
+ * freshly started app whose counters appear with the first request).
+ */
+export async function checkRequestMetrics(
+  prom: Target,
+  app: Target,
+  opts: { selector?: string; timeoutMs?: number; pollMs?: number } = {},
+): Promise<string> {
+  const selector = opts.selector ?? APP_SELECTOR;
+  const requests = `http_requests_total{${selector}}`;
+  const histogram = `http_request_duration_seconds_count{${selector}}`;
+  const before = await counterSum(prom, requests);
+  for (let i = 0; i < 5; i++) await request(app, '/').catch(() => undefined);
+  let state = '';
+  const timeoutMs = opts.timeoutMs ?? 150000;
+  try {
+    const after = await poll(
+      async () => {
+        const now = await counterSum(prom, requests);
+        const hist = await counterSum(prom, histogram);
+        const missing = [now.series === 0 ? 'http_requests_total' : '', hist.series === 0 ? 'http_request_duration_seconds_count' : ''].filter(Boolean);
+        state = missing.length
+          ? `no ${missing.join(', ')}{${selector}} series in Prometheus`
+          : `${requests} did not increase from ${before.value} (now ${now.value})`;
+        return missing.length === 0 && now.value > before.value ? now : undefined;
+      },
+      timeoutMs,
+      opts.pollMs ?? 2000,
+      'request metrics',
+    );
+    return `http_requests_total ${before.value} → ${after.value} (${after.series} series)`;
+  } catch (err) {
+    throw new CheckError(state ? `${state} within ${Math.round(timeoutMs / 1000)}s after 5 requests to the app` : (err as Error).message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Loki, through Grafana's datasource proxy
+// ---------------------------------------------------------------------------------------------
+
+export interface LogStream {
+  stream: Record<string, string>;
+  values: [string, string, ...unknown[]][];
+}
+
+/** query_range through /api/datasources/proxy/uid/<uid>/loki/api/v1/query_range; returns the streams. */
+export async function lokiQuery(grafana: Target, expr: string, sinceSeconds: number, lokiUid: string = DATASOURCE_UIDS.loki): Promise<LogStream[]> {
+  const endNs = BigInt(Date.now()) * 1_000_000n;
+  const startNs = endNs - BigInt(sinceSeconds) * 1_000_000_000n;
+  const q = new URLSearchParams({ query: expr, start: String(startNs), end: String(endNs), limit: '100', direction: 'backward' });
+  const res = await getJson(grafana, `/api/datasources/proxy/uid/${encodeURIComponent(lokiUid)}/loki/api/v1/query_range?${q}`);
+  if (res.status !== 'success') throw new CheckError(`Loki query ${expr} failed: ${JSON.stringify(res).slice(0, 300)}`);
+  if (res.data?.resultType !== 'streams') throw new CheckError(`Loki query ${expr}: expected streams, got ${res.data?.resultType}`);
+  return res.data.result as LogStream[];
+}
+
+/** The app has log lines in the last window, and every stream carries the required labels. */
+export async function checkLogs(
+  grafana: Target,
+  opts: { selector?: string; sinceSeconds?: number; lokiUid?: string; labels?: readonly string[] } = {},
+): Promise<string> {
+  const selector = opts.selector ?? APP_SELECTOR;
+  const since = opts.sinceSeconds ?? 300;
+  const streams = await lokiQuery(grafana, `{${selector}}`, since, opts.lokiUid);
+  const lines = streams.reduce((n, s) => n + s.values.length, 0);
+  if (lines === 0) throw new CheckError(`no log lines for {${selector}} in Loki in the last ${since / 60} minutes`);
+  const labels = opts.labels ?? LOG_LABELS;
+  const problems = streams
+    .map((s) => ({ s, missing: labels.filter((l) => !s.stream[l]) }))
+    .filter((x) => x.missing.length)
+    .map((x) => `label ${x.missing.join(', ')} missing on stream ${seriesName(x.s.stream)}`);
+  if (problems.length) throw new CheckError(problems.join('; '));
+  const pods = [...new Set(streams.map((s) => s.stream.pod))];
+  return `${lines} lines in ${streams.length} streams (pods ${pods.join(', ')}) in the last ${since / 60} minutes`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Grafana
+// ---------------------------------------------------------------------------------------------
+
+export async function checkGrafanaHealth(grafana: Target): Promise<string> {
+  const h = await getJson(grafana, '/api/health');
+  if (h.database !== 'ok') throw new CheckError(`Grafana /api/health: database is ${h.database ?? 'unknown'}`);
+  return `database ok, version ${h.version ?? 'unknown'}`;
+}
+
+/** /api/datasources/uid/<uid>/health answers 200 with status OK (400 with status ERROR otherwise). */
+export async function checkDatasourceHealth(grafana: Target, uid: string): Promise<string> {
+  const res = await request(grafana, `/api/datasources/uid/${encodeURIComponent(uid)}/health`);
+  let body: any = {};
+  try {
+    body = JSON.parse(res.body);
+  } catch {
+    /* keep the raw text in the message */
+  }
+  if (res.status !== 200 || body.status !== 'OK') {
+    const why = [body.status, body.message ?? res.body.trim().slice(0, 200)].filter(Boolean).join(' ');
+    throw new CheckError(`datasource ${uid}: HTTP ${res.status} ${why}`.trim());
+  }
+  return body.message ?? 'OK';
+}
+
+export interface DashboardQuery {
+  refId: string;
+  datasource: { type: string; uid: string };
+  expr: string;
+  panel: string;
+}
+export interface DashboardFile {
+  file: string;
+  uid: string;
+  title: string;
+  queries: DashboardQuery[];
+}
+
+/** Replaces Grafana template variables with values a plain API query understands. */
+export function substituteVariables(expr: string, vars: Record<string, string>): string {
+  const builtins: Record<string, string> = {
+    __rate_interval: '2m', __interval: '1m', __range: '5m', __auto: '1m', __interval_ms: '60000', __range_s: '300', __range_ms: '300000',
+  };
+  // Unknown variables and "All" become ".+": a regex matcher every present label satisfies, and one
+  // that Loki accepts (it refuses a selector whose matchers all match the empty string, like ".*").
+  const value = (name: string) => builtins[name] ?? vars[name] ?? '.+';
+  return expr
+    .replace(/\$\{(\w+)(?::[^}]*)?\}/g, (_, n: string) => value(n))
+    .replace(/\[\[(\w+)(?::[^\]]*)?\]\]/g, (_, n: string) => value(n))
+    .replace(/\$(\w+)/g, (_, n: string) => value(n));
+}
+
+/** Reads a dashboard file: uid, title and every query with its datasource resolved to a uid. */
+export function parseDashboard(file: string, json: any, uids: Record<string, string> = DATASOURCE_UIDS): DashboardFile {
+  const dash = json.dashboard ?? json;
+  if (!dash.uid) throw new CheckError(`${file} has no uid`);
+  const templ: any[] = dash.templating?.list ?? [];
+  const dsVars = new Map<string, string>(templ.filter((v) => v.type === 'datasource').map((v) => [v.name, String(v.query)]));
+  const vars: Record<string, string> = {};
+  for (const v of templ) {
+    if (v.type === 'datasource') continue;
+    const cur = v.current?.value ?? v.options?.find((o: any) => o.selected)?.value;
+    const first = Array.isArray(cur) ? cur[0] : cur;
+    vars[v.name] = first === undefined || first === '$__all' || first === '' ? '.+' : String(first);
+  }
+  const resolve = (ds: any): { type: string; uid: string } | undefined => {
+    if (!ds) return undefined;
+    if (typeof ds === 'string') {
+      const m = /^\$\{?(\w+)\}?$/.exec(ds);
+      const type = m ? dsVars.get(m[1]) : undefined;
+      return type && uids[type] ? { type, uid: uids[type] } : undefined;
+    }
+    const m = /^\$\{?(\w+)\}?$/.exec(ds.uid ?? '');
+    const type: string | undefined = m ? dsVars.get(m[1]) ?? ds.type : ds.type;
+    if (!type) return undefined;
+    const uid = m || !ds.uid ? uids[type] : ds.uid;
+    return uid ? { type, uid } : undefined;
+  };
+  const queries: DashboardQuery[] = [];
+  const walk = (panels: any[]) => {
+    for (const p of panels ?? []) {
+      walk(p.panels);
+      for (const t of p.targets ?? []) {
+        const ds = resolve(t.datasource) ?? resolve(p.datasource);
+        if (!t.expr || !ds || t.hide) continue;
+        queries.push({ refId: t.refId ?? 'A', datasource: ds, expr: substituteVariables(t.expr, vars), panel: p.title ?? `panel ${p.id}` });
+      }
+    }
+  };
+  walk(dash.panels);
+  return { file, uid: dash.uid, title: dash.title ?? dash.uid, queries };
+}
+
+/** Every dashboards/*.json of the repository. */
+export function readDashboards(dir = path.join(PROJECT_DIR, 'dashboards')): DashboardFile[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => parseDashboard(f, JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'))));
+}
+
+/** Every dashboard is in Grafana (/api/dashboards/uid/<uid>). */
+export async function checkDashboardsPresent(grafana: Target, dashboards: DashboardFile[]): Promise<string> {
+  if (dashboards.length === 0) throw new CheckError('no dashboards/*.json in the repository');
+  const missing: string[] = [];
+  for (const d of dashboards) {
+    const res = await request(grafana, `/api/dashboards/uid/${encodeURIComponent(d.uid)}`);
+    if (res.status === 404) missing.push(`${d.title} (uid ${d.uid}, ${d.file})`);
+    else if (res.status !== 200) throw new CheckError(`dashboard ${d.uid}: HTTP ${res.status} ${res.body.slice(0, 200)}`);
+  }
+  if (missing.length) throw new CheckError(`missing in Grafana: ${missing.join(', ')}`);
+  return `${dashboards.length} dashboards: ${dashboards.map((d) => d.title).join(', ')}`;
+}
+
+/** Number of data rows in a /api/ds/query answer for one refId, or an error text. */
+export function framesRows(result: any): { rows: number; error?: string } {
+  if (!result) return { rows: 0, error: 'no result' };
+  if (result.error) return { rows: 0, error: String(result.error) };
+  let rows = 0;
+  for (const f of result.frames ?? []) {
+    const values: unknown[][] = f.data?.values ?? [];
+    rows += Math.max(0, ...values.map((v) => (Array.isArray(v) ? v.length : 0)));
+  }
+  return { rows };
+}
+
+/** Runs one query through /api/ds/query over the last 15 minutes. */
+export async function dsQuery(grafana: Target, q: DashboardQuery): Promise<{ rows: number; error?: string }> {
+  const query: Record<string, unknown> = { refId: 'A', datasource: q.datasource, expr: q.expr, intervalMs: 15000, maxDataPoints: 100 };
+  if (q.datasource.type === 'loki') Object.assign(query, { queryType: 'range', maxLines: 10 });
+  else Object.assign(query, { range: true, instant: false });
+  const res = await request(grafana, '/api/ds/query', { json: { from: 'now-15m', to: 'now', queries: [query] } });
+  let body: any;
+  try {
+    body = JSON.parse(res.body);
+  } catch {
+    return { rows: 0, error: `HTTP ${res.status} ${res.body.slice(0, 200)}` };
+  }
+  const r = framesRows(body.results?.A);
+  if (res.status !== 200 && !r.error) r.error = `HTTP ${res.status} ${body.message ?? ''}`.trim();
+  return r;
+}
+
+/** At least one query of the dashboard returns data; tries them in order and stops at the first. */
+export async function checkDashboardData(grafana: Target, d: DashboardFile): Promise<string> {
+  if (d.queries.length === 0) throw new CheckError(`${d.file} has no queries with a prometheus or loki datasource`);
+  const tried: string[] = [];
+  for (const q of d.queries) {
+    const r = await dsQuery(grafana, q);
+    if (r.rows > 0) return `"${q.panel}" returned ${r.rows} rows`;
+    tried.push(`"${q.panel}": ${r.error ?? 'no data'}`);
+  }
+  throw new CheckError(`none of ${d.queries.length} queries returned data: ${tried.slice(0, 5).join('; ')}${tried.length > 5 ? '; …' : ''}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Freshness
+// ---------------------------------------------------------------------------------------------
+
+export interface Freshness {
+  id: string;
+  metricSeconds: number;
+  logSeconds: number;
+}
+
+/** Sends GET /api/probe?id=<uuid> and measures when its metric and its log line can be queried. */
+export async function measureFreshness(
+  app: Target,
+  prom: Target,
+  grafana: Target,
+  opts: { selector?: string; timeoutMs?: number; pollMs?: number; lokiUid?: string } = {},
+): Promise<Freshness> {
+  const selector = opts.selector ?? APP_SELECTOR;
+  const metric = `http_requests_total{${selector},route="/api/probe"}`;
+  const before = await counterSum(prom, metric);
+  const id = randomUUID();
+  const start = Date.now();
+  const res = await request(app, `/api/probe?id=${id}`);
+  if (res.status !== 200) throw new CheckError(`GET /api/probe?id=${id} answered HTTP ${res.status}`);
+  const timeout = opts.timeoutMs ?? 180000;
+  const pollMs = opts.pollMs ?? 1000;
+  const [metricSeconds, logSeconds] = await Promise.all([
+    poll(async () => ((await counterSum(prom, metric)).value > before.value ? (Date.now() - start) / 1000 : undefined), timeout, pollMs, `${metric} did not grow`),
+    poll(
+      async () => ((await lokiQuery(grafana, `{${selector}} |= "${id}"`, 300, opts.lokiUid)).some((s) => s.values.length > 0) ? (Date.now() - start) / 1000 : undefined),
+      timeout,
+      pollMs,
+      `log line with probe_id=${id}`,
+    ),
+  ]);
+  return { id, metricSeconds, logSeconds };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagnostics (kubectl), printed when a check failed
+// ---------------------------------------------------------------------------------------------
+
+const indentLines = (text: string, n = 6) => text.replace(/^/gm, ' '.repeat(n));
+
+/** Unready pods with their events and last log lines; Alloy's error lines; down targets. */
+export async function diagnostics(cfg: Config, prom: Target | undefined): Promise<string[]> {
+  const out: string[] = [];
+  const get = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
+  let pods: KObject[] = [];
+  try {
+    pods = await get(['get', 'pods', '--all-namespaces']);
+  } catch (err) {
+    return [`cannot list pods: ${(err as Error).message}`];
+  }
+  for (const p of unreadyPods(pods)) {
+    const { name, namespace = 'default' } = p.metadata;
+    out.push(`pod ${namespace}/${name} is not Ready (${p.status?.phase ?? 'unknown'}${podReason(p)})`);
+    try {
+      const events = (await get(['get', 'events', '--namespace', namespace, '--field-selector', `involvedObject.name=${name}`]))
+        .filter((e: any) => e.involvedObject?.name === name)
+        .slice(-10)
+        .map((e: any) => `${e.type ?? ''} ${e.reason ?? ''}: ${e.message ?? ''}`.trim());
+      out.push(`    events:\n${events.length ? indentLines(events.join('\n')) : '      (none)'}`);
+    } catch (err) {
+      out.push(`    events: ${(err as Error).message}`);
+    }
+    try {
+      const logs = (await kubectl(cfg, ['logs', '--namespace', namespace, name, '--all-containers', '--tail', '20'])).stdout.trim();
+      out.push(`    last log lines:\n${logs ? indentLines(logs) : '      (none)'}`);
+    } catch (err) {
+      out.push(`    last log lines: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  // Alloy: its pods, their error/warning lines, and the scrape targets it reports down.
+  const alloy = pods.filter((p) => p.metadata.namespace === 'monitoring' && p.metadata.name.includes('alloy'));
+  if (alloy.length === 0) out.push('no Alloy pods in namespace monitoring');
+  for (const p of alloy) {
+    try {
+      const logs = (await kubectl(cfg, ['logs', '--namespace', 'monitoring', p.metadata.name, '--all-containers', '--tail', '300'])).stdout;
+      const errors = logs.split('\n').filter((l) => /level=(error|warn)|"level":"(error|warn)"/i.test(l)).slice(-15);
+      out.push(`alloy ${p.metadata.name}: ${errors.length ? `last error/warning lines:\n${indentLines(errors.join('\n'))}` : 'no error or warning lines in the last 300'}`);
+    } catch (err) {
+      out.push(`alloy ${p.metadata.name}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  if (prom) {
+    try {
+      const down = await promQuery(prom, 'up == 0');
+      const all = await promQuery(prom, 'count by (job) (up)');
+      out.push(`scrape targets (Alloy → Prometheus): ${all.map((s) => `${s.metric.job ?? '?'}=${s.value}`).join(', ') || 'none'}`);
+      out.push(down.length ? `targets down:\n${indentLines(down.map((s) => seriesName(s.metric)).join('\n'))}` : 'no target is down');
+    } catch (err) {
+      out.push(`scrape targets: Prometheus not reachable (${(err as Error).message.split('\n')[0]})`);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration
+// ---------------------------------------------------------------------------------------------
+
+/** The route targets: https://<name>.<DOMAIN>, dialled at HOST_IP:HTTPS_PORT, trusting only our CA. */
+export function routeTargets(cfg: Config, ca: string): Record<RouteName, Target> {
+  const t = (name: string): Target => ({ url: `https://${name}.${cfg.DOMAIN}`, ca, connect: { host: cfg.HOST_IP, port: cfg.HTTPS_PORT } });
+  return { grafana: t('grafana'), prometheus: t('prometheus'), traefik: t('traefik'), app: t('app') };
+}
+
+function readStateFile(cfg: Config, name: string, fix: string): string {
+  const file = statePath(cfg, name);
+  if (!fs.existsSync(file)) throw new UserError(`${file} is missing. ${fix}`);
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+async function validate(cfg: Config): Promise<void> {
+  const failed: string[] = [];
+  /** Runs one check (a step that changes nothing); a failure is noted and the next check runs. */
+  const verify = async (title: string, fn: () => Promise<string | void>) => {
+    try {
+      await check(title, fn);
+    } catch (err) {
+      failed.push(title);
+      warn((err as Error).message.replace(/\n/g, '\n    '));
+    }
+  };
+  await requireCluster(cfg);
+  const ca = readStateFile(cfg, 'certs/ca.crt', 'Run `task traefik` (it generates the certificates).');
+  const password = readStateFile(cfg, 'grafana-admin-password', 'Run `task observability` (it generates the Grafana admin password).');
+  const routes = routeTargets(cfg, ca);
+  const grafana: Target = { ...routes.grafana, auth: { user: 'admin', password } };
+  const items = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
+
+  // 1. Cluster state
+  await verify('Nodes Ready', async () => checkNodes(await items(['get', 'nodes'])));
+  await verify(`Pods Ready in ${OUR_NAMESPACES.join(', ')}`, async () => checkPods(await items(['get', 'pods', '--all-namespaces'])));
+  await verify('Prometheus and Loki volumes Bound', async () => checkVolumes(await items(['get', 'pvc', '--namespace', 'monitoring'])));
+  // 2. Storage
+  await verify('Storage smoke test (scripts/storage.ts --smoke)', async () => {
+    // Its own phase record would count as a phase of `task deploy`: DEPLOY_RUN_ID is cleared.
+    await run(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', 'storage.ts'), '--smoke'], { env: { DEPLOY_RUN_ID: '' } });
+    return 'a pod wrote and read back a file on a local-path volume';
+  });
+  // 3. Routes
+  for (const r of ROUTES) {
+    await verify(`Route https://${r.name}.${cfg.DOMAIN}${r.path} via ${cfg.HOST_IP}:${cfg.HTTPS_PORT}`, () => checkRoute(routes[r.name], r.path));
+  }
+  // 4. Prometheus
+  await verify('Prometheus: sample app targets up with namespace, pod, container, node, job', () => checkTargetsUp(routes.prometheus));
+  await verify('Prometheus: sample app request metrics present and increasing', () => checkRequestMetrics(routes.prometheus, routes.app));
+  // 5. Loki
+  await verify('Loki (via Grafana): sample app logs in the last 5 minutes with namespace, pod, container, node', () => checkLogs(grafana));
+  // 6. Grafana
+  await verify('Grafana healthy', () => checkGrafanaHealth(grafana));
+  for (const uid of Object.values(DATASOURCE_UIDS)) {
+    await verify(`Grafana datasource "${uid}" healthy`, () => checkDatasourceHealth(grafana, uid));
+  }
+  let dashboards: DashboardFile[] = [];
+  await verify('Grafana has every dashboard of dashboards/', async () => {
+    dashboards = readDashboards();
+    return checkDashboardsPresent(grafana, dashboards);
+  });
+  for (const d of dashboards) {
+    await verify(`Dashboard "${d.title}": a query returns data`, () => checkDashboardData(grafana, d));
+  }
+  // 7. Freshness
+  await verify('Freshness: probe request → metric and log line queryable', async () => {
+    // Without queryable metrics or logs it can only time out: say so at once.
+    const blocked = failed.filter((t) => t.startsWith('Prometheus: sample app request') || t.startsWith('Loki'));
+    if (blocked.length) throw new CheckError(`not measured: ${blocked.join('; ')} failed above`);
+    const f = await measureFreshness(routes.app, routes.prometheus, grafana);
+    return `metric after ${f.metricSeconds.toFixed(1)}s, log line after ${f.logSeconds.toFixed(1)}s (probe_id=${f.id})`;
+  });
+
+  if (failed.length) {
+    note('Diagnostics:');
+    for (const line of await diagnostics(cfg, routes.prometheus)) console.log(indentLines(line, 4));
+    throw new UserError(`${failed.length} check(s) failed: ${failed.join('; ')}. See the messages and diagnostics above.`);
+  }
+}
+
+if (isMain(import.meta.url)) await runPhase('validate', validate);

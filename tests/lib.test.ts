@@ -1,0 +1,83 @@
+// The shared helper module: runner errors, templates, atomic writes, values merging, and the
+// diff-before-apply / compare-before-upgrade actions against the stand-in tools.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CommandError, commandLine, mergeValues, renderTemplate, run, writeFileAtomic } from '../scripts/lib.ts';
+import { summaryLines } from '../scripts/summary.ts';
+
+describe('run', () => {
+  it('returns the output of a command that succeeds', async () => {
+    expect((await run('sh', ['-c', 'echo hi'])).stdout).toBe('hi\n');
+  });
+  it('throws an error carrying the command line and its output', async () => {
+    const err = await run('sh', ['-c', 'echo out; echo boom >&2; exit 3'], { hint: 'try again' }).catch((e) => e);
+    expect(err).toBeInstanceOf(CommandError);
+    expect(err.exitCode).toBe(3);
+    expect(err.message).toContain("command failed (exit 3): sh -c 'echo out; echo boom >&2; exit 3'");
+    expect(err.message).toContain('out\n    boom');
+    expect(err.message).toMatch(/try again$/);
+  });
+  it('accepts listed exit codes as answers', async () => {
+    expect((await run('sh', ['-c', 'exit 1'], { okCodes: [1] })).code).toBe(1);
+  });
+  it('passes stdin', async () => {
+    expect((await run('cat', [], { input: 'data' })).stdout).toBe('data');
+  });
+  it.each([
+    [['kubectl', ['get', 'pods']], 'kubectl get pods'],
+    [['sh', ['-c', "it's"]], "sh -c 'it'\\''s'"],
+    [['x', ['a b', '--k=v']], "x 'a b' --k=v"],
+  ] as const)('quotes %j', ([cmd, args], want) => {
+    expect(commandLine(cmd, [...args])).toBe(want);
+  });
+});
+
+describe('renderTemplate', () => {
+  it('fills placeholders', () => {
+    expect(renderTemplate('host: grafana.${DOMAIN}:${PORT}', { DOMAIN: 'local.dev', PORT: 443 })).toBe('host: grafana.local.dev:443');
+  });
+  it('refuses an unknown placeholder', () => {
+    expect(() => renderTemplate('${DOMIAN}', { DOMAIN: 'x' })).toThrow('${DOMIAN} has no value');
+  });
+});
+
+describe('writeFileAtomic', () => {
+  it('writes, reports unchanged content and keeps the mode', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'atomic-'));
+    const file = path.join(dir, 'sub', 'f');
+    expect(writeFileAtomic(file, 'a', 0o600)).toBe(true);
+    expect(writeFileAtomic(file, 'a')).toBe(false);
+    expect(writeFileAtomic(file, 'b')).toBe(true);
+    expect(fs.readFileSync(file, 'utf8')).toBe('b');
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(fs.readdirSync(path.dirname(file))).toEqual(['f']);
+  });
+});
+
+describe('mergeValues', () => {
+  it.each([
+    [[{ a: 1 }, { b: 2 }], { a: 1, b: 2 }],
+    [[{ a: { x: 1, y: 1 } }, { a: { y: 2 } }], { a: { x: 1, y: 2 } }],
+    [[{ a: [1, 2] }, { a: [3] }], { a: [3] }],
+    [[{ a: { x: 1 } }, { a: 'flat' }], { a: 'flat' }],
+  ])('%j', (layers, want) => {
+    expect(mergeValues(...layers)).toEqual(want);
+  });
+});
+
+describe('deploy summary', () => {
+  it('lists each phase and names the failed one', () => {
+    const lines = summaryLines([
+      { run: 'r', phase: 'talos', ok: true, ms: 61000, changed: 0 },
+      { run: 'r', phase: 'storage', ok: false, ms: 2000, changed: 0 },
+    ]);
+    expect(lines[0]).toMatch(/✓ talos\s+61.0s\s+unchanged/);
+    expect(lines[1]).toMatch(/✗ storage\s+2.0s\s+failed/);
+    expect(lines[2]).toContain('deploy failed at storage after 63.0s');
+  });
+  it('says when no phase ran', () => {
+    expect(summaryLines([])).toEqual(['no phase ran']);
+  });
+});

@@ -1,0 +1,285 @@
+// validate's pure checks: cluster state from kubectl JSON (table-driven), dashboards parsing, the
+// Loki and Grafana checks against a stand-in Grafana that answers the documented shapes of its API
+// (with failures: empty result, datasource unhealthy, dashboard missing, wrong password), and the
+// route check against a real HTTPS server with certificates made by openssl.
+import fs from 'node:fs';
+import https from 'node:https';
+import type net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  checkDashboardData,
+  checkDashboardsPresent,
+  checkDatasourceHealth,
+  checkGrafanaHealth,
+  checkLogs,
+  checkNodes,
+  checkPods,
+  checkRoute,
+  checkVolumes,
+  framesRows,
+  parseDashboard,
+  readDashboards,
+  substituteVariables,
+  type DashboardFile,
+  type Target,
+} from '../scripts/validate.ts';
+import { type FakeGrafana, type FakeGrafanaOptions, makeCerts, startFakeGrafana } from './fixtures/validate/servers.ts';
+
+const ready = (ok: boolean, extra: Record<string, unknown> = {}) => ({ conditions: [{ type: 'Ready', status: ok ? 'True' : 'False', reason: ok ? 'KubeletReady' : 'KubeletNotReady' }], ...extra });
+const pod = (ns: string, name: string, ok: boolean, status: Record<string, unknown> = {}) => ({
+  metadata: { namespace: ns, name },
+  status: { phase: ok ? 'Running' : 'Pending', ...ready(ok), ...status },
+});
+const allNs = ['local-path-storage', 'traefik', 'monitoring', 'sample-app'].map((ns) => pod(ns, `${ns}-a`, true));
+
+describe('cluster state checks', () => {
+  it.each([
+    { name: 'all nodes ready', nodes: [{ metadata: { name: 'cp' }, status: ready(true) }, { metadata: { name: 'w1' }, status: ready(true) }], want: '2 nodes Ready' },
+    { name: 'one not ready', nodes: [{ metadata: { name: 'cp' }, status: ready(true) }, { metadata: { name: 'w1' }, status: ready(false) }], err: 'not Ready: w1 (KubeletNotReady)' },
+    { name: 'no condition', nodes: [{ metadata: { name: 'w2' }, status: {} }], err: 'not Ready: w2 (no Ready condition)' },
+    { name: 'no nodes', nodes: [], err: 'the cluster has no nodes' },
+  ])('nodes: $name', ({ nodes, want, err }) => {
+    if (err) expect(() => checkNodes(nodes)).toThrow(err);
+    else expect(checkNodes(nodes)).toBe(want);
+  });
+
+  it.each([
+    { name: 'all ready', pods: allNs, want: '4 pods Ready in local-path-storage, traefik, monitoring, sample-app' },
+    {
+      name: 'finished job pods and other namespaces do not count',
+      pods: [...allNs, { metadata: { namespace: 'monitoring', name: 'job-x' }, status: { phase: 'Succeeded', ...ready(false) } }, pod('kube-system', 'coredns', false)],
+      want: '4 pods Ready in local-path-storage, traefik, monitoring, sample-app',
+    },
+    {
+      name: 'unready pod with its reason',
+      pods: [...allNs, pod('sample-app', 'sample-app-1', false, { containerStatuses: [{ state: { waiting: { reason: 'ImagePullBackOff' } } }] })],
+      err: 'not Ready: sample-app/sample-app-1 (Pending, ImagePullBackOff)',
+    },
+    { name: 'empty namespace', pods: allNs.slice(0, 3), err: 'no pods in namespace sample-app' },
+  ])('pods: $name', ({ pods, want, err }) => {
+    if (err) expect(() => checkPods(pods)).toThrow(err);
+    else expect(checkPods(pods)).toBe(want);
+  });
+
+  const pvc = (name: string, phase?: string) => ({ metadata: { namespace: 'monitoring', name }, status: phase ? { phase, capacity: { storage: '5Gi' } } : undefined });
+  it.each([
+    { name: 'both bound', pvcs: [pvc('prometheus-server', 'Bound'), pvc('storage-loki-0', 'Bound')], want: 'Bound: prometheus-server 5Gi, storage-loki-0 5Gi' },
+    { name: 'loki pending', pvcs: [pvc('prometheus-server', 'Bound'), pvc('storage-loki-0', 'Pending')], err: 'monitoring/storage-loki-0 is Pending' },
+    { name: 'prometheus missing', pvcs: [pvc('storage-loki-0', 'Bound')], err: 'no PersistentVolumeClaim for prometheus' },
+  ])('volumes: $name', ({ pvcs, want, err }) => {
+    if (err) expect(() => checkVolumes(pvcs)).toThrow(err);
+    else expect(checkVolumes(pvcs)).toBe(want);
+  });
+});
+
+describe('dashboards', () => {
+  it.each([
+    ['rate(http_requests_total{namespace=~"$namespace"}[$__rate_interval])', 'rate(http_requests_total{namespace=~"sample-app"}[2m])'],
+    ['sum by (route) (rate(x{pod=~"${pod:regex}"}[${__rate_interval}]))', 'sum by (route) (rate(x{pod=~".+"}[2m]))'],
+    ['{namespace="[[namespace]]"} |= "error"', '{namespace="sample-app"} |= "error"'],
+    ['up', 'up'],
+  ])('substituteVariables(%s)', (expr, want) => {
+    expect(substituteVariables(expr, { namespace: 'sample-app' })).toBe(want);
+  });
+
+  const dashboard = {
+    uid: 'red',
+    title: 'RED',
+    templating: {
+      list: [
+        { name: 'datasource', type: 'datasource', query: 'prometheus' },
+        { name: 'logs', type: 'datasource', query: 'loki' },
+        { name: 'namespace', type: 'query', current: { value: 'sample-app' } },
+        { name: 'pod', type: 'query', current: { value: ['$__all'] } },
+      ],
+    },
+    panels: [
+      { id: 1, title: 'Rate', datasource: { type: 'prometheus', uid: '${datasource}' }, targets: [{ refId: 'A', expr: 'sum(rate(http_requests_total{namespace="$namespace",pod=~"$pod"}[$__rate_interval]))' }] },
+      {
+        id: 2,
+        type: 'row',
+        title: 'Logs row',
+        collapsed: true,
+        panels: [{ id: 3, title: 'Logs', datasource: { uid: '$logs' }, targets: [{ refId: 'A', expr: '{namespace="$namespace"}' }] }],
+      },
+      { id: 4, title: 'Hidden', datasource: { type: 'prometheus', uid: '${datasource}' }, targets: [{ refId: 'A', expr: 'up', hide: true }] },
+      { id: 5, title: 'Text', type: 'text' },
+    ],
+  };
+
+  it('parseDashboard resolves datasource variables to uids, walks rows, substitutes variables', () => {
+    expect(parseDashboard('red.json', dashboard)).toEqual({
+      file: 'red.json',
+      uid: 'red',
+      title: 'RED',
+      queries: [
+        { refId: 'A', datasource: { type: 'prometheus', uid: 'prometheus' }, expr: 'sum(rate(http_requests_total{namespace="sample-app",pod=~".+"}[2m]))', panel: 'Rate' },
+        { refId: 'A', datasource: { type: 'loki', uid: 'loki' }, expr: '{namespace="sample-app"}', panel: 'Logs' },
+      ],
+    });
+  });
+
+  it('parseDashboard refuses a dashboard without uid', () => {
+    expect(() => parseDashboard('x.json', { title: 'x' })).toThrow('x.json has no uid');
+  });
+
+  it('every dashboards/*.json of the repository parses, has a uid and at least one query', () => {
+    const all = readDashboards();
+    expect(all.length).toBeGreaterThan(0);
+    for (const d of all) expect(d.queries.length, d.file).toBeGreaterThan(0);
+    expect(new Set(all.map((d) => d.uid)).size).toBe(all.length);
+  });
+
+  it.each([
+    [{ frames: [{ data: { values: [[1, 2, 3], [4, 5, 6]] } }] }, { rows: 3 }],
+    [{ frames: [{ schema: {}, data: { values: [[], []] } }] }, { rows: 0 }],
+    [{ frames: [] }, { rows: 0 }],
+    [{ error: 'bad_data: parse error', status: 400 }, { rows: 0, error: 'bad_data: parse error' }],
+    [undefined, { rows: 0, error: 'no result' }],
+  ])('framesRows(%j)', (result, want) => {
+    expect(framesRows(result)).toEqual(want);
+  });
+});
+
+describe('Grafana and Loki checks (stand-in Grafana answering the API shapes)', () => {
+  const servers: FakeGrafana[] = [];
+  const base: FakeGrafanaOptions = {
+    password: 's3cret',
+    datasources: { prometheus: { ok: true, message: 'Successfully queried the Prometheus API.' }, loki: { ok: true, message: 'Data source successfully connected.' } },
+    dashboards: ['red', 'logs'],
+  };
+  const grafana = async (over: Partial<FakeGrafanaOptions> = {}, password = 's3cret'): Promise<Target & { server: FakeGrafana }> => {
+    const server = await startFakeGrafana({ ...base, ...over });
+    servers.push(server);
+    return { url: server.url, auth: { user: 'admin', password }, server };
+  };
+  afterAll(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+  });
+
+  const labels = { namespace: 'sample-app', pod: 'sample-app-6d4-x', container: 'sample-app', node: 'talos-local-worker-1', job: 'sample-app/sample-app' };
+  const nowNs = () => String(BigInt(Date.now()) * 1_000_000n);
+  const line = '{"time":"2026-11-26T06:00:00.000Z","level":"info","msg":"request","method":"GET","route":"/","status":200,"duration_ms":1.2}';
+
+  it('logs: passes with lines and every label, querying Loki through the datasource proxy', async () => {
+    const g = await grafana({ loki: () => [{ stream: labels, values: [[nowNs(), line], [nowNs(), line]] }] });
+    await expect(checkLogs(g)).resolves.toBe('2 lines in 1 streams (pods sample-app-6d4-x) in the last 5 minutes');
+    const req = g.server.requests.find((r) => r.url.includes('query_range'))!;
+    const u = new URL(req.url, 'http://x');
+    expect(u.pathname).toBe('/api/datasources/proxy/uid/loki/loki/api/v1/query_range');
+    expect(u.searchParams.get('query')).toBe('{namespace="sample-app"}');
+    const span = BigInt(u.searchParams.get('end')!) - BigInt(u.searchParams.get('start')!);
+    expect(span).toBe(300n * 1_000_000_000n);
+  });
+
+  it('logs: empty result fails', async () => {
+    const g = await grafana({ loki: () => [] });
+    await expect(checkLogs(g)).rejects.toThrow('no log lines for {namespace="sample-app"} in Loki in the last 5 minutes');
+  });
+
+  it('logs: a stream without the node label fails naming it', async () => {
+    const { node: _node, ...noNode } = labels;
+    const g = await grafana({ loki: () => [{ stream: noNode, values: [[nowNs(), line]] }] });
+    await expect(checkLogs(g)).rejects.toThrow(/^label node missing on stream \{namespace="sample-app",pod="sample-app-6d4-x"/);
+  });
+
+  it('logs: wrong admin password fails with Grafana\'s answer', async () => {
+    const g = await grafana({ loki: () => [{ stream: labels, values: [[nowNs(), line]] }] }, 'wrong');
+    await expect(checkLogs(g)).rejects.toThrow(/answered HTTP 401: .*Invalid username or password/);
+  });
+
+  it('health: ok and failing database', async () => {
+    await expect(checkGrafanaHealth(await grafana())).resolves.toBe('database ok, version 12.1.1');
+    await expect(checkGrafanaHealth(await grafana({ database: 'failing' }))).rejects.toThrow(/\/api\/health answered HTTP 503/);
+  });
+
+  it('datasource health: OK, unhealthy (400 ERROR) and unknown uid', async () => {
+    const g = await grafana({ datasources: { prometheus: { ok: true, message: 'Successfully queried the Prometheus API.' }, loki: { ok: false } } });
+    await expect(checkDatasourceHealth(g, 'prometheus')).resolves.toBe('Successfully queried the Prometheus API.');
+    await expect(checkDatasourceHealth(g, 'loki')).rejects.toThrow('datasource loki: HTTP 400 ERROR Post "http://loki.monitoring.svc:3100/loki/api/v1/query": dial tcp: connection refused');
+    await expect(checkDatasourceHealth(g, 'tempo')).rejects.toThrow('datasource tempo: HTTP 404 Data source not found');
+  });
+
+  const dash = (uid: string, exprs: string[]): DashboardFile => ({
+    file: `${uid}.json`,
+    uid,
+    title: uid.toUpperCase(),
+    queries: exprs.map((expr, i) => ({ refId: 'A', datasource: { type: 'prometheus', uid: 'prometheus' }, expr, panel: `p${i}` })),
+  });
+
+  it('dashboards present: passes, and fails naming the missing one', async () => {
+    const g = await grafana();
+    await expect(checkDashboardsPresent(g, [dash('red', ['up']), dash('logs', ['up'])])).resolves.toBe('2 dashboards: RED, LOGS');
+    await expect(checkDashboardsPresent(g, [dash('red', ['up']), dash('cluster', ['up'])])).rejects.toThrow('missing in Grafana: CLUSTER (uid cluster, cluster.json)');
+    await expect(checkDashboardsPresent(g, [])).rejects.toThrow('no dashboards/*.json in the repository');
+  });
+
+  it('dashboard data: the first query with data wins; /api/ds/query gets the documented request', async () => {
+    const g = await grafana({ dsQuery: (expr) => (expr === 'b' ? 7 : 0) });
+    await expect(checkDashboardData(g, dash('red', ['a', 'b', 'c']))).resolves.toBe('"p1" returned 7 rows');
+    const posts = g.server.requests.filter((r) => r.url === '/api/ds/query');
+    expect(posts).toHaveLength(2);
+    expect(posts[1].body).toMatchObject({ from: 'now-15m', to: 'now', queries: [{ refId: 'A', datasource: { type: 'prometheus', uid: 'prometheus' }, expr: 'b', range: true }] });
+  });
+
+  it('dashboard data: empty frames and query errors fail, with the reasons', async () => {
+    const g = await grafana({ dsQuery: (expr) => (expr === 'bad(' ? { error: 'bad_data: 1:5: parse error: unclosed left parenthesis' } : 0) });
+    await expect(checkDashboardData(g, dash('red', ['a', 'bad(']))).rejects.toThrow(
+      'none of 2 queries returned data: "p0": no data; "p1": bad_data: 1:5: parse error: unclosed left parenthesis',
+    );
+  });
+
+  it('dashboard data: a Loki query is sent as a range log query', async () => {
+    const g = await grafana({ dsQuery: (_e, uid) => (uid === 'loki' ? 3 : 0) });
+    const d: DashboardFile = { file: 'l.json', uid: 'l', title: 'L', queries: [{ refId: 'A', datasource: { type: 'loki', uid: 'loki' }, expr: '{namespace="sample-app"}', panel: 'Logs' }] };
+    await expect(checkDashboardData(g, d)).resolves.toBe('"Logs" returned 3 rows');
+    expect(g.server.requests.at(-1)!.body.queries[0]).toMatchObject({ queryType: 'range', datasource: { uid: 'loki', type: 'loki' } });
+  });
+});
+
+describe('checkRoute: HTTPS through an address, trusting only our CA (real TLS, openssl certificates)', () => {
+  let dir: string;
+  let server: https.Server;
+  let port: number;
+  let ours: ReturnType<typeof makeCerts>;
+  let other: ReturnType<typeof makeCerts>;
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'validate-tls-'));
+    ours = makeCerts(dir, 'local.test', 'ours');
+    other = makeCerts(dir, 'local.test', 'other');
+    server = https.createServer({ cert: ours.cert, key: ours.key }, (req, res) => {
+      // Like Traefik: a route per Host; unknown hosts answer 404.
+      const known = ['grafana.local.test', 'app.local.test'].includes(req.headers.host ?? '');
+      res.writeHead(known ? 200 : 404).end(known ? 'ok' : '404 page not found');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    port = (server.address() as net.AddressInfo).port;
+  });
+  afterAll(async () => {
+    await new Promise<void>((r) => server.close(() => r()));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const target = (host: string, ca: string): Target => ({ url: `https://${host}`, ca, connect: { host: '127.0.0.1', port } });
+
+  it('passes for a routed host with our CA (no DNS: the name only goes into SNI and Host)', async () => {
+    await expect(checkRoute(target('grafana.local.test', ours.ca), '/api/health')).resolves.toBe('HTTP 200, certificate trusted');
+  });
+  it('fails when the certificate is not signed by our CA', async () => {
+    await expect(checkRoute(target('grafana.local.test', other.ca), '/')).rejects.toThrow(/self[- ]signed|unable to verify|unable to get local issuer/i);
+  });
+  it('fails when the certificate does not cover the name', async () => {
+    await expect(checkRoute(target('grafana.elsewhere.test', ours.ca), '/')).rejects.toThrow(/Hostname\/IP does not match certificate's altnames/);
+  });
+  it('fails when Traefik has no route for the host (404)', async () => {
+    await expect(checkRoute(target('prometheus.local.test', ours.ca), '/-/ready')).rejects.toThrow(
+      'https://prometheus.local.test/-/ready answered HTTP 404 (Traefik has no route for this host, or the service has no such path): 404 page not found',
+    );
+  });
+  it('fails when nothing listens', async () => {
+    await expect(checkRoute({ url: 'https://app.local.test', ca: ours.ca, connect: { host: '127.0.0.1', port: 1 } }, '/healthz')).rejects.toThrow(
+      /GET https:\/\/app\.local\.test\/healthz \(via 127\.0\.0\.1:1\): connect ECONNREFUSED/,
+    );
+  });
+});
