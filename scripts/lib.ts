@@ -354,7 +354,8 @@ export function mergeValues(...layers: Record<string, unknown>[]): Record<string
 export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<string> {
   const values = mergeValues(...spec.values);
   const valuesFile = statePath(cfg, 'helm', `${spec.release}.values.yaml`);
-  writeFileAtomic(valuesFile, YAML.stringify(values));
+  // Helm reads YAML 1.1, where an unquoted no/on/yes is a boolean: write it so that strings stay strings.
+  writeFileAtomic(valuesFile, YAML.stringify(values, { version: '1.1' }));
 
   const list = await helm(cfg, ['list', '--namespace', spec.namespace, '--filter', `^${spec.release}$`, '--output', 'json']);
   const current = (JSON.parse(list.stdout || '[]') as { name: string; chart: string; status: string }[]).find(

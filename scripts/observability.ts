@@ -2,7 +2,9 @@
 // Grafana in namespace `monitoring`, each a pinned Helm release (versions in PINNED.charts, lib.ts).
 //
 // What it does, in order:
-//   1. checks that the cluster in the state directory answers;
+//   1. checks that the cluster in the state directory answers, and that PROMETHEUS_STORAGE and
+//      LOKI_STORAGE match the deployed volumes (local-path volumes cannot be resized: it stops and
+//      says how to proceed);
 //   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
 //      node-exporter uses the host's namespaces);
 //   3. Prometheus and Loki, in parallel;
@@ -32,6 +34,7 @@ import {
   UserError,
   applyManifests,
   check,
+  helm,
   helmRelease,
   isMain,
   kubeconfigPath,
@@ -154,6 +157,36 @@ export function releaseSpec(cfg: Config, key: ReleaseKey, read: (relPath: string
   const r = RELEASES[key];
   const fileValues = (YAML.parse(read(r.valuesFile)) ?? {}) as Record<string, unknown>;
   return { release: r.release, namespace: NAMESPACE, chart: r.chart, values: [fileValues, overrides(cfg, read)[key]], timeout: r.timeout };
+}
+
+/** Volumes on local-path cannot grow or shrink: a changed size needs the old volume removed first. */
+export const VOLUMES = {
+  prometheus: { key: 'PROMETHEUS_STORAGE', path: ['server', 'persistentVolume', 'size'], pvc: 'prometheus-server' },
+  loki: { key: 'LOKI_STORAGE', path: ['singleBinary', 'persistence', 'size'], pvc: 'storage-loki-0' },
+} as const;
+
+/**
+ * The problem, if any, with changing the size of a deployed volume: local-path volumes cannot be
+ * resized, and the charts' upgrade would fail half-way. Returns the message with both ways out.
+ */
+export function volumeSizeProblem(
+  cfg: Config,
+  key: keyof typeof VOLUMES,
+  deployedValues: Record<string, unknown> | null,
+): string | undefined {
+  const v = VOLUMES[key];
+  const deployed = v.path.reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], deployedValues ?? undefined);
+  const wanted = cfg[v.key];
+  if (typeof deployed !== 'string' || deployed === wanted) return undefined;
+  const release = RELEASES[key].release;
+  const kc = kubeconfigPath(cfg);
+  return (
+    `${v.key}="${wanted}" differs from the size of the deployed ${release} volume (${deployed}), and local-path volumes cannot be resized.\n` +
+    `Either set ${v.key}=${deployed} in .env again, or drop the ${release} data and recreate it at the new size:\n` +
+    `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait\n` +
+    `  kubectl --kubeconfig ${kc} delete pvc ${v.pvc} --namespace ${NAMESPACE}\n` +
+    '  task observability'
+  );
 }
 
 export function namespaceManifest(): string {
@@ -297,6 +330,18 @@ async function install(cfg: Config, key: ReleaseKey): Promise<string> {
   }
 }
 
+/** Stops before any change when a volume size knob differs from the deployed volume. */
+async function checkVolumeSizes(cfg: Config): Promise<string> {
+  const sizes: string[] = [];
+  for (const key of Object.keys(VOLUMES) as (keyof typeof VOLUMES)[]) {
+    const got = await helm(cfg, ['get', 'values', RELEASES[key].release, '--namespace', NAMESPACE, '--output', 'json'], { okCodes: [1] });
+    const problem = got.code === 0 ? volumeSizeProblem(cfg, key, JSON.parse(got.stdout || 'null')) : undefined;
+    if (problem) throw new UserError(problem);
+    sizes.push(`${RELEASES[key].release} ${cfg[VOLUMES[key].key]}`);
+  }
+  return sizes.join(', ');
+}
+
 /** Keeps the admin password in the state dir and the Secret in step; generates it only once. */
 async function ensureAdminPassword(cfg: Config): Promise<string> {
   const file = statePath(cfg, GRAFANA_PASSWORD_FILE);
@@ -346,6 +391,7 @@ export async function observability(cfg: Config): Promise<void> {
     await requireCluster(cfg);
     return cfg.CLUSTER_NAME;
   });
+  await check('Volume sizes can be honoured', () => checkVolumeSizes(cfg));
   await step(`Namespace ${NAMESPACE} (Pod Security privileged)`, async () => {
     const r = await applyManifests(cfg, namespaceManifest());
     return r === 'unchanged' ? 'unchanged' : 'applied';

@@ -16,7 +16,9 @@
 // traefik phase's IngressRoute to Service sample-app (port 80) in namespace sample-app.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
+import YAML from 'yaml';
 import {
   type Config,
   PROJECT_DIR,
@@ -75,10 +77,17 @@ export const imageRef = (cfg: Pick<Config, 'REGISTRY_PORT'>, tag: string) => `lo
 /** Where the host reaches the registry's HTTP API. */
 export const registryUrl = (cfg: Pick<Config, 'HOST_IP' | 'REGISTRY_PORT'>) => `http://${cfg.HOST_IP}:${cfg.REGISTRY_PORT}`;
 
-/** The manifests with the image filled in: the app (namespace, Deployment, Service) and the traffic generator. */
-export function renderManifests(image: string): { app: string; traffic: string } {
-  const read = (file: string) => fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', file), 'utf8');
-  return { app: renderTemplate(read('app.yaml'), { IMAGE: image }), traffic: renderTemplate(read('traffic.yaml'), { IMAGE: image }) };
+/**
+ * The manifests with the image filled in: the namespace, the app (Deployment, Service) and the
+ * traffic generator, each as YAML text. The namespace comes apart from the rest because
+ * `kubectl diff` fails on objects in a namespace that does not exist yet (kubernetes#114141).
+ */
+export function renderManifests(image: string): { namespace: string; app: string; traffic: string } {
+  const read = (file: string) => renderTemplate(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', file), 'utf8'), { IMAGE: image });
+  const docs = YAML.parseAllDocuments(read('app.yaml')).filter((d) => d.contents !== null);
+  const text = (list: typeof docs) => list.map((d) => YAML.stringify(d.toJSON())).join('---\n');
+  const isNamespace = (d: (typeof docs)[number]) => d.get('kind') === 'Namespace';
+  return { namespace: text(docs.filter(isNamespace)), app: text(docs.filter((d) => !isNamespace(d))), traffic: read('traffic.yaml') };
 }
 
 const MANIFEST_TYPES = [
@@ -94,16 +103,21 @@ const MANIFEST_TYPES = [
  */
 export async function registryHasTag(baseUrl: string, repository: string, tag: string): Promise<boolean> {
   const url = `${baseUrl}/v2/${repository}/manifests/${tag}`;
-  let res: Response;
-  try {
-    res = await fetch(url, { method: 'HEAD', headers: { accept: MANIFEST_TYPES.join(', ') }, signal: AbortSignal.timeout(10000) });
-  } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
-    throw new UserError(`The local registry at ${baseUrl} does not answer (${cause}). \`task talos\` starts it: run task talos first.`);
-  }
-  if (res.status === 200) return true;
-  if (res.status === 404) return false;
-  throw new UserError(`The local registry at ${baseUrl} answered HTTP ${res.status} to HEAD ${url}; expected 200 or 404. Is another service on that port? Check REGISTRY_PORT in .env.`);
+  // node:http rather than fetch(): fetch refuses some ports (6000, 6665-6669 ...) that REGISTRY_PORT may be.
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = http.request(url, { method: 'HEAD', headers: { accept: MANIFEST_TYPES.join(', ') }, timeout: 10000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 10s')));
+    req.on('error', reject);
+    req.end();
+  }).catch((err: NodeJS.ErrnoException) => {
+    throw new UserError(`The local registry at ${baseUrl} does not answer (${err.code ?? err.message}). \`task talos\` starts it: run task talos first.`);
+  });
+  if (status === 200) return true;
+  if (status === 404) return false;
+  throw new UserError(`The local registry at ${baseUrl} answered HTTP ${status} to HEAD ${url}; expected 200 or 404. Is another service on that port? Check REGISTRY_PORT in .env.`);
 }
 
 /** Builds (only when the local image is missing) and pushes the image, unless the registry has it. */
@@ -158,6 +172,10 @@ export async function deploySampleApp(cfg: Config): Promise<void> {
   await step(`Image ${REPOSITORY}:${tag} in the local registry`, () => ensureImage(cfg, tag));
 
   const manifests = renderManifests(ref);
+  await step(`Namespace ${NAMESPACE} (Pod Security restricted)`, async () => {
+    const result = await applyManifests(cfg, manifests.namespace);
+    return result === 'unchanged' ? 'unchanged' : 'applied';
+  });
   await step(`Deployment and Service ${APP_DEPLOYMENT} in namespace ${NAMESPACE}`, async () => {
     const result = await applyManifests(cfg, manifests.app);
     return result === 'unchanged' ? 'unchanged' : `applied (image ${ref})`;

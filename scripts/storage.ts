@@ -168,18 +168,17 @@ async function smoke(cfg: Config): Promise<void> {
     return 'yes';
   });
   const ns = ['--namespace', SMOKE.namespace];
+  /** Deletes pod and claim (pod first: the claim is in use until it is gone). Returns whether anything was there. */
   const cleanup = async () => {
-    await kubectl(cfg, ['delete', 'pod', SMOKE.name, ...ns, '--ignore-not-found', '--wait=true', '--timeout=60s']);
-    await kubectl(cfg, ['delete', 'pvc', SMOKE.name, ...ns, '--ignore-not-found', '--wait=true', '--timeout=60s']);
+    const pod = await kubectl(cfg, ['delete', 'pod', SMOKE.name, ...ns, '--ignore-not-found', '--wait=true', '--timeout=60s']);
+    const pvc = await kubectl(cfg, ['delete', 'pvc', SMOKE.name, ...ns, '--ignore-not-found', '--wait=true', '--timeout=60s']);
+    return /deleted/.test(pod.stdout + pvc.stdout);
   };
   const diagnose = async () => {
     const out = await kubectl(cfg, ['describe', 'pvc,pod', SMOKE.name, ...ns], { okCodes: [1] });
     return out.stdout.trim().split('\n').slice(-25).join('\n');
   };
-  await step('Remove leftovers of an earlier smoke test', async () => {
-    await cleanup();
-    return 'none left';
-  });
+  await step('Remove leftovers of an earlier smoke test', async () => ((await cleanup()) ? 'removed them' : 'already none'));
   try {
     await step(`Create claim and writer pod ${SMOKE.namespace}/${SMOKE.name}`, async () => {
       await kubectl(cfg, ['apply', '-f', '-'], { input: smokeManifest(randomBytes(8).toString('hex')) });

@@ -74,8 +74,8 @@ export interface HelperContainer {
   role: 'registry' | 'cache';
   ip: string;
   volume: string;
-  /** For the registry: HOST_IP:REGISTRY_PORT published on port 5000. */
-  publish?: string;
+  /** For the registry: HOST_IP:REGISTRY_PORT (and 127.0.0.1, where `docker push localhost:…` goes) on port 5000. */
+  publish?: string[];
   /** For a cache: the upstream it proxies. */
   remote?: string;
 }
@@ -87,7 +87,7 @@ export function helperContainers(cfg: Config): HelperContainer[] {
     role: 'registry',
     ip: REGISTRY_IP,
     volume: `${cfg.CLUSTER_NAME}-registry`,
-    publish: `${cfg.HOST_IP}:${cfg.REGISTRY_PORT}:5000`,
+    publish: [...new Set([cfg.HOST_IP, ...(cfg.HOST_IP === '0.0.0.0' ? [] : ['127.0.0.1'])])].map((ip) => `${ip}:${cfg.REGISTRY_PORT}:5000`),
   };
   const caches: HelperContainer[] = UPSTREAMS.map((u) => ({
     name: `${cfg.CLUSTER_NAME}-cache-${u.registry.replace(/\./g, '-')}`,
@@ -107,7 +107,7 @@ export function dockerRunArgs(cfg: Config, c: HelperContainer): string[] {
     '--label', `${OWNER_LABEL}=${cfg.CLUSTER_NAME}`,
     '--label', `${ROLE_LABEL}=${c.role}`,
     '--volume', `${c.volume}:/var/lib/registry`,
-    ...(c.publish ? ['--publish', c.publish] : []),
+    ...(c.publish ?? []).flatMap((p) => ['--publish', p]),
     ...(c.remote ? ['--env', `REGISTRY_PROXY_REMOTEURL=${c.remote}`] : []),
     PINNED.registryImage,
   ];
@@ -524,7 +524,8 @@ async function ensureHelpers(cfg: Config, current: Current): Promise<void> {
     const actions: string[] = [];
     for (const c of wanted) {
       const row = current.helpers.find((h) => h.Names === c.name);
-      const wrongPort = row && c.publish && !parsePorts(row.Ports).some((p) => `${p.hostIp}:${p.hostPort}:${p.containerPort}` === c.publish);
+      const published = parsePorts(row?.Ports ?? '').map((p) => `${p.hostIp}:${p.hostPort}:${p.containerPort}`);
+      const wrongPort = row && (c.publish ?? []).some((want) => !published.includes(want));
       if (!row || wrongPort) {
         // A registry's data is in its volume, so a new container with the new port loses nothing.
         if (wrongPort) await run('docker', ['rm', '--force', c.name]);

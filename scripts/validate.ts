@@ -11,16 +11,23 @@
 //      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts);
 //   4. Prometheus (https://prometheus.<DOMAIN>): up == 1 for the sample app's targets with the
 //      namespace, pod, container, node and job labels; http_requests_total present and increasing;
-//   5. Loki, through Grafana's datasource proxy (Loki itself is never exposed): log lines of the
-//      sample app in the last 5 minutes with namespace, pod, container and node labels;
+//   5. Loki, through Grafana's datasource proxy (or /api/ds/query when Grafana does not proxy; Loki
+//      itself is never exposed): log lines of the sample app in the last 5 minutes with namespace,
+//      pod, container and node labels;
 //   6. Grafana: /api/health, both datasources' health checks, every dashboard of dashboards/*.json
 //      present, and for each dashboard at least one of its queries returns data (/api/ds/query);
 //   7. freshness: a unique GET /api/probe?id=<uuid> to the app, then the seconds until its metric
 //      (http_requests_total{route="/api/probe"} grows) and its log line (probe_id=<uuid>) can be queried.
 //
+// A freshly deployed platform needs a minute or two (pods starting, Alloy's first scrape): until
+// `--wait N` seconds (default 180) have passed, a failing check is retried every few seconds; after
+// that every check tries once. `task validate -- --wait 0` fails fast. On failure the diagnostics
+// follow the checks: unready pods with their events and last log lines, Alloy's error and warning
+// lines, and the scrape targets Prometheus has (down ones listed).
+//
 // Assumed contracts: Grafana datasource uids `prometheus` and `loki` (DATASOURCE_UIDS below);
 // Grafana user admin with the password in <stateDir>/grafana-admin-password.
-// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR (through loadConfig), nothing else.
+// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
 // Tools: kubectl (cluster state and diagnostics), node (storage smoke test through tsx).
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -336,15 +343,73 @@ export interface LogStream {
   values: [string, string, ...unknown[]][];
 }
 
-/** query_range through /api/datasources/proxy/uid/<uid>/loki/api/v1/query_range; returns the streams. */
+/**
+ * A LogQL range query over the last `sinceSeconds`, through Grafana: first Loki's own API behind the
+ * datasource proxy (/api/datasources/proxy/uid/<uid>/loki/api/v1/query_range); when Grafana refuses
+ * to proxy (a status other than 200/401/403), the same query through /api/ds/query, whose log
+ * frames are turned back into streams. Loki itself is never exposed.
+ */
 export async function lokiQuery(grafana: Target, expr: string, sinceSeconds: number, lokiUid: string = DATASOURCE_UIDS.loki): Promise<LogStream[]> {
-  const endNs = BigInt(Date.now()) * 1_000_000n;
-  const startNs = endNs - BigInt(sinceSeconds) * 1_000_000_000n;
-  const q = new URLSearchParams({ query: expr, start: String(startNs), end: String(endNs), limit: '100', direction: 'backward' });
-  const res = await getJson(grafana, `/api/datasources/proxy/uid/${encodeURIComponent(lokiUid)}/loki/api/v1/query_range?${q}`);
-  if (res.status !== 'success') throw new CheckError(`Loki query ${expr} failed: ${JSON.stringify(res).slice(0, 300)}`);
-  if (res.data?.resultType !== 'streams') throw new CheckError(`Loki query ${expr}: expected streams, got ${res.data?.resultType}`);
-  return res.data.result as LogStream[];
+  const endMs = Date.now();
+  const startMs = endMs - sinceSeconds * 1000;
+  const ns = (ms: number) => String(BigInt(ms) * 1_000_000n);
+  const q = new URLSearchParams({ query: expr, start: ns(startMs), end: ns(endMs), limit: '100', direction: 'backward' });
+  const proxyPath = `/api/datasources/proxy/uid/${encodeURIComponent(lokiUid)}/loki/api/v1/query_range?${q}`;
+  const res = await request(grafana, proxyPath);
+  if (res.status === 200) {
+    const body = JSON.parse(res.body);
+    if (body.status !== 'success') throw new CheckError(`Loki query ${expr} failed: ${res.body.slice(0, 300)}`);
+    if (body.data?.resultType !== 'streams') throw new CheckError(`Loki query ${expr}: expected streams, got ${body.data?.resultType}`);
+    return body.data.result as LogStream[];
+  }
+  if (res.status === 401 || res.status === 403) {
+    throw new CheckError(`${new URL(proxyPath, grafana.url).href} answered HTTP ${res.status}: ${res.body.trim().slice(0, 200)}`);
+  }
+  const query = { refId: 'A', datasource: { type: 'loki', uid: lokiUid }, expr, queryType: 'range', maxLines: 100 };
+  const ds = await request(grafana, '/api/ds/query', { json: { from: String(startMs), to: String(endMs), queries: [query] } });
+  let body: any;
+  try {
+    body = JSON.parse(ds.body);
+  } catch {
+    body = {};
+  }
+  const result = body.results?.A;
+  if (ds.status !== 200 || result?.error) {
+    throw new CheckError(
+      `Loki query ${expr}: the datasource proxy answered HTTP ${res.status} (${res.body.trim().slice(0, 120)}) and /api/ds/query HTTP ${ds.status} (${result?.error ?? body.message ?? ds.body.slice(0, 120)})`,
+    );
+  }
+  return framesToStreams(result?.frames ?? []);
+}
+
+/**
+ * Grafana's Loki log frames (fields labels, Time/timestamp, Line/body, tsNs; one row per line) as
+ * Loki streams: one per distinct label set.
+ */
+export function framesToStreams(frames: any[]): LogStream[] {
+  const streams = new Map<string, LogStream>();
+  for (const f of frames) {
+    const fields: any[] = f.schema?.fields ?? [];
+    const values: unknown[][] = f.data?.values ?? [];
+    const col = (...names: string[]) => {
+      const i = fields.findIndex((x) => names.includes(x.name));
+      return i < 0 ? undefined : values[i];
+    };
+    const labels = col('labels');
+    const lines = col('Line', 'body');
+    const tsNs = col('tsNs');
+    const time = col('Time', 'timestamp');
+    if (!lines) continue;
+    lines.forEach((line, row) => {
+      const raw = labels?.[row] ?? fields.find((x) => x.name === 'Line' || x.name === 'body')?.labels ?? {};
+      const stream: Record<string, string> = typeof raw === 'string' ? JSON.parse(raw) : (raw as Record<string, string>);
+      const ts = tsNs?.[row] !== undefined ? String(tsNs[row]) : String(BigInt(Math.trunc(Number(time?.[row] ?? 0))) * 1_000_000n);
+      const key = JSON.stringify(Object.entries(stream).sort());
+      if (!streams.has(key)) streams.set(key, { stream, values: [] });
+      streams.get(key)!.values.push([ts, String(line)]);
+    });
+  }
+  return [...streams.values()];
 }
 
 /** The app has log lines in the last window, and every stream carries the required labels. */
@@ -639,12 +704,45 @@ function readStateFile(cfg: Config, name: string, fix: string): string {
   return fs.readFileSync(file, 'utf8').trim();
 }
 
+/** Seconds the platform may take to settle (pods Ready, targets discovered, first scrape): `--wait N`. */
+export const DEFAULT_WAIT_SECONDS = 180;
+const RETRY_MS = 3000;
+
+/** Reads `--wait N` / `--wait=N` from the arguments. */
+export function parseWait(argv: string[]): number {
+  const i = argv.findIndex((a) => a === '--wait' || a.startsWith('--wait='));
+  if (i < 0) return DEFAULT_WAIT_SECONDS;
+  const raw = argv[i].includes('=') ? argv[i].split('=')[1] : argv[i + 1];
+  if (raw === undefined || !/^\d+$/.test(raw)) {
+    throw new UserError(`--wait "${raw ?? ''}" is not allowed: expected a whole number of seconds, such as --wait 180 (0: every check tries once).`);
+  }
+  return Number(raw);
+}
+
 async function validate(cfg: Config): Promise<void> {
+  const waitSeconds = parseWait(process.argv.slice(2));
+  const settleUntil = Date.now() + waitSeconds * 1000;
   const failed: string[] = [];
-  /** Runs one check (a step that changes nothing); a failure is noted and the next check runs. */
-  const verify = async (title: string, fn: () => Promise<string | void>) => {
+  /**
+   * Runs one check (a step that changes nothing). Until the settle deadline a failing check is
+   * retried (a freshly deployed platform needs a scrape interval or two); after it, a failure is
+   * noted and the next check runs.
+   */
+  const verify = async (title: string, fn: () => Promise<string | void>, retry = true) => {
     try {
-      await check(title, fn);
+      await check(title, async () => {
+        let told = false;
+        for (;;) {
+          try {
+            return await fn();
+          } catch (err) {
+            if (!retry || err instanceof UserError || Date.now() + RETRY_MS > settleUntil) throw err;
+            if (!told) note(`not yet, retrying for up to ${Math.round((settleUntil - Date.now()) / 1000)}s: ${(err as Error).message.split('\n')[0]}`);
+            told = true;
+            await sleep(RETRY_MS);
+          }
+        }
+      });
     } catch (err) {
       failed.push(title);
       warn((err as Error).message.replace(/\n/g, '\n    '));
@@ -666,14 +764,15 @@ async function validate(cfg: Config): Promise<void> {
     // Its own phase record would count as a phase of `task deploy`: DEPLOY_RUN_ID is cleared.
     await run(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', 'storage.ts'), '--smoke'], { env: { DEPLOY_RUN_ID: '' } });
     return 'a pod wrote and read back a file on a local-path volume';
-  });
+  }, false);
   // 3. Routes
   for (const r of ROUTES) {
     await verify(`Route https://${r.name}.${cfg.DOMAIN}${r.path} via ${cfg.HOST_IP}:${cfg.HTTPS_PORT}`, () => checkRoute(routes[r.name], r.path));
   }
   // 4. Prometheus
   await verify('Prometheus: sample app targets up with namespace, pod, container, node, job', () => checkTargetsUp(routes.prometheus));
-  await verify('Prometheus: sample app request metrics present and increasing', () => checkRequestMetrics(routes.prometheus, routes.app));
+  // These two wait by themselves (for the next scrape): no retry around them.
+  await verify('Prometheus: sample app request metrics present and increasing', () => checkRequestMetrics(routes.prometheus, routes.app), false);
   // 5. Loki
   await verify('Loki (via Grafana): sample app logs in the last 5 minutes with namespace, pod, container, node', () => checkLogs(grafana));
   // 6. Grafana
@@ -696,7 +795,7 @@ async function validate(cfg: Config): Promise<void> {
     if (blocked.length) throw new CheckError(`not measured: ${blocked.join('; ')} failed above`);
     const f = await measureFreshness(routes.app, routes.prometheus, grafana);
     return `metric after ${f.metricSeconds.toFixed(1)}s, log line after ${f.logSeconds.toFixed(1)}s (probe_id=${f.id})`;
-  });
+  }, false);
 
   if (failed.length) {
     note('Diagnostics:');

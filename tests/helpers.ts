@@ -1,6 +1,6 @@
 // Test helpers: a sandbox per test (scenario state, call log, state dir, HOME) and a runner that
 // starts a phase script with the stand-in tools first on PATH.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -52,6 +52,8 @@ export interface Sandbox {
   scenario(partial: Record<string, unknown>): void;
   /** The fake state as it is now. */
   state(): any;
+  /** A running cluster as `task talos` leaves it (nodes, kubeconfig in the state dir), made by the stand-in talosctl directly. */
+  createCluster(): void;
   /** Runs scripts/<name>.ts with the stand-ins first on PATH; calls holds only this run's calls. */
   run(script: string, args?: string[], env?: Record<string, string>): Promise<ScriptResult>;
 }
@@ -69,6 +71,12 @@ export function makeSandbox(): Sandbox {
     home,
     fakeState,
     state,
+    createCluster() {
+      execFileSync(path.join(FAKE_BIN, 'talosctl'), ['cluster', 'create', 'docker', '--name', 'talos-local', '--workers', '2'], {
+        env: { ...process.env, HOME: home, FAKE_STATE: fakeState, KUBECONFIG: path.join(stateDir, 'kubeconfig'), FAKE_TOOLS_LOG: '' },
+        stdio: 'ignore',
+      });
+    },
     scenario(partial) {
       fs.writeFileSync(fakeState, JSON.stringify(deepMerge(state(), partial)));
     },
@@ -108,6 +116,9 @@ export function makeSandbox(): Sandbox {
     },
   };
 }
+
+/** The mutating calls of a run, each as one line "tool argv…". */
+export const mutatingLines = (calls: ToolCall[]) => calls.filter(isMutating).map((c) => `${c.tool} ${c.argv.join(' ')}`);
 
 /** Calls to one tool whose argv starts with the given words. */
 export const callsOf = (calls: ToolCall[], tool: string, ...prefix: string[]) =>

@@ -109,7 +109,7 @@ const value = (samples: Sample[], name: string, labels: Record<string, string>) 
 // prom-client 15's default metrics that promtool's linter flags (gauges named *_total). Nothing else may be flagged.
 const KNOWN_LINT = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
-describe('sample app (real process)', () => {
+describe('sample app (real process)', { timeout: 60000 }, () => {
   it('answers its routes, counts them by route pattern and status, and /metrics passes promtool', async () => {
     const app = await start({ FAIL_RATE: '1', SLOW_RATE: '0', SLOW_MS: '200' });
     const answers = {

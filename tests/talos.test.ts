@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../scripts/lib.ts';
 import {
   clusterCreateArgs,
+  dockerRunArgs,
+  helperContainers,
   mergeKubeconfigText,
   parsePorts,
   removeFromKubeconfigText,
@@ -15,7 +17,7 @@ import {
   talosPatches,
   versionProblem,
 } from '../scripts/talos.ts';
-import { FAKE_BIN, type Sandbox, callsOf, isMutating, makeSandbox } from './helpers.ts';
+import { FAKE_BIN, type Sandbox, callsOf, makeSandbox, mutatingLines } from './helpers.ts';
 
 const cfg = parseConfig({ STATE_DIR: '/tmp/st', HTTP_PORT: '18080', HTTPS_PORT: '18443', REGISTRY_PORT: '15001' });
 
@@ -56,6 +58,16 @@ describe('pure parts', () => {
       'RegistryMirrorConfig gcr.io http://10.5.0.250:5000',
     ]);
     expect(names({ ...cfg, PULL_THROUGH_CACHE: false })).toEqual(['RegistryMirrorConfig localhost:15001 http://10.5.0.249:5000']);
+  });
+
+  it.each([
+    ['127.0.0.1', ['127.0.0.1:15001:5000']],
+    ['0.0.0.0', ['0.0.0.0:15001:5000']],
+    ['192.168.1.20', ['192.168.1.20:15001:5000', '127.0.0.1:15001:5000']],
+  ])('HOST_IP=%s publishes the registry on %j (localhost always, for docker push)', (ip, want) => {
+    const c = { ...cfg, HOST_IP: ip };
+    const args = dockerRunArgs(c, helperContainers(c)[0]);
+    expect(args.filter((_, i) => args[i - 1] === '--publish')).toEqual(want);
   });
 
   it.each([
@@ -150,7 +162,7 @@ preferences: {}
 // Orchestration with the stand-in tools
 // ---------------------------------------------------------------------------------------------
 
-const mutating = (calls: { tool: string; argv: string[] }[]) => calls.filter(isMutating).map((c) => `${c.tool} ${c.argv.join(' ')}`);
+
 
 async function deployed(): Promise<Sandbox> {
   const sandbox = makeSandbox();
@@ -165,7 +177,7 @@ describe('talos phase', () => {
     const res = await sandbox.run('talos');
     expect(res.code, res.stderr).toBe(0);
 
-    const m = mutating(res.calls);
+    const m = mutatingLines(res.calls);
     expect(m[0]).toBe('docker network create --label talos.owned=true --label talos.cluster.name=talos-local --subnet 10.5.0.0/24 --opt com.docker.network.driver.mtu=1500 talos-local');
     expect(m).toContain(
       'docker run --detach --name talos-local-registry --restart unless-stopped --label talos-local.cluster=talos-local --label talos-local.role=registry --volume talos-local-registry:/var/lib/registry --publish 127.0.0.1:15001:5000 registry:2.8.3',
@@ -218,7 +230,7 @@ describe('talos phase', () => {
     const sandbox = await deployed();
     const res = await sandbox.run('talos');
     expect(res.code).toBe(0);
-    expect(mutating(res.calls)).toEqual([]);
+    expect(mutatingLines(res.calls)).toEqual([]);
     expect(res.stdout).toContain('already exists');
     expect(res.stdout).toMatch(/talos done in .*nothing changed/);
   });
@@ -239,7 +251,7 @@ describe('talos phase', () => {
     fs.rmSync(path.join(sandbox.stateDir, 'kubeconfig'));
     const res = await sandbox.run('talos');
     expect(res.code, res.stderr).toBe(0);
-    expect(mutating(res.calls)).toEqual([
+    expect(mutatingLines(res.calls)).toEqual([
       'docker start talos-local-cache-quay-io',
       'docker start talos-local-worker-1',
       `talosctl kubeconfig ${path.join(sandbox.stateDir, 'kubeconfig')} --talosconfig ${path.join(sandbox.stateDir, 'talosconfig')} --nodes 10.5.0.2 --force`,
@@ -255,7 +267,7 @@ describe('talos phase', () => {
     expect(res.code).not.toBe(0);
     expect(res.stderr).toMatch(/missing talos-local-worker-2: half-created/);
     expect(res.stderr).toContain('task destroy -- --yes');
-    expect(mutating(res.calls)).toEqual([]);
+    expect(mutatingLines(res.calls)).toEqual([]);
   });
 
   it.each([
@@ -267,7 +279,7 @@ describe('talos phase', () => {
     const res = await sandbox.run('talos', [], env);
     expect(res.code).not.toBe(0);
     expect(res.stderr).toMatch(want);
-    expect(mutating(res.calls)).toEqual([]);
+    expect(mutatingLines(res.calls)).toEqual([]);
   });
 
   it('reports nodes that do not become Ready, with what to look at', async () => {
@@ -285,7 +297,7 @@ describe('talos phase', () => {
 describe('preflight failures stop before anything changes', () => {
   const expectStopped = (res: { code: number | null; calls: { tool: string; argv: string[] }[] }) => {
     expect(res.code).not.toBe(0);
-    expect(mutating(res.calls)).toEqual([]);
+    expect(mutatingLines(res.calls)).toEqual([]);
   };
 
   it('Docker not running', async () => {
@@ -345,7 +357,7 @@ describe('preflight failures stop before anything changes', () => {
   it('--preflight alone only reads', async () => {
     const res = await makeSandbox().run('talos', ['--preflight']);
     expect(res.code).toBe(0);
-    expect(mutating(res.calls)).toEqual([]);
+    expect(mutatingLines(res.calls)).toEqual([]);
     expect(res.stdout).toMatch(/preflight done in .*4 steps, nothing changed/);
   });
 });
@@ -379,7 +391,7 @@ describe('destroy, clean and kubeconfig', () => {
     fs.writeFileSync(path.join(sandbox.stateDir, 'certs', 'ca.crt'), 'x');
     const res = await sandbox.run('talos', ['--destroy', '--yes']);
     expect(res.code, res.stderr).toBe(0);
-    expect(mutating(res.calls).at(-1)).toBe(`talosctl cluster destroy --name talos-local --state ${path.join(sandbox.stateDir, 'talos', 'clusters')}`);
+    expect(mutatingLines(res.calls).at(-1)).toBe(`talosctl cluster destroy --name talos-local --state ${path.join(sandbox.stateDir, 'talos', 'clusters')}`);
     expect(callsOf(res.calls, 'docker', 'network', 'disconnect')).toHaveLength(6);
     expect(fs.readdirSync(sandbox.stateDir)).toEqual(['certs']);
     expect(YAML.parse(fs.readFileSync(path.join(sandbox.home, '.kube', 'config'), 'utf8')).contexts).toEqual([]);
@@ -388,7 +400,7 @@ describe('destroy, clean and kubeconfig', () => {
     expect(state.docker.networks).toEqual({});
 
     const again = await sandbox.run('talos', ['--destroy', '--yes']);
-    expect(mutating(again.calls)).toEqual([]);
+    expect(mutatingLines(again.calls)).toEqual([]);
     expect(again.stdout).toMatch(/nothing changed/);
 
     // And the next deploy reattaches the kept caches.

@@ -5,7 +5,7 @@
 // stand-in Grafana whose Loki answers with the real app's log lines.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   checkLogs,
   checkRequestMetrics,
@@ -26,6 +26,9 @@ import {
   startSampleApp,
   waitFor,
 } from './fixtures/validate/servers.ts';
+
+// Real processes and scrape intervals: give every test room on a loaded CI machine.
+vi.setConfig({ testTimeout: 45000 });
 
 let app: Awaited<ReturnType<typeof startSampleApp>>;
 let stoppedApp: Awaited<ReturnType<typeof startSampleApp>>;

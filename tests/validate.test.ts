@@ -19,12 +19,16 @@ import {
   checkRoute,
   checkVolumes,
   framesRows,
+  framesToStreams,
   parseDashboard,
   readDashboards,
   substituteVariables,
+  ROUTES,
+  parseWait,
   type DashboardFile,
   type Target,
 } from '../scripts/validate.ts';
+import { INGRESS_HOSTS } from '../scripts/lib.ts';
 import { type FakeGrafana, type FakeGrafanaOptions, makeCerts, startFakeGrafana } from './fixtures/validate/servers.ts';
 
 const ready = (ok: boolean, extra: Record<string, unknown> = {}) => ({ conditions: [{ type: 'Ready', status: ok ? 'True' : 'False', reason: ok ? 'KubeletReady' : 'KubeletNotReady' }], ...extra });
@@ -132,6 +136,18 @@ describe('dashboards', () => {
     expect(new Set(all.map((d) => d.uid)).size).toBe(all.length);
   });
 
+  it('framesToStreams: dataplane log frames (labels as JSON text, timestamp/body fields) group by label set', () => {
+    const frame = {
+      schema: { fields: [{ name: 'labels' }, { name: 'timestamp' }, { name: 'body' }] },
+      data: { values: [['{"pod":"a"}', '{"pod":"b"}', '{"pod":"a"}'], [1000, 2000, 3000], ['l1', 'l2', 'l3']] },
+    };
+    expect(framesToStreams([frame])).toEqual([
+      { stream: { pod: 'a' }, values: [['1000000000', 'l1'], ['3000000000', 'l3']] },
+      { stream: { pod: 'b' }, values: [['2000000000', 'l2']] },
+    ]);
+    expect(framesToStreams([{ schema: { fields: [] }, data: { values: [] } }])).toEqual([]);
+  });
+
   it.each([
     [{ frames: [{ data: { values: [[1, 2, 3], [4, 5, 6]] } }] }, { rows: 3 }],
     [{ frames: [{ schema: {}, data: { values: [[], []] } }] }, { rows: 0 }],
@@ -172,6 +188,29 @@ describe('Grafana and Loki checks (stand-in Grafana answering the API shapes)', 
     expect(u.searchParams.get('query')).toBe('{namespace="sample-app"}');
     const span = BigInt(u.searchParams.get('end')!) - BigInt(u.searchParams.get('start')!);
     expect(span).toBe(300n * 1_000_000_000n);
+  });
+
+  it('logs: when Grafana does not proxy to Loki, the same query goes through /api/ds/query log frames', async () => {
+    const g = await grafana({
+      lokiProxy: false,
+      loki: (query) => (query === '{namespace="sample-app"}' ? [{ stream: labels, values: [[nowNs(), line]] }, { stream: { ...labels, pod: 'sample-app-6d4-y' }, values: [[nowNs(), line], [nowNs(), line]] }] : []),
+    });
+    await expect(checkLogs(g)).resolves.toBe('3 lines in 2 streams (pods sample-app-6d4-x, sample-app-6d4-y) in the last 5 minutes');
+    const post = g.server.requests.find((r) => r.url === '/api/ds/query')!;
+    expect(post.body.queries[0]).toEqual({ refId: 'A', datasource: { type: 'loki', uid: 'loki' }, expr: '{namespace="sample-app"}', queryType: 'range', maxLines: 100 });
+    expect(Number(post.body.to) - Number(post.body.from)).toBe(300000);
+  });
+
+  it('logs: proxy refused and /api/ds/query failing: both answers in the message', async () => {
+    const g = await grafana({ lokiProxy: false, dsQuery: () => ({ error: 'parse error at line 1, col 2' }) });
+    await expect(checkLogs(g)).rejects.toThrow(
+      'Loki query {namespace="sample-app"}: the datasource proxy answered HTTP 404 ({"message":"Not found"}) and /api/ds/query HTTP 400 (parse error at line 1, col 2)',
+    );
+  });
+
+  it('logs: proxy refused and /api/ds/query with no lines: empty result fails', async () => {
+    const g = await grafana({ lokiProxy: false, loki: () => [] });
+    await expect(checkLogs(g)).rejects.toThrow('no log lines for {namespace="sample-app"} in Loki in the last 5 minutes');
   });
 
   it('logs: empty result fails', async () => {
@@ -237,6 +276,21 @@ describe('Grafana and Loki checks (stand-in Grafana answering the API shapes)', 
     await expect(checkDashboardData(g, d)).resolves.toBe('"Logs" returned 3 rows');
     expect(g.server.requests.at(-1)!.body.queries[0]).toMatchObject({ queryType: 'range', datasource: { uid: 'loki', type: 'loki' } });
   });
+});
+
+it.each([
+  [[], 180],
+  [['--wait', '0'], 0],
+  [['--verbose', '--wait=45'], 45],
+])('parseWait(%j) = %i', (argv, want) => {
+  expect(parseWait(argv)).toBe(want);
+});
+it.each([[['--wait']], [['--wait', '-1']], [['--wait=1.5']]])('parseWait(%j) refuses', (argv) => {
+  expect(() => parseWait(argv)).toThrow(/^--wait ".*" is not allowed: expected a whole number of seconds/);
+});
+
+it('validate checks exactly the hosts Traefik routes (INGRESS_HOSTS)', () => {
+  expect(ROUTES.map((r) => r.name)).toEqual([...INGRESS_HOSTS]);
 });
 
 describe('checkRoute: HTTPS through an address, trusting only our CA (real TLS, openssl certificates)', () => {

@@ -96,6 +96,10 @@ describe('k8s-monitoring.yaml (v4 layout)', () => {
       expect(k8s[f].enabled, f).toBe(true);
       expect(Object.keys(k8s.collectors), f).toContain(k8s[f].collector);
     }
+    expect(Object.keys(k8s.collectors)).toContain(k8s.integrations.collector);
+  });
+  it("scrapes Alloy's own metrics through the alloy integration", () => {
+    expect(k8s.integrations.alloy.instances[0].labelSelectors['app.kubernetes.io/name']).toEqual(Object.keys(k8s.collectors));
   });
   it('discovers with the prometheus.io annotations', () => {
     expect(k8s.annotationAutodiscovery.annotations).toMatchObject({

@@ -1,0 +1,60 @@
+// `task endpoints`: prints every URL of the platform, where the Grafana admin password is, the CA
+// certificate to trust, the local registry, and the line that points kubectl at the cluster.
+// It only reads configuration and checks which state files exist; it calls no tool.
+//
+// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, REGISTRY_PORT, STATE_DIR.
+// Tools: none.
+import fs from 'node:fs';
+import kleur from 'kleur';
+import { type Config, ConfigError, INGRESS_HOSTS, isMain, kubeconfigPath, loadConfig, statePath } from './lib.ts';
+
+/** https://<name>.<DOMAIN>, with the port only when it is not 443. */
+export const url = (cfg: Config, name: string, pathName = '/') =>
+  `https://${name}.${cfg.DOMAIN}${cfg.HTTPS_PORT === 443 ? '' : `:${cfg.HTTPS_PORT}`}${pathName}`;
+
+/** The lines `task endpoints` prints. `exists` is injectable for tests. */
+export function endpointLines(cfg: Config, exists: (file: string) => boolean = fs.existsSync): string[] {
+  const missing = (file: string, task: string) => (exists(file) ? '' : kleur.yellow(` (not there yet: run \`task ${task}\`)`));
+  const password = statePath(cfg, 'grafana-admin-password');
+  const ca = statePath(cfg, 'certs', 'ca.crt');
+  const kubeconfig = kubeconfigPath(cfg);
+  const hosts = INGRESS_HOSTS.map((h) => `${h}.${cfg.DOMAIN}`);
+  const lines = [
+    kleur.bold('Endpoints'),
+    `  Grafana      ${url(cfg, 'grafana')}`,
+    `               user admin, password in ${password}${missing(password, 'observability')}`,
+    `               (cat ${password}, or: kubectl -n monitoring get secret grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d)`,
+    `  Prometheus   ${url(cfg, 'prometheus')}`,
+    `  Traefik      ${url(cfg, 'traefik', '/dashboard/')}`,
+    `  Sample app   ${url(cfg, 'app')}`,
+    `  Registry     localhost:${cfg.REGISTRY_PORT}   (docker push localhost:${cfg.REGISTRY_PORT}/<image>:<tag>; pods pull the same name)`,
+    '',
+    kleur.bold('TLS'),
+    `  CA certificate ${ca}${missing(ca, 'traefik')}`,
+    `  Trust it in your browser or system, or: curl --cacert ${ca} ${url(cfg, 'grafana', '/api/health')}`,
+  ];
+  // *.localhost resolves to 127.0.0.1 by itself (RFC 6761; browsers and most resolvers do this).
+  const selfResolving = (cfg.DOMAIN === 'localhost' || cfg.DOMAIN.endsWith('.localhost')) && cfg.HOST_IP === '127.0.0.1';
+  if (!selfResolving) {
+    lines.push(
+      '',
+      kleur.bold('Names'),
+      `  *.${cfg.DOMAIN} must resolve to ${cfg.HOST_IP}: \`task hosts\` adds this line to /etc/hosts (DOMAIN=localhost with HOST_IP=127.0.0.1 needs none):`,
+      `  ${cfg.HOST_IP} ${hosts.join(' ')}`,
+      `  Without it: curl --resolve grafana.${cfg.DOMAIN}:${cfg.HTTPS_PORT}:${cfg.HOST_IP} --cacert ${ca} ${url(cfg, 'grafana', '/api/health')}`,
+    );
+  }
+  lines.push('', kleur.bold('kubectl'), `  export KUBECONFIG=${kubeconfig}${missing(kubeconfig, 'talos')}`, '  (or `task kubeconfig` to add the context to ~/.kube/config)');
+  return lines;
+}
+
+if (isMain(import.meta.url)) {
+  if (process.env.NO_COLOR) kleur.enabled = false;
+  try {
+    console.log(endpointLines(loadConfig()).join('\n'));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(kleur.red(`✗ endpoints: ${err.message}`));
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,236 @@
+// `task hosts` / `task hosts:remove`: names for the routes (grafana, prometheus, traefik, app
+// .<DOMAIN>) in the hosts file, between our marker lines.
+//
+//   - Renders hosts/hosts.block.tmpl and hosts/dnsmasq.conf.tmpl into <stateDir>/hosts/ (the block
+//     this script installs, and a dnsmasq snippet for a wildcard instead: address=/<DOMAIN>/<HOST_IP>).
+//   - Installs the block between "# BEGIN talos-local-observability" and "# END …" lines: replaces
+//     our block in place when present, appends it otherwise; every other byte stays as it was.
+//     Twice = once; nothing is written when nothing changes.
+//   - Writes atomically (temporary file + rename; in place when the file is a mount point, as in a
+//     container), after a copy of the old file into <stateDir>/hosts/backups/.
+//   - sudo only for that final write, and only when the file is not writable as is. Without sudo
+//     (not installed, or no terminal to ask for the password) it prints what to add and changes
+//     nothing. A file without any write permission is treated as locked on purpose: clear message,
+//     no change, non-zero exit.
+//   - `--remove` removes exactly our block (the file is then byte for byte what it was before).
+//   - DOMAIN=localhost needs no entries: *.localhost resolves to the loopback address by itself
+//     (browsers, curl, systemd-resolved); `--force` adds them anyway for other programs.
+//
+// .env keys: DOMAIN, HOST_IP, STATE_DIR. Environment: HOSTS_FILE overrides /etc/hosts (tests use it).
+// Tools: sudo, sh, install, mv, cat (only when the hosts file needs root).
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  INGRESS_HOSTS,
+  PROJECT_DIR,
+  UserError,
+  commandLine,
+  hasTool,
+  isMain,
+  note,
+  renderTemplate,
+  run,
+  runPhase,
+  statePath,
+  step,
+  warn,
+  writeFileAtomic,
+  type Config,
+} from './lib.ts';
+
+export const BEGIN = '# BEGIN talos-local-observability';
+export const END = '# END talos-local-observability';
+const BEGIN_LINE = `${BEGIN} (managed by \`task hosts\`; \`task hosts:remove\` removes it)`;
+const TEMPLATE_DIR = path.join(PROJECT_DIR, 'hosts');
+
+/** Names under localhost resolve to the loopback address by themselves (RFC 6761). */
+export const selfResolving = (domain: string) => domain === 'localhost' || domain.endsWith('.localhost');
+
+export const hostsFilePath = (env: NodeJS.ProcessEnv = process.env) => env.HOSTS_FILE || '/etc/hosts';
+
+const vars = (cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>) => ({ DOMAIN: cfg.DOMAIN, HOST_IP: cfg.HOST_IP });
+
+/** The lines between the markers: one "HOST_IP name" line per routed name. */
+export function hostsEntries(cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>): string[] {
+  const text = renderTemplate(fs.readFileSync(path.join(TEMPLATE_DIR, 'hosts.block.tmpl'), 'utf8'), vars(cfg));
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  for (const h of INGRESS_HOSTS) {
+    if (!lines.some((l) => l.split(/\s+/).includes(`${h}.${cfg.DOMAIN}`))) throw new Error(`hosts/hosts.block.tmpl lacks ${h}.\${DOMAIN}`);
+  }
+  return lines;
+}
+
+export const dnsmasqSnippet = (cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>) =>
+  renderTemplate(fs.readFileSync(path.join(TEMPLATE_DIR, 'dnsmasq.conf.tmpl'), 'utf8'), vars(cfg));
+
+interface Span {
+  /** Offset of the BEGIN line's first character. */
+  start: number;
+  /** Offset just after the END line's text (before its line break, if any). */
+  end: number;
+}
+
+const isMarker = (line: string, marker: string) => line === marker || line.startsWith(`${marker} `) || line.startsWith(`${marker}\r`);
+
+/** Finds our block; throws when the markers are broken (the user must look at the file). */
+export function findBlock(text: string): Span | undefined {
+  const begins: number[] = [];
+  const ends: number[] = [];
+  let offset = 0;
+  for (const line of text.split('\n')) {
+    if (isMarker(line, BEGIN)) begins.push(offset);
+    if (isMarker(line, END)) ends.push(offset + line.replace(/\r$/, '').length);
+    offset += line.length + 1;
+  }
+  if (begins.length === 0 && ends.length === 0) return undefined;
+  if (begins.length !== 1 || ends.length !== 1 || ends[0] < begins[0]) {
+    throw new UserError(
+      `the hosts file has ${begins.length} "${BEGIN}" and ${ends.length} "${END}" lines, not one pair in order: ` +
+        'fix or remove them by hand, then run the task again. Nothing was changed.',
+    );
+  }
+  return { start: begins[0], end: ends[0] };
+}
+
+/** The text with our block holding `entries`: replaced in place, or appended. */
+export function upsertBlock(text: string, entries: string[]): string {
+  const eol = text.includes('\r\n') ? '\r\n' : '\n';
+  const block = [BEGIN_LINE, ...entries, END].join(eol);
+  const span = findBlock(text);
+  if (span) return text.slice(0, span.start) + block + text.slice(span.end);
+  if (text === '' || text.endsWith('\n')) return `${text}${block}${eol}`;
+  // No line break at the end: add one before the block and none after, so removal can restore it.
+  return `${text}${eol}${block}`;
+}
+
+/** The text without our block; exactly the text before upsertBlock added it. */
+export function removeBlock(text: string): string {
+  const span = findBlock(text);
+  if (!span) return text;
+  const after = text.slice(span.end);
+  const lineBreak = /^\r?\n/.exec(after)?.[0];
+  if (lineBreak) return text.slice(0, span.start) + after.slice(lineBreak.length);
+  // Block at the very end without a line break: it was appended after one we added.
+  const before = text.slice(0, span.start).replace(/\r?\n$/, '');
+  return before + after;
+}
+
+export type WriteMethod = 'direct' | 'sudo' | 'print' | 'locked';
+
+/**
+ * How to write the hosts file: ourselves when we may, sudo when it is there and can ask for a
+ * password (or needs none), else print. A file without any write bit is locked on purpose.
+ */
+export function chooseWriteMethod(o: { mode: number; writable: boolean; sudo: boolean; canAsk: boolean }): WriteMethod {
+  if ((o.mode & 0o222) === 0) return 'locked';
+  if (o.writable) return 'direct';
+  return o.sudo && o.canAsk ? 'sudo' : 'print';
+}
+
+function writable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Atomic replace through a temporary file in the same folder; in place when rename is refused (bind-mounted file). */
+function writeDirect(file: string, content: string) {
+  const st = fs.statSync(file);
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.talos-local.${process.pid}.tmp`);
+  try {
+    fs.writeFileSync(tmp, content, { mode: st.mode & 0o777 });
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EBUSY' && code !== 'EXDEV' && code !== 'EACCES' && code !== 'EPERM') throw err;
+    fs.writeFileSync(file, content);
+  }
+}
+
+function backup(cfg: Config, file: string, text: string): string {
+  const dir = statePath(cfg, 'hosts', 'backups');
+  fs.mkdirSync(dir, { recursive: true });
+  const target = path.join(dir, `${path.basename(file)}.${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  fs.writeFileSync(target, text, { mode: 0o644 });
+  const old = fs.readdirSync(dir).sort();
+  for (const f of old.slice(0, Math.max(0, old.length - 10))) fs.rmSync(path.join(dir, f));
+  return target;
+}
+
+async function sudoCanAsk(): Promise<boolean> {
+  if (process.stdin.isTTY) return true;
+  return (await run('sudo', ['-n', 'true'], { okCodes: [1] }).catch(() => ({ code: 1 }))).code === 0;
+}
+
+/** Writes `content` to the hosts file as chooseWriteMethod says. Returns the step detail. */
+async function writeHosts(cfg: Config, file: string, oldText: string, content: string, what: string, manual: string): Promise<string> {
+  const st = fs.statSync(file);
+  const canWrite = writable(file);
+  const hasSudo = !canWrite && (await hasTool('sudo'));
+  const method = chooseWriteMethod({ mode: st.mode, writable: canWrite, sudo: hasSudo, canAsk: hasSudo && (await sudoCanAsk()) });
+  if (method === 'locked') {
+    throw new UserError(
+      `${file} is read-only (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): nothing was changed. ` +
+        `Make it writable (sudo chmod u+w ${file}) and run the task again, or ${manual}`,
+    );
+  }
+  if (method === 'print') {
+    note(`${file} needs root and sudo cannot ask for a password here: nothing was changed. ${manual}`);
+    return `unchanged (printed what to ${what})`;
+  }
+  const saved = backup(cfg, file, oldText);
+  if (method === 'direct') {
+    writeDirect(file, content);
+  } else {
+    const staged = statePath(cfg, 'hosts', 'hosts.new');
+    fs.writeFileSync(staged, content, { mode: 0o644 });
+    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.talos-local.tmp`);
+    const script = 'install -m "$1" -o "$2" -g "$3" "$4" "$5" && { mv -f "$5" "$6" 2>/dev/null || { cat "$4" > "$6" && rm -f "$5"; }; }';
+    const args = ['sh', '-c', script, 'sh', (st.mode & 0o777).toString(8), String(st.uid), String(st.gid), staged, tmp, file];
+    note(`$ sudo ${commandLine(args[0], args.slice(1))}`);
+    await run('sudo', args, { hint: `Or ${manual}` });
+    fs.rmSync(staged, { force: true });
+  }
+  return `${what === 'add' ? 'installed' : 'removed'} our block${method === 'sudo' ? ' (with sudo)' : ''}; backup: ${saved}`;
+}
+
+async function hosts(cfg: Config): Promise<void> {
+  const remove = process.argv.includes('--remove');
+  const file = hostsFilePath();
+  const entries = hostsEntries(cfg);
+
+  if (!remove) {
+    await step('Hosts block and dnsmasq snippet', async () => {
+      const a = writeFileAtomic(statePath(cfg, 'hosts', 'hosts.block'), `${[BEGIN_LINE, ...entries, END].join('\n')}\n`);
+      const b = writeFileAtomic(statePath(cfg, 'hosts', 'dnsmasq.conf'), dnsmasqSnippet(cfg));
+      return `${a || b ? 'written' : 'unchanged'} (${statePath(cfg, 'hosts')}/hosts.block, dnsmasq.conf)`;
+    });
+    if (selfResolving(cfg.DOMAIN)) {
+      if (cfg.HOST_IP !== '127.0.0.1') warn(`HOST_IP=${cfg.HOST_IP}: *.localhost reaches 127.0.0.1 only; set HOST_IP=127.0.0.1.`);
+      if (!process.argv.includes('--force')) {
+        note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 without any hosts entry (browsers, curl, systemd-resolved); nothing to add.`);
+        note('For a program that does not resolve *.localhost itself, add the entries anyway: `task hosts -- --force`.');
+        return;
+      }
+    }
+  }
+
+  await step(`${remove ? 'Remove our block from' : 'Install our block into'} ${file}`, async () => {
+    if (!fs.existsSync(file)) throw new UserError(`${file} does not exist. Set HOSTS_FILE to your hosts file, or create it.`);
+    const real = fs.realpathSync(file);
+    const text = fs.readFileSync(real, 'utf8');
+    const next = remove ? removeBlock(text) : upsertBlock(text, entries);
+    if (next === text) return remove ? 'already absent' : 'already installed';
+    const manual = remove
+      ? `delete the lines from "${BEGIN}" to "${END}" in ${file} yourself.`
+      : `add these lines to ${file} yourself:\n${[BEGIN_LINE, ...entries, END].map((l) => `      ${l}`).join('\n')}`;
+    return writeHosts(cfg, real, text, next, remove ? 'remove' : 'add', manual);
+  });
+  if (!remove) note(`Wildcard instead of single names: dnsmasq with ${statePath(cfg, 'hosts', 'dnsmasq.conf')} (address=/${cfg.DOMAIN}/${cfg.HOST_IP}).`);
+}
+
+if (isMain(import.meta.url)) await runPhase(process.argv.includes('--remove') ? 'hosts:remove' : 'hosts', hosts);

@@ -1,0 +1,120 @@
+// `task status`: one line per component (cluster, storage, each Helm release — traefik, prometheus,
+// loki, k8s-monitoring, grafana — and the sample app) with its state and version, read from kubectl
+// and helm. Changes nothing. Exit code 0 when every component is ok, 1 otherwise.
+//
+// .env keys: STATE_DIR (kubeconfig), CLUSTER_NAME (messages).
+// Tools: kubectl (get nodes, deployments, pods), helm (list).
+import fs from 'node:fs';
+import kleur from 'kleur';
+import { type Config, PINNED, helm, isMain, kubeconfigPath, kubectl, loadConfig } from './lib.ts';
+
+export type State = 'ok' | 'degraded' | 'down' | 'missing';
+export interface ComponentStatus {
+  name: string;
+  state: State;
+  version: string;
+  detail: string;
+}
+
+interface KObject {
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  spec?: any;
+  status?: any;
+}
+
+/** Helm releases and their namespaces (the contract between phases). */
+export const RELEASES = [
+  { release: 'traefik', namespace: 'traefik', chart: PINNED.charts.traefik },
+  { release: 'prometheus', namespace: 'monitoring', chart: PINNED.charts.prometheus },
+  { release: 'loki', namespace: 'monitoring', chart: PINNED.charts.loki },
+  { release: 'k8s-monitoring', namespace: 'monitoring', chart: PINNED.charts.k8sMonitoring },
+  { release: 'grafana', namespace: 'monitoring', chart: PINNED.charts.grafana },
+] as const;
+
+const isReady = (o: KObject) => (o.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True');
+const imageTag = (d: KObject | undefined) => String(d?.spec?.template?.spec?.containers?.[0]?.image ?? '').split(':').at(-1) || 'unknown';
+
+export function clusterStatus(nodes: KObject[]): ComponentStatus {
+  const ready = nodes.filter(isReady).length;
+  const versions = [...new Set(nodes.map((n) => n.status?.nodeInfo?.kubeletVersion).filter(Boolean))];
+  const os = [...new Set(nodes.map((n) => /Talos \((v[\d.]+)\)/.exec(n.status?.nodeInfo?.osImage ?? '')?.[1]).filter(Boolean))];
+  return {
+    name: 'cluster',
+    state: nodes.length === 0 ? 'down' : ready === nodes.length ? 'ok' : 'degraded',
+    version: [`Kubernetes ${versions.join(', ') || 'unknown'}`, ...(os.length ? [`Talos ${os.join(', ')}`] : [])].join(', '),
+    detail: `${ready}/${nodes.length} nodes Ready`,
+  };
+}
+
+/** A Deployment's line: ready replicas against wanted ones, version from the image tag. */
+export function deploymentStatus(name: string, d: KObject | undefined, missingHint: string): ComponentStatus {
+  if (!d) return { name, state: 'missing', version: '-', detail: missingHint };
+  const want = d.spec?.replicas ?? 1;
+  const ready = d.status?.readyReplicas ?? 0;
+  return { name, state: ready >= want && want > 0 ? 'ok' : ready > 0 ? 'degraded' : 'down', version: imageTag(d), detail: `${ready}/${want} replicas ready` };
+}
+
+/** A release's line from `helm list -o json` and the pods labelled app.kubernetes.io/instance=<release>[-…]. */
+export function releaseStatus(
+  spec: (typeof RELEASES)[number],
+  listed: { name: string; status: string; chart: string; app_version?: string }[],
+  pods: KObject[],
+): ComponentStatus {
+  const r = listed.find((x) => x.name === spec.release);
+  if (!r) return { name: spec.release, state: 'missing', version: '-', detail: `not installed in ${spec.namespace} (run the phase that installs it)` };
+  const mine = pods.filter((p) => {
+    const inst = p.metadata.labels?.['app.kubernetes.io/instance'] ?? '';
+    return p.status?.phase !== 'Succeeded' && (inst === spec.release || inst.startsWith(`${spec.release}-`));
+  });
+  const ready = mine.filter(isReady).length;
+  const want = `${spec.chart.chart}-${spec.chart.version}`;
+  const version = `${r.chart}${r.app_version ? ` (app ${r.app_version})` : ''}${r.chart === want ? '' : `, pinned ${want}`}`;
+  const state: State = r.status !== 'deployed' ? 'down' : ready < mine.length ? 'degraded' : 'ok';
+  return { name: spec.release, state, version, detail: `${r.status}, ${ready}/${mine.length} pods Ready` };
+}
+
+export function formatStatus(list: ComponentStatus[]): string[] {
+  const w = Math.max(...list.map((c) => c.name.length));
+  const color = { ok: kleur.green, degraded: kleur.yellow, down: kleur.red, missing: kleur.red };
+  const sw = Math.max(...list.map((c) => c.state.length));
+  return list.map((c) => `${c.name.padEnd(w)}  ${color[c.state](c.state.padEnd(sw))}  ${c.version}  ${kleur.gray(c.detail)}`);
+}
+
+async function collect(cfg: Config): Promise<ComponentStatus[]> {
+  const names = ['cluster', 'storage', ...RELEASES.map((r) => r.release), 'app'];
+  const downAll = (why: string) => names.map((name, i) => ({ name, state: 'down' as State, version: '-', detail: i === 0 ? why : 'cluster not reachable' }));
+  if (!fs.existsSync(kubeconfigPath(cfg))) return downAll(`no cluster "${cfg.CLUSTER_NAME}" (no ${kubeconfigPath(cfg)}): run \`task talos\``);
+  const items = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
+  let nodes: KObject[];
+  try {
+    nodes = await items(['get', 'nodes']);
+  } catch (err) {
+    return downAll(`not reachable: ${(err as Error).message.split('\n').slice(1).join(' ').trim() || (err as Error).message}`);
+  }
+  const out = [clusterStatus(nodes)];
+  const deployment = async (ns: string, name: string) => (await items(['get', 'deployments', '--namespace', ns])).find((d) => d.metadata.name === name);
+  out.push(deploymentStatus('storage', await deployment('local-path-storage', 'local-path-provisioner'), 'local-path-provisioner not installed: run `task storage`'));
+  const listed: Record<string, any[]> = {};
+  const pods: Record<string, KObject[]> = {};
+  for (const ns of [...new Set(RELEASES.map((r) => r.namespace))]) {
+    listed[ns] = JSON.parse((await helm(cfg, ['list', '--namespace', ns, '--all', '--output', 'json'])).stdout || '[]');
+    pods[ns] = await items(['get', 'pods', '--namespace', ns]);
+  }
+  for (const spec of RELEASES) out.push(releaseStatus(spec, listed[spec.namespace], pods[spec.namespace]));
+  const app = deploymentStatus('app', await deployment('sample-app', 'sample-app'), 'sample app not deployed: run `task sample-app`');
+  const traffic = await deployment('sample-app', 'sample-app-traffic');
+  out.push({ ...app, detail: `${app.detail}; traffic generator ${traffic ? `${traffic.status?.readyReplicas ?? 0}/${traffic.spec?.replicas ?? 1} ready` : 'off'}` });
+  return out;
+}
+
+if (isMain(import.meta.url)) {
+  if (process.env.NO_COLOR) kleur.enabled = false;
+  try {
+    const list = await collect(loadConfig());
+    console.log(formatStatus(list).join('\n'));
+    process.exitCode = list.every((c) => c.state === 'ok') ? 0 : 1;
+  } catch (err) {
+    console.error(kleur.red(`✗ status: ${(err as Error).message}`));
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,416 @@
+// Phase "traefik" (`task traefik`): every UI on https://<name>.<DOMAIN> from the host.
+//
+//   1. TLS: a local CA and a certificate for *.<DOMAIN>, <DOMAIN> and each routed name (explicit
+//      names too, because browsers refuse wildcards directly under "localhost"), made once with
+//      openssl in <stateDir>/certs (ca.crt ca.key tls.crt tls.key). The CA is kept; the server
+//      certificate is re-issued only when DOMAIN changes, it expires within 30 days, or it no longer
+//      matches the CA or its key.
+//   2. Traefik (PINNED.charts.traefik) from helm-values/traefik.yaml: DaemonSet on the workers,
+//      Service NodePort 30080/30443 (INGRESS_NODE_PORTS), which the control-plane container
+//      publishes on HOST_IP:HTTP_PORT/HTTPS_PORT. HTTP redirects to HTTPS (not permanently).
+//   3. Secret traefik/platform-tls and TLSStore "default" (manifests/traefik/tlsstore.yaml): the
+//      certificate every route serves.
+//   4. IngressRoutes (manifests/traefik/ingressroutes.yaml, with DOMAIN) for grafana, prometheus,
+//      traefik (dashboard) and app, each in its Service's namespace. A namespace that a later phase
+//      owns and that does not exist yet is created first (manifests/traefik/backend-namespaces.yaml),
+//      so the routes apply now and start serving when their Services appear.
+//   Idempotent: helm only when chart or values differ, kubectl apply only after kubectl diff.
+//
+// `--trust-ca` (`task trust-ca`) adds <stateDir>/certs/ca.crt to this OS's trust store (asks for
+// sudo) when run in a terminal, otherwise prints the exact commands; it also prints the commands
+// for browsers with their own store.
+//
+// .env keys: DOMAIN, HOST_IP, HTTP_PORT, HTTPS_PORT, CLUSTER_NAME, STATE_DIR.
+// Tools: openssl, helm, kubectl; with --trust-ca: sudo and the OS's trust tool (security,
+// update-ca-certificates, update-ca-trust or trust), certutil when present.
+import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import {
+  INGRESS_HOSTS,
+  PINNED,
+  PROJECT_DIR,
+  UserError,
+  applyManifests,
+  check,
+  commandLine,
+  hasTool,
+  helmRelease,
+  isMain,
+  kubectl,
+  note,
+  readProjectYaml,
+  renderTemplate,
+  requireCluster,
+  run,
+  runPhase,
+  statePath,
+  step,
+  warn,
+  type Config,
+} from './lib.ts';
+
+export const TRAEFIK_NAMESPACE = 'traefik';
+export const TLS_SECRET = 'platform-tls';
+const MANIFEST_DIR = path.join(PROJECT_DIR, 'manifests', 'traefik');
+const DAY_MS = 24 * 3600 * 1000;
+/** Re-issue the server certificate when it has fewer days left than this. */
+export const RENEW_BEFORE_DAYS = 30;
+/** Server certificate lifetime: browsers accept at most 398 days. */
+export const CERT_DAYS = 397;
+export const CA_DAYS = 3650;
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+// ---------------------------------------------------------------------------------------------
+
+export interface CertFiles {
+  dir: string;
+  caCrt: string;
+  caKey: string;
+  crt: string;
+  key: string;
+}
+
+export const certFiles = (cfg: Config): CertFiles => {
+  const dir = statePath(cfg, 'certs');
+  return { dir, caCrt: path.join(dir, 'ca.crt'), caKey: path.join(dir, 'ca.key'), crt: path.join(dir, 'tls.crt'), key: path.join(dir, 'tls.key') };
+};
+
+/** The DNS names the server certificate must cover, in its SAN order. */
+export const wantedNames = (domain: string) => [`*.${domain}`, domain, ...INGRESS_HOSTS.map((h) => `${h}.${domain}`)];
+
+/** DNS names of a certificate's subjectAltName ("DNS:a, DNS:b"). */
+export const dnsNames = (cert: X509Certificate) =>
+  (cert.subjectAltName ?? '').split(', ').filter((s) => s.startsWith('DNS:')).map((s) => s.slice(4));
+
+const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
+
+/** Why the CA cannot be (re)used, or undefined when it can. */
+export function caProblem(caPem: string, caKeyPem: string, now = new Date()): string | undefined {
+  let ca: X509Certificate;
+  try {
+    ca = new X509Certificate(caPem);
+  } catch {
+    return 'ca.crt is not a certificate';
+  }
+  if (!ca.ca) return 'ca.crt is not a CA certificate';
+  try {
+    if (!ca.checkPrivateKey(createPrivateKey(caKeyPem))) return 'ca.key does not belong to ca.crt';
+  } catch {
+    return 'ca.key is not a private key';
+  }
+  if (new Date(ca.validTo).getTime() - now.getTime() < RENEW_BEFORE_DAYS * DAY_MS) return `the CA expires on ${ca.validTo}`;
+  return undefined;
+}
+
+/** Why the server certificate must be re-issued, or undefined when it is fine for this domain and CA. */
+export function certProblem(certPem: string, keyPem: string, caPem: string, domain: string, now = new Date()): string | undefined {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(certPem);
+  } catch {
+    return 'tls.crt is not a certificate';
+  }
+  const ca = new X509Certificate(caPem);
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return 'tls.crt was not signed by ca.crt';
+  try {
+    if (!cert.checkPrivateKey(createPrivateKey(keyPem))) return 'tls.key does not belong to tls.crt';
+  } catch {
+    return 'tls.key is not a private key';
+  }
+  const have = dnsNames(cert);
+  const missing = wantedNames(domain).filter((n) => !have.includes(n));
+  if (missing.length) return `it does not cover ${missing.join(', ')} (DOMAIN changed?)`;
+  if (!(cert.keyUsage ?? []).includes(SERVER_AUTH)) return 'it is not for server authentication';
+  if (new Date(cert.validTo).getTime() - now.getTime() < RENEW_BEFORE_DAYS * DAY_MS) return `it expires on ${cert.validTo}`;
+  return undefined;
+}
+
+const caConfig = () => `[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+O = talos-local-observability
+CN = Talos Local Observability CA (${os.hostname().replace(/[^\w.-]/g, '-').slice(0, 40)})
+[v3_ca]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+`;
+
+const leafConfig = (domain: string) => `[req]
+distinguished_name = dn
+prompt = no
+[dn]
+O = talos-local-observability
+CN = *.${domain}
+[v3_leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+subjectAltName = @alt
+[alt]
+${wantedNames(domain).map((n, i) => `DNS.${i + 1} = ${n}`).join('\n')}
+`;
+
+const serial = () => `0x${randomBytes(16).toString('hex').replace(/^[89a-f]/, '7')}`;
+const readOr = (file: string) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '');
+
+/** Moves files generated in tmp into place, keys readable by the owner only. */
+function install(tmp: string, pairs: [string, string][]) {
+  for (const [from, to] of pairs) {
+    fs.chmodSync(path.join(tmp, from), to.endsWith('.key') ? 0o600 : 0o644);
+    fs.renameSync(path.join(tmp, from), to);
+  }
+}
+
+/**
+ * Makes sure the CA and the server certificate for DOMAIN exist and fit (see caProblem and
+ * certProblem), generating only what is missing or unfit. Returns the step's detail line and
+ * whether an existing CA was replaced (the new one must then be trusted again).
+ */
+export async function ensureCertificates(domain: string, files: CertFiles, now = new Date()): Promise<{ detail: string; caReplaced: boolean }> {
+  fs.mkdirSync(files.dir, { recursive: true, mode: 0o700 });
+  const tmp = fs.mkdtempSync(path.join(files.dir, '.tmp-'));
+  const openssl = (args: string[]) => run('openssl', args, { hint: 'openssl is needed to make the local CA: install it (e.g. apt-get install openssl, brew install openssl).' });
+  try {
+    const caWhy = fs.existsSync(files.caCrt) ? caProblem(readOr(files.caCrt), readOr(files.caKey), now) : 'none yet';
+    if (caWhy) {
+      fs.writeFileSync(path.join(tmp, 'ca.cnf'), caConfig());
+      await openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', path.join(tmp, 'ca.key')]);
+      await openssl(['req', '-x509', '-new', '-sha256', '-days', String(CA_DAYS), '-set_serial', serial(), '-config', path.join(tmp, 'ca.cnf'),
+        '-key', path.join(tmp, 'ca.key'), '-out', path.join(tmp, 'ca.crt')]);
+      install(tmp, [['ca.key', files.caKey], ['ca.crt', files.caCrt]]);
+    }
+    const certWhy = fs.existsSync(files.crt) ? certProblem(readOr(files.crt), readOr(files.key), readOr(files.caCrt), domain, now) : 'none yet';
+    if (!certWhy) {
+      const until = new X509Certificate(readOr(files.crt)).validTo;
+      return { detail: `unchanged (certificate for *.${domain} valid until ${until})`, caReplaced: false };
+    }
+    fs.writeFileSync(path.join(tmp, 'leaf.cnf'), leafConfig(domain));
+    await openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', path.join(tmp, 'tls.key')]);
+    await openssl(['req', '-new', '-sha256', '-config', path.join(tmp, 'leaf.cnf'), '-key', path.join(tmp, 'tls.key'), '-out', path.join(tmp, 'tls.csr')]);
+    await openssl(['x509', '-req', '-sha256', '-days', String(CERT_DAYS), '-set_serial', serial(), '-in', path.join(tmp, 'tls.csr'),
+      '-CA', files.caCrt, '-CAkey', files.caKey, '-extfile', path.join(tmp, 'leaf.cnf'), '-extensions', 'v3_leaf', '-out', path.join(tmp, 'tls.crt')]);
+    install(tmp, [['tls.key', files.key], ['tls.crt', files.crt]]);
+    const what = caWhy ? `created a local CA (${caWhy === 'none yet' ? 'first run' : caWhy}) and` : 'issued';
+    return { detail: `${what} a certificate for *.${domain} (${certWhy === 'none yet' ? 'first run' : `old one: ${certWhy}`})`, caReplaced: Boolean(caWhy) && caWhy !== 'none yet' };
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Secret platform-tls (type kubernetes.io/tls) from PEM text. */
+export function tlsSecretYaml(certPem: string, keyPem: string): string {
+  return YAML.stringify({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    type: 'kubernetes.io/tls',
+    metadata: { name: TLS_SECRET, namespace: TRAEFIK_NAMESPACE, labels: { 'app.kubernetes.io/part-of': 'talos-local-observability' } },
+    data: { 'tls.crt': Buffer.from(certPem).toString('base64'), 'tls.key': Buffer.from(keyPem).toString('base64') },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chart values and manifests
+// ---------------------------------------------------------------------------------------------
+
+/** helm-values/traefik.yaml plus the layer that depends on .env: the ports the redirect names. */
+export function traefikValues(cfg: Pick<Config, 'HTTP_PORT' | 'HTTPS_PORT'>): Record<string, unknown>[] {
+  return [
+    readProjectYaml('helm-values/traefik.yaml'),
+    { ports: { web: { exposedPort: cfg.HTTP_PORT }, websecure: { exposedPort: cfg.HTTPS_PORT } } },
+  ];
+}
+
+const readManifest = (name: string) => fs.readFileSync(path.join(MANIFEST_DIR, name), 'utf8');
+const docsOf = (text: string) => YAML.parseAllDocuments(text).map((d) => d.toJSON()).filter(Boolean) as KObject[];
+
+interface KObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  [k: string]: unknown;
+}
+
+/** The IngressRoutes and Middleware with DOMAIN filled in. */
+export const routesYaml = (domain: string) => renderTemplate(readManifest('ingressroutes.yaml'), { DOMAIN: domain });
+
+/** The namespaces the routes need that are not in `existing`, as manifests from backend-namespaces.yaml. */
+export function missingNamespaces(routes: KObject[], existing: string[]): KObject[] {
+  const needed = new Set(routes.map((r) => r.metadata.namespace).filter((n): n is string => Boolean(n)));
+  const defined = docsOf(readManifest('backend-namespaces.yaml'));
+  const missing = [...needed].filter((n) => n !== TRAEFIK_NAMESPACE && !existing.includes(n));
+  return missing.map((n) => defined.find((d) => d.metadata.name === n) ?? { apiVersion: 'v1', kind: 'Namespace', metadata: { name: n } });
+}
+
+/** https://name.DOMAIN, with the port when it is not 443. */
+export const endpoint = (cfg: Pick<Config, 'DOMAIN' | 'HTTPS_PORT'>, name: string) =>
+  `https://${name}.${cfg.DOMAIN}${cfg.HTTPS_PORT === 443 ? '' : `:${cfg.HTTPS_PORT}`}`;
+
+// ---------------------------------------------------------------------------------------------
+// Phase
+// ---------------------------------------------------------------------------------------------
+
+async function deploy(cfg: Config): Promise<void> {
+  await check('Cluster reachable', async () => {
+    await requireCluster(cfg);
+    return `up (${cfg.CLUSTER_NAME})`;
+  });
+
+  const files = certFiles(cfg);
+  let caReplaced = false;
+  await step(`TLS certificate for *.${cfg.DOMAIN} from the local CA`, async () => {
+    const r = await ensureCertificates(cfg.DOMAIN, files);
+    caReplaced = r.caReplaced;
+    return r.detail;
+  });
+
+  await step(`Traefik chart ${PINNED.charts.traefik.version} (DaemonSet on workers, NodePorts 30080/30443)`, () =>
+    helmRelease(cfg, {
+      release: 'traefik',
+      namespace: TRAEFIK_NAMESPACE,
+      chart: PINNED.charts.traefik,
+      values: traefikValues(cfg),
+      timeout: '5m',
+    }),
+  );
+
+  await step(`Default certificate (Secret ${TLS_SECRET}, TLSStore default)`, async () => {
+    const text = `${tlsSecretYaml(fs.readFileSync(files.crt, 'utf8'), fs.readFileSync(files.key, 'utf8'))}---\n${readManifest('tlsstore.yaml')}`;
+    return (await applyManifests(cfg, text)) === 'applied' ? 'applied' : 'unchanged';
+  });
+
+  const routesText = routesYaml(cfg.DOMAIN);
+  const routes = docsOf(routesText);
+  await step('Namespaces of the routes', async () => {
+    const existing = (JSON.parse((await kubectl(cfg, ['get', 'namespaces', '-o', 'json'])).stdout).items as KObject[]).map((n) => n.metadata.name);
+    const missing = missingNamespaces(routes, existing);
+    if (missing.length === 0) return 'already exist';
+    await kubectl(cfg, ['apply', '-f', '-'], { input: missing.map((m) => YAML.stringify(m)).join('---\n') });
+    return `created ${missing.map((m) => m.metadata.name).join(', ')} (their phases have not run yet; the routes serve once the Services exist)`;
+  });
+
+  await step(`IngressRoutes for ${INGRESS_HOSTS.map((h) => `${h}.${cfg.DOMAIN}`).join(', ')}`, async () =>
+    (await applyManifests(cfg, routesText)) === 'applied' ? 'applied' : 'unchanged',
+  );
+
+  await check('Traefik ready', async () => {
+    await kubectl(cfg, ['rollout', 'status', 'daemonset/traefik', '--namespace', TRAEFIK_NAMESPACE, '--timeout=180s'], {
+      hint: `See: kubectl --kubeconfig ${statePath(cfg, 'kubeconfig')} -n ${TRAEFIK_NAMESPACE} get pods -o wide`,
+    });
+    return 'ready';
+  });
+
+  for (const h of INGRESS_HOSTS) note(`${h.padEnd(10)} ${endpoint(cfg, h)}${h === 'traefik' ? '/dashboard/' : '/'}`);
+  if (cfg.DOMAIN === 'localhost' || cfg.DOMAIN.endsWith('.localhost')) {
+    note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 by itself, no hosts entries needed.`);
+    if (cfg.HOST_IP !== '127.0.0.1') warn(`HOST_IP=${cfg.HOST_IP}, but *.localhost resolves to 127.0.0.1: set HOST_IP=127.0.0.1.`);
+  } else {
+    note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${cfg.HOST_IP}).`);
+  }
+  note(`Browsers trust the certificate once the CA is trusted: \`task trust-ca\` (CA: ${files.caCrt}).`);
+  if (caReplaced) warn('A new CA was made: trust it again with `task trust-ca` (browsers reject the old one\'s certificates).');
+}
+
+// ---------------------------------------------------------------------------------------------
+// trust-ca
+// ---------------------------------------------------------------------------------------------
+
+export const TRUST_NAME = 'talos-local-observability';
+
+export interface TrustPlan {
+  store: string;
+  /** Commands that add the CA, run in order (they use sudo where the store needs root). */
+  commands: string[][];
+  /** A file that, when it already holds exactly the CA, means nothing is left to do. */
+  installedAs?: string;
+  /** Advice that cannot be automated. */
+  notes: string[];
+}
+
+/**
+ * The commands that trust `ca` on this OS. `osRelease` is /etc/os-release's text (Linux),
+ * `tools` says which commands exist; Chrome's NSS store (~/.pki/nssdb) is added when it exists.
+ */
+export function trustPlan(
+  platform: NodeJS.Platform,
+  ca: string,
+  tools: (name: string) => boolean,
+  osRelease = '',
+  home = os.homedir(),
+  hasNssDb = fs.existsSync(path.join(home, '.pki', 'nssdb')),
+): TrustPlan {
+  const notes: string[] = [];
+  const nss = `sql:${home}/.pki/nssdb`;
+  const browserNss = tools('certutil') && platform === 'linux' && hasNssDb
+    ? [['certutil', '-d', nss, '-A', '-t', 'C,,', '-n', TRUST_NAME, '-i', ca]]
+    : [];
+  if (platform === 'linux' && !tools('certutil')) {
+    notes.push(`Chrome/Chromium on Linux read ~/.pki/nssdb: install certutil (libnss3-tools / nss-tools) and run: certutil -d ${nss} -A -t C,, -n ${TRUST_NAME} -i ${ca}`);
+  }
+  notes.push(`Firefox keeps its own store: Settings → Privacy & Security → Certificates → View Certificates → Authorities → Import ${ca} (trust for websites).`);
+  notes.push(`Command-line tools: curl --cacert ${ca} …; Node: NODE_EXTRA_CA_CERTS=${ca}.`);
+  if (platform === 'darwin') {
+    return {
+      store: 'macOS System keychain',
+      commands: [['sudo', 'security', 'add-trusted-cert', '-d', '-r', 'trustRoot', '-k', '/Library/Keychains/System.keychain', ca]],
+      notes,
+    };
+  }
+  if (platform === 'win32') {
+    return { store: 'Windows user root store', commands: [['certutil', '-user', '-addstore', 'Root', ca]], notes };
+  }
+  if (/microsoft/i.test(osRelease)) {
+    notes.unshift(`WSL: browsers run on Windows; in PowerShell: Import-Certificate -FilePath "$(wslpath -w ${ca})" -CertStoreLocation Cert:\\CurrentUser\\Root`);
+  }
+  const family = /^ID(_LIKE)?=.*\b(debian|ubuntu|alpine)\b/m.test(osRelease) || tools('update-ca-certificates') ? 'debian'
+    : /^ID(_LIKE)?=.*\b(fedora|rhel|centos|suse|arch)\b/m.test(osRelease) || tools('update-ca-trust') ? 'fedora' : 'other';
+  if (family === 'debian') {
+    const dest = `/usr/local/share/ca-certificates/${TRUST_NAME}.crt`;
+    return { store: 'system CA store (update-ca-certificates)', installedAs: dest, commands: [['sudo', 'cp', ca, dest], ['sudo', 'update-ca-certificates'], ...browserNss], notes };
+  }
+  if (family === 'fedora') {
+    const dest = `/etc/pki/ca-trust/source/anchors/${TRUST_NAME}.crt`;
+    return { store: 'system CA store (update-ca-trust)', installedAs: dest, commands: [['sudo', 'cp', ca, dest], ['sudo', 'update-ca-trust'], ...browserNss], notes };
+  }
+  return { store: 'system CA store (p11-kit trust)', commands: [['sudo', 'trust', 'anchor', '--store', ca], ...browserNss], notes };
+}
+
+async function trustCa(cfg: Config): Promise<void> {
+  const files = certFiles(cfg);
+  if (!fs.existsSync(files.caCrt)) throw new UserError(`${files.caCrt} does not exist yet. Run \`task traefik\` first (it makes the CA).`);
+  const osRelease = fs.existsSync('/etc/os-release') ? fs.readFileSync('/etc/os-release', 'utf8') : '';
+  const procVersion = fs.existsSync('/proc/version') ? fs.readFileSync('/proc/version', 'utf8') : '';
+  const present = new Set<string>();
+  for (const t of ['certutil', 'update-ca-certificates', 'update-ca-trust', 'trust', 'sudo']) if (await hasTool(t)) present.add(t);
+  const plan = trustPlan(process.platform, files.caCrt, (t) => present.has(t), `${osRelease}\n${procVersion}`);
+  const interactive = Boolean(process.stdin.isTTY) && !process.argv.includes('--print');
+  await step(`Trust the local CA (${plan.store})`, async () => {
+    if (plan.installedAs && fs.existsSync(plan.installedAs) && readOr(plan.installedAs) === readOr(files.caCrt)) {
+      return `already trusted (${plan.installedAs})`;
+    }
+    if (!interactive) {
+      note('Not in a terminal (or --print): nothing was run. To trust the CA, run:');
+      for (const c of plan.commands) console.log(`    ${commandLine(c[0], c.slice(1))}`);
+      return 'unchanged (printed the commands, ran none)';
+    }
+    for (const c of plan.commands) {
+      note(`$ ${commandLine(c[0], c.slice(1))}`);
+      await run(c[0], c.slice(1), { hint: 'Run the command above yourself, or ask your administrator.' });
+    }
+    return 'added';
+  });
+  for (const n of plan.notes) note(n);
+}
+
+if (isMain(import.meta.url)) {
+  if (process.argv.includes('--trust-ca')) await runPhase('trust-ca', trustCa);
+  else await runPhase('traefik', deploy);
+}

@@ -1,0 +1,339 @@
+// The observability phase: pure parts (table-driven) and the orchestration against the stand-in tools.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { PINNED, UserError, mergeValues, parseConfig } from '../scripts/lib.ts';
+import {
+  ALLOY_SNIPPETS,
+  DASHBOARDS_CONFIGMAP,
+  GRAFANA_ADMIN,
+  LOKI_PUSH_URL,
+  PROMETHEUS_REMOTE_WRITE_URL,
+  RELEASES,
+  SERVICE_URLS,
+  adminSecretManifest,
+  dashboardsConfigMap,
+  namespaceManifest,
+  newPassword,
+  publicUrl,
+  releaseSpec,
+  unreadyPods,
+  volumeSizeProblem,
+} from '../scripts/observability.ts';
+import { PROJECT_DIR, type Sandbox, type ToolCall, isMutating, makeSandbox } from './helpers.ts';
+
+const baseEnv = { STATE_DIR: '/tmp/st', HTTP_PORT: '18080', HTTPS_PORT: '18443', REGISTRY_PORT: '15001' };
+const cfgWith = (env: Record<string, string> = {}) => parseConfig({ ...baseEnv, ...env });
+const merged = (env: Record<string, string>, key: keyof typeof RELEASES) => mergeValues(...releaseSpec(cfgWith(env), key).values) as any;
+
+describe('every .env knob reaches the Helm values', () => {
+  const cases: [string, string, keyof typeof RELEASES, (v: any) => unknown, unknown][] = [
+    ['PROMETHEUS_RETENTION', '36h', 'prometheus', (v) => v.server.retention, '36h'],
+    ['PROMETHEUS_STORAGE', '20Gi', 'prometheus', (v) => v.server.persistentVolume.size, '20Gi'],
+    ['LOKI_RETENTION', '72h', 'loki', (v) => v.loki.limits_config.retention_period, '72h'],
+    ['LOKI_STORAGE', '512Mi', 'loki', (v) => v.singleBinary.persistence.size, '512Mi'],
+    ['DOMAIN', 'example.test', 'grafana', (v) => v['grafana.ini'].server.root_url, 'https://grafana.example.test:18443'],
+    ['DOMAIN', 'example.test', 'prometheus', (v) => v.server.baseURL, 'https://prometheus.example.test:18443'],
+    ['HTTPS_PORT', '443', 'grafana', (v) => v['grafana.ini'].server.root_url, 'https://grafana.local.dev'],
+    ['CLUSTER_NAME', 'dev-box', 'k8sMonitoring', (v) => v.cluster.name, 'dev-box'],
+  ];
+  it.each(cases)('%s=%s lands in %s', (key, value, release, pick, want) => {
+    expect(pick(merged({ [key]: value }, release))).toEqual(want);
+    // ...and the default differs, so the assertion is about the knob, not a constant.
+    expect(pick(merged({}, release))).not.toEqual(want);
+  });
+
+  it('keeps the structural values of the files under the overrides', () => {
+    const v = merged({ PROMETHEUS_STORAGE: '20Gi' }, 'prometheus');
+    expect(v.server.persistentVolume).toEqual({ enabled: true, storageClass: 'local-path', size: '20Gi' });
+    expect(v.server.extraFlags).toContain('web.enable-remote-write-receiver');
+  });
+});
+
+describe('service URLs, defined once', () => {
+  it('are the contract services', () => {
+    expect(SERVICE_URLS).toEqual({
+      prometheus: 'http://prometheus-server.monitoring.svc:80',
+      loki: 'http://loki.monitoring.svc:3100',
+      grafana: 'http://grafana.monitoring.svc:80',
+    });
+  });
+  it('feed Alloy destinations and Grafana datasources', () => {
+    const k8s = merged({}, 'k8sMonitoring');
+    expect(k8s.destinations.prometheus).toEqual({ type: 'prometheus', url: PROMETHEUS_REMOTE_WRITE_URL });
+    expect(k8s.destinations.loki).toEqual({ type: 'loki', url: LOKI_PUSH_URL });
+    expect(PROMETHEUS_REMOTE_WRITE_URL).toBe(`${SERVICE_URLS.prometheus}/api/v1/write`);
+    expect(LOKI_PUSH_URL).toBe(`${SERVICE_URLS.loki}/loki/api/v1/push`);
+    const ds = merged({}, 'grafana').datasources['datasources.yaml'].datasources;
+    expect(ds.map((d: any) => [d.uid, d.url, d.isDefault])).toEqual([
+      ['prometheus', SERVICE_URLS.prometheus, true],
+      ['loki', SERVICE_URLS.loki, false],
+    ]);
+  });
+  it('reject a datasource type without a URL', () => {
+    const read = (rel: string) =>
+      rel === RELEASES.grafana.valuesFile
+        ? YAML.stringify({ datasources: { 'datasources.yaml': { datasources: [{ name: 'T', type: 'tempo' }] } } })
+        : fs.readFileSync(path.join(PROJECT_DIR, rel), 'utf8');
+    expect(() => releaseSpec(cfgWith(), 'grafana', read)).toThrow(/tempo/);
+  });
+});
+
+describe('Alloy snippets from alloy/', () => {
+  it.each(ALLOY_SNIPPETS.map((s) => [s.file, s.valuePath.join('.')]))('%s is fed into %s', (file, dotted) => {
+    const at = dotted.split('.').reduce<any>((o, k) => o?.[k], merged({}, 'k8sMonitoring'));
+    expect(at).toBe(fs.readFileSync(path.join(PROJECT_DIR, file), 'utf8'));
+  });
+});
+
+describe('manifests', () => {
+  it('namespace monitoring is privileged for Pod Security', () => {
+    const ns = YAML.parse(namespaceManifest());
+    expect(ns.metadata.name).toBe('monitoring');
+    for (const mode of ['enforce', 'audit', 'warn']) expect(ns.metadata.labels[`pod-security.kubernetes.io/${mode}`]).toBe('privileged');
+  });
+  it('the admin Secret has the contract keys, base64-encoded', () => {
+    const s = YAML.parse(adminSecretManifest('s3cr3t'));
+    expect(s.metadata).toEqual({ name: 'grafana-admin', namespace: 'monitoring' });
+    expect(Buffer.from(s.data['admin-user'], 'base64').toString()).toBe('admin');
+    expect(Buffer.from(s.data['admin-password'], 'base64').toString()).toBe('s3cr3t');
+  });
+  it('passwords are long, URL-safe and different each time', () => {
+    const a = newPassword();
+    expect(a).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    expect(newPassword()).not.toBe(a);
+  });
+});
+
+describe('dashboards ConfigMap', () => {
+  const dir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'dash-'));
+  it('holds every *.json file, sorted, and nothing else', () => {
+    const d = dir();
+    fs.writeFileSync(path.join(d, 'b.json'), '{"title":"B"}');
+    fs.writeFileSync(path.join(d, 'a.json'), '{"title":"A"}');
+    fs.writeFileSync(path.join(d, 'notes.md'), '# no');
+    const { yaml, files } = dashboardsConfigMap(d);
+    expect(files).toEqual(['a.json', 'b.json']);
+    const cm = YAML.parse(yaml);
+    expect(cm.metadata).toMatchObject({ name: DASHBOARDS_CONFIGMAP, namespace: 'monitoring' });
+    expect(cm.data).toEqual({ 'a.json': '{"title":"A"}', 'b.json': '{"title":"B"}' });
+  });
+  it('names the file with broken JSON', () => {
+    const d = dir();
+    fs.writeFileSync(path.join(d, 'broken.json'), '{"title":');
+    expect(() => dashboardsConfigMap(d)).toThrow(UserError);
+    expect(() => dashboardsConfigMap(d)).toThrow(/dashboards\/broken\.json is not valid JSON/);
+  });
+  it('rejects a file name that cannot be a ConfigMap key', () => {
+    const d = dir();
+    fs.writeFileSync(path.join(d, 'my board.json'), '{}');
+    expect(() => dashboardsConfigMap(d)).toThrow(/rename the file/);
+  });
+  it('is empty, not an error, when there are no dashboards', () => {
+    expect(dashboardsConfigMap(path.join(dir(), 'missing')).files).toEqual([]);
+  });
+});
+
+describe('volumeSizeProblem', () => {
+  const c = cfgWith({ PROMETHEUS_STORAGE: '10Gi' });
+  it.each([
+    ['not installed', null, false],
+    ['installed at the same size', { server: { persistentVolume: { size: '10Gi' } } }, false],
+    ['installed before sizes were set', { server: {} }, false],
+    ['installed at another size', { server: { persistentVolume: { size: '20Gi' } } }, true],
+  ])('%s', (_, deployed, problem) => {
+    const msg = volumeSizeProblem(c, 'prometheus', deployed as Record<string, unknown> | null);
+    expect(Boolean(msg)).toBe(problem);
+    if (problem) expect(msg).toMatch(/PROMETHEUS_STORAGE="10Gi" .*\(20Gi\)[\s\S]*delete pvc prometheus-server/);
+  });
+});
+
+describe('publicUrl', () => {
+  it.each([
+    ['local.dev', 443, 'https://grafana.local.dev'],
+    ['local.dev', 8443, 'https://grafana.local.dev:8443'],
+    ['localhost', 443, 'https://grafana.localhost'],
+  ])('%s with HTTPS_PORT %i -> %s', (DOMAIN, HTTPS_PORT, want) => {
+    expect(publicUrl({ DOMAIN, HTTPS_PORT }, 'grafana')).toBe(want);
+  });
+});
+
+describe('unreadyPods', () => {
+  const pod = (name: string, phase: string, ready: boolean, state?: Record<string, unknown>) => ({
+    metadata: { name },
+    status: {
+      phase,
+      conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }],
+      containerStatuses: [{ name: 'c', ready, restartCount: state ? 3 : 0, state: state ?? { running: {} } }],
+    },
+  });
+  it.each([
+    ['a ready pod', pod('ok', 'Running', true), []],
+    ['a finished job pod', { metadata: { name: 'job' }, status: { phase: 'Succeeded' } }, []],
+    ['a crash-looping pod', pod('loki-0', 'Running', false, { waiting: { reason: 'CrashLoopBackOff' } }), [{ name: 'loki-0', reason: 'Running; c: CrashLoopBackOff (3 restarts)' }]],
+    ['a pending pod without status', { metadata: { name: 'p' }, status: { phase: 'Pending' } }, [{ name: 'p', reason: 'Pending' }]],
+  ])('%s', (_, p, want) => {
+    expect(unreadyPods([p as any])).toEqual(want);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration with the stand-in tools
+// ---------------------------------------------------------------------------------------------
+
+/** A cluster as the talos phase leaves it: the fake talosctl creates nodes and the kubeconfig. */
+const upgrades = (calls: ToolCall[]) => calls.filter((c) => c.tool === 'helm' && c.argv.includes('upgrade'));
+const releaseOf = (c: ToolCall) => c.argv[c.argv.indexOf('--install') + 1];
+const flag = (c: ToolCall, name: string) => c.argv[c.argv.indexOf(name) + 1];
+const line = (c: ToolCall) => `${c.tool} ${c.argv.join(' ')}`;
+
+describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
+  let sandbox: Sandbox;
+  beforeEach(() => {
+    sandbox = makeSandbox();
+    sandbox.createCluster();
+  });
+
+  it('installs the four pinned releases in order, with --wait, in monitoring, from the pinned repos', async () => {
+    const res = await sandbox.run('observability');
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    const ups = upgrades(res.calls);
+    expect(ups.map(releaseOf).sort()).toEqual(['grafana', 'k8s-monitoring', 'loki', 'prometheus']);
+    const want = {
+      prometheus: PINNED.charts.prometheus,
+      loki: PINNED.charts.loki,
+      'k8s-monitoring': PINNED.charts.k8sMonitoring,
+      grafana: PINNED.charts.grafana,
+    } as Record<string, { repo: string; chart: string; version: string }>;
+    for (const c of ups) {
+      const w = want[releaseOf(c)];
+      expect(c.argv[c.argv.indexOf('--install') + 2]).toBe(w.chart);
+      expect(flag(c, '--repo')).toBe(w.repo);
+      expect(flag(c, '--version')).toBe(w.version);
+      expect(flag(c, '--namespace')).toBe('monitoring');
+      expect(c.argv).toContain('--wait');
+      expect(flag(c, '--timeout')).toMatch(/^\d+m$/);
+    }
+    // Order: namespace first; Prometheus and Loki before Alloy and Grafana.
+    const idx = (pred: (c: ToolCall) => boolean) => res.calls.findIndex(pred);
+    const nsApply = idx((c) => c.tool === 'kubectl' && c.argv.includes('apply'));
+    const at = (r: string) => idx((c) => c.tool === 'helm' && c.argv.includes('upgrade') && releaseOf(c) === r);
+    expect(nsApply).toBeGreaterThanOrEqual(0);
+    expect(nsApply).toBeLessThan(Math.min(at('prometheus'), at('loki')));
+    expect(Math.max(at('prometheus'), at('loki'))).toBeLessThan(Math.min(at('k8s-monitoring'), at('grafana')));
+    // The releases exist in the stand-in cluster with the charts asked for.
+    const releases = sandbox.state().helm.releases;
+    expect(releases['monitoring/prometheus'].chart).toBe('prometheus-29.27.0');
+    expect(releases['monitoring/loki'].repo).toBe('https://grafana-community.github.io/helm-charts');
+    expect(releases['monitoring/grafana'].repo).toBe('https://grafana-community.github.io/helm-charts');
+    expect(releases['monitoring/k8s-monitoring'].chart).toBe('k8s-monitoring-4.4.0');
+    expect(sandbox.state().kubectl.objects['Namespace//monitoring'].metadata.labels['pod-security.kubernetes.io/enforce']).toBe('privileged');
+  });
+
+  it('generates the Grafana password once, keeps it in the state dir (0600) and the Secret', async () => {
+    const res = await sandbox.run('observability');
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    const file = path.join(sandbox.stateDir, 'grafana-admin-password');
+    const password = fs.readFileSync(file, 'utf8').trim();
+    expect(password).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    const secret = sandbox.state().kubectl.objects[`Secret/monitoring/${GRAFANA_ADMIN.secret}`];
+    expect(Buffer.from(secret.data['admin-password'], 'base64').toString()).toBe(password);
+    expect(res.stdout).not.toContain(password);
+
+    // The state file lost, the cluster keeps its password: it is recovered, not replaced.
+    fs.rmSync(file);
+    const again = await sandbox.run('observability');
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(fs.readFileSync(file, 'utf8').trim()).toBe(password);
+    expect(again.calls.filter(isMutating).map(line)).toEqual([]);
+  });
+
+  it('a re-run with nothing changed makes no mutating call', async () => {
+    expect((await sandbox.run('observability')).code).toBe(0);
+    const res = await sandbox.run('observability');
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    expect(res.calls.filter(isMutating).map(line)).toEqual([]);
+    expect(res.stdout).toMatch(/nothing changed/);
+  });
+
+  it('every .env knob reaches the deployed values on a first install', async () => {
+    const env = {
+      PROMETHEUS_RETENTION: '30d', PROMETHEUS_STORAGE: '20Gi', LOKI_RETENTION: '48h', LOKI_STORAGE: '2Gi',
+      DOMAIN: 'example.test', CLUSTER_NAME: 'talos-local',
+    };
+    const res = await sandbox.run('observability', [], env);
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    const r = sandbox.state().helm.releases;
+    expect(r['monitoring/prometheus'].values.server).toMatchObject({ retention: '30d', persistentVolume: { size: '20Gi' } });
+    expect(r['monitoring/loki'].values.loki.limits_config.retention_period).toBe('48h');
+    expect(r['monitoring/loki'].values.singleBinary.persistence.size).toBe('2Gi');
+    expect(r['monitoring/grafana'].values['grafana.ini'].server.root_url).toBe('https://grafana.example.test:18443');
+    expect(r['monitoring/k8s-monitoring'].values.cluster.name).toBe('talos-local');
+  });
+
+  it('a changed retention upgrades only its release', async () => {
+    expect((await sandbox.run('observability')).code).toBe(0);
+    const res = await sandbox.run('observability', [], { PROMETHEUS_RETENTION: '30d' });
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    expect(upgrades(res.calls).map(releaseOf)).toEqual(['prometheus']);
+    expect(res.stdout).toMatch(/upgraded prometheus-29\.27\.0 \(values changed\)/);
+  });
+
+  it('a changed volume size stops before any change, with both ways out', async () => {
+    expect((await sandbox.run('observability')).code).toBe(0);
+    const res = await sandbox.run('observability', [], { LOKI_STORAGE: '8Gi' });
+    expect(res.code).toBe(1);
+    const out = res.stdout + res.stderr;
+    expect(out).toContain('LOKI_STORAGE="8Gi" differs from the size of the deployed loki volume (5Gi)');
+    expect(out).toContain('set LOKI_STORAGE=5Gi in .env again');
+    expect(out).toMatch(/delete pvc storage-loki-0 --namespace monitoring/);
+    expect(res.calls.filter(isMutating).map(line)).toEqual([]);
+  });
+
+  it('on a failed release shows the unready pods with their events and logs, and stops', async () => {
+    sandbox.scenario({
+      failures: [{ tool: 'helm', argv: ['upgrade', 'loki'], code: 1, stderr: 'Error: context deadline exceeded' }],
+      kubectl: {
+        objects: {
+          'Pod/monitoring/loki-0': {
+            apiVersion: 'v1', kind: 'Pod', metadata: { name: 'loki-0', namespace: 'monitoring' },
+            status: { phase: 'Pending', conditions: [{ type: 'Ready', status: 'False' }],
+              containerStatuses: [{ name: 'loki', ready: false, state: { waiting: { reason: 'ImagePullBackOff' } } }] },
+          },
+          'Pod/monitoring/prometheus-server-abc': {
+            apiVersion: 'v1', kind: 'Pod', metadata: { name: 'prometheus-server-abc', namespace: 'monitoring' },
+            status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] },
+          },
+          'Event/monitoring/loki-0.1': {
+            apiVersion: 'v1', kind: 'Event', metadata: { name: 'loki-0.1', namespace: 'monitoring' },
+            involvedObject: { kind: 'Pod', name: 'loki-0' }, type: 'Warning', reason: 'Failed',
+            message: 'Failed to pull image "docker.io/grafana/loki:3.7.6"',
+          },
+        },
+        logs: { 'monitoring/loki-0': 'level=error msg="init failed"\n' },
+      },
+    });
+    const res = await sandbox.run('observability');
+    expect(res.code).toBe(1);
+    const out = res.stdout + res.stderr;
+    expect(out).toMatch(/release loki .*did not become ready/);
+    expect(out).toContain('context deadline exceeded');
+    expect(out).toMatch(/loki-0: Pending; loki: ImagePullBackOff/);
+    expect(out).toContain('Failed to pull image "docker.io/grafana/loki:3.7.6"');
+    expect(out).toContain('log: level=error msg="init failed"');
+    expect(out).not.toContain('prometheus-server-abc:');
+    // Nothing after the failed group is installed.
+    expect(upgrades(res.calls).map(releaseOf).sort()).toEqual(['loki', 'prometheus']);
+  });
+
+  it('without a cluster it says to run task talos and touches nothing', async () => {
+    const bare = makeSandbox();
+    const res = await bare.run('observability');
+    expect(res.code).toBe(1);
+    expect(res.stdout + res.stderr).toMatch(/task talos/);
+    expect(res.calls.filter(isMutating).map(line)).toEqual([]);
+  });
+});

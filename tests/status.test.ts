@@ -1,0 +1,91 @@
+// `task status` with the stand-in tools: one line per component with state and version, exit 0
+// only when every component is ok, and nothing mutating.
+import fs from 'node:fs';
+import { describe, expect, it, vi } from 'vitest';
+import { isMutating, makeSandbox } from './helpers.ts';
+import { deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
+
+// Each test starts scripts as processes (node + tsx + stand-in tools): room for a loaded CI machine.
+vi.setConfig({ testTimeout: 60000 });
+
+const lines = (out: string) => out.trim().split('\n').map((l) => l.replace(/\s+/g, ' ').trim());
+
+describe('task status', () => {
+  it('healthy platform: a line per component with state and version, exit 0, read-only', async () => {
+    const sb = makeSandbox();
+    deployedCluster(sb);
+    const r = await sb.run('status');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(lines(r.stdout)).toEqual([
+      'cluster ok Kubernetes v1.36.3 3/3 nodes Ready',
+      'storage ok v0.0.37 1/1 replicas ready',
+      'traefik ok traefik-41.3.0 (app v3.6.2) deployed, 2/2 pods Ready',
+      'prometheus ok prometheus-29.27.0 (app v3.8.0) deployed, 1/1 pods Ready',
+      'loki ok loki-18.11.0 (app 3.6.0) deployed, 1/1 pods Ready',
+      'k8s-monitoring ok k8s-monitoring-4.4.0 (app 4.4.0) deployed, 2/2 pods Ready',
+      'grafana ok grafana-12.11.1 (app 12.3.0) deployed, 1/1 pods Ready',
+      'app ok 3f9a1c2b7d4e 2/2 replicas ready; traffic generator 1/1 ready',
+    ]);
+    expect(r.calls.filter(isMutating)).toEqual([]);
+  });
+
+  it('problems show per component and the exit code is 1', async () => {
+    const sb = makeSandbox();
+    const objects = healthyObjects()
+      .filter((o) => !(o.kind === 'Deployment' && o.metadata.name === 'sample-app-traffic'))
+      .map((o) =>
+        o.metadata.name === 'grafana-6c7d-abcde'
+          ? podObj('monitoring', o.metadata.name, false, { 'app.kubernetes.io/instance': 'grafana' })
+          : o.kind === 'Deployment' && o.metadata.name === 'sample-app'
+            ? deploymentObj('sample-app', 'sample-app', 'localhost:5001/sample-app:3f9a1c2b7d4e', 2, 1)
+            : o,
+      );
+    deployedCluster(sb, objects);
+    const state = sb.state();
+    state.helm.releases['monitoring/loki'].status = 'failed';
+    delete state.helm.releases['monitoring/k8s-monitoring'];
+    state.kubectl.notReadyNodes = ['talos-local-worker-2'];
+    fs.writeFileSync(sb.fakeState, JSON.stringify(state)); // replaces (scenario() would merge the deleted release back)
+    const r = await sb.run('status');
+    expect(r.code).toBe(1);
+    const out = lines(r.stdout);
+    expect(out).toContain('cluster degraded Kubernetes v1.36.3 2/3 nodes Ready');
+    expect(out).toContain('loki down loki-18.11.0 (app 3.6.0) failed, 1/1 pods Ready');
+    expect(out).toContain('k8s-monitoring missing - not installed in monitoring (run the phase that installs it)');
+    expect(out).toContain('grafana degraded grafana-12.11.1 (app 12.3.0) deployed, 0/1 pods Ready');
+    expect(out).toContain('app degraded 3f9a1c2b7d4e 1/2 replicas ready; traffic generator off');
+  });
+
+  it('a release at another chart version than pinned says so', async () => {
+    const sb = makeSandbox();
+    deployedCluster(sb);
+    const state = sb.state();
+    state.helm.releases['monitoring/grafana'].chart = 'grafana-12.0.0';
+    sb.scenario(state);
+    const r = await sb.run('status');
+    expect(lines(r.stdout)).toContain('grafana ok grafana-12.0.0 (app 12.3.0), pinned grafana-12.11.1 deployed, 1/1 pods Ready');
+  });
+
+  it('no cluster: every component down, the first line says to run task talos', async () => {
+    const sb = makeSandbox();
+    const r = await sb.run('status');
+    expect(r.code).toBe(1);
+    const out = lines(r.stdout);
+    expect(out).toHaveLength(8);
+    expect(out[0]).toMatch(/^cluster down - no cluster "talos-local" \(no .*\/state\/kubeconfig\): run `task talos`$/);
+    expect(out.slice(1).every((l) => / down - cluster not reachable$/.test(l))).toBe(true);
+    expect(r.calls).toEqual([]);
+  });
+
+  it('cluster stopped: not reachable, with kubectl\'s reason', async () => {
+    const sb = makeSandbox();
+    deployedCluster(sb);
+    const state = sb.state();
+    state.docker.containers['talos-local-controlplane-1'].state = 'exited';
+    sb.scenario(state);
+    const r = await sb.run('status');
+    expect(r.code).toBe(1);
+    expect(lines(r.stdout)[0]).toBe('cluster down - not reachable: The connection to the server 127.0.0.1:40123 was refused - did you specify the right host or port?');
+  });
+});

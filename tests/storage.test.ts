@@ -1,0 +1,160 @@
+// Storage phase: the rendered local-path-provisioner checks (pure), and the phase and its smoke
+// test against the stand-in tools: install, re-run without a mutating call, missing cluster,
+// download failure, smoke test success, failure and cleanup.
+import fs from 'node:fs';
+import path from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import YAML from 'yaml';
+import { PINNED } from '../scripts/lib.ts';
+import { SMOKE, checkRendered, defaultClasses, smokeManifest } from '../scripts/storage.ts';
+import { callsOf, makeSandbox, mutatingLines, type Sandbox } from './helpers.ts';
+
+/** A cluster as the talos phase leaves it: the stand-in talosctl makes the nodes and <stateDir>/kubeconfig. */
+
+const objects = (sb: Sandbox) => sb.state().kubectl.objects as Record<string, any>;
+
+const good = () => [
+  { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'local-path-storage', labels: {
+    'pod-security.kubernetes.io/enforce': 'privileged', 'pod-security.kubernetes.io/audit': 'privileged', 'pod-security.kubernetes.io/warn': 'privileged' } } },
+  { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'local-path', annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } } },
+  { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'local-path-config', namespace: 'local-path-storage' },
+    data: { 'config.json': JSON.stringify({ nodePathMap: [{ node: 'DEFAULT_PATH_FOR_NON_LISTED_NODES', paths: ['/var/local-path-provisioner'] }] }) } },
+  { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'local-path-provisioner', namespace: 'local-path-storage' },
+    spec: { template: { spec: { containers: [{ image: `docker.io/rancher/local-path-provisioner:${PINNED.localPathProvisioner}` }] } } } },
+] as any[];
+
+describe('checkRendered', () => {
+  it('accepts the patched upstream objects', () => {
+    expect(checkRendered(good())).toEqual([]);
+  });
+  it.each([
+    ['PSA label missing', (o: any[]) => delete o[0].metadata.labels['pod-security.kubernetes.io/enforce'], /enforce=privileged/],
+    ['not default', (o: any[]) => (o[1].metadata.annotations = {}), /not marked default/],
+    ['upstream path', (o: any[]) => (o[2].data['config.json'] = '{"nodePathMap":[{"node":"x","paths":["/opt/local-path-provisioner"]}]}'), /volume paths/],
+    ['config not JSON', (o: any[]) => (o[2].data['config.json'] = '{'), /not JSON/],
+    ['other image tag', (o: any[]) => (o[3].spec.template.spec.containers[0].image = 'rancher/local-path-provisioner:v0.0.30'), /want tag/],
+  ])('reports %s', (_, spoil, want) => {
+    const objs = good();
+    spoil(objs);
+    expect(checkRendered(objs).join('\n')).toMatch(want);
+  });
+});
+
+describe('defaultClasses', () => {
+  it('lists the classes marked default', () => {
+    const sc = (name: string, def?: string) => ({ kind: 'StorageClass', metadata: { name, annotations: def ? { 'storageclass.kubernetes.io/is-default-class': def } : {} } });
+    expect(defaultClasses([sc('a', 'true'), sc('b'), sc('c', 'false'), sc('local-path', 'true')] as any)).toEqual(['a', 'local-path']);
+  });
+});
+
+describe('smokeManifest', () => {
+  it('is a claim on the default class and a restricted pod that mounts it', () => {
+    const [pvc, pod] = YAML.parseAllDocuments(smokeManifest('abc123')).map((d) => d.toJSON());
+    expect(pvc).toMatchObject({ kind: 'PersistentVolumeClaim', metadata: { name: SMOKE.name, namespace: SMOKE.namespace } });
+    expect(pvc.spec.storageClassName).toBeUndefined();
+    expect(pod.spec.volumes[0].persistentVolumeClaim.claimName).toBe(SMOKE.name);
+    expect(pod.spec.containers[0].image).toBe(PINNED.busyboxImage);
+    expect(pod.spec.containers[0].env).toEqual([{ name: 'TOKEN', value: 'abc123' }]);
+    expect(pod.spec.securityContext.runAsNonRoot).toBe(true);
+  });
+});
+
+describe('storage phase against the stand-in tools', { timeout: 60_000 }, () => {
+  let sb: Sandbox;
+  beforeEach(() => {
+    sb = makeSandbox();
+  });
+
+  it('without a cluster: says to run `task talos` first and changes nothing', async () => {
+    const r = await sb.run('storage');
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/Run `task talos` first/);
+    expect(mutatingLines(r.calls)).toEqual([]);
+  });
+
+  it('installs the patched provisioner, then a re-run makes no mutating call', async () => {
+    sb.createCluster();
+    const r = await sb.run('storage');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const kustomize = callsOf(r.calls, 'kubectl', '--kubeconfig', path.join(sb.stateDir, 'kubeconfig'), 'kustomize');
+    expect(kustomize).toHaveLength(1);
+    expect(mutatingLines(r.calls)).toEqual([expect.stringMatching(/^kubectl .* apply -f -$/)]);
+    const o = objects(sb);
+    expect(o['Namespace//local-path-storage'].metadata.labels['pod-security.kubernetes.io/enforce']).toBe('privileged');
+    expect(o['StorageClass//local-path'].metadata.annotations['storageclass.kubernetes.io/is-default-class']).toBe('true');
+    expect(o['ConfigMap/local-path-storage/local-path-config'].data['config.json']).toContain('/var/local-path-provisioner');
+    expect(r.calls.some((c) => c.argv.includes('rollout') && c.argv.includes('deployment/local-path-provisioner'))).toBe(true);
+
+    const again = await sb.run('storage');
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(mutatingLines(again.calls)).toEqual([]);
+    expect(again.stdout).toMatch(/nothing changed/);
+  });
+
+  it('re-applies when the cluster drifted (a label removed by hand)', async () => {
+    sb.createCluster();
+    await sb.run('storage');
+    const st = sb.state();
+    delete st.kubectl.objects['Namespace//local-path-storage'].metadata.labels;
+    fs.writeFileSync(sb.fakeState, JSON.stringify(st));
+    const r = await sb.run('storage');
+    expect(r.code).toBe(0);
+    expect(mutatingLines(r.calls)).toHaveLength(1);
+    expect(objects(sb)['Namespace//local-path-storage'].metadata.labels).toBeDefined();
+  });
+
+  it('when the upstream manifest cannot be downloaded: fails with a hint and applies nothing', async () => {
+    sb.createCluster();
+    sb.scenario({ failures: [{ tool: 'kubectl', argv: ['kustomize'], code: 1, stderr: 'error: accumulating resources: dial tcp: lookup raw.githubusercontent.com: no such host\n' }] });
+    const r = await sb.run('storage');
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/raw\.githubusercontent\.com.*check the network/s);
+    expect(mutatingLines(r.calls)).toEqual([]);
+  });
+
+  it('warns when another StorageClass is default too', async () => {
+    sb.createCluster();
+    sb.scenario({ kubectl: { objects: { 'StorageClass//standard': { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'standard', annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } } } } } });
+    const r = await sb.run('storage');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/other default StorageClasses: standard/);
+  });
+});
+
+describe('storage --smoke against the stand-in tools', { timeout: 60_000 }, () => {
+  let sb: Sandbox;
+  beforeEach(() => {
+    sb = makeSandbox();
+    sb.createCluster();
+  });
+
+  it('before `task storage`: says to run it and creates nothing', async () => {
+    const r = await sb.run('storage', ['--smoke']);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/Run `task storage` first/);
+    expect(mutatingLines(r.calls)).toEqual([]);
+  });
+
+  it('creates claim and pod, waits for Bound and Succeeded, then removes both', async () => {
+    await sb.run('storage');
+    const r = await sb.run('storage', ['--smoke']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const waits = r.calls.filter((c) => c.argv.includes('wait')).map((c) => c.argv.find((a) => a.startsWith('--for')));
+    expect(waits).toEqual(['--for=jsonpath={.status.phase}=Bound', '--for=jsonpath={.status.phase}=Succeeded']);
+    const applied = r.calls.findIndex((c) => c.argv.includes('apply'));
+    const lastDelete = r.calls.map((c) => c.argv.includes('delete')).lastIndexOf(true);
+    expect(applied).toBeGreaterThan(-1);
+    expect(lastDelete).toBeGreaterThan(applied);
+    expect(Object.keys(objects(sb)).filter((k) => k.includes(SMOKE.name))).toEqual([]);
+  });
+
+  it('when the pod does not succeed: fails, and still removes claim and pod', async () => {
+    await sb.run('storage');
+    sb.scenario({ failures: [{ tool: 'kubectl', argv: ['wait', '--for=jsonpath={.status.phase}=Succeeded'], code: 1, stderr: 'error: timed out waiting for the condition on pods/storage-smoke\n' }] });
+    const r = await sb.run('storage', ['--smoke']);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/timed out waiting/);
+    expect(r.calls.some((c) => c.argv.includes('describe'))).toBe(true);
+    expect(Object.keys(objects(sb)).filter((k) => k.includes(SMOKE.name))).toEqual([]);
+  });
+});

@@ -1,0 +1,272 @@
+// `task validate` as a whole, with the stand-in tools for kubectl/helm and one real HTTPS server
+// standing in for Traefik on HOST_IP:HTTPS_PORT: it presents a certificate signed by the CA in the
+// state dir and routes by Host to a stand-in Grafana (with Loki behind its datasource proxy), a
+// stand-in Prometheus API, the Traefik dashboard and the app. Checks: the order of the check lines,
+// the exit code, the diagnostics on failure, and that validate changes nothing in the cluster
+// (only the storage smoke test creates and removes its claim and pod).
+import fs from 'node:fs';
+import https from 'node:https';
+import type net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { readDashboards } from '../scripts/validate.ts';
+import { type ToolCall, isMutating, makeSandbox } from './helpers.ts';
+import { deployedCluster, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
+import { type FakeGrafanaOptions, grafanaHandler, makeCerts } from './fixtures/validate/servers.ts';
+
+// Each test starts scripts as processes (node + tsx + stand-in tools): room for a loaded CI machine.
+vi.setConfig({ testTimeout: 60000 });
+
+const DOMAIN = 'local.test';
+const PASSWORD = 'Zx9-random-pw';
+const APP_LABELS = { namespace: 'sample-app', container: 'app', node: 'talos-local-worker-1', job: 'integrations/annotation-autodiscovery' };
+
+let dir: string;
+let certs: ReturnType<typeof makeCerts>;
+let server: https.Server;
+let port: number;
+/** What the stand-ins answer; each test sets it. */
+let world: { grafana: FakeGrafanaOptions; down: boolean; probes: string[]; requests: number };
+
+function prometheusAnswer(query: string) {
+  const vec = (rows: [Record<string, string>, number][]) => ({
+    status: 'success',
+    data: { resultType: 'vector', result: rows.map(([metric, v]) => ({ metric, value: [Date.now() / 1000, String(v)] })) },
+  });
+  const pods = ['sample-app-6d4b75cb6d-x7k2p', 'sample-app-6d4b75cb6d-q9w8e'];
+  if (query.startsWith('up{')) return vec(pods.map((pod) => [{ __name__: 'up', instance: `10.244.1.5:8080`, ...APP_LABELS, pod }, 1]));
+  if (query === 'up == 0') return vec(world.down ? [[{ __name__: 'up', job: 'integrations/kubernetes/kubelet', instance: '10.5.0.3:10250' }, 0]] : []);
+  if (query === 'count by (job) (up)') return vec([[{ job: 'integrations/annotation-autodiscovery' }, 2], [{ job: 'integrations/kubernetes/kubelet' }, 3]]);
+  if (query.startsWith('count(')) return vec([[{}, 2]]);
+  if (query.startsWith('sum(') && query.includes('/api/probe')) return vec([[{}, world.probes.length]]);
+  if (query.startsWith('sum(')) return vec([[{}, (world.requests += 7)]]);
+  return { status: 'error', errorType: 'bad_data', error: `stand-in Prometheus does not know ${query}` };
+}
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'validate-orch-'));
+  certs = makeCerts(dir, DOMAIN);
+  server = https.createServer({ cert: certs.cert, key: certs.key }, (req, res) => {
+    const host = req.headers.host ?? '';
+    const u = new URL(req.url!, `https://${host}`);
+    const json = (status: number, body: unknown) => res.writeHead(status, { 'Content-Type': 'application/json' }).end(JSON.stringify(body));
+    if (host === `grafana.${DOMAIN}`) return grafanaHandler(world.grafana)(req, res);
+    if (host === `prometheus.${DOMAIN}`) {
+      if (u.pathname === '/-/ready') return res.writeHead(200).end('Prometheus Server is Ready.\n');
+      if (u.pathname === '/api/v1/query') return json(200, prometheusAnswer(u.searchParams.get('query') ?? ''));
+    }
+    if (host === `traefik.${DOMAIN}` && u.pathname === '/dashboard/') return res.writeHead(200).end('<html>traefik</html>');
+    if (host === `app.${DOMAIN}`) {
+      if (u.pathname === '/api/probe') {
+        world.probes.push(u.searchParams.get('id') ?? '');
+        return json(200, { probe_id: u.searchParams.get('id') });
+      }
+      if (u.pathname === '/healthz' || u.pathname === '/') return json(200, { status: 'ok' });
+    }
+    res.writeHead(404).end('404 page not found\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  port = (server.address() as net.AddressInfo).port;
+});
+
+afterAll(async () => {
+  await new Promise<void>((r) => server.close(() => r()));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function healthyGrafana(): FakeGrafanaOptions {
+  return {
+    password: PASSWORD,
+    datasources: { prometheus: { ok: true }, loki: { ok: true } },
+    dashboards: readDashboards().map((d) => d.uid),
+    dsQuery: () => 12,
+    loki: (query) => {
+      const probe = /\|= "([^"]+)"/.exec(query)?.[1];
+      if (probe && !world.probes.includes(probe)) return [];
+      const line = JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'request', route: probe ? '/api/probe' : '/', status: 200, probe_id: probe });
+      return [{ stream: { ...APP_LABELS, pod: 'sample-app-6d4b75cb6d-x7k2p' }, values: [[String(BigInt(Date.now()) * 1_000_000n), line]] }];
+    },
+  };
+}
+
+function sandboxWithPlatform(objects = healthyObjects()) {
+  const sb = makeSandbox();
+  deployedCluster(sb, objects);
+  fs.mkdirSync(path.join(sb.stateDir, 'certs'), { recursive: true });
+  fs.writeFileSync(path.join(sb.stateDir, 'certs', 'ca.crt'), certs.ca);
+  fs.writeFileSync(path.join(sb.stateDir, 'grafana-admin-password'), `${PASSWORD}\n`);
+  return sb;
+}
+
+const env = () => ({ DOMAIN, HOST_IP: '127.0.0.1', HTTPS_PORT: String(port) });
+/** The check lines in order: "✓ title" / "✗ title", without the timing and detail. */
+const checkLines = (out: string) =>
+  out
+    .split('\n')
+    .filter((l) => /^[✓✗] /.test(l) && !/^[✓✗] validate /.test(l))
+    .map((l) => l.replace(/ \(\d+\.\d+s\).*$/, ''));
+const smokeCall = (c: ToolCall) => c.argv.some((a) => a.includes('storage-smoke')) || c.argv.includes('-') /* apply -f - of the smoke manifest */;
+
+describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
+  it('all green: every check in order, freshness printed, exit 0, nothing changed but the smoke test', async () => {
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: 100 };
+    const sb = sandboxWithPlatform();
+    const r = await sb.run('validate', [], env());
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const titles = readDashboards().map((d) => `✓ Dashboard "${d.title}": a query returns data`);
+    expect(checkLines(r.stdout)).toEqual([
+      '✓ Nodes Ready',
+      '✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app',
+      '✓ Prometheus and Loki volumes Bound',
+      '✓ Storage smoke test (scripts/storage.ts --smoke)',
+      `✓ Route https://grafana.${DOMAIN}/api/health via 127.0.0.1:${port}`,
+      `✓ Route https://prometheus.${DOMAIN}/-/ready via 127.0.0.1:${port}`,
+      `✓ Route https://traefik.${DOMAIN}/dashboard/ via 127.0.0.1:${port}`,
+      `✓ Route https://app.${DOMAIN}/healthz via 127.0.0.1:${port}`,
+      '✓ Prometheus: sample app targets up with namespace, pod, container, node, job',
+      '✓ Prometheus: sample app request metrics present and increasing',
+      '✓ Loki (via Grafana): sample app logs in the last 5 minutes with namespace, pod, container, node',
+      '✓ Grafana healthy',
+      '✓ Grafana datasource "prometheus" healthy',
+      '✓ Grafana datasource "loki" healthy',
+      '✓ Grafana has every dashboard of dashboards/',
+      ...titles,
+      '✓ Freshness: probe request → metric and log line queryable',
+    ]);
+    expect(titles.length).toBeGreaterThan(0);
+    expect(r.stdout).toMatch(/Freshness: probe request → metric and log line queryable \(\d+\.\ds\) metric after \d+\.\ds, log line after \d+\.\ds \(probe_id=[0-9a-f-]{36}\)/);
+    expect(world.probes).toHaveLength(1);
+    expect(r.stdout).toMatch(/✓ validate done in .*nothing changed/);
+    expect(r.stdout).not.toContain('Diagnostics');
+    const mutating = r.calls.filter(isMutating);
+    expect(mutating.length).toBeGreaterThan(0); // the smoke test's own claim and pod
+    expect(mutating.every(smokeCall), JSON.stringify(mutating)).toBe(true);
+  }, 60000);
+
+  it('failures: every check still runs, exit 1, diagnostics show unready pods, their events and logs, Alloy errors, down targets', async () => {
+    world = {
+      grafana: { ...healthyGrafana(), datasources: { prometheus: { ok: true }, loki: { ok: false } }, dashboards: readDashboards().slice(1).map((d) => d.uid) },
+      down: true,
+      probes: [],
+      requests: 100,
+    };
+    const objects = [
+      ...healthyObjects().filter((o) => o.metadata.name !== 'sample-app-6d4b75cb6d-q9w8e'),
+      podObj('sample-app', 'sample-app-6d4b75cb6d-q9w8e', false, {}, { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'CrashLoopBackOff' } } }] }),
+      {
+        apiVersion: 'v1',
+        kind: 'Event',
+        metadata: { namespace: 'sample-app', name: 'sample-app-6d4b75cb6d-q9w8e.1' },
+        involvedObject: { kind: 'Pod', name: 'sample-app-6d4b75cb6d-q9w8e' },
+        type: 'Warning',
+        reason: 'BackOff',
+        message: 'Back-off restarting failed container app',
+      },
+    ];
+    const sb = sandboxWithPlatform(objects);
+    sb.scenario({
+      kubectl: {
+        logs: {
+          'sample-app/sample-app-6d4b75cb6d-q9w8e': '{"level":"error","msg":"bad configuration","error":"FAIL_RATE=\\"2\\" is not allowed"}\n',
+          'monitoring/k8s-monitoring-alloy-metrics-0':
+            'ts=2026-11-26T06:00:00Z level=info msg="starting"\nts=2026-11-26T06:00:01Z level=error msg="Failed to send batch" component=prometheus.remote_write.metrics err="connection refused"\n',
+        },
+      },
+    });
+    const r = await sb.run('validate', ['--wait', '0'], env());
+    expect(r.code).toBe(1);
+    const lines = checkLines(r.stdout);
+    const missing = readDashboards()[0];
+    expect(lines).toContain('✗ Pods Ready in local-path-storage, traefik, monitoring, sample-app');
+    expect(lines).toContain('✗ Grafana datasource "loki" healthy');
+    expect(lines).toContain('✗ Grafana has every dashboard of dashboards/');
+    expect(lines.at(-1)).toBe('✓ Freshness: probe request → metric and log line queryable');
+    expect(lines.filter((l) => l.startsWith('✗'))).toHaveLength(3);
+    expect(r.stdout).toContain('not Ready: sample-app/sample-app-6d4b75cb6d-q9w8e (Pending, CrashLoopBackOff)');
+    expect(r.stdout).toContain(`missing in Grafana: ${missing.title} (uid ${missing.uid}, ${missing.file})`);
+    // Diagnostics, after the checks.
+    const diag = r.stdout.slice(r.stdout.indexOf('Diagnostics:'));
+    expect(r.stdout.indexOf('Diagnostics:')).toBeGreaterThan(r.stdout.indexOf('✓ Freshness'));
+    expect(diag).toContain('pod sample-app/sample-app-6d4b75cb6d-q9w8e is not Ready (Pending, CrashLoopBackOff)');
+    expect(diag).toContain('Warning BackOff: Back-off restarting failed container app');
+    expect(diag).toContain('FAIL_RATE=\\"2\\" is not allowed');
+    expect(diag).toContain('alloy k8s-monitoring-alloy-metrics-0: last error/warning lines:');
+    expect(diag).toContain('level=error msg="Failed to send batch"');
+    expect(diag).not.toContain('msg="starting"');
+    expect(diag).toContain('alloy k8s-monitoring-alloy-logs-abcde: no error or warning lines in the last 300');
+    expect(diag).toContain('scrape targets (Alloy → Prometheus): integrations/annotation-autodiscovery=2, integrations/kubernetes/kubelet=3');
+    expect(diag).toMatch(/targets down:\n\s+\{__name__="up",job="integrations\/kubernetes\/kubelet",instance="10\.5\.0\.3:10250"\}/);
+    expect(r.stderr).toContain('✗ validate failed: 3 check(s) failed: Pods Ready in local-path-storage, traefik, monitoring, sample-app; Grafana datasource "loki" healthy; Grafana has every dashboard of dashboards/.');
+    expect(r.calls.filter(isMutating).every(smokeCall)).toBe(true);
+  }, 60000);
+
+  it('nothing answers on HOST_IP:HTTPS_PORT: route, Prometheus, Loki and Grafana checks fail fast; freshness is not measured', async () => {
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: 0 };
+    const sb = sandboxWithPlatform();
+    const r = await sb.run('validate', ['--wait=0'], { ...env(), HTTPS_PORT: '1' });
+    expect(r.code).toBe(1);
+    const lines = checkLines(r.stdout);
+    expect(lines.slice(0, 4).every((l) => l.startsWith('✓'))).toBe(true);
+    expect(lines.slice(4).every((l) => l.startsWith('✗'))).toBe(true);
+    expect(r.stdout).toContain(`GET https://grafana.${DOMAIN}/api/health (via 127.0.0.1:1): connect ECONNREFUSED 127.0.0.1:1`);
+    expect(r.stdout).toContain('not measured: Prometheus: sample app request metrics present and increasing; Loki');
+    expect(r.stdout).toContain('scrape targets: Prometheus not reachable');
+    expect(world.probes).toEqual([]);
+  }, 60000);
+
+  it('--wait: a pod that becomes Ready while validate waits passes; the wait is announced once', async () => {
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: 100 };
+    const late = 'sample-app-6d4b75cb6d-q9w8e';
+    const sb = sandboxWithPlatform([
+      ...healthyObjects().filter((o) => o.metadata.name !== late),
+      podObj('sample-app', late, false, {}, { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'ContainerCreating' } } }] }),
+    ]);
+    // After 4s the pod turns Ready (written under the stand-ins' lock, as a tool call would).
+    const timer = setTimeout(() => {
+      const lock = `${sb.fakeState}.lock`;
+      for (;;) {
+        try {
+          fs.mkdirSync(lock);
+          break;
+        } catch {
+          /* a tool call holds it: try again */
+        }
+      }
+      const state = sb.state();
+      state.kubectl.objects[`Pod/sample-app/${late}`] = podObj('sample-app', late, true);
+      fs.writeFileSync(sb.fakeState, JSON.stringify(state));
+      fs.rmSync(lock, { recursive: true });
+    }, 4000);
+    const r = await sb.run('validate', ['--wait', '60'], env());
+    clearTimeout(timer);
+    expect(r.code, r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/› not yet, retrying for up to \d+s: not Ready: sample-app\/sample-app-6d4b75cb6d-q9w8e \(Pending, ContainerCreating\)/);
+    expect(r.stdout.match(/not yet, retrying/g)).toHaveLength(1);
+    expect(r.stdout).toMatch(/✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app \(([3-9]|\d\d)\.\ds\) 10 pods Ready/);
+  }, 60000);
+
+  it('--wait with a bad value stops before any check', async () => {
+    const sb = sandboxWithPlatform();
+    const r = await sb.run('validate', ['--wait', 'soon'], env());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('--wait "soon" is not allowed: expected a whole number of seconds, such as --wait 180 (0: every check tries once).');
+    expect(checkLines(r.stdout)).toEqual([]);
+  });
+
+  it('missing CA certificate: stops before any check and names the task that makes it', async () => {
+    const sb = sandboxWithPlatform();
+    fs.rmSync(path.join(sb.stateDir, 'certs', 'ca.crt'));
+    const r = await sb.run('validate', [], env());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${path.join(sb.stateDir, 'certs', 'ca.crt')} is missing. Run \`task traefik\` (it generates the certificates).`);
+    expect(checkLines(r.stdout)).toEqual([]);
+  });
+
+  it('no cluster: says to run task talos', async () => {
+    const sb = makeSandbox();
+    const r = await sb.run('validate', [], env());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/No reachable cluster "talos-local" .*Run `task talos` first\./);
+  });
+});
