@@ -317,13 +317,25 @@ export const readProjectYaml = (relPath: string) => YAML.parse(fs.readFileSync(p
 // Cluster actions shared by several phases
 // ---------------------------------------------------------------------------------------------
 
-/** Applies manifests only when `kubectl diff` sees a difference. Returns "unchanged" or "applied". */
+/**
+ * Applies manifests only when `kubectl diff` sees a difference. Returns "unchanged" or "applied".
+ * Namespaces go first, in a diff/apply of their own: the server-side dry run behind `kubectl diff`
+ * rejects an object whose Namespace does not exist yet, even when the same input creates it.
+ */
 export async function applyManifests(cfg: Config, yamlText: string, serverSide = false): Promise<'unchanged' | 'applied'> {
   const ss = serverSide ? ['--server-side', '--force-conflicts'] : [];
-  const diff = await kubectl(cfg, ['diff', ...ss, '-f', '-'], { input: yamlText, okCodes: [1] });
-  if (diff.code === 0) return 'unchanged';
-  await kubectl(cfg, ['apply', ...ss, '-f', '-'], { input: yamlText });
-  return 'applied';
+  const docs = YAML.parseAllDocuments(yamlText).filter((d) => d.contents !== null);
+  const isNamespace = (d: YAML.Document) => d.get('kind') === 'Namespace';
+  const batches = [docs.filter(isNamespace), docs.filter((d) => !isNamespace(d))].filter((b) => b.length > 0);
+  let result: 'unchanged' | 'applied' = 'unchanged';
+  for (const batch of batches) {
+    const input = batch.map((d) => d.toString()).join('---\n');
+    const diff = await kubectl(cfg, ['diff', ...ss, '-f', '-'], { input, okCodes: [1] });
+    if (diff.code === 0) continue;
+    await kubectl(cfg, ['apply', ...ss, '-f', '-'], { input });
+    result = 'applied';
+  }
+  return result;
 }
 
 export interface HelmReleaseSpec {

@@ -78,7 +78,10 @@ describe('storage phase against the stand-in tools', { timeout: 60_000 }, () => 
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const kustomize = callsOf(r.calls, 'kubectl', '--kubeconfig', path.join(sb.stateDir, 'kubeconfig'), 'kustomize');
     expect(kustomize).toHaveLength(1);
-    expect(mutatingLines(r.calls)).toEqual([expect.stringMatching(/^kubectl .* apply -f -$/)]);
+    // The Namespace first, on its own: a real `kubectl diff` rejects objects in a namespace that does not exist yet.
+    expect(mutatingLines(r.calls)).toEqual([expect.stringMatching(/^kubectl .* apply -f -$/), expect.stringMatching(/^kubectl .* apply -f -$/)]);
+    const applied = r.calls.filter((c) => c.argv.includes('apply'));
+    expect(applied).toHaveLength(2);
     const o = objects(sb);
     expect(o['Namespace//local-path-storage'].metadata.labels['pod-security.kubernetes.io/enforce']).toBe('privileged');
     expect(o['StorageClass//local-path'].metadata.annotations['storageclass.kubernetes.io/is-default-class']).toBe('true');

@@ -6,6 +6,9 @@ import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
 import { one, parseArgs } from '../common.mjs';
 
+/** Namespaces every cluster has. */
+const BUILTIN_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
+
 const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'StorageClass', 'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'PersistentVolume']);
 
 /** Kind names as kubectl accepts them on the command line. */
@@ -187,6 +190,17 @@ export default function kubectl(argv, ctx) {
     case 'apply': {
       const file = one(flags, '-f', '--filename');
       const docs = readDocs(ctx, file);
+      // Like the API server's NamespaceLifecycle admission: a namespaced object needs its Namespace
+      // to exist already (for diff, a dry run, one created in the same call does not count).
+      const known = new Set([...BUILTIN_NAMESPACES, ...list(state, 'Namespace').map((n) => n.metadata.name)]);
+      for (const d of docs) {
+        if (verb === 'apply' && d.kind === 'Namespace') known.add(d.metadata.name);
+        const target = CLUSTER_SCOPED.has(d.kind) ? undefined : d.metadata?.namespace ?? ns ?? 'default';
+        if (target !== undefined && !known.has(target)) {
+          err(`Error from server (NotFound): namespaces "${target}" not found\n`);
+          return verb === 'diff' ? 2 : 1;
+        }
+      }
       const changed = docs.filter((d) => !isDeepStrictEqual(objects[objectKey(d, ns)], d));
       if (verb === 'diff') {
         for (const d of changed) out(`diff -u -N /tmp/LIVE/${objectKey(d, ns)} /tmp/MERGED/${objectKey(d, ns)}\n+ (changed)\n`);
