@@ -16,8 +16,13 @@ function taskBinary(): string {
   return found;
 }
 
-const task = (args: string[], env: Record<string, string> = {}) =>
-  spawnSync(taskBinary(), args, { cwd: PROJECT_DIR, encoding: 'utf8', env: { ...process.env, ...env } });
+// Task colours its output when it thinks it runs in CI (CI=true); the checks read plain text.
+const stripAnsi = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, '');
+
+function task(args: string[], env: Record<string, string> = {}) {
+  const res = spawnSync(taskBinary(), args, { cwd: PROJECT_DIR, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env } });
+  return { status: res.status, stdout: stripAnsi(res.stdout), stderr: stripAnsi(res.stderr) };
+}
 
 describe('Taskfile.yml', () => {
   it('is read by task v3.54.0', () => {
