@@ -10,7 +10,7 @@
 //     (✓ or ✗ with its duration), and a summary at the end;
 //   - small shared actions: applyManifests() (diff first, apply only the difference),
 //     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
-//     renderTemplate() and writeFileAtomic().
+//     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -336,6 +336,83 @@ export async function applyManifests(cfg: Config, yamlText: string, serverSide =
     result = 'applied';
   }
   return result;
+}
+
+/** The parts of a Pod that say whether, and why not, it is ready. */
+export interface PodJson {
+  metadata: { name: string; namespace?: string };
+  status?: {
+    phase?: string;
+    conditions?: { type: string; status: string }[];
+    initContainerStatuses?: ContainerStatusJson[];
+    containerStatuses?: ContainerStatusJson[];
+  };
+}
+interface ContainerStatusJson {
+  name: string;
+  ready?: boolean;
+  restartCount?: number;
+  state?: Record<string, { reason?: string; message?: string } | undefined>;
+}
+
+/** Pods that are neither Ready nor Succeeded, each with a short reason: "Pending; app: ImagePullBackOff (3 restarts)". */
+export function unreadyPods(pods: PodJson[]): { namespace: string; name: string; reason: string }[] {
+  return pods
+    .filter((p) => p.status?.phase !== 'Succeeded' && p.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True')
+    .map((p) => {
+      const waiting = [...(p.status?.initContainerStatuses ?? []), ...(p.status?.containerStatuses ?? [])]
+        .filter((c) => !c.ready)
+        .map((c) => {
+          const [stateName, st] = Object.entries(c.state ?? {})[0] ?? ['unknown', undefined];
+          return `${c.name}: ${st?.reason ?? stateName}${c.restartCount ? ` (${c.restartCount} restarts)` : ''}`;
+        });
+      return {
+        namespace: p.metadata.namespace ?? 'default',
+        name: p.metadata.name,
+        reason: `${p.status?.phase ?? 'Unknown'}${waiting.length ? `; ${waiting.join(', ')}` : ''}`,
+      };
+    });
+}
+
+const lastLines = (text: string, n: number) => text.trim().split('\n').filter(Boolean).slice(-n);
+
+/**
+ * What a user needs when pods do not become ready: every unready pod of these namespaces with its
+ * reason, its last events and its last log lines. Never throws: diagnostics must not hide the failure.
+ */
+export async function podDiagnostics(cfg: Config, namespaces: readonly string[], maxPods = 8): Promise<string> {
+  const out: string[] = [];
+  for (const namespace of namespaces) {
+    let pods: PodJson[];
+    try {
+      pods = JSON.parse((await kubectl(cfg, ['get', 'pods', '--namespace', namespace, '--output', 'json'])).stdout).items ?? [];
+    } catch (err) {
+      out.push(`cannot list pods in ${namespace}: ${(err as Error).message.split('\n')[0]}`);
+      continue;
+    }
+    const bad = unreadyPods(pods);
+    if (bad.length === 0) continue;
+    type EventJson = { involvedObject?: { name?: string }; reason?: string; message?: string; type?: string };
+    const events: EventJson[] = await kubectl(cfg, ['get', 'events', '--namespace', namespace, '--output', 'json']).then(
+      (r) => JSON.parse(r.stdout).items ?? [],
+      () => [],
+    );
+    for (const p of bad.slice(0, maxPods)) {
+      out.push(`pod ${namespace}/${p.name} is not Ready (${p.reason})`);
+      for (const e of events.filter((e) => e.involvedObject?.name === p.name).slice(-5)) {
+        out.push(`    event ${e.type ?? ''} ${e.reason ?? ''}: ${e.message ?? ''}`);
+      }
+      const logs = await kubectl(cfg, ['logs', p.name, '--namespace', namespace, '--all-containers', '--tail', '10'], { okCodes: [1] }).then(
+        (r) => r.stdout || r.stderr,
+        () => '',
+      );
+      for (const line of lastLines(logs, 10)) out.push(`    log: ${line}`);
+    }
+    if (bad.length > maxPods) out.push(`… and ${bad.length - maxPods} more unready pods in ${namespace}`);
+  }
+  if (out.length === 0) return `every pod in ${namespaces.join(', ')} is Ready`;
+  out.push(`More: kubectl --kubeconfig ${kubeconfigPath(cfg)} --namespace <namespace> describe pod <name>`);
+  return out.join('\n');
 }
 
 export interface HelmReleaseSpec {

@@ -41,6 +41,7 @@ import {
   kubectl,
   mergeValues,
   note,
+  podDiagnostics,
   readProjectYaml,
   requireCluster,
   runPhase,
@@ -251,78 +252,13 @@ export function dashboardsConfigMap(dir: string = DASHBOARDS_DIR): { yaml: strin
   return { yaml, files };
 }
 
-interface PodJson {
-  metadata: { name: string; namespace?: string };
-  status?: {
-    phase?: string;
-    conditions?: { type: string; status: string }[];
-    containerStatuses?: { name: string; ready: boolean; restartCount?: number; state?: Record<string, { reason?: string; message?: string }> }[];
-  };
-}
-
-/** Pods that are neither Ready nor Succeeded, with a short reason each. */
-export function unreadyPods(pods: PodJson[]): { name: string; reason: string }[] {
-  return pods
-    .filter((p) => p.status?.phase !== 'Succeeded' && p.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True')
-    .map((p) => {
-      const waiting = (p.status?.containerStatuses ?? [])
-        .filter((c) => !c.ready)
-        .map((c) => {
-          const [stateName, st] = Object.entries(c.state ?? {})[0] ?? ['unknown', {}];
-          return `${c.name}: ${st?.reason ?? stateName}${c.restartCount ? ` (${c.restartCount} restarts)` : ''}`;
-        });
-      return { name: p.metadata.name, reason: `${p.status?.phase ?? 'Unknown'}${waiting.length ? `; ${waiting.join(', ')}` : ''}` };
-    });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Cluster actions
-// ---------------------------------------------------------------------------------------------
-
-const lastLines = (text: string, n: number) => text.trim().split('\n').filter(Boolean).slice(-n);
-
-/** What a user needs when a release does not become ready: unready pods, their events and log tails. */
-export async function diagnose(cfg: Config): Promise<string> {
-  const out: string[] = [];
-  let pods: PodJson[] = [];
-  try {
-    pods = JSON.parse((await kubectl(cfg, ['get', 'pods', '--namespace', NAMESPACE, '--output', 'json'])).stdout).items ?? [];
-  } catch (err) {
-    return `(could not list pods in ${NAMESPACE}: ${(err as Error).message.split('\n')[0]})`;
-  }
-  const bad = unreadyPods(pods);
-  if (bad.length === 0) return `All pods in namespace ${NAMESPACE} are ready.`;
-  let events: { involvedObject?: { name?: string }; reason?: string; message?: string; type?: string }[] = [];
-  try {
-    events = JSON.parse((await kubectl(cfg, ['get', 'events', '--namespace', NAMESPACE, '--output', 'json'])).stdout).items ?? [];
-  } catch {
-    /* events are a nice-to-have */
-  }
-  out.push(`Pods not ready in namespace ${NAMESPACE}:`);
-  for (const p of bad.slice(0, 6)) {
-    out.push(`  ${p.name}: ${p.reason}`);
-    for (const e of events.filter((e) => e.involvedObject?.name === p.name).slice(-5)) {
-      out.push(`    event ${e.type ?? ''} ${e.reason ?? ''}: ${e.message ?? ''}`.trimEnd());
-    }
-    try {
-      const logs = await kubectl(cfg, ['logs', p.name, '--namespace', NAMESPACE, '--all-containers', '--tail', '10'], { okCodes: [1] });
-      for (const l of lastLines(logs.stdout || logs.stderr, 10)) out.push(`    log: ${l}`);
-    } catch {
-      /* a pod that never started has no logs */
-    }
-  }
-  if (bad.length > 6) out.push(`  … and ${bad.length - 6} more`);
-  out.push(`More: kubectl --kubeconfig ${kubeconfigPath(cfg)} --namespace ${NAMESPACE} describe pod <name>`);
-  return out.join('\n');
-}
-
 /** helmRelease, with the pods' own story added when it fails. */
 async function install(cfg: Config, key: ReleaseKey): Promise<string> {
   const spec = releaseSpec(cfg, key);
   try {
     return await helmRelease(cfg, spec);
   } catch (err) {
-    const diagnostics = await diagnose(cfg);
+    const diagnostics = await podDiagnostics(cfg, [NAMESPACE]);
     throw new UserError(
       `release ${spec.release} (${spec.chart.chart}-${spec.chart.version}) did not become ready.\n${(err as Error).message}\n${diagnostics}\n` +
         'Fix the cause shown above (often: image pull, volume not bound, too little memory), then run `task observability` again.',
@@ -369,7 +305,7 @@ async function waitForAlloy(cfg: Config): Promise<string> {
       await kubectl(cfg, ['wait', '--for=create', ref, '--namespace', NAMESPACE, '--timeout=5m']);
       await kubectl(cfg, ['rollout', 'status', ref, '--namespace', NAMESPACE, '--timeout=10m']);
     } catch (err) {
-      throw new UserError(`${hint}\n${(err as Error).message}\n${await diagnose(cfg)}`);
+      throw new UserError(`${hint}\n${(err as Error).message}\n${await podDiagnostics(cfg, [NAMESPACE])}`);
     }
   }
   return ALLOY_WORKLOADS.map((w) => w.name).join(', ');

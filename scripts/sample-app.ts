@@ -28,6 +28,7 @@ import {
   isMain,
   kubectl,
   note,
+  podDiagnostics,
   renderTemplate,
   requireCluster,
   run,
@@ -144,18 +145,14 @@ async function deploymentNames(cfg: Config): Promise<string[]> {
   return (JSON.parse(res.stdout || '{"items":[]}').items as { metadata: { name: string } }[]).map((d) => d.metadata.name);
 }
 
-/** Waits for a Deployment's rollout; on a timeout, the error carries the pods and recent events. */
+/** Waits for a Deployment's rollout; on a timeout, the error carries the unready pods with their events and logs. */
 async function waitRollout(cfg: Config, name: string): Promise<void> {
   try {
     await kubectl(cfg, ['rollout', 'status', `deployment/${name}`, '--namespace', NAMESPACE, `--timeout=${ROLLOUT_TIMEOUT}`]);
   } catch (err) {
-    const diag = async (args: string[]) =>
-      (await kubectl(cfg, args, { okCodes: [1] }).then((r) => r.stdout.trim(), (e: Error) => e.message)).split('\n').slice(-15).join('\n');
-    const pods = await diag(['get', 'pods', '--namespace', NAMESPACE, '--output', 'wide']);
-    const events = await diag(['get', 'events', '--namespace', NAMESPACE, '--sort-by=.lastTimestamp']);
     throw new UserError(
       `Deployment ${name} did not become ready within ${ROLLOUT_TIMEOUT}.\n${(err as Error).message}\n` +
-        `Pods:\n${pods}\nRecent events:\n${events}\n` +
+        `${await podDiagnostics(cfg, [NAMESPACE])}\n` +
         `ErrImagePull/ImagePullBackOff means the nodes cannot pull from the local registry (it is set up by task talos).`,
     );
   }

@@ -42,10 +42,12 @@ import {
   isMain,
   kubectl,
   note,
+  podDiagnostics,
   requireCluster,
   run,
   runPhase,
   statePath,
+  unreadyPods,
   warn,
 } from './lib.ts';
 
@@ -176,33 +178,16 @@ export function checkNodes(items: KObject[]): string {
   return `${items.length} nodes Ready`;
 }
 
-/** Pods of the namespaces that are not Ready (finished Job pods do not count). */
-export function unreadyPods(items: KObject[], namespaces: readonly string[] = OUR_NAMESPACES): KObject[] {
-  return items.filter(
-    (p) => namespaces.includes(p.metadata.namespace ?? '') && p.status?.phase !== 'Succeeded' && readyCondition(p)?.status !== 'True',
-  );
-}
-
 export function checkPods(items: KObject[], namespaces: readonly string[] = OUR_NAMESPACES): string {
-  const empty = namespaces.filter((ns) => !items.some((p) => p.metadata.namespace === ns));
-  const bad = unreadyPods(items, namespaces);
+  const ours = items.filter((p) => namespaces.includes(p.metadata.namespace ?? ''));
+  const empty = namespaces.filter((ns) => !ours.some((p) => p.metadata.namespace === ns));
+  const bad = unreadyPods(ours);
   const problems: string[] = [];
   if (empty.length) problems.push(`no pods in namespace ${empty.join(', ')}`);
-  if (bad.length) {
-    problems.push(
-      `not Ready: ${bad.map((p) => `${p.metadata.namespace}/${p.metadata.name} (${p.status?.phase ?? 'unknown'}${podReason(p)})`).join(', ')}`,
-    );
-  }
+  if (bad.length) problems.push(`not Ready: ${bad.map((p) => `${p.namespace}/${p.name} (${p.reason})`).join(', ')}`);
   if (problems.length) throw new CheckError(problems.join('; '));
-  const counted = items.filter((p) => namespaces.includes(p.metadata.namespace ?? '') && p.status?.phase !== 'Succeeded');
+  const counted = ours.filter((p) => p.status?.phase !== 'Succeeded');
   return `${counted.length} pods Ready in ${namespaces.join(', ')}`;
-}
-
-function podReason(p: KObject): string {
-  const waiting = [...(p.status?.initContainerStatuses ?? []), ...(p.status?.containerStatuses ?? [])]
-    .map((c: any) => c.state?.waiting?.reason ?? (c.state?.terminated ? `terminated: ${c.state.terminated.reason}` : undefined))
-    .filter(Boolean);
-  return waiting.length ? `, ${[...new Set(waiting)].join(', ')}` : '';
 }
 
 /** The claims whose name contains "prometheus" and "loki" exist and are Bound. */
@@ -638,30 +623,12 @@ const indentLines = (text: string, n = 6) => text.replace(/^/gm, ' '.repeat(n));
 export async function diagnostics(cfg: Config, prom: Target | undefined): Promise<string[]> {
   const out: string[] = [];
   const get = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
+  out.push(await podDiagnostics(cfg, OUR_NAMESPACES));
   let pods: KObject[] = [];
   try {
-    pods = await get(['get', 'pods', '--all-namespaces']);
+    pods = await get(['get', 'pods', '--namespace', 'monitoring']);
   } catch (err) {
-    return [`cannot list pods: ${(err as Error).message}`];
-  }
-  for (const p of unreadyPods(pods)) {
-    const { name, namespace = 'default' } = p.metadata;
-    out.push(`pod ${namespace}/${name} is not Ready (${p.status?.phase ?? 'unknown'}${podReason(p)})`);
-    try {
-      const events = (await get(['get', 'events', '--namespace', namespace, '--field-selector', `involvedObject.name=${name}`]))
-        .filter((e: any) => e.involvedObject?.name === name)
-        .slice(-10)
-        .map((e: any) => `${e.type ?? ''} ${e.reason ?? ''}: ${e.message ?? ''}`.trim());
-      out.push(`    events:\n${events.length ? indentLines(events.join('\n')) : '      (none)'}`);
-    } catch (err) {
-      out.push(`    events: ${(err as Error).message}`);
-    }
-    try {
-      const logs = (await kubectl(cfg, ['logs', '--namespace', namespace, name, '--all-containers', '--tail', '20'])).stdout.trim();
-      out.push(`    last log lines:\n${logs ? indentLines(logs) : '      (none)'}`);
-    } catch (err) {
-      out.push(`    last log lines: ${(err as Error).message.split('\n')[0]}`);
-    }
+    out.push(`cannot list pods in monitoring: ${(err as Error).message.split('\n')[0]}`);
   }
   // Alloy: its pods, their error/warning lines, and the scrape targets it reports down.
   const alloy = pods.filter((p) => p.metadata.namespace === 'monitoring' && p.metadata.name.includes('alloy'));

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CommandError, commandLine, mergeValues, renderTemplate, run, writeFileAtomic } from '../scripts/lib.ts';
+import { CommandError, commandLine, mergeValues, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
 import { summaryLines } from '../scripts/summary.ts';
 
 describe('run', () => {
@@ -79,5 +79,29 @@ describe('deploy summary', () => {
   });
   it('says when no phase ran', () => {
     expect(summaryLines([])).toEqual(['no phase ran']);
+  });
+});
+
+describe('unreadyPods', () => {
+  const pod = (name: string, phase: string, ready: boolean, state?: Record<string, unknown>) => ({
+    metadata: { name },
+    status: {
+      phase,
+      conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }],
+      containerStatuses: [{ name: 'c', ready, restartCount: state ? 3 : 0, state: state ?? { running: {} } }],
+    },
+  });
+  it.each([
+    ['a ready pod', pod('ok', 'Running', true), []],
+    ['a finished job pod', { metadata: { name: 'job' }, status: { phase: 'Succeeded' } }, []],
+    ['a crash-looping pod', pod('loki-0', 'Running', false, { waiting: { reason: 'CrashLoopBackOff' } }), [{ namespace: 'default', name: 'loki-0', reason: 'Running; c: CrashLoopBackOff (3 restarts)' }]],
+    [
+      'an init container still waiting',
+      { metadata: { name: 'i', namespace: 'monitoring' }, status: { phase: 'Pending', initContainerStatuses: [{ name: 'init', ready: false, state: { waiting: { reason: 'PodInitializing' } } }] } },
+      [{ namespace: 'monitoring', name: 'i', reason: 'Pending; init: PodInitializing' }],
+    ],
+    ['a pending pod without status', { metadata: { name: 'p' }, status: { phase: 'Pending' } }, [{ namespace: 'default', name: 'p', reason: 'Pending' }]],
+  ])('%s', (_, p, want) => {
+    expect(unreadyPods([p as any])).toEqual(want);
   });
 });

@@ -367,12 +367,30 @@ describe('task sample-app (stand-in tools)', { timeout: 60000 }, () => {
 
   it('a rollout that does not finish: non-zero with the pods, events and the image-pull hint', async () => {
     sb.createCluster();
-    sb.scenario({ failures: [{ tool: 'kubectl', argv: ['rollout', 'deployment/sample-app'], code: 1, stderr: 'error: timed out waiting for the condition' }] });
+    sb.scenario({
+      failures: [{ tool: 'kubectl', argv: ['rollout', 'deployment/sample-app'], code: 1, stderr: 'error: timed out waiting for the condition' }],
+      kubectl: {
+        objects: {
+          'Pod/sample-app/sample-app-7c9f-abcde': {
+            apiVersion: 'v1', kind: 'Pod', metadata: { name: 'sample-app-7c9f-abcde', namespace: 'sample-app' },
+            status: { phase: 'Pending', conditions: [{ type: 'Ready', status: 'False' }],
+              containerStatuses: [{ name: 'app', ready: false, state: { waiting: { reason: 'ImagePullBackOff' } } }] },
+          },
+          'Event/sample-app/sample-app-7c9f-abcde.1': {
+            apiVersion: 'v1', kind: 'Event', metadata: { name: 'sample-app-7c9f-abcde.1', namespace: 'sample-app' },
+            involvedObject: { kind: 'Pod', name: 'sample-app-7c9f-abcde' }, type: 'Warning', reason: 'Failed',
+            message: 'Failed to pull image "localhost:15001/sample-app:0123": connection refused',
+          },
+        },
+      },
+    });
     const r = await sb.run('sample-app', [], env);
     expect(r.code).not.toBe(0);
     const out = r.stdout + r.stderr;
     expect(out).toMatch(/Deployment sample-app did not become ready within 180s/);
     expect(out).toMatch(/timed out waiting for the condition/);
-    expect(out).toMatch(/Pods:[\s\S]*Recent events:[\s\S]*ImagePullBackOff/);
+    expect(out).toContain('pod sample-app/sample-app-7c9f-abcde is not Ready (Pending; app: ImagePullBackOff)');
+    expect(out).toContain('event Warning Failed: Failed to pull image "localhost:15001/sample-app:0123": connection refused');
+    expect(out).toMatch(/ErrImagePull\/ImagePullBackOff means the nodes cannot pull from the local registry/);
   });
 });

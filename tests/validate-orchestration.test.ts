@@ -183,12 +183,12 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(lines).toContain('✗ Grafana has every dashboard of dashboards/');
     expect(lines.at(-1)).toBe('✓ Freshness: probe request → metric and log line queryable');
     expect(lines.filter((l) => l.startsWith('✗'))).toHaveLength(3);
-    expect(r.stdout).toContain('not Ready: sample-app/sample-app-6d4b75cb6d-q9w8e (Pending, CrashLoopBackOff)');
+    expect(r.stdout).toContain('not Ready: sample-app/sample-app-6d4b75cb6d-q9w8e (Pending; app: CrashLoopBackOff)');
     expect(r.stdout).toContain(`missing in Grafana: ${missing.title} (uid ${missing.uid}, ${missing.file})`);
     // Diagnostics, after the checks.
     const diag = r.stdout.slice(r.stdout.indexOf('Diagnostics:'));
     expect(r.stdout.indexOf('Diagnostics:')).toBeGreaterThan(r.stdout.indexOf('✓ Freshness'));
-    expect(diag).toContain('pod sample-app/sample-app-6d4b75cb6d-q9w8e is not Ready (Pending, CrashLoopBackOff)');
+    expect(diag).toContain('pod sample-app/sample-app-6d4b75cb6d-q9w8e is not Ready (Pending; app: CrashLoopBackOff)');
     expect(diag).toContain('Warning BackOff: Back-off restarting failed container app');
     expect(diag).toContain('FAIL_RATE=\\"2\\" is not allowed');
     expect(diag).toContain('alloy k8s-monitoring-alloy-metrics-0: last error/warning lines:');
@@ -241,7 +241,7 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     const r = await sb.run('validate', ['--wait', '60'], env());
     clearTimeout(timer);
     expect(r.code, r.stdout).toBe(0);
-    expect(r.stdout).toMatch(/› not yet, retrying for up to \d+s: not Ready: sample-app\/sample-app-6d4b75cb6d-q9w8e \(Pending, ContainerCreating\)/);
+    expect(r.stdout).toMatch(/› not yet, retrying for up to \d+s: not Ready: sample-app\/sample-app-6d4b75cb6d-q9w8e \(Pending; app: ContainerCreating\)/);
     expect(r.stdout.match(/not yet, retrying/g)).toHaveLength(1);
     expect(r.stdout).toMatch(/✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app \(([3-9]|\d\d)\.\ds\) 10 pods Ready/);
   }, 60000);

@@ -58,8 +58,8 @@ describe('cluster state checks', () => {
     },
     {
       name: 'unready pod with its reason',
-      pods: [...allNs, pod('sample-app', 'sample-app-1', false, { containerStatuses: [{ state: { waiting: { reason: 'ImagePullBackOff' } } }] })],
-      err: 'not Ready: sample-app/sample-app-1 (Pending, ImagePullBackOff)',
+      pods: [...allNs, pod('sample-app', 'sample-app-1', false, { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'ImagePullBackOff' } } }] })],
+      err: 'not Ready: sample-app/sample-app-1 (Pending; app: ImagePullBackOff)',
     },
     { name: 'empty namespace', pods: allNs.slice(0, 3), err: 'no pods in namespace sample-app' },
   ])('pods: $name', ({ pods, want, err }) => {
