@@ -46,6 +46,11 @@ describe('Taskfile.yml', () => {
     expect(ran).toEqual([...PHASES, 'summary']);
   });
 
+  it('install is up to date once npm ci ran, so tasks do not reinstall every time', () => {
+    const res = task(['--status', 'install']);
+    expect(res.status, res.stderr).toBe(0);
+  });
+
   it('a phase that needs the cluster says to run task talos first', () => {
     const res = task(['storage'], { STATE_DIR: path.join(os.tmpdir(), 'no-such-state-dir') });
     expect(res.status).not.toBe(0);
