@@ -29,6 +29,8 @@ export const PINNED = {
   talos: 'v1.13.9',
   kubernetes: '1.36.3',
   helmMinimum: '3.17.0',
+  /** `kubectl wait --for=create` (observability phase) needs 1.31. */
+  kubectlMinimum: '1.31.0',
   localPathProvisioner: 'v0.0.37',
   registryImage: 'registry:2.8.3',
   /** Small image for one-shot checks (storage smoke test). */

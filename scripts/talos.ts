@@ -198,7 +198,7 @@ export const parseVersion = (text: string) => {
 };
 
 /** A problem with a tool's version, or undefined when it fits. */
-export function versionProblem(tool: 'talosctl' | 'helm', output: string, cfg: Config): string | undefined {
+export function versionProblem(tool: 'talosctl' | 'helm' | 'kubectl', output: string, cfg: Config): string | undefined {
   const got = parseVersion(output);
   if (!got) return `could not read the ${tool} version from: ${output.trim() || '(no output)'}`;
   if (tool === 'talosctl') {
@@ -206,6 +206,13 @@ export function versionProblem(tool: 'talosctl' | 'helm', output: string, cfg: C
     if (got.major !== want.major || got.minor !== want.minor) {
       return `talosctl is ${got.text} but TALOS_VERSION=${cfg.TALOS_VERSION} needs talosctl v${want.major}.${want.minor}.x. ` +
         `Install it: ${installHint('talosctl', process.platform, cfg)}`;
+    }
+    return undefined;
+  }
+  if (tool === 'kubectl') {
+    const min = parseVersion(PINNED.kubectlMinimum)!;
+    if (got.major === 1 && got.minor < min.minor) {
+      return `kubectl is ${got.text}; ${min.major}.${min.minor}+ is needed. Install it: ${installHint('kubectl', process.platform, cfg)}`;
     }
     return undefined;
   }
@@ -442,9 +449,16 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
     if (problems.length) throw new UserError(problems.join('\n'));
     const talosctl = await run('talosctl', ['version', '--client', '--short']);
     const helm = await run('helm', ['version', '--short']);
-    problems.push(...[versionProblem('talosctl', talosctl.stdout, cfg), versionProblem('helm', helm.stdout, cfg)].filter((p): p is string => !!p));
+    const kubectlVersion = await run('kubectl', ['version', '--client', '--output', 'json']);
+    problems.push(
+      ...[
+        versionProblem('talosctl', talosctl.stdout, cfg),
+        versionProblem('helm', helm.stdout, cfg),
+        versionProblem('kubectl', kubectlVersion.stdout, cfg),
+      ].filter((p): p is string => !!p),
+    );
     if (problems.length) throw new UserError(problems.join('\n'));
-    return `talosctl ${parseVersion(talosctl.stdout)!.text}, helm ${parseVersion(helm.stdout)!.text}`;
+    return `talosctl ${parseVersion(talosctl.stdout)!.text}, helm ${parseVersion(helm.stdout)!.text}, kubectl ${parseVersion(kubectlVersion.stdout)!.text}`;
   });
 
   let info: { NCPU: number; MemTotal: number; DockerRootDir: string; OSType: string; ServerVersion: string } | undefined;

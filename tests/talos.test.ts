@@ -80,6 +80,9 @@ describe('pure parts', () => {
     ['helm', 'v4.0.1+gabc', undefined],
     ['helm', 'v3.16.4+gabc', /helm is v3.16.4; 3.17\+ or 4.x is needed/],
     ['helm', 'v2.17.0', /helm is v2.17.0/],
+    ['kubectl', '{"clientVersion":{"gitVersion":"v1.36.3"}}', undefined],
+    ['kubectl', '{"clientVersion":{"gitVersion":"v1.31.0"}}', undefined],
+    ['kubectl', '{"clientVersion":{"gitVersion":"v1.30.4"}}', /kubectl is v1.30.4; 1.31\+ is needed/],
   ] as const)('%s version %j', (tool, output, want) => {
     const problem = versionProblem(tool, output, cfg);
     if (want === undefined) expect(problem).toBeUndefined();
@@ -326,6 +329,15 @@ describe('preflight failures stop before anything changes', () => {
     const res = await sandbox.run('talos');
     expectStopped(res);
     expect(res.stderr).toContain('talosctl is v1.12.4 but TALOS_VERSION=v1.13.9 needs talosctl v1.13.x');
+  });
+
+  it('kubectl too old', async () => {
+    const sandbox = makeSandbox();
+    sandbox.scenario({ kubectl: { version: 'v1.29.1' } });
+    const res = await sandbox.run('talos', ['--preflight']);
+    expect(res.code).not.toBe(0);
+    expect(mutatingLines(res.calls)).toEqual([]);
+    expect(res.stderr).toContain('kubectl is v1.29.1; 1.31+ is needed');
   });
 
   it('helm too old', async () => {
