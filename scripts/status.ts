@@ -69,7 +69,8 @@ export function releaseStatus(
   const ready = mine.filter(isReady).length;
   const want = `${spec.chart.chart}-${spec.chart.version}`;
   const version = `${r.chart}${r.app_version ? ` (app ${r.app_version})` : ''}${r.chart === want ? '' : `, pinned ${want}`}`;
-  const state: State = r.status !== 'deployed' ? 'down' : ready < mine.length ? 'degraded' : 'ok';
+  // A deployed release with no pods of its own is not working (every chart here runs at least one).
+  const state: State = r.status !== 'deployed' ? 'down' : mine.length === 0 || ready < mine.length ? 'degraded' : 'ok';
   return { name: spec.release, state, version, detail: `${r.status}, ${ready}/${mine.length} pods Ready` };
 }
 

@@ -2,6 +2,7 @@
 // only when every component is ok, and nothing mutating.
 import fs from 'node:fs';
 import { describe, expect, it, vi } from 'vitest';
+import { RELEASES, releaseStatus } from '../scripts/status.ts';
 import { isMutating, makeSandbox } from './helpers.ts';
 import { deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
 
@@ -87,5 +88,24 @@ describe('task status', () => {
     const r = await sb.run('status');
     expect(r.code).toBe(1);
     expect(lines(r.stdout)[0]).toBe('cluster down - not reachable: The connection to the server 127.0.0.1:40123 was refused - did you specify the right host or port?');
+  });
+});
+
+describe('releaseStatus', () => {
+  const spec = RELEASES.find((r) => r.release === 'loki')!;
+  const listed = [{ name: 'loki', status: 'deployed', chart: 'loki-18.11.0' }];
+  const pod = (ready: boolean) => ({
+    metadata: { name: 'loki-0', labels: { 'app.kubernetes.io/instance': 'loki' } },
+    status: { phase: 'Running', conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }] },
+  });
+  it.each([
+    ['its pods Ready', [pod(true)], 'ok'],
+    ['a pod not Ready', [pod(false)], 'degraded'],
+    ['no pod at all', [], 'degraded'],
+  ])('deployed with %s is %s', (_, pods, want) => {
+    expect(releaseStatus(spec, listed, pods as never).state).toBe(want);
+  });
+  it('not installed is missing', () => {
+    expect(releaseStatus(spec, [], []).state).toBe('missing');
   });
 });
