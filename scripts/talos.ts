@@ -563,9 +563,17 @@ async function ensureHelpers(cfg: Config, current: Current): Promise<void> {
   });
 }
 
-function writePatches(cfg: Config): string {
+function writePatches(cfg: Config, clusterExists: boolean): string {
   const dir = statePath(cfg, 'talos', 'patches');
   const written = Object.entries(talosPatches(cfg)).filter(([file, docs]) => writeFileAtomic(path.join(dir, file), patchText(docs)));
+  if (written.length && clusterExists) {
+    // Talos applied the patches when the nodes were created; a running cluster keeps that config.
+    warn(
+      `${written.map(([f]) => f).join(', ')} changed since the cluster was created (e.g. PULL_THROUGH_CACHE or REGISTRY_PORT); ` +
+        `the running nodes keep the old config. Apply it with \`talosctl --talosconfig ${statePath(cfg, 'talosconfig')} --nodes <node IPs> patch mc --patch @<file>\`, ` +
+        'or recreate the cluster: `task destroy -- --yes && task talos`.',
+    );
+  }
   return written.length ? `wrote ${written.map(([f]) => f).join(', ')}` : 'unchanged';
 }
 
@@ -633,7 +641,7 @@ async function create(cfg: Config): Promise<void> {
   const current = await preflight(cfg);
   await ensureNetwork(cfg);
   await ensureHelpers(cfg, current);
-  await step('Talos config patches', async () => writePatches(cfg));
+  await step('Talos config patches', async () => writePatches(cfg, current.nodes.length > 0));
   await ensureCluster(cfg, current);
   note(`export KUBECONFIG=${kubeconfigPath(cfg)}`);
   note(`export TALOSCONFIG=${statePath(cfg, 'talosconfig')}`);

@@ -238,6 +238,14 @@ describe('talos phase', () => {
     expect(res.stdout).toMatch(/talos done in .*nothing changed/);
   });
 
+  it('warns when the patches change under a running cluster, and changes nothing else', async () => {
+    const sandbox = await deployed();
+    const res = await sandbox.run('talos', [], { PULL_THROUGH_CACHE: 'false' });
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/registry-mirrors\.yaml changed since the cluster was created .* patch mc --patch/);
+    expect(mutatingLines(res.calls)).toEqual([]);
+  });
+
   it('without caches it runs only the registry', async () => {
     const sandbox = makeSandbox();
     const res = await sandbox.run('talos', [], { PULL_THROUGH_CACHE: 'false' });
