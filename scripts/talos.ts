@@ -516,10 +516,15 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
   return current;
 }
 
+/** Whether the cluster's Docker network exists (found by talosctl's label, as talosctl finds it). */
+async function clusterNetworkExists(cfg: Config): Promise<boolean> {
+  const ls = await run('docker', ['network', 'ls', '--filter', `label=talos.cluster.name=${cfg.CLUSTER_NAME}`, '--format', '{{json .}}']);
+  return ls.stdout.trim() !== '';
+}
+
 async function ensureNetwork(cfg: Config): Promise<void> {
   await step(`Docker network ${cfg.CLUSTER_NAME} (${NETWORK_CIDR})`, async () => {
-    const ls = await run('docker', ['network', 'ls', '--filter', `label=talos.cluster.name=${cfg.CLUSTER_NAME}`, '--format', '{{json .}}']);
-    if (ls.stdout.trim()) return 'already exists';
+    if (await clusterNetworkExists(cfg)) return 'already exists';
     await run('docker', [
       'network', 'create',
       '--label', 'talos.owned=true',
@@ -698,8 +703,7 @@ async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void>
     return attached.length ? `detached ${attached.length}` : 'unchanged (none attached)';
   });
   await step(`Talos cluster ${cfg.CLUSTER_NAME}`, async () => {
-    const network = await run('docker', ['network', 'ls', '--filter', `label=talos.cluster.name=${cfg.CLUSTER_NAME}`, '--format', '{{json .}}']);
-    if (current.nodes.length === 0 && !network.stdout.trim()) return 'unchanged (no cluster)';
+    if (current.nodes.length === 0 && !(await clusterNetworkExists(cfg))) return 'unchanged (no cluster)';
     await run('talosctl', ['cluster', 'destroy', '--name', cfg.CLUSTER_NAME, '--state', statePath(cfg, 'talos', 'clusters')]);
     return `destroyed ${current.nodes.length} nodes`;
   });

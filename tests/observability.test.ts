@@ -163,7 +163,6 @@ describe('publicUrl', () => {
 // Orchestration with the stand-in tools
 // ---------------------------------------------------------------------------------------------
 
-/** A cluster as the talos phase leaves it: the fake talosctl creates nodes and the kubeconfig. */
 const upgrades = (calls: ToolCall[]) => calls.filter((c) => c.tool === 'helm' && c.argv.includes('upgrade'));
 const releaseOf = (c: ToolCall) => c.argv[c.argv.indexOf('--install') + 1];
 const flag = (c: ToolCall, name: string) => c.argv[c.argv.indexOf(name) + 1];

@@ -229,7 +229,6 @@ describe('registryHasTag', () => {
 // The phase, with the stand-in tools
 // ---------------------------------------------------------------------------------------------
 
-/** Creates the cluster the way the talos phase does, with the stand-in talosctl. */
 const obj = (sb: Sandbox, key: string) => sb.state().kubectl.objects[key];
 const mutating = (calls: { tool: string; argv: string[] }[]) => calls.filter(isMutating);
 

@@ -9,8 +9,6 @@ import { PINNED } from '../scripts/lib.ts';
 import { SMOKE, checkRendered, defaultClasses, smokeManifest } from '../scripts/storage.ts';
 import { callsOf, makeSandbox, mutatingLines, type Sandbox } from './helpers.ts';
 
-/** A cluster as the talos phase leaves it: the stand-in talosctl makes the nodes and <stateDir>/kubeconfig. */
-
 const objects = (sb: Sandbox) => sb.state().kubectl.objects as Record<string, any>;
 
 const good = () => [

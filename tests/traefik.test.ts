@@ -8,7 +8,6 @@ import { PINNED } from '../scripts/lib.ts';
 import { TRUST_NAME, dnsNames, trustPlan } from '../scripts/traefik.ts';
 import { isMutating, makeSandbox, type Sandbox, type ToolCall } from './helpers.ts';
 
-/** A cluster as the talos phase leaves it: the stand-in talosctl makes the nodes and <stateDir>/kubeconfig. */
 const line = (c: ToolCall) => `${c.tool} ${c.argv.filter((a) => !a.includes('kubeconfig')).join(' ')}`;
 const mutating = (calls: ToolCall[]) => calls.filter(isMutating).map(line);
 const objects = (sb: Sandbox) => sb.state().kubectl.objects as Record<string, any>;
