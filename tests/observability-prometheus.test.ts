@@ -1,9 +1,9 @@
 // The Prometheus server flags of helm-values/prometheus.yaml (+ the script's retention), given to a
-// REAL prometheus binary (Debian's, on PATH; .ci/run installs it): the flags exist, the remote-write
+// REAL prometheus 3.14 binary (built by `npm test`, see tests/tools/test-tools.mjs): the flags exist, the remote-write
 // receiver answers on /api/v1/write (404 without it), lifecycle reload works, retention is applied.
 // The chart turns server.extraFlags into `--<flag>` and server.retention into
 // `--storage.tsdb.retention.time=<value>` (checked against the real chart in observability-render.test.ts).
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -11,15 +11,6 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { mergeValues, parseConfig } from '../scripts/lib.ts';
 import { releaseSpec } from '../scripts/observability.ts';
-
-const hasPrometheus = (() => {
-  try {
-    execFileSync('prometheus', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -57,7 +48,7 @@ async function start(flags: string[]): Promise<string> {
   throw new Error(`prometheus did not get ready with ${flags.join(' ')}`);
 }
 
-describe.skipIf(!hasPrometheus)('real prometheus with the values\' server flags', { timeout: 30_000 }, () => {
+describe('real prometheus with the values\' server flags', { timeout: 30_000 }, () => {
   const cfg = parseConfig({ STATE_DIR: '/tmp/st', PROMETHEUS_RETENTION: '3w' });
   const server = (mergeValues(...releaseSpec(cfg, 'prometheus').values) as any).server;
   const flags = [...(server.extraFlags as string[]).map((f) => `--${f}`), `--storage.tsdb.retention.time=${server.retention}`];

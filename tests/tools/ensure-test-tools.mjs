@@ -1,0 +1,53 @@
+// Makes sure the real tools the tests need are there before `npm test` runs them (npm's pretest):
+//   - sample-app/node_modules (`npm ci --prefix sample-app`) when missing or older than its lock file;
+//   - task, prometheus and promtool at the versions of test-tools.mjs, in TOOLS_BIN, built with Go
+//     from the Go module proxy when missing or at another version (the first run takes ~6-8 min on
+//     2 cores, later runs a second).
+// Without Go it stops and says what to install: a test that needs a tool is never skipped.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TEST_TOOLS, TOOLS_BIN, toolProblems, versionOutput } from './test-tools.mjs';
+
+const projectDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+function run(cmd, args, opts = {}) {
+  const started = Date.now();
+  const r = spawnSync(cmd, args, { stdio: 'inherit', ...opts, env: { ...process.env, ...opts.env } });
+  if (r.status !== 0) {
+    console.error(`✗ ${[cmd, ...args].join(' ')} failed (${r.error?.message ?? `exit ${r.status}`})`);
+    process.exit(1);
+  }
+  return ((Date.now() - started) / 1000).toFixed(1);
+}
+
+const sampleApp = path.join(projectDir, 'sample-app');
+const installed = path.join(sampleApp, 'node_modules', '.package-lock.json');
+if (!fs.existsSync(installed) || fs.statSync(installed).mtimeMs < fs.statSync(path.join(sampleApp, 'package-lock.json')).mtimeMs) {
+  const s = run('npm', ['ci', '--no-audit', '--no-fund', '--prefix', sampleApp]);
+  console.log(`✓ sample-app dependencies installed (${s}s)`);
+}
+
+const missing = TEST_TOOLS.filter((t) => toolProblems([t]).length > 0);
+if (missing.length === 0) process.exit(0);
+
+const go = spawnSync('go', ['version'], { encoding: 'utf8' });
+if (go.status !== 0) {
+  console.error(
+    `✗ the tests need ${missing.map((t) => `${t.name} ${t.version}`).join(', ')}, built once with Go into ${TOOLS_BIN}, ` +
+      'but `go` is not on PATH. Install Go 1.25 or newer (https://go.dev/doc/install, or `brew install go`), then run `npm test` again.',
+  );
+  process.exit(1);
+}
+fs.mkdirSync(TOOLS_BIN, { recursive: true });
+for (const t of missing) {
+  console.log(`• building ${t.name} ${t.version} into ${TOOLS_BIN} (once; Prometheus takes a few minutes) …`);
+  const s = run('go', t.build.args, { cwd: t.build.cwd, env: t.build.env });
+  const got = versionOutput(t);
+  if (!got.includes(t.version)) {
+    console.error(`✗ ${t.name} was built but reports "${got.trim()}", not ${t.version}`);
+    process.exit(1);
+  }
+  console.log(`✓ ${t.name} ${t.version} (${s}s)`);
+}

@@ -1,0 +1,53 @@
+// The real tools the test suite runs, at pinned versions, and where `npm test` keeps them.
+//
+// They are built once from the Go module proxy into TOOLS_BIN (outside the repository, shared by
+// every clone) by ensure-test-tools.mjs, which `npm test` runs first; vitest.config.ts puts
+// TOOLS_BIN first on PATH for the tests.
+//   task        3.54.0  the Taskfile tests (`task --list`, `task --dry deploy`, preconditions)
+//   prometheus  3.14.0  the data-path tests: the major the platform deploys (chart 29.27.0)
+//   promtool    3.14.0  `promtool check metrics|rules` on the sample app and the dashboards
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+export const TOOLS_BIN = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'talos-local-observability', 'bin');
+
+/** Prometheus 3.x is published as Go module v0.3xx.y: 3.14.0 is v0.314.0 (see prometheus/go.mod). */
+const PROMETHEUS_VERSION = '3.14.0';
+const prometheusLdflags = `-X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION} -X github.com/prometheus/common/version.Branch=module-v0.314.0`;
+
+export const TEST_TOOLS = [
+  {
+    name: 'task',
+    version: '3.54.0',
+    versionArgs: ['--version'],
+    /** `go` argv and the folder it runs in. */
+    build: { cwd: here, args: ['install', 'github.com/go-task/task/v3/cmd/task@v3.54.0'], env: { GOBIN: TOOLS_BIN } },
+  },
+  ...['prometheus', 'promtool'].map((name) => ({
+    name,
+    version: PROMETHEUS_VERSION,
+    versionArgs: ['--version'],
+    build: {
+      cwd: path.join(here, 'prometheus'),
+      args: ['build', '-ldflags', prometheusLdflags, '-o', path.join(TOOLS_BIN, name), `github.com/prometheus/prometheus/cmd/${name}`],
+      env: {},
+    },
+  })),
+];
+
+/** What `<tool> --version` prints, or '' when it does not run. */
+export const versionOutput = (tool) => {
+  const r = spawnSync(path.join(TOOLS_BIN, tool.name), tool.versionArgs, { encoding: 'utf8' });
+  return r.status === 0 ? `${r.stdout}${r.stderr}` : '';
+};
+
+/** The tools that are missing or at another version, as "name version: why" lines. */
+export const toolProblems = (tools = TEST_TOOLS) =>
+  tools.flatMap((t) => {
+    const got = versionOutput(t);
+    return got.includes(t.version) ? [] : [`${t.name} ${t.version}: ${got ? `found ${got.trim().split('\n')[0]}` : 'missing'}`];
+  });
