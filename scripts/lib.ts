@@ -8,6 +8,7 @@
 //   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
 //     (✓ or ✗ with its duration), and a summary at the end;
+//   - runsInWsl(): whether this Linux runs under WSL (hosts and trust-ca say what Windows needs);
 //   - small shared actions: applyManifests() (diff first, apply only the difference),
 //     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
@@ -270,6 +271,12 @@ export async function hasTool(name: string): Promise<boolean> {
     if (dir && fs.existsSync(path.join(dir, name))) return true;
   }
   return false;
+}
+
+/** Whether this is Linux under WSL (Windows Subsystem for Linux), where browsers run on Windows. */
+export function runsInWsl(env: NodeJS.ProcessEnv = process.env, procVersionFile = '/proc/version'): boolean {
+  if (env.WSL_DISTRO_NAME) return true;
+  return fs.existsSync(procVersionFile) && /microsoft/i.test(fs.readFileSync(procVersionFile, 'utf8'));
 }
 
 export const kubeconfigPath = (cfg: Config) => statePath(cfg, 'kubeconfig');
