@@ -51,6 +51,12 @@ export const INGRESS_NODE_PORTS = { http: 30080, https: 30443 } as const;
 /** The names Traefik routes, each under DOMAIN: grafana.<DOMAIN> and so on (certificates, hosts block, routes). */
 export const INGRESS_HOSTS = ['grafana', 'prometheus', 'traefik', 'app'] as const;
 
+/**
+ * The address the routed names resolve to: HOST_IP, except 127.0.0.1 for HOST_IP=0.0.0.0 (the
+ * ports are then published on every address, and browsers refuse 0.0.0.0 as a destination).
+ */
+export const namesAddress = (hostIp: string) => (hostIp === '0.0.0.0' ? '127.0.0.1' : hostIp);
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------

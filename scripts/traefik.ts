@@ -45,6 +45,7 @@ import {
   helmRelease,
   isMain,
   kubectl,
+  namesAddress,
   note,
   readProjectYaml,
   renderTemplate,
@@ -321,9 +322,9 @@ async function deploy(cfg: Config): Promise<void> {
   for (const h of INGRESS_HOSTS) note(`${h.padEnd(10)} ${endpoint(cfg, h)}${h === 'traefik' ? '/dashboard/' : '/'}`);
   if (cfg.DOMAIN === 'localhost' || cfg.DOMAIN.endsWith('.localhost')) {
     note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 by itself, no hosts entries needed.`);
-    if (cfg.HOST_IP !== '127.0.0.1') warn(`HOST_IP=${cfg.HOST_IP}, but *.localhost resolves to 127.0.0.1: set HOST_IP=127.0.0.1.`);
+    if (namesAddress(cfg.HOST_IP) !== '127.0.0.1') warn(`HOST_IP=${cfg.HOST_IP}, but *.localhost resolves to 127.0.0.1: set HOST_IP=127.0.0.1.`);
   } else {
-    note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${cfg.HOST_IP}).`);
+    note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${namesAddress(cfg.HOST_IP)}).`);
   }
   note(`Browsers trust the certificate once the CA is trusted: \`task trust-ca\` (CA: ${files.caCrt}).`);
   if (caReplaced) warn('A new CA was made: trust it again with `task trust-ca` (browsers reject the old one\'s certificates).');
