@@ -2,22 +2,29 @@
 // .<DOMAIN>) in the hosts file, between our marker lines.
 //
 //   - Renders hosts/hosts.block.tmpl and hosts/dnsmasq.conf.tmpl into <stateDir>/hosts/ (the block
-//     this script installs, and a dnsmasq snippet for a wildcard instead: address=/<DOMAIN>/<HOST_IP>).
+//     this script installs, and a dnsmasq snippet for a wildcard instead: address=/<DOMAIN>/<address>).
+//     The address is HOST_IP, or 127.0.0.1 when HOST_IP=0.0.0.0 (browsers refuse 0.0.0.0).
 //   - Installs the block between "# BEGIN talos-local-observability" and "# END …" lines: replaces
 //     our block in place when present, appends it otherwise; every other byte stays as it was.
+//     The block is ours by its markers, whatever domain it names, so a DOMAIN change replaces it.
 //     Twice = once; nothing is written when nothing changes.
-//   - Writes atomically (temporary file + rename; in place when the file is a mount point, as in a
-//     container), after a copy of the old file into <stateDir>/hosts/backups/.
-//   - sudo only for that final write, and only when the file is not writable as is. Without sudo
+//   - Rewrites the file in place (same inode, so its owner, mode, ACLs and SELinux label stay), after
+//     a copy of the old file into <stateDir>/hosts/backups/: the whole new content is written from
+//     the start, then the file is cut to its length and synced, so a failure never leaves it empty
+//     or with a half-written head (see REWRITE_IN_PLACE).
+//   - sudo only for that write, and only when the file is not writable as is. Without sudo
 //     (not installed, or no terminal to ask for the password) it prints what to add and changes
 //     nothing. A file without any write permission is treated as locked on purpose: clear message,
 //     no change, non-zero exit.
 //   - `--remove` removes exactly our block (the file is then byte for byte what it was before).
 //   - DOMAIN=localhost needs no entries: *.localhost resolves to the loopback address by itself
-//     (browsers, curl, systemd-resolved); `--force` adds them anyway for other programs.
+//     (browsers, curl, systemd-resolved); a block left from an earlier DOMAIN is removed. `--force`
+//     adds the entries anyway for other programs.
+//   - Under WSL it says that Windows browsers read the Windows hosts file, and that WSL rewrites
+//     /etc/hosts on restart while generateHosts is on in /etc/wsl.conf.
 //
 // .env keys: DOMAIN, HOST_IP, STATE_DIR. Environment: HOSTS_FILE overrides /etc/hosts (tests use it).
-// Tools: sudo, sh, install, mv, cat (only when the hosts file needs root).
+// Tools: node (this script's runtime, for the in-place write), sudo (only when the file needs root).
 import fs from 'node:fs';
 import path from 'node:path';
 import {
@@ -27,10 +34,12 @@ import {
   commandLine,
   hasTool,
   isMain,
+  namesAddress,
   note,
   renderTemplate,
   run,
   runPhase,
+  runsInWsl,
   statePath,
   step,
   warn,
@@ -48,9 +57,9 @@ export const selfResolving = (domain: string) => domain === 'localhost' || domai
 
 export const hostsFilePath = (env: NodeJS.ProcessEnv = process.env) => env.HOSTS_FILE || '/etc/hosts';
 
-const vars = (cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>) => ({ DOMAIN: cfg.DOMAIN, HOST_IP: cfg.HOST_IP });
+const vars = (cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>) => ({ DOMAIN: cfg.DOMAIN, HOST_IP: namesAddress(cfg.HOST_IP) });
 
-/** The lines between the markers: one "HOST_IP name" line per routed name. */
+/** The lines between the markers: one "<address> name" line per routed name (address: namesAddress(HOST_IP)). */
 export function hostsEntries(cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>): string[] {
   const text = renderTemplate(fs.readFileSync(path.join(TEMPLATE_DIR, 'hosts.block.tmpl'), 'utf8'), vars(cfg));
   const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
@@ -136,20 +145,29 @@ function writable(file: string): boolean {
   }
 }
 
-/** Atomic replace through a temporary file in the same folder; in place when rename is refused (bind-mounted file). */
-function writeDirect(file: string, content: string) {
-  const st = fs.statSync(file);
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.talos-local.${process.pid}.tmp`);
-  try {
-    fs.writeFileSync(tmp, content, { mode: st.mode & 0o777 });
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EBUSY' && code !== 'EXDEV' && code !== 'EACCES' && code !== 'EPERM') throw err;
-    fs.writeFileSync(file, content);
-  }
-}
+/**
+ * `node -e` program that rewrites argv[1] in place with the bytes of argv[2]: writes them all from
+ * offset 0, cuts the file to their length, then syncs. The file keeps its inode, and with it its
+ * owner, mode, ACLs and SELinux label. If a write fails, the file holds the new bytes written so
+ * far followed by the old ones (never an empty file); the caller made a backup first. One program
+ * for both ways: run as is when we may write the file, under sudo when it needs root.
+ */
+export const REWRITE_IN_PLACE = [
+  "const fs = require('node:fs');",
+  'const [file, staged] = process.argv.slice(1);',
+  'const data = fs.readFileSync(staged);',
+  "const fd = fs.openSync(file, 'r+');",
+  'for (let at = 0; at < data.length; ) at += fs.writeSync(fd, data, at, data.length - at, at);',
+  'fs.ftruncateSync(fd, data.length);',
+  'fs.fsyncSync(fd);',
+  'fs.closeSync(fd);',
+].join(' ');
+
+/** The command that rewrites `file` in place with the content of `staged` (see REWRITE_IN_PLACE). */
+export const rewriteCommand = (file: string, staged: string, withSudo: boolean): [string, string[]] => {
+  const node = [process.execPath, '-e', REWRITE_IN_PLACE, file, staged];
+  return withSudo ? ['sudo', node] : [node[0], node.slice(1)];
+};
 
 function backup(cfg: Config, file: string, text: string): string {
   const dir = statePath(cfg, 'hosts', 'backups');
@@ -183,44 +201,53 @@ async function writeHosts(cfg: Config, file: string, oldText: string, content: s
     return `unchanged (printed what to ${what})`;
   }
   const saved = backup(cfg, file, oldText);
-  if (method === 'direct') {
-    writeDirect(file, content);
-  } else {
-    const staged = statePath(cfg, 'hosts', 'hosts.new');
-    fs.writeFileSync(staged, content, { mode: 0o644 });
-    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.talos-local.tmp`);
-    const script = 'install -m "$1" -o "$2" -g "$3" "$4" "$5" && { mv -f "$5" "$6" 2>/dev/null || { cat "$4" > "$6" && rm -f "$5"; }; }';
-    const args = ['sh', '-c', script, 'sh', (st.mode & 0o777).toString(8), String(st.uid), String(st.gid), staged, tmp, file];
-    note(`$ sudo ${commandLine(args[0], args.slice(1))}`);
-    await run('sudo', args, { hint: `Or ${manual}` });
+  const staged = statePath(cfg, 'hosts', 'hosts.new');
+  fs.writeFileSync(staged, content, { mode: 0o600 });
+  const [cmd, args] = rewriteCommand(file, staged, method === 'sudo');
+  if (method === 'sudo') note(`$ ${commandLine(cmd, args)}`);
+  try {
+    await run(cmd, args);
+  } catch (err) {
+    throw new UserError(
+      `writing ${file} failed: ${(err as Error).message}\nThe file as it was is in ${saved}: ` +
+        `check ${file}, and if it is damaged restore it with: ${method === 'sudo' ? 'sudo ' : ''}cp ${saved} ${file}`,
+    );
+  } finally {
     fs.rmSync(staged, { force: true });
   }
   return `${what === 'add' ? 'installed' : 'removed'} our block${method === 'sudo' ? ' (with sudo)' : ''}; backup: ${saved}`;
 }
 
 async function hosts(cfg: Config): Promise<void> {
-  const remove = process.argv.includes('--remove');
+  const removeOnly = process.argv.includes('--remove');
+  const force = process.argv.includes('--force');
   const file = hostsFilePath();
   const entries = hostsEntries(cfg);
+  const address = namesAddress(cfg.HOST_IP);
+  // Names under localhost need no entries: then only a block left from an earlier DOMAIN goes.
+  const noEntries = selfResolving(cfg.DOMAIN) && !force;
+  const remove = removeOnly || noEntries;
 
-  if (!remove) {
+  if (!removeOnly) {
     await step('Hosts block and dnsmasq snippet', async () => {
       const a = writeFileAtomic(statePath(cfg, 'hosts', 'hosts.block'), `${[BEGIN_LINE, ...entries, END].join('\n')}\n`);
       const b = writeFileAtomic(statePath(cfg, 'hosts', 'dnsmasq.conf'), dnsmasqSnippet(cfg));
       return `${a || b ? 'written' : 'unchanged'} (${statePath(cfg, 'hosts')}/hosts.block, dnsmasq.conf)`;
     });
-    if (selfResolving(cfg.DOMAIN)) {
-      if (cfg.HOST_IP !== '127.0.0.1') warn(`HOST_IP=${cfg.HOST_IP}: *.localhost reaches 127.0.0.1 only; set HOST_IP=127.0.0.1.`);
-      if (!process.argv.includes('--force')) {
-        note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 without any hosts entry (browsers, curl, systemd-resolved); nothing to add.`);
-        note('For a program that does not resolve *.localhost itself, add the entries anyway: `task hosts -- --force`.');
-        return;
-      }
+    if (selfResolving(cfg.DOMAIN) && address !== '127.0.0.1') {
+      warn(`HOST_IP=${cfg.HOST_IP}: *.localhost reaches 127.0.0.1 only; set HOST_IP=127.0.0.1.`);
+    }
+    if (noEntries) {
+      note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 without any hosts entry (browsers, curl, systemd-resolved); nothing to add.`);
+      note('For a program that does not resolve *.localhost itself, add the entries anyway: `task hosts -- --force`.');
     }
   }
 
   await step(`${remove ? 'Remove our block from' : 'Install our block into'} ${file}`, async () => {
-    if (!fs.existsSync(file)) throw new UserError(`${file} does not exist. Set HOSTS_FILE to your hosts file, or create it.`);
+    if (!fs.existsSync(file)) {
+      if (noEntries && !removeOnly) return 'already absent (no such file)';
+      throw new UserError(`${file} does not exist. Set HOSTS_FILE to your hosts file, or create it.`);
+    }
     const real = fs.realpathSync(file);
     const text = fs.readFileSync(real, 'utf8');
     const next = remove ? removeBlock(text) : upsertBlock(text, entries);
@@ -230,7 +257,15 @@ async function hosts(cfg: Config): Promise<void> {
       : `add these lines to ${file} yourself:\n${[BEGIN_LINE, ...entries, END].map((l) => `      ${l}`).join('\n')}`;
     return writeHosts(cfg, real, text, next, remove ? 'remove' : 'add', manual);
   });
-  if (!remove) note(`Wildcard instead of single names: dnsmasq with ${statePath(cfg, 'hosts', 'dnsmasq.conf')} (address=/${cfg.DOMAIN}/${cfg.HOST_IP}).`);
+  if (remove) return;
+  note(`Wildcard instead of single names: dnsmasq with ${statePath(cfg, 'hosts', 'dnsmasq.conf')} (address=/${cfg.DOMAIN}/${address}).`);
+  if (runsInWsl()) {
+    note(
+      'WSL: browsers on Windows read the Windows hosts file, C:\\Windows\\System32\\drivers\\etc\\hosts, not this one: ' +
+        'add the same lines there (as Administrator). WSL also rewrites /etc/hosts when it restarts while generateHosts is on ' +
+        '(the default) in /etc/wsl.conf: to keep our block, set "generateHosts = false" under [network] there.',
+    );
+  }
 }
 
 if (isMain(import.meta.url)) await runPhase(process.argv.includes('--remove') ? 'hosts:remove' : 'hosts', hosts);

@@ -8,6 +8,7 @@
 //   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
 //     (✓ or ✗ with its duration), and a summary at the end;
+//   - runsInWsl(): whether this Linux runs under WSL (hosts and trust-ca say what Windows needs);
 //   - small shared actions: applyManifests() (diff first, apply only the difference),
 //     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
@@ -49,6 +50,12 @@ export const INGRESS_NODE_PORTS = { http: 30080, https: 30443 } as const;
 
 /** The names Traefik routes, each under DOMAIN: grafana.<DOMAIN> and so on (certificates, hosts block, routes). */
 export const INGRESS_HOSTS = ['grafana', 'prometheus', 'traefik', 'app'] as const;
+
+/**
+ * The address the routed names resolve to: HOST_IP, except 127.0.0.1 for HOST_IP=0.0.0.0 (the
+ * ports are then published on every address, and browsers refuse 0.0.0.0 as a destination).
+ */
+export const namesAddress = (hostIp: string) => (hostIp === '0.0.0.0' ? '127.0.0.1' : hostIp);
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -270,6 +277,12 @@ export async function hasTool(name: string): Promise<boolean> {
     if (dir && fs.existsSync(path.join(dir, name))) return true;
   }
   return false;
+}
+
+/** Whether this is Linux under WSL (Windows Subsystem for Linux), where browsers run on Windows. */
+export function runsInWsl(env: NodeJS.ProcessEnv = process.env, procVersionFile = '/proc/version'): boolean {
+  if (env.WSL_DISTRO_NAME) return true;
+  return fs.existsSync(procVersionFile) && /microsoft/i.test(fs.readFileSync(procVersionFile, 'utf8'));
 }
 
 export const kubeconfigPath = (cfg: Config) => statePath(cfg, 'kubeconfig');

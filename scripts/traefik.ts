@@ -17,12 +17,17 @@
 //   Idempotent: helm only when chart or values differ, kubectl apply only after kubectl diff.
 //
 // `--trust-ca` (`task trust-ca`) adds <stateDir>/certs/ca.crt to this OS's trust store (asks for
-// sudo) when run in a terminal, otherwise prints the exact commands; it also prints the commands
-// for browsers with their own store.
+// sudo) when run in a terminal, otherwise prints the exact commands. The store follows the OS:
+// macOS System keychain; on Linux by /etc/os-release (ID, then ID_LIKE): p11-kit's `trust anchor`
+// where it writes the system store (Fedora/RHEL, Arch, openSUSE), else the family's anchors folder
+// and refresh command (Debian/Ubuntu/Alpine update-ca-certificates, Fedora/RHEL and Arch
+// update-ca-trust, openSUSE update-ca-certificates). "Already trusted" is read from the store
+// itself (the bundle the refresh writes; `security verify-cert` on macOS), and checked again after
+// adding. It prints how to undo it, and what browsers with their own store (and WSL) need.
 //
 // .env keys: DOMAIN, HOST_IP, HTTP_PORT, HTTPS_PORT, CLUSTER_NAME, STATE_DIR.
 // Tools: openssl, helm, kubectl; with --trust-ca: sudo and the OS's trust tool (security,
-// update-ca-certificates, update-ca-trust or trust), certutil when present.
+// trust, update-ca-certificates or update-ca-trust), certutil when present.
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -40,12 +45,14 @@ import {
   helmRelease,
   isMain,
   kubectl,
+  namesAddress,
   note,
   readProjectYaml,
   renderTemplate,
   requireCluster,
   run,
   runPhase,
+  runsInWsl,
   statePath,
   step,
   warn,
@@ -129,13 +136,17 @@ export function certProblem(certPem: string, keyPem: string, caPem: string, doma
   return undefined;
 }
 
+/** The CA's common name; it carries the host name, so CAs made on several machines can be told apart. */
+export const caCommonName = (hostname = os.hostname()) =>
+  `Talos Local Observability CA (${hostname.replace(/[^\w.-]/g, '-').slice(0, 40)})`;
+
 const caConfig = () => `[req]
 distinguished_name = dn
 prompt = no
 x509_extensions = v3_ca
 [dn]
 O = talos-local-observability
-CN = Talos Local Observability CA (${os.hostname().replace(/[^\w.-]/g, '-').slice(0, 40)})
+CN = ${caCommonName()}
 [v3_ca]
 basicConstraints = critical, CA:TRUE, pathlen:0
 keyUsage = critical, keyCertSign, cRLSign
@@ -311,9 +322,9 @@ async function deploy(cfg: Config): Promise<void> {
   for (const h of INGRESS_HOSTS) note(`${h.padEnd(10)} ${endpoint(cfg, h)}${h === 'traefik' ? '/dashboard/' : '/'}`);
   if (cfg.DOMAIN === 'localhost' || cfg.DOMAIN.endsWith('.localhost')) {
     note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 by itself, no hosts entries needed.`);
-    if (cfg.HOST_IP !== '127.0.0.1') warn(`HOST_IP=${cfg.HOST_IP}, but *.localhost resolves to 127.0.0.1: set HOST_IP=127.0.0.1.`);
+    if (namesAddress(cfg.HOST_IP) !== '127.0.0.1') warn(`HOST_IP=${cfg.HOST_IP}, but *.localhost resolves to 127.0.0.1: set HOST_IP=127.0.0.1.`);
   } else {
-    note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${cfg.HOST_IP}).`);
+    note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${namesAddress(cfg.HOST_IP)}).`);
   }
   note(`Browsers trust the certificate once the CA is trusted: \`task trust-ca\` (CA: ${files.caCrt}).`);
   if (caReplaced) warn('A new CA was made: trust it again with `task trust-ca` (browsers reject the old one\'s certificates).');
@@ -324,90 +335,226 @@ async function deploy(cfg: Config): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 
 export const TRUST_NAME = 'talos-local-observability';
+/** The keychain `task trust-ca` adds the CA to on macOS. */
+export const MACOS_KEYCHAIN = '/Library/Keychains/System.keychain';
+
+/** The common name (CN) in a certificate's subject. */
+export const commonNameOf = (cert: X509Certificate) => /^CN=(.*)$/m.exec(cert.subject)?.[1] ?? '';
+
+/**
+ * The system CA store of each Linux family: the folder its refresh command reads our CA from, and
+ * the PEM bundle that refresh writes (what OpenSSL, curl and Go read, hence the proof of trust).
+ * `p11kit`: p11-kit's `trust anchor --store` writes into this store (its first trust path is this
+ * family's writable source folder, and its `extract-compat` runs the refresh); on Debian p11-kit
+ * only reads the bundle, so `trust anchor --store` has nowhere to write there.
+ */
+const LINUX_STORES = {
+  debian: {
+    ids: ['debian', 'ubuntu', 'alpine'],
+    anchors: '/usr/local/share/ca-certificates',
+    refresh: 'update-ca-certificates',
+    bundle: '/etc/ssl/certs/ca-certificates.crt',
+    p11kit: false,
+  },
+  fedora: {
+    ids: ['fedora', 'rhel', 'centos'],
+    anchors: '/etc/pki/ca-trust/source/anchors',
+    refresh: 'update-ca-trust',
+    bundle: '/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem',
+    p11kit: true,
+  },
+  arch: {
+    ids: ['arch'],
+    anchors: '/etc/ca-certificates/trust-source/anchors',
+    refresh: 'update-ca-trust',
+    bundle: '/etc/ca-certificates/extracted/tls-ca-bundle.pem',
+    p11kit: true,
+  },
+  suse: {
+    ids: ['suse', 'opensuse'],
+    anchors: '/etc/pki/trust/anchors',
+    refresh: 'update-ca-certificates',
+    bundle: '/etc/ssl/ca-bundle.pem',
+    p11kit: true,
+  },
+} as const;
+export type LinuxFamily = keyof typeof LINUX_STORES;
+
+/** ID, then each ID_LIKE, of /etc/os-release's text (quotes removed, lowercase). */
+export function osReleaseIds(osRelease: string): string[] {
+  const value = (key: string) => new RegExp(`^${key}=(.*)$`, 'm').exec(osRelease)?.[1].trim().replace(/^(["'])(.*)\1$/, '$2') ?? '';
+  return [value('ID'), ...value('ID_LIKE').split(/\s+/)].map((id) => id.toLowerCase()).filter(Boolean);
+}
+
+/** The family whose store this Linux uses: by ID, then ID_LIKE; for an unknown ID, by the refresh tool present. */
+export function linuxFamily(osRelease: string, tools: (name: string) => boolean): LinuxFamily | undefined {
+  for (const id of osReleaseIds(osRelease)) {
+    const hit = (Object.keys(LINUX_STORES) as LinuxFamily[]).find((f) => (LINUX_STORES[f].ids as readonly string[]).includes(id));
+    if (hit) return hit;
+  }
+  if (tools('update-ca-certificates')) return 'debian';
+  if (tools('update-ca-trust')) return 'fedora';
+  return undefined;
+}
+
+/** How to see that a store trusts the CA: a PEM bundle that holds it, or a command that exits 0 only then. */
+export type TrustCheck = { bundle: string } | { command: string[] };
 
 export interface TrustPlan {
   store: string;
-  /** Commands that add the CA, run in order (they use sudo where the store needs root). */
+  /** Commands that add the CA, run in order (they use sudo where the store needs root). Empty: no known way here. */
   commands: string[][];
-  /** A file that, when it already holds exactly the CA, means nothing is left to do. */
-  installedAs?: string;
+  /** Proof, read from the store itself, that the CA is trusted. */
+  trustedWhen?: TrustCheck;
+  /** Commands that stop trusting it again (printed, never run). */
+  untrust: string[][];
   /** Advice that cannot be automated. */
   notes: string[];
 }
 
-/**
- * The commands that trust `ca` on this OS. `osRelease` is /etc/os-release's text (Linux),
- * `tools` says which commands exist; Chrome's NSS store (~/.pki/nssdb) is added when it exists.
- */
-export function trustPlan(
-  platform: NodeJS.Platform,
-  ca: string,
-  tools: (name: string) => boolean,
-  osRelease = '',
-  home = os.homedir(),
-  hasNssDb = fs.existsSync(path.join(home, '.pki', 'nssdb')),
-): TrustPlan {
+export interface TrustInputs {
+  platform: NodeJS.Platform;
+  /** Path of ca.crt. */
+  ca: string;
+  /** The CA's common name (macOS removes it by this name). */
+  caName: string;
+  /** Which commands exist. */
+  tools: (name: string) => boolean;
+  /** /etc/os-release's text (Linux). */
+  osRelease?: string;
+  /** Linux under WSL, where the browsers run on Windows. */
+  wsl?: boolean;
+  home?: string;
+  /** Whether Chrome's NSS store (~/.pki/nssdb) exists; it gets the CA too when certutil is there. */
+  hasNssDb?: boolean;
+}
+
+/** The commands that trust the CA on this OS, how to prove it is trusted, and how to undo it. */
+export function trustPlan(t: TrustInputs): TrustPlan {
+  const home = t.home ?? os.homedir();
+  const hasNssDb = t.hasNssDb ?? fs.existsSync(path.join(home, '.pki', 'nssdb'));
+  const { ca, tools } = t;
   const notes: string[] = [];
-  const nss = `sql:${home}/.pki/nssdb`;
-  const browserNss = tools('certutil') && platform === 'linux' && hasNssDb
-    ? [['certutil', '-d', nss, '-A', '-t', 'C,,', '-n', TRUST_NAME, '-i', ca]]
-    : [];
-  if (platform === 'linux' && !tools('certutil')) {
-    notes.push(`Chrome/Chromium on Linux read ~/.pki/nssdb: install certutil (libnss3-tools / nss-tools) and run: certutil -d ${nss} -A -t C,, -n ${TRUST_NAME} -i ${ca}`);
-  }
   notes.push(`Firefox keeps its own store: Settings → Privacy & Security → Certificates → View Certificates → Authorities → Import ${ca} (trust for websites).`);
   notes.push(`Command-line tools: curl --cacert ${ca} …; Node: NODE_EXTRA_CA_CERTS=${ca}.`);
-  if (platform === 'darwin') {
+  if (t.platform === 'darwin') {
     return {
       store: 'macOS System keychain',
-      commands: [['sudo', 'security', 'add-trusted-cert', '-d', '-r', 'trustRoot', '-k', '/Library/Keychains/System.keychain', ca]],
+      commands: [['sudo', 'security', 'add-trusted-cert', '-d', '-r', 'trustRoot', '-k', MACOS_KEYCHAIN, ca]],
+      // -l: the certificate checked is itself a CA; -L: no network.
+      trustedWhen: { command: ['security', 'verify-cert', '-c', ca, '-l', '-L', '-q'] },
+      untrust: [['sudo', 'security', 'remove-trusted-cert', '-d', ca], ['sudo', 'security', 'delete-certificate', '-c', t.caName, MACOS_KEYCHAIN]],
       notes,
     };
   }
-  if (platform === 'win32') {
-    return { store: 'Windows user root store', commands: [['certutil', '-user', '-addstore', 'Root', ca]], notes };
+  if (t.platform === 'win32') {
+    return { store: 'Windows user root store', commands: [['certutil', '-user', '-addstore', 'Root', ca]], untrust: [], notes };
   }
-  if (/microsoft/i.test(osRelease)) {
+  const nss = `sql:${home}/.pki/nssdb`;
+  const withNss = tools('certutil') && hasNssDb;
+  const nssAdd = withNss ? [['certutil', '-d', nss, '-A', '-t', 'C,,', '-n', TRUST_NAME, '-i', ca]] : [];
+  const nssRemove = withNss ? [['certutil', '-d', nss, '-D', '-n', TRUST_NAME]] : [];
+  if (!tools('certutil')) {
+    notes.unshift(`Chrome/Chromium on Linux read ~/.pki/nssdb: install certutil (libnss3-tools / nss-tools) and run: certutil -d ${nss} -A -t C,, -n ${TRUST_NAME} -i ${ca}`);
+  }
+  if (t.wsl) {
     notes.unshift(`WSL: browsers run on Windows; in PowerShell: Import-Certificate -FilePath "$(wslpath -w ${ca})" -CertStoreLocation Cert:\\CurrentUser\\Root`);
   }
-  const family = /^ID(_LIKE)?=.*\b(debian|ubuntu|alpine)\b/m.test(osRelease) || tools('update-ca-certificates') ? 'debian'
-    : /^ID(_LIKE)?=.*\b(fedora|rhel|centos|suse|arch)\b/m.test(osRelease) || tools('update-ca-trust') ? 'fedora' : 'other';
-  if (family === 'debian') {
-    const dest = `/usr/local/share/ca-certificates/${TRUST_NAME}.crt`;
-    return { store: 'system CA store (update-ca-certificates)', installedAs: dest, commands: [['sudo', 'cp', ca, dest], ['sudo', 'update-ca-certificates'], ...browserNss], notes };
+  const family = linuxFamily(t.osRelease ?? '', tools);
+  if (!family) {
+    if (!tools('trust')) return { store: 'system CA store (unknown)', commands: [], untrust: [], notes };
+    return {
+      store: 'system CA store (p11-kit trust)',
+      commands: [['sudo', 'trust', 'anchor', '--store', ca], ...nssAdd],
+      untrust: [['sudo', 'trust', 'anchor', '--remove', ca], ...nssRemove],
+      notes,
+    };
   }
-  if (family === 'fedora') {
-    const dest = `/etc/pki/ca-trust/source/anchors/${TRUST_NAME}.crt`;
-    return { store: 'system CA store (update-ca-trust)', installedAs: dest, commands: [['sudo', 'cp', ca, dest], ['sudo', 'update-ca-trust'], ...browserNss], notes };
+  const s = LINUX_STORES[family];
+  const trustedWhen = { bundle: s.bundle };
+  if (s.p11kit && tools('trust')) {
+    return {
+      store: `system CA store (p11-kit trust anchor, ${s.refresh})`,
+      commands: [['sudo', 'trust', 'anchor', '--store', ca], ...nssAdd],
+      trustedWhen,
+      untrust: [['sudo', 'trust', 'anchor', '--remove', ca], ...nssRemove],
+      notes,
+    };
   }
-  return { store: 'system CA store (p11-kit trust)', commands: [['sudo', 'trust', 'anchor', '--store', ca], ...browserNss], notes };
+  const dest = `${s.anchors}/${TRUST_NAME}.crt`;
+  return {
+    store: `system CA store (${s.anchors}, ${s.refresh})`,
+    commands: [['sudo', 'cp', ca, dest], ['sudo', s.refresh], ...nssAdd],
+    trustedWhen,
+    untrust: [['sudo', 'rm', '-f', dest], ['sudo', s.refresh], ...nssRemove],
+    notes,
+  };
 }
+
+/** Whether a PEM bundle holds the certificate `caPem` (by SHA-256 fingerprint, whatever the line wrapping). */
+export function bundleHolds(bundleText: string, caPem: string): boolean {
+  const want = new X509Certificate(caPem).fingerprint256;
+  for (const [block] of bundleText.matchAll(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g)) {
+    try {
+      if (new X509Certificate(block).fingerprint256 === want) return true;
+    } catch {
+      // A damaged entry is not ours; keep looking.
+    }
+  }
+  return false;
+}
+
+/** Runs a TrustCheck against the store. */
+export async function isTrusted(check: TrustCheck | undefined, caPem: string): Promise<boolean> {
+  if (!check) return false;
+  if ('bundle' in check) return fs.existsSync(check.bundle) && bundleHolds(fs.readFileSync(check.bundle, 'utf8'), caPem);
+  return run(check.command[0], check.command.slice(1)).then(() => true, () => false);
+}
+
+const describeCheck = (check: TrustCheck) => ('bundle' in check ? check.bundle : `\`${commandLine(check.command[0], check.command.slice(1))}\``);
+const commandLines = (commands: string[][]) => commands.map((c) => commandLine(c[0], c.slice(1)));
 
 async function trustCa(cfg: Config): Promise<void> {
   const files = certFiles(cfg);
   if (!fs.existsSync(files.caCrt)) throw new UserError(`${files.caCrt} does not exist yet. Run \`task traefik\` first (it makes the CA).`);
-  const osRelease = fs.existsSync('/etc/os-release') ? fs.readFileSync('/etc/os-release', 'utf8') : '';
-  const procVersion = fs.existsSync('/proc/version') ? fs.readFileSync('/proc/version', 'utf8') : '';
+  const caPem = readOr(files.caCrt);
   const present = new Set<string>();
   for (const t of ['certutil', 'update-ca-certificates', 'update-ca-trust', 'trust', 'sudo']) if (await hasTool(t)) present.add(t);
-  const plan = trustPlan(process.platform, files.caCrt, (t) => present.has(t), `${osRelease}\n${procVersion}`);
+  const osRelease = readOr('/etc/os-release');
+  const plan = trustPlan({
+    platform: process.platform,
+    ca: files.caCrt,
+    caName: commonNameOf(new X509Certificate(caPem)),
+    tools: (t) => present.has(t),
+    osRelease,
+    wsl: runsInWsl(),
+  });
+  if (plan.commands.length === 0) {
+    throw new UserError(
+      `no known way to trust a CA on this Linux (os-release IDs: ${osReleaseIds(osRelease).join(', ') || 'none'}; ` +
+        `none of update-ca-certificates, update-ca-trust, trust is installed). Add ${files.caCrt} to your system trust store by hand.`,
+    );
+  }
   const interactive = Boolean(process.stdin.isTTY) && !process.argv.includes('--print');
   await step(`Trust the local CA (${plan.store})`, async () => {
-    if (plan.installedAs && fs.existsSync(plan.installedAs) && readOr(plan.installedAs) === readOr(files.caCrt)) {
-      return `already trusted (${plan.installedAs})`;
-    }
+    if (await isTrusted(plan.trustedWhen, caPem)) return `already trusted (${describeCheck(plan.trustedWhen!)} holds it)`;
     if (!interactive) {
       note('Not in a terminal (or --print): nothing was run. To trust the CA, run:');
-      for (const c of plan.commands) console.log(`    ${commandLine(c[0], c.slice(1))}`);
+      for (const line of commandLines(plan.commands)) console.log(`    ${line}`);
       return 'unchanged (printed the commands, ran none)';
     }
     for (const c of plan.commands) {
       note(`$ ${commandLine(c[0], c.slice(1))}`);
       await run(c[0], c.slice(1), { hint: 'Run the command above yourself, or ask your administrator.' });
     }
-    return 'added';
+    if (!plan.trustedWhen) return 'added';
+    if (!(await isTrusted(plan.trustedWhen, caPem))) {
+      throw new UserError(`the commands ran, but ${describeCheck(plan.trustedWhen)} still does not hold ${files.caCrt}: look at their output above.`);
+    }
+    return `added (${describeCheck(plan.trustedWhen)} now holds it)`;
   });
   for (const n of plan.notes) note(n);
+  if (plan.untrust.length) note(`To stop trusting it later: ${commandLines(plan.untrust).join(' && ')}`);
 }
 
 if (isMain(import.meta.url)) {

@@ -1,11 +1,24 @@
 // Hosts-file editing: the pure block functions (table-driven) and `scripts/hosts.ts` on temporary
 // files through HOSTS_FILE: foreign lines kept byte for byte, twice = once, remove restores the
-// original exactly, read-only file → clear message and no change, broken markers, DOMAIN=localhost.
+// original exactly, rewritten in place (inode and mode kept), read-only file → clear message and
+// no change, broken markers, DOMAIN=localhost (and a block of an earlier DOMAIN removed), HOST_IP=0.0.0.0, WSL.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { BEGIN, END, chooseWriteMethod, dnsmasqSnippet, findBlock, hostsEntries, removeBlock, upsertBlock } from '../scripts/hosts.ts';
+import { execFileSync } from 'node:child_process';
+import {
+  BEGIN,
+  END,
+  REWRITE_IN_PLACE,
+  chooseWriteMethod,
+  dnsmasqSnippet,
+  findBlock,
+  hostsEntries,
+  removeBlock,
+  rewriteCommand,
+  upsertBlock,
+} from '../scripts/hosts.ts';
 import { makeSandbox, type Sandbox } from './helpers.ts';
 
 const ENTRIES = ['127.0.0.1 grafana.local.dev', '127.0.0.1 app.local.dev'];
@@ -73,7 +86,51 @@ describe('chooseWriteMethod', () => {
   });
 });
 
+describe('the in-place rewrite (the program run as is, or under sudo)', () => {
+  const OLD = '127.0.0.1 localhost\n# a line of medium length\n';
+  it.each([
+    ['longer', `${OLD}127.0.0.1 grafana.local.dev\n127.0.0.1 app.local.dev\n`],
+    ['shorter', '127.0.0.1 localhost\n'],
+    ['same length', OLD.replace('medium', 'MEDIUM')],
+    ['empty', ''],
+  ])('%s content: exact bytes, same inode (a hard link sees it), same mode', (_, content) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rewrite-test-'));
+    const file = path.join(dir, 'hosts');
+    fs.writeFileSync(file, OLD, { mode: 0o640 });
+    fs.linkSync(file, path.join(dir, 'link'));
+    const staged = path.join(dir, 'staged');
+    fs.writeFileSync(staged, content);
+    const [cmd, args] = rewriteCommand(file, staged, false);
+    execFileSync(cmd, args);
+    expect(fs.readFileSync(file, 'utf8')).toBe(content);
+    expect(fs.readFileSync(path.join(dir, 'link'), 'utf8')).toBe(content);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o640);
+  });
+
+  it('a failure before writing (staged content missing) leaves the file as it was', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rewrite-test-'));
+    const file = path.join(dir, 'hosts');
+    fs.writeFileSync(file, OLD);
+    const [cmd, args] = rewriteCommand(file, path.join(dir, 'missing'), false);
+    expect(() => execFileSync(cmd, args, { stdio: 'ignore' })).toThrow();
+    expect(fs.readFileSync(file, 'utf8')).toBe(OLD);
+  });
+
+  it('under sudo it is the same program, with sudo in front', () => {
+    expect(rewriteCommand('/etc/hosts', '/s/hosts.new', true)).toEqual(['sudo', [process.execPath, '-e', REWRITE_IN_PLACE, '/etc/hosts', '/s/hosts.new']]);
+    expect(rewriteCommand('/etc/hosts', '/s/hosts.new', false)).toEqual([process.execPath, ['-e', REWRITE_IN_PLACE, '/etc/hosts', '/s/hosts.new']]);
+  });
+});
+
 describe('hostsEntries and dnsmasqSnippet', () => {
+  it.each([
+    ['192.168.1.10', '192.168.1.10'],
+    ['127.0.0.1', '127.0.0.1'],
+    ['0.0.0.0', '127.0.0.1'],
+  ])('HOST_IP=%s: names resolve to %s', (hostIp, want) => {
+    expect(hostsEntries({ DOMAIN: 'local.dev', HOST_IP: hostIp })[0]).toBe(`${want} grafana.local.dev`);
+    expect(dnsmasqSnippet({ DOMAIN: 'local.dev', HOST_IP: hostIp })).toMatch(new RegExp(`^address=/local\\.dev/${want.replace(/\./g, '\\.')}$`, 'm'));
+  });
   it('one line per routed name at HOST_IP', () => {
     expect(hostsEntries({ DOMAIN: 'local.dev', HOST_IP: '192.168.1.10' })).toEqual([
       '192.168.1.10 grafana.local.dev', '192.168.1.10 prometheus.local.dev', '192.168.1.10 traefik.local.dev', '192.168.1.10 app.local.dev',
@@ -122,13 +179,51 @@ describe('scripts/hosts.ts on a temporary hosts file', { timeout: 60_000 }, () =
     expect(r4.stdout).toMatch(/already absent/);
   });
 
-  it('writes atomically and keeps the file mode', async () => {
+  it('rewrites the file in place: same inode, mode and owner, no file left beside it', async () => {
     fs.chmodSync(file, 0o640);
-    const ino = fs.statSync(file).ino;
-    await run();
-    expect(fs.statSync(file).mode & 0o777).toBe(0o640);
-    expect(fs.statSync(file).ino).not.toBe(ino);
+    const before = fs.statSync(file);
+    const r = await run();
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const after = fs.statSync(file);
+    expect(after.ino).toBe(before.ino);
+    expect(after.mode & 0o777).toBe(0o640);
+    expect([after.uid, after.gid]).toEqual([before.uid, before.gid]);
     expect(fs.readdirSync(path.dirname(file))).toEqual(['hosts']);
+    // Shorter content (remove) is truncated to its length, still in place.
+    await run(['--remove']);
+    expect(fs.statSync(file).ino).toBe(before.ino);
+    expect(fs.readFileSync(file, 'utf8')).toBe(original);
+  });
+
+  it('HOST_IP=0.0.0.0: the names get 127.0.0.1 (browsers refuse 0.0.0.0), in the hosts file and the dnsmasq snippet', async () => {
+    const r = await run([], { HOST_IP: '0.0.0.0' });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const text = fs.readFileSync(file, 'utf8');
+    expect(text).toContain('127.0.0.1 grafana.local.dev');
+    expect(text).not.toContain('0.0.0.0');
+    expect(fs.readFileSync(path.join(sb.stateDir, 'hosts', 'dnsmasq.conf'), 'utf8')).toMatch(/^address=\/local\.dev\/127\.0\.0\.1$/m);
+    expect(r.stdout).not.toContain('0.0.0.0');
+  });
+
+  it('DOMAIN changed to localhost: the old domain\'s block goes (ours by its markers), nothing new is added', async () => {
+    await run();
+    expect(fs.readFileSync(file, 'utf8')).toContain('grafana.local.dev');
+    const r = await run([], { DOMAIN: 'localhost' });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(fs.readFileSync(file, 'utf8')).toBe(original);
+    expect(r.stdout).toMatch(/removed our block/);
+    const again = await run([], { DOMAIN: 'localhost' });
+    expect(again.stdout).toMatch(/nothing changed/);
+  });
+
+  it('WSL: says that Windows browsers read the Windows hosts file and that generateHosts rewrites /etc/hosts', async () => {
+    const r = await run([], { WSL_DISTRO_NAME: 'Ubuntu' });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('C:\\Windows\\System32\\drivers\\etc\\hosts');
+    expect(r.stdout).toMatch(/generateHosts/);
+    expect(r.stdout).toContain('/etc/wsl.conf');
+    const plain = await run();
+    expect(plain.stdout).not.toMatch(/generateHosts/);
   });
 
   it('DOMAIN or HOST_IP change replaces our lines in place', async () => {
