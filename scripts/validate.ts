@@ -9,15 +9,20 @@
 //   3. every route (grafana, prometheus, traefik, app .<DOMAIN>) answers through Traefik on
 //      HOST_IP:HTTPS_PORT over HTTPS with our certificate (<stateDir>/certs/ca.crt is the only CA
 //      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts);
-//   4. Prometheus (https://prometheus.<DOMAIN>): up == 1 for the sample app's targets with the
-//      namespace, pod, container, node and job labels; http_requests_total present and increasing;
+//   4. Prometheus (https://prometheus.<DOMAIN>): every Ready pod of the sample app's Deployment has
+//      an up == 1 series with the namespace, pod, container, node and job labels; validate sends 5
+//      GET / marked `x-synthetic: validate` (each must answer 2xx) and http_requests_total and the
+//      latency histogram's count of exactly those (route="/", synthetic="validate") grow by 5,
+//      series by series (a restarted pod's counter counts from 0 again);
 //   5. Loki, through Grafana's datasource proxy (or /api/ds/query when Grafana does not proxy; Loki
-//      itself is never exposed): log lines of the sample app in the last 5 minutes with namespace,
-//      pod, container and node labels;
+//      itself is never exposed): log lines of the app container (not the traffic generator's) from
+//      every Ready app pod in the last 5 minutes, with namespace, pod, container and node labels;
 //   6. Grafana: /api/health, both datasources' health checks, every dashboard of dashboards/*.json
-//      present, and for each dashboard at least one of its queries returns data (/api/ds/query);
-//   7. freshness: a unique GET /api/probe?id=<uuid> to the app, then the seconds until its metric
-//      (http_requests_total{route="/api/probe"} grows) and its log line (probe_id=<uuid>) can be queried.
+//      present, and for each dashboard every query runs without error and at least one panel returns
+//      data (/api/ds/query);
+//   7. freshness: a unique marked GET /api/probe?id=<uuid> to the app, then the seconds until its
+//      metric (http_requests_total{route="/api/probe",synthetic="validate"} grows) and its log line
+//      (probe_id=<uuid>, app container) can be queried.
 //
 // A freshly deployed platform needs a minute or two (pods starting, Alloy's first scrape): until
 // `--wait N` seconds (default 180) have passed, a failing check is retried every few seconds; after
@@ -28,7 +33,7 @@
 // Assumed contracts: Grafana datasource uids `prometheus` and `loki` (DATASOURCE_UIDS below);
 // Grafana user admin with the password in <stateDir>/grafana-admin-password.
 // .env keys: DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
-// Tools: kubectl (cluster state and diagnostics), node (storage smoke test through tsx).
+// Tools: kubectl (cluster state, the app's Deployment and pods, diagnostics), node (storage smoke test through tsx).
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -649,16 +654,24 @@ export async function dsQuery(grafana: Target, q: DashboardQuery): Promise<{ row
   return r;
 }
 
-/** At least one query of the dashboard returns data; tries them in order and stops at the first. */
+/**
+ * Every query of the dashboard runs without error (a broken query fails, whatever panel it is in),
+ * and at least one panel returns data. Panels may be empty on a healthy platform (no target down,
+ * no restarts), so an empty panel alone does not fail; the detail counts the panels with data.
+ */
 export async function checkDashboardData(grafana: Target, d: DashboardFile): Promise<string> {
   if (d.queries.length === 0) throw new CheckError(`${d.file} has no queries with a prometheus or loki datasource`);
-  const tried: string[] = [];
+  const errors: string[] = [];
+  const withData = new Set<string>();
   for (const q of d.queries) {
     const r = await dsQuery(grafana, q);
-    if (r.rows > 0) return `"${q.panel}" returned ${r.rows} rows`;
-    tried.push(`"${q.panel}": ${r.error ?? 'no data'}`);
+    if (r.error) errors.push(`"${q.panel}" (${q.refId}): ${r.error}`);
+    else if (r.rows > 0) withData.add(q.panel);
   }
-  throw new CheckError(`none of ${d.queries.length} queries returned data: ${tried.slice(0, 5).join('; ')}${tried.length > 5 ? '; …' : ''}`);
+  const panels = new Set(d.queries.map((q) => q.panel)).size;
+  if (errors.length) throw new CheckError(`${errors.length} of ${d.queries.length} queries failed: ${errors.slice(0, 5).join('; ')}${errors.length > 5 ? '; …' : ''}`);
+  if (withData.size === 0) throw new CheckError(`none of ${panels} panels returned data (${d.queries.length} queries, no errors)`);
+  return `${withData.size} of ${panels} panels returned data, all ${d.queries.length} queries ran`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -858,7 +871,7 @@ async function validate(cfg: Config): Promise<void> {
     return checkDashboardsPresent(grafana, dashboards);
   });
   for (const d of dashboards) {
-    await verify(`Dashboard "${d.title}": a query returns data`, () => checkDashboardData(grafana, d));
+    await verify(`Dashboard "${d.title}": every query runs, panels return data`, () => checkDashboardData(grafana, d));
   }
   // 7. Freshness
   await verify('Freshness: probe request → metric and log line queryable', async () => {

@@ -132,7 +132,7 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     const sb = sandboxWithPlatform();
     const r = await sb.run('validate', [], env());
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    const titles = readDashboards().map((d) => `✓ Dashboard "${d.title}": a query returns data`);
+    const titles = readDashboards().map((d) => `✓ Dashboard "${d.title}": every query runs, panels return data`);
     expect(checkLines(r.stdout)).toEqual([
       '✓ Nodes Ready',
       '✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app',

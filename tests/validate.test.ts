@@ -311,25 +311,30 @@ describe('Grafana and Loki checks (stand-in Grafana answering the API shapes)', 
     await expect(checkDashboardsPresent(g, [])).rejects.toThrow('no dashboards/*.json in the repository');
   });
 
-  it('dashboard data: the first query with data wins; /api/ds/query gets the documented request', async () => {
+  it('dashboard data: every query runs; passes when a panel has data, counting panels; /api/ds/query gets the documented request', async () => {
     const g = await grafana({ dsQuery: (expr) => (expr === 'b' ? 7 : 0) });
-    await expect(checkDashboardData(g, dash('red', ['a', 'b', 'c']))).resolves.toBe('"p1" returned 7 rows');
+    await expect(checkDashboardData(g, dash('red', ['a', 'b', 'c']))).resolves.toBe('1 of 3 panels returned data, all 3 queries ran');
     const posts = g.server.requests.filter((r) => r.url === '/api/ds/query');
-    expect(posts).toHaveLength(2);
+    expect(posts.map((p) => p.body.queries[0].expr)).toEqual(['a', 'b', 'c']);
     expect(posts[1].body).toMatchObject({ from: 'now-15m', to: 'now', queries: [{ refId: 'A', datasource: { type: 'prometheus', uid: 'prometheus' }, expr: 'b', range: true }] });
   });
 
-  it('dashboard data: empty frames and query errors fail, with the reasons', async () => {
-    const g = await grafana({ dsQuery: (expr) => (expr === 'bad(' ? { error: 'bad_data: 1:5: parse error: unclosed left parenthesis' } : 0) });
+  it('dashboard data: a broken query fails even when another panel has data', async () => {
+    const g = await grafana({ dsQuery: (expr) => (expr === 'bad(' ? { error: 'bad_data: 1:5: parse error: unclosed left parenthesis' } : 5) });
     await expect(checkDashboardData(g, dash('red', ['a', 'bad(']))).rejects.toThrow(
-      'none of 2 queries returned data: "p0": no data; "p1": bad_data: 1:5: parse error: unclosed left parenthesis',
+      '1 of 2 queries failed: "p1" (A): bad_data: 1:5: parse error: unclosed left parenthesis',
     );
+  });
+
+  it('dashboard data: no panel with data fails', async () => {
+    const g = await grafana({ dsQuery: () => 0 });
+    await expect(checkDashboardData(g, dash('red', ['a', 'b']))).rejects.toThrow('none of 2 panels returned data (2 queries, no errors)');
   });
 
   it('dashboard data: a Loki query is sent as a range log query', async () => {
     const g = await grafana({ dsQuery: (_e, uid) => (uid === 'loki' ? 3 : 0) });
     const d: DashboardFile = { file: 'l.json', uid: 'l', title: 'L', queries: [{ refId: 'A', datasource: { type: 'loki', uid: 'loki' }, expr: '{namespace="sample-app"}', panel: 'Logs' }] };
-    await expect(checkDashboardData(g, d)).resolves.toBe('"Logs" returned 3 rows');
+    await expect(checkDashboardData(g, d)).resolves.toBe('1 of 1 panels returned data, all 1 queries ran');
     expect(g.server.requests.at(-1)!.body.queries[0]).toMatchObject({ queryType: 'range', datasource: { uid: 'loki', type: 'loki' } });
   });
 });
