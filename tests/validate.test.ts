@@ -27,11 +27,17 @@ import {
   substituteVariables,
   ROUTES,
   parseWait,
+  APP_DEPLOYMENT,
+  APP_NAMESPACE,
+  REQUEST_CHECK,
+  SYNTHETIC_HEADER,
+  SYNTHETIC_SOURCE,
   type AppPods,
   type DashboardFile,
   type Target,
 } from '../scripts/validate.ts';
-import { INGRESS_HOSTS } from '../scripts/lib.ts';
+import YAML from 'yaml';
+import { INGRESS_HOSTS, PROJECT_DIR } from '../scripts/lib.ts';
 import { applyLogQL, type FakeGrafana, type FakeGrafanaOptions, makeCerts, startFakeGrafana } from './fixtures/validate/servers.ts';
 
 const ready = (ok: boolean, extra: Record<string, unknown> = {}) => ({ conditions: [{ type: 'Ready', status: ok ? 'True' : 'False', reason: ok ? 'KubeletReady' : 'KubeletNotReady' }], ...extra });
@@ -397,4 +403,18 @@ describe('checkRoute: HTTPS through an address, trusting only our CA (real TLS, 
       /GET https:\/\/app\.local\.test\/healthz \(via 127\.0\.0\.1:1\): connect ECONNREFUSED/,
     );
   });
+});
+
+it("validate's contract with the sample app: its header and source are the app's, its Deployment is the manifest's", async () => {
+  const appNames = await import('../sample-app/src/metric-names.ts');
+  expect(SYNTHETIC_HEADER).toBe(appNames.SYNTHETIC_HEADER);
+  expect(appNames.SYNTHETIC_SOURCES).toContain(SYNTHETIC_SOURCE);
+  expect(appNames.UNCOUNTED_ROUTES).not.toContain(REQUEST_CHECK.route);
+  const docs = YAML.parseAllDocuments(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', 'app.yaml'), 'utf8')).map((d) => d.toJS());
+  const deployment = docs.find((d) => d?.kind === 'Deployment');
+  expect([deployment.metadata.namespace, deployment.metadata.name]).toEqual([APP_NAMESPACE, APP_DEPLOYMENT]);
+  // The traffic generator's pods are not the app's: the app Deployment's selector leaves them out.
+  const traffic = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', 'traffic.yaml'), 'utf8'));
+  const selector: Record<string, string> = deployment.spec.selector.matchLabels;
+  expect(Object.entries(selector).every(([k, v]) => traffic.spec.template.metadata.labels[k] === v)).toBe(false);
 });
