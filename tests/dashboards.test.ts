@@ -13,6 +13,7 @@ import { parser as promqlParser } from '@prometheus-io/lezer-promql';
 import { parser as logqlParser } from '@grafana/lezer-logql';
 import { METRIC_FAMILIES, seriesNames } from '../sample-app/src/metric-names.ts';
 import { PROJECT_DIR } from './helpers.ts';
+import { prometheus3Tool } from './fixtures/validate/servers.ts';
 
 const DASHBOARD_DIR = path.join(PROJECT_DIR, 'dashboards');
 const CATALOGUE_FILE = path.join(DASHBOARD_DIR, 'metrics-catalogue.yaml');
@@ -616,16 +617,15 @@ function promtoolCheck(exprs: string[]): { ok: boolean; output: string } {
   try {
     const file = path.join(dir, 'rules.yaml');
     fs.writeFileSync(file, YAML.stringify({ groups: [{ name: 'dashboards', rules: exprs.map((expr, i) => ({ record: `dashboard:query_${i}`, expr })) }] }));
-    const r = spawnSync('promtool', ['check', 'rules', file], { encoding: 'utf8' });
+    const r = spawnSync(prometheus3Tool('promtool'), ['check', 'rules', file], { encoding: 'utf8' });
     return { ok: r.status === 0, output: `${r.stdout}${r.stderr}${r.error ?? ''}` };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
-const hasPromtool = spawnSync('promtool', ['--version']).status === 0;
-
-// Real Prometheus (installed by .ci/run) parses what lezer parsed: a second, independent parser.
-describe.skipIf(!hasPromtool)('PromQL through the real Prometheus parser (promtool)', () => {
+// Real Prometheus 3 parses what lezer parsed: a second, independent parser. Without promtool this
+// fails, naming it and how to get it; it never skips.
+describe('PromQL through the real Prometheus 3 parser (promtool)', () => {
   const exprs = dashboards.flatMap(({ dashboard }) =>
     collectQueries(dashboard, []).filter((q) => q.lang === 'promql').map((q) => substituteVariables(q.expr, dashboard.templating?.list ?? []).text),
   );

@@ -1,12 +1,13 @@
 // The sample app as a real process: its routes, its /metrics checked by the real exposition
-// parser (`promtool check metrics`, Debian's prometheus package), its JSON log lines, graceful
+// parser (`promtool check metrics` of Prometheus 3), its JSON log lines, graceful
 // SIGTERM, the traffic generator, and the build the image runs (tsc to dist/, node dist/server.js).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { METRIC_FAMILIES, REQUEST_METRICS, ROUTES, seriesNames } from '../sample-app/src/metric-names.ts';
+import { METRIC_FAMILIES, REQUEST_METRICS, ROUTES, SYNTHETIC_HEADER, seriesNames } from '../sample-app/src/metric-names.ts';
 import { PROJECT_DIR } from './helpers.ts';
+import { prometheus3Tool } from './fixtures/validate/servers.ts';
 
 const APP_DIR = path.join(PROJECT_DIR, 'sample-app');
 
@@ -58,8 +59,8 @@ function start(env: Record<string, string> = {}, args = ['--import', 'tsx', path
   });
 }
 
-const get = async (r: Running, p: string) => {
-  const res = await fetch(`${r.base}${p}`);
+const get = async (r: Running, p: string, headers: Record<string, string> = {}) => {
+  const res = await fetch(`${r.base}${p}`, { headers });
   return { status: res.status, body: await res.text() };
 };
 
@@ -76,7 +77,7 @@ const waitFor = async (cond: () => boolean, ms = 5000) => {
 
 /** promtool's verdict on an exposition text: exit 0 clean, 3 lint problems, 1 parse error. */
 function promtool(text: string) {
-  const res = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  const res = spawnSync(prometheus3Tool('promtool'), ['check', 'metrics'], { input: text, encoding: 'utf8' });
   return { code: res.status, output: `${res.stdout}${res.stderr}` };
 }
 
@@ -162,7 +163,13 @@ describe('sample app (real process)', { timeout: 60000 }, () => {
     // The histogram counts every request; /api/slow (SLOW_MS=200: 100-200 ms) lands above 0.1 s.
     expect(value(samples, `${R.duration}_count`, { method: 'GET', route: '/api/orders' })).toBe(2);
     expect(value(samples, `${R.duration}_count`, {})).toBe(value(samples, R.requests, {}));
-    expect(value(samples, R.requests, {})).toBe(10); // the requests above; this /metrics is counted after it answers
+    // The requests above but the probes (/healthz, /readyz) and scrapes (/metrics): they are not traffic.
+    expect(value(samples, R.requests, {})).toBe(8);
+    for (const route of [ROUTES.healthz, ROUTES.readyz, ROUTES.metrics]) {
+      expect(samples.filter((s) => s.name.startsWith('http_request') && s.labels.route === route), route).toEqual([]);
+    }
+    // No request above declared itself synthetic: every request series has an empty synthetic label.
+    expect(samples.filter((s) => s.name.startsWith('http_request') && s.labels.synthetic !== '')).toEqual([]);
     const slowBucket = (le: string) => value(samples, `${R.duration}_bucket`, { route: '/api/slow', le });
     expect(slowBucket('0.05')).toBe(0);
     expect(slowBucket('0.25')).toBe(1);
@@ -202,6 +209,34 @@ describe('sample app (real process)', { timeout: 60000 }, () => {
     expect(probe).toMatchObject({ level: 'info', route: '/api/probe', status: 200, probe_id: 'fresh-42' });
     expect(missing).toMatchObject({ level: 'warn', route: 'unmatched', status: 404 });
     expect(app.stderr()).toBe('');
+  });
+
+  it(`marks synthetic traffic (${SYNTHETIC_HEADER} header) in the synthetic label and log field; probes and scrapes are logged, not counted`, async () => {
+    const app = await start({ FAIL_RATE: '1', SLOW_RATE: '0' });
+    await get(app, '/', { [SYNTHETIC_HEADER]: 'validate' });
+    await get(app, '/api/orders', { [SYNTHETIC_HEADER]: 'traffic-generator' });
+    await get(app, '/', { [SYNTHETIC_HEADER]: 'My-Load-Test' });
+    await get(app, '/');
+    await get(app, '/healthz', { [SYNTHETIC_HEADER]: 'validate' });
+    const { samples } = parseExposition((await get(app, '/metrics')).body);
+    const R = REQUEST_METRICS;
+    expect(value(samples, R.requests, { route: '/', synthetic: 'validate' })).toBe(1);
+    expect(value(samples, R.requests, { route: '/api/orders', status: '500', synthetic: 'traffic-generator' })).toBe(1);
+    expect(value(samples, R.errors, { route: '/api/orders', synthetic: 'traffic-generator' })).toBe(1);
+    expect(value(samples, `${R.duration}_count`, { route: '/', synthetic: 'validate' })).toBe(1);
+    // An unknown source is kept as "other" (the header never becomes an arbitrary label value).
+    expect(value(samples, R.requests, { route: '/', synthetic: 'other' })).toBe(1);
+    expect(value(samples, R.requests, { route: '/', synthetic: '' })).toBe(1);
+    expect(value(samples, R.requests, {})).toBe(4);
+    await waitFor(() => requestLogs(app).length === 6);
+    expect(requestLogs(app).map((l) => [l.route, l.synthetic])).toEqual([
+      ['/', 'validate'],
+      ['/api/orders', 'traffic-generator'],
+      ['/', 'other'],
+      ['/', undefined],
+      ['/healthz', 'validate'],
+      ['/metrics', undefined],
+    ]);
   });
 
   it('fails and slows /api/orders by FAIL_RATE and SLOW_RATE, repeatably for one SEED', async () => {
@@ -260,12 +295,14 @@ describe('sample app (real process)', { timeout: 60000 }, () => {
     const last = JSON.parse(gen.stdout.trim().split('\n').at(-1)!);
     expect(last).toMatchObject({ msg: 'traffic generator stopped', sent: 40 });
     await waitFor(() => requestLogs(app).length === 40);
+    // Every request says it is the traffic generator's, in its log line and in the metrics.
+    expect(requestLogs(app).every((l) => l.synthetic === 'traffic-generator')).toBe(true);
     const routes = new Set(requestLogs(app).map((l) => l.route));
     expect(routes.has('/api/orders')).toBe(true);
     expect(routes.has('/')).toBe(true);
     expect(routes.has('/api/probe')).toBe(false);
     const { samples } = parseExposition((await get(app, '/metrics')).body);
-    expect(value(samples, REQUEST_METRICS.requests, { method: 'GET' }) - 0).toBe(40);
+    expect(value(samples, REQUEST_METRICS.requests, { method: 'GET', synthetic: 'traffic-generator' })).toBe(40);
   });
 
   it('builds as the image does (tsc to dist/, node dist/server.js) and serves from the compiled code', async () => {

@@ -12,35 +12,41 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readDashboards } from '../scripts/validate.ts';
 import { type ToolCall, isMutating, makeSandbox } from './helpers.ts';
-import { deployedCluster, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
-import { type FakeGrafanaOptions, grafanaHandler, makeCerts } from './fixtures/validate/servers.ts';
+import { APP_SELECTOR_LABELS, deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
+import { applyLogQL, type FakeGrafanaOptions, grafanaHandler, makeCerts } from './fixtures/validate/servers.ts';
 
 // Each test starts scripts as processes (node + tsx + stand-in tools): room for a loaded CI machine.
 vi.setConfig({ testTimeout: 60000 });
 
 const DOMAIN = 'local.test';
 const PASSWORD = 'Zx9-random-pw';
-const APP_LABELS = { namespace: 'sample-app', container: 'app', node: 'talos-local-worker-1', job: 'integrations/annotation-autodiscovery' };
+const APP_LABELS = { namespace: 'sample-app', container: 'app', node: 'talos-local-worker-1', job: 'sample-app' };
+const APP_PODS = ['sample-app-6d4b75cb6d-x7k2p', 'sample-app-6d4b75cb6d-q9w8e'];
 
 let dir: string;
 let certs: ReturnType<typeof makeCerts>;
 let server: https.Server;
 let port: number;
-/** What the stand-ins answer; each test sets it. */
-let world: { grafana: FakeGrafanaOptions; down: boolean; probes: string[]; requests: number };
+/**
+ * What the stand-ins answer; each test sets it. `requests` counts the app's requests marked
+ * synthetic="validate" on /, per pod (the stand-in Service sends them round robin).
+ */
+let world: { grafana: FakeGrafanaOptions; down: boolean; probes: string[]; requests: number[] };
 
+/** The stand-in Prometheus: the app's series as Alloy delivers them, per pod. */
 function prometheusAnswer(query: string) {
   const vec = (rows: [Record<string, string>, number][]) => ({
     status: 'success',
     data: { resultType: 'vector', result: rows.map(([metric, v]) => ({ metric, value: [Date.now() / 1000, String(v)] })) },
   });
-  const pods = ['sample-app-6d4b75cb6d-x7k2p', 'sample-app-6d4b75cb6d-q9w8e'];
-  if (query.startsWith('up{')) return vec(pods.map((pod) => [{ __name__: 'up', instance: `10.244.1.5:8080`, ...APP_LABELS, pod }, 1]));
+  const perPod = (name: string, route: string, values: number[]) =>
+    vec(APP_PODS.map((pod, i): [Record<string, string>, number] => [{ __name__: name, ...APP_LABELS, pod, method: 'GET', route, status: '200', synthetic: 'validate' }, values[i]]).filter(([, v]) => v > 0));
+  const marked = /^(http_requests_total|http_request_duration_seconds_count)\{namespace="sample-app",route="([^"]+)",synthetic="validate"\}$/.exec(query);
+  if (query === 'up{namespace="sample-app"}') return vec(APP_PODS.map((pod) => [{ __name__: 'up', instance: `10.244.1.5:8080`, ...APP_LABELS, pod }, 1]));
+  if (marked?.[2] === '/') return perPod(marked[1], '/', world.requests);
+  if (marked?.[2] === '/api/probe') return perPod(marked[1], '/api/probe', [world.probes.length, 0]);
   if (query === 'up == 0') return vec(world.down ? [[{ __name__: 'up', job: 'integrations/kubernetes/kubelet', instance: '10.5.0.3:10250' }, 0]] : []);
-  if (query === 'count by (job) (up)') return vec([[{ job: 'integrations/annotation-autodiscovery' }, 2], [{ job: 'integrations/kubernetes/kubelet' }, 3]]);
-  if (query.startsWith('count(')) return vec([[{}, 2]]);
-  if (query.startsWith('sum(') && query.includes('/api/probe')) return vec([[{}, world.probes.length]]);
-  if (query.startsWith('sum(')) return vec([[{}, (world.requests += 7)]]);
+  if (query === 'count by (job) (up)') return vec([[{ job: 'sample-app' }, 2], [{ job: 'integrations/kubernetes/kubelet' }, 3]]);
   return { status: 'error', errorType: 'bad_data', error: `stand-in Prometheus does not know ${query}` };
 }
 
@@ -58,11 +64,16 @@ beforeAll(async () => {
     }
     if (host === `traefik.${DOMAIN}` && u.pathname === '/dashboard/') return res.writeHead(200).end('<html>traefik</html>');
     if (host === `app.${DOMAIN}`) {
+      const marked = req.headers['x-synthetic'] === 'validate';
       if (u.pathname === '/api/probe') {
-        world.probes.push(u.searchParams.get('id') ?? '');
+        if (marked) world.probes.push(u.searchParams.get('id') ?? '');
         return json(200, { probe_id: u.searchParams.get('id') });
       }
-      if (u.pathname === '/healthz' || u.pathname === '/') return json(200, { status: 'ok' });
+      if (u.pathname === '/') {
+        if (marked) world.requests[world.requests.reduce((a, b) => a + b, 0) % APP_PODS.length] += 1;
+        return json(200, { service: 'sample-app' });
+      }
+      if (u.pathname === '/healthz') return res.writeHead(200).end('ok\n');
     }
     res.writeHead(404).end('404 page not found\n');
   });
@@ -81,11 +92,18 @@ function healthyGrafana(): FakeGrafanaOptions {
     datasources: { prometheus: { ok: true }, loki: { ok: true } },
     dashboards: readDashboards().map((d) => d.uid),
     dsQuery: () => 12,
+    // Each app pod logged a request a moment ago, and the first one each probe validate sent.
     loki: (query) => {
-      const probe = /\|= "([^"]+)"/.exec(query)?.[1];
-      if (probe && !world.probes.includes(probe)) return [];
-      const line = JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'request', route: probe ? '/api/probe' : '/', status: 200, probe_id: probe });
-      return [{ stream: { ...APP_LABELS, pod: 'sample-app-6d4b75cb6d-x7k2p' }, values: [[String(BigInt(Date.now()) * 1_000_000n), line]] }];
+      const now = () => String(BigInt(Date.now()) * 1_000_000n);
+      const line = (route: string, probeId?: string) =>
+        JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'request', route, status: 200, probe_id: probeId, synthetic: 'validate' });
+      return applyLogQL(query, [
+        ...APP_PODS.map((pod, i) => ({
+          stream: { ...APP_LABELS, pod },
+          values: [[now(), line('/')], ...(i === 0 ? world.probes.map((id): [string, string] => [now(), line('/api/probe', id)]) : [])] as [string, string][],
+        })),
+        { stream: { ...APP_LABELS, container: 'traffic', pod: 'sample-app-traffic-7f9c8b6d5-k3j4h' }, values: [[now(), '{"msg":"traffic generator started"}']] },
+      ]);
     },
   };
 }
@@ -110,11 +128,11 @@ const smokeCall = (c: ToolCall) => c.argv.some((a) => a.includes('storage-smoke'
 
 describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
   it('all green: every check in order, freshness printed, exit 0, nothing changed but the smoke test', async () => {
-    world = { grafana: healthyGrafana(), down: false, probes: [], requests: 100 };
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: [100, 40] };
     const sb = sandboxWithPlatform();
     const r = await sb.run('validate', [], env());
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    const titles = readDashboards().map((d) => `✓ Dashboard "${d.title}": a query returns data`);
+    const titles = readDashboards().map((d) => `✓ Dashboard "${d.title}": every query runs, panels return data`);
     expect(checkLines(r.stdout)).toEqual([
       '✓ Nodes Ready',
       '✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app',
@@ -124,9 +142,9 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
       `✓ Route https://prometheus.${DOMAIN}/-/ready via 127.0.0.1:${port}`,
       `✓ Route https://traefik.${DOMAIN}/dashboard/ via 127.0.0.1:${port}`,
       `✓ Route https://app.${DOMAIN}/healthz via 127.0.0.1:${port}`,
-      '✓ Prometheus: sample app targets up with namespace, pod, container, node, job',
-      '✓ Prometheus: sample app request metrics present and increasing',
-      '✓ Loki (via Grafana): sample app logs in the last 5 minutes with namespace, pod, container, node',
+      '✓ Prometheus: every Ready sample app pod scraped (up == 1) with namespace, pod, container, node, job',
+      "✓ Prometheus: validate's requests to the sample app counted",
+      '✓ Loki (via Grafana): app container logs of every Ready sample app pod in the last 5 minutes with namespace, pod, container, node',
       '✓ Grafana healthy',
       '✓ Grafana datasource "prometheus" healthy',
       '✓ Grafana datasource "loki" healthy',
@@ -149,11 +167,12 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
       grafana: { ...healthyGrafana(), datasources: { prometheus: { ok: true }, loki: { ok: false } }, dashboards: readDashboards().slice(1).map((d) => d.uid) },
       down: true,
       probes: [],
-      requests: 100,
+      requests: [100, 40],
     };
     const objects = [
-      ...healthyObjects().filter((o) => o.metadata.name !== 'sample-app-6d4b75cb6d-q9w8e'),
-      podObj('sample-app', 'sample-app-6d4b75cb6d-q9w8e', false, {}, { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'CrashLoopBackOff' } } }] }),
+      ...healthyObjects().filter((o) => o.metadata.name !== 'sample-app-6d4b75cb6d-q9w8e' && !(o.kind === 'Deployment' && o.metadata.name === 'sample-app')),
+      deploymentObj('sample-app', 'sample-app', 'localhost:5001/sample-app:3f9a1c2b7d4e', 2, 1, APP_SELECTOR_LABELS, 'app'),
+      podObj('sample-app', 'sample-app-6d4b75cb6d-q9w8e', false, APP_SELECTOR_LABELS, { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'CrashLoopBackOff' } } }] }),
       {
         apiVersion: 'v1',
         kind: 'Event',
@@ -195,14 +214,14 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(diag).toContain('level=error msg="Failed to send batch"');
     expect(diag).not.toContain('msg="starting"');
     expect(diag).toContain('alloy k8s-monitoring-alloy-logs-abcde: no error or warning lines in the last 300');
-    expect(diag).toContain('scrape targets (Alloy → Prometheus): integrations/annotation-autodiscovery=2, integrations/kubernetes/kubelet=3');
+    expect(diag).toContain('scrape targets (Alloy → Prometheus): sample-app=2, integrations/kubernetes/kubelet=3');
     expect(diag).toMatch(/targets down:\n\s+\{__name__="up",job="integrations\/kubernetes\/kubelet",instance="10\.5\.0\.3:10250"\}/);
     expect(r.stderr).toContain('✗ validate failed: 3 check(s) failed: Pods Ready in local-path-storage, traefik, monitoring, sample-app; Grafana datasource "loki" healthy; Grafana has every dashboard of dashboards/.');
     expect(r.calls.filter(isMutating).every(smokeCall)).toBe(true);
   }, 60000);
 
   it('nothing answers on HOST_IP:HTTPS_PORT: route, Prometheus, Loki and Grafana checks fail fast; freshness is not measured', async () => {
-    world = { grafana: healthyGrafana(), down: false, probes: [], requests: 0 };
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: [0, 0] };
     const sb = sandboxWithPlatform();
     const r = await sb.run('validate', ['--wait=0'], { ...env(), HTTPS_PORT: '1' });
     expect(r.code).toBe(1);
@@ -210,17 +229,17 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(lines.slice(0, 4).every((l) => l.startsWith('✓'))).toBe(true);
     expect(lines.slice(4).every((l) => l.startsWith('✗'))).toBe(true);
     expect(r.stdout).toContain(`GET https://grafana.${DOMAIN}/api/health (via 127.0.0.1:1): connect ECONNREFUSED 127.0.0.1:1`);
-    expect(r.stdout).toContain('not measured: Prometheus: sample app request metrics present and increasing; Loki');
+    expect(r.stdout).toContain("not measured: Prometheus: validate's requests to the sample app counted; Loki");
     expect(r.stdout).toContain('scrape targets: Prometheus not reachable');
     expect(world.probes).toEqual([]);
   }, 60000);
 
   it('--wait: a pod that becomes Ready while validate waits passes; the wait is announced once', async () => {
-    world = { grafana: healthyGrafana(), down: false, probes: [], requests: 100 };
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: [100, 40] };
     const late = 'sample-app-6d4b75cb6d-q9w8e';
     const sb = sandboxWithPlatform([
       ...healthyObjects().filter((o) => o.metadata.name !== late),
-      podObj('sample-app', late, false, {}, { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'ContainerCreating' } } }] }),
+      podObj('sample-app', late, false, APP_SELECTOR_LABELS, { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'ContainerCreating' } } }] }),
     ]);
     // After 4s the pod turns Ready (written under the stand-ins' lock, as a tool call would).
     const timer = setTimeout(() => {
@@ -234,7 +253,7 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
         }
       }
       const state = sb.state();
-      state.kubectl.objects[`Pod/sample-app/${late}`] = podObj('sample-app', late, true);
+      state.kubectl.objects[`Pod/sample-app/${late}`] = podObj('sample-app', late, true, APP_SELECTOR_LABELS);
       fs.writeFileSync(sb.fakeState, JSON.stringify(state));
       fs.rmSync(lock, { recursive: true });
     }, 4000);
@@ -243,7 +262,7 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(r.code, r.stdout).toBe(0);
     expect(r.stdout).toMatch(/› not yet, retrying for up to \d+s: not Ready: sample-app\/sample-app-6d4b75cb6d-q9w8e \(Pending; app: ContainerCreating\)/);
     expect(r.stdout.match(/not yet, retrying/g)).toHaveLength(1);
-    expect(r.stdout).toMatch(/✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app \(([3-9]|\d\d)\.\ds\) 10 pods Ready/);
+    expect(r.stdout).toMatch(/✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app \(([3-9]|\d\d)\.\ds\) 11 pods Ready/);
   }, 60000);
 
   it('--wait with a bad value stops before any check', async () => {

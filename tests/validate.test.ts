@@ -18,6 +18,8 @@ import {
   checkPods,
   checkRoute,
   checkVolumes,
+  appPods,
+  counterIncrease,
   framesRows,
   framesToStreams,
   parseDashboard,
@@ -25,11 +27,18 @@ import {
   substituteVariables,
   ROUTES,
   parseWait,
+  APP_DEPLOYMENT,
+  APP_NAMESPACE,
+  REQUEST_CHECK,
+  SYNTHETIC_HEADER,
+  SYNTHETIC_SOURCE,
+  type AppPods,
   type DashboardFile,
   type Target,
 } from '../scripts/validate.ts';
-import { INGRESS_HOSTS } from '../scripts/lib.ts';
-import { type FakeGrafana, type FakeGrafanaOptions, makeCerts, startFakeGrafana } from './fixtures/validate/servers.ts';
+import YAML from 'yaml';
+import { INGRESS_HOSTS, PROJECT_DIR } from '../scripts/lib.ts';
+import { applyLogQL, type FakeGrafana, type FakeGrafanaOptions, makeCerts, startFakeGrafana } from './fixtures/validate/servers.ts';
 
 const ready = (ok: boolean, extra: Record<string, unknown> = {}) => ({ conditions: [{ type: 'Ready', status: ok ? 'True' : 'False', reason: ok ? 'KubeletReady' : 'KubeletNotReady' }], ...extra });
 const pod = (ns: string, name: string, ok: boolean, status: Record<string, unknown> = {}) => ({
@@ -75,6 +84,45 @@ describe('cluster state checks', () => {
   ])('volumes: $name', ({ pvcs, want, err }) => {
     if (err) expect(() => checkVolumes(pvcs)).toThrow(err);
     else expect(checkVolumes(pvcs)).toBe(want);
+  });
+});
+
+describe('appPods: the Ready pods of the app Deployment', () => {
+  const selector = { 'app.kubernetes.io/name': 'sample-app', 'app.kubernetes.io/component': 'app' };
+  const deployment = (readyReplicas?: number) => ({
+    metadata: { namespace: 'sample-app', name: 'sample-app' },
+    spec: { selector: { matchLabels: selector }, template: { spec: { containers: [{ name: 'app' }] } } },
+    status: readyReplicas === undefined ? {} : { readyReplicas },
+  });
+  const appPod = (name: string, ok: boolean, extra: Record<string, unknown> = {}) => ({ ...pod('sample-app', name, ok), metadata: { namespace: 'sample-app', name, labels: selector, ...extra } });
+  const generator = { ...pod('sample-app', 'sample-app-traffic-1', true), metadata: { namespace: 'sample-app', name: 'sample-app-traffic-1', labels: { 'app.kubernetes.io/name': 'sample-app-traffic', 'app.kubernetes.io/component': 'traffic' } } };
+  it.each([
+    { name: 'two Ready replicas; the generator is not an app pod', ready: 2, pods: [appPod('b', true), appPod('a', true), generator], want: { readyReplicas: 2, pods: ['a', 'b'] } },
+    { name: 'an unready pod is left out', ready: 1, pods: [appPod('a', true), appPod('b', false)], want: { readyReplicas: 1, pods: ['a'] } },
+    { name: 'a terminating pod is left out', ready: 2, pods: [appPod('a', true), appPod('old', true, { deletionTimestamp: '2026-11-26T06:00:00Z' })], want: { readyReplicas: 2, pods: ['a'] } },
+    { name: 'no ready replicas', ready: undefined, pods: [appPod('a', false)], err: 'Deployment sample-app/sample-app has no Ready pods (readyReplicas 0, 0 Ready pods match its selector)' },
+    { name: 'only the generator', ready: 2, pods: [generator], err: 'Deployment sample-app/sample-app has no Ready pods (readyReplicas 2, 0 Ready pods match its selector)' },
+  ])('$name', ({ ready, pods, want, err }) => {
+    if (err) expect(() => appPods(deployment(ready), pods)).toThrow(err);
+    else expect(appPods(deployment(ready), pods)).toEqual({ deployment: 'Deployment sample-app/sample-app', container: 'app', ...want });
+  });
+  it('refuses a Deployment without a selector', () => {
+    expect(() => appPods({ metadata: { namespace: 'sample-app', name: 'x' }, spec: {} }, [])).toThrow('Deployment sample-app/x has no spec.selector.matchLabels or no container');
+  });
+});
+
+describe('counterIncrease: series by series, restarts count from 0', () => {
+  const s = (pod: string, value: number, extra: Record<string, string> = {}) => ({ metric: { __name__: 'http_requests_total', pod, route: '/', ...extra }, value });
+  it.each([
+    { name: 'both pods grow', before: [s('a', 10), s('b', 4)], after: [s('a', 13), s('b', 6)], want: { increase: 5, restarted: [] } },
+    { name: 'no change', before: [s('a', 10)], after: [s('a', 10)], want: { increase: 0, restarted: [] } },
+    { name: 'a new series counts from 0 (first request, or a new pod)', before: [s('a', 10)], after: [s('a', 10), s('c', 3)], want: { increase: 3, restarted: [] } },
+    { name: 'a restarted container: the value fell, counted from 0', before: [s('a', 20), s('b', 4)], after: [s('a', 5), s('b', 4)], want: { increase: 5, restarted: ['a'] } },
+    { name: 'a pod gone (its series stale) counts nothing', before: [s('a', 20), s('b', 4)], after: [s('b', 6)], want: { increase: 2, restarted: [] } },
+    { name: 'series told apart by every label, not by pod alone', before: [s('a', 9, { status: '500' })], after: [s('a', 9, { status: '500' }), s('a', 2, { status: '200' })], want: { increase: 2, restarted: [] } },
+    { name: 'nothing before or after', before: [], after: [], want: { increase: 0, restarted: [] } },
+  ])('$name', ({ before, after, want }) => {
+    expect(counterIncrease(before, after)).toEqual(want);
   });
 });
 
@@ -175,58 +223,72 @@ describe('Grafana and Loki checks (stand-in Grafana answering the API shapes)', 
     await Promise.all(servers.map((s) => s.close()));
   });
 
-  const labels = { namespace: 'sample-app', pod: 'sample-app-6d4-x', container: 'sample-app', node: 'talos-local-worker-1', job: 'sample-app/sample-app' };
+  const labels = { namespace: 'sample-app', pod: 'sample-app-6d4-x', container: 'app', node: 'talos-local-worker-1', job: 'sample-app' };
+  const podY = { ...labels, pod: 'sample-app-6d4-y', node: 'talos-local-worker-2' };
+  const app: AppPods = { deployment: 'Deployment sample-app/sample-app', readyReplicas: 2, pods: ['sample-app-6d4-x', 'sample-app-6d4-y'], container: 'app' };
   const nowNs = () => String(BigInt(Date.now()) * 1_000_000n);
   const line = '{"time":"2026-11-26T06:00:00.000Z","level":"info","msg":"request","method":"GET","route":"/","status":200,"duration_ms":1.2}';
+  /** Loki holding these streams, answering each query as Loki would (tests/fixtures/validate/servers.ts applyLogQL). */
+  const lokiOf = (...streams: { stream: Record<string, string>; values: [string, string][] }[]) => (query: string) => applyLogQL(query, streams);
 
-  it('logs: passes with lines and every label, querying Loki through the datasource proxy', async () => {
-    const g = await grafana({ loki: () => [{ stream: labels, values: [[nowNs(), line], [nowNs(), line]] }] });
-    await expect(checkLogs(g)).resolves.toBe('2 lines in 1 streams (pods sample-app-6d4-x) in the last 5 minutes');
-    const req = g.server.requests.find((r) => r.url.includes('query_range'))!;
-    const u = new URL(req.url, 'http://x');
-    expect(u.pathname).toBe('/api/datasources/proxy/uid/loki/loki/api/v1/query_range');
-    expect(u.searchParams.get('query')).toBe('{namespace="sample-app"}');
-    const span = BigInt(u.searchParams.get('end')!) - BigInt(u.searchParams.get('start')!);
+  it('logs: passes with lines of every pod and every label, one query per pod through the datasource proxy', async () => {
+    const g = await grafana({ loki: lokiOf({ stream: labels, values: [[nowNs(), line], [nowNs(), line]] }, { stream: podY, values: [[nowNs(), line]] }) });
+    await expect(checkLogs(g, app)).resolves.toBe('lines of container app from every Ready pod in the last 5 minutes: sample-app-6d4-x 2, sample-app-6d4-y 1');
+    const queries = g.server.requests.filter((r) => r.url.includes('query_range')).map((r) => new URL(r.url, 'http://x'));
+    expect(queries.map((u) => u.pathname)).toEqual(Array(2).fill('/api/datasources/proxy/uid/loki/loki/api/v1/query_range'));
+    expect(queries.map((u) => u.searchParams.get('query'))).toEqual([
+      '{namespace="sample-app",container="app"} | pod="sample-app-6d4-x"',
+      '{namespace="sample-app",container="app"} | pod="sample-app-6d4-y"',
+    ]);
+    const span = BigInt(queries[0].searchParams.get('end')!) - BigInt(queries[0].searchParams.get('start')!);
     expect(span).toBe(300n * 1_000_000_000n);
   });
 
-  it('logs: when Grafana does not proxy to Loki, the same query goes through /api/ds/query log frames', async () => {
-    const g = await grafana({
-      lokiProxy: false,
-      loki: (query) => (query === '{namespace="sample-app"}' ? [{ stream: labels, values: [[nowNs(), line]] }, { stream: { ...labels, pod: 'sample-app-6d4-y' }, values: [[nowNs(), line], [nowNs(), line]] }] : []),
-    });
-    await expect(checkLogs(g)).resolves.toBe('3 lines in 2 streams (pods sample-app-6d4-x, sample-app-6d4-y) in the last 5 minutes');
+  it('logs: when Grafana does not proxy to Loki, the same queries go through /api/ds/query log frames', async () => {
+    const g = await grafana({ lokiProxy: false, loki: lokiOf({ stream: labels, values: [[nowNs(), line]] }, { stream: podY, values: [[nowNs(), line], [nowNs(), line]] }) });
+    await expect(checkLogs(g, app)).resolves.toBe('lines of container app from every Ready pod in the last 5 minutes: sample-app-6d4-x 1, sample-app-6d4-y 2');
     const post = g.server.requests.find((r) => r.url === '/api/ds/query')!;
-    expect(post.body.queries[0]).toEqual({ refId: 'A', datasource: { type: 'loki', uid: 'loki' }, expr: '{namespace="sample-app"}', queryType: 'range', maxLines: 100 });
+    expect(post.body.queries[0]).toEqual({
+      refId: 'A', datasource: { type: 'loki', uid: 'loki' }, expr: '{namespace="sample-app",container="app"} | pod="sample-app-6d4-x"', queryType: 'range', maxLines: 100,
+    });
     expect(Number(post.body.to) - Number(post.body.from)).toBe(300000);
   });
 
   it('logs: proxy refused and /api/ds/query failing: both answers in the message', async () => {
     const g = await grafana({ lokiProxy: false, dsQuery: () => ({ error: 'parse error at line 1, col 2' }) });
-    await expect(checkLogs(g)).rejects.toThrow(
-      'Loki query {namespace="sample-app"}: the datasource proxy answered HTTP 404 ({"message":"Not found"}) and /api/ds/query HTTP 400 (parse error at line 1, col 2)',
+    await expect(checkLogs(g, app)).rejects.toThrow(
+      'Loki query {namespace="sample-app",container="app"} | pod="sample-app-6d4-x": the datasource proxy answered HTTP 404 ({"message":"Not found"}) and /api/ds/query HTTP 400 (parse error at line 1, col 2)',
     );
   });
 
-  it('logs: proxy refused and /api/ds/query with no lines: empty result fails', async () => {
-    const g = await grafana({ lokiProxy: false, loki: () => [] });
-    await expect(checkLogs(g)).rejects.toThrow('no log lines for {namespace="sample-app"} in Loki in the last 5 minutes');
+  it.each([
+    ['empty Loki', [], ['sample-app-6d4-x', 'sample-app-6d4-y']],
+    ["only the traffic generator's container", [{ stream: { ...labels, container: 'traffic', pod: 'sample-app-traffic-1' }, values: [[nowNs(), line]] }], ['sample-app-6d4-x', 'sample-app-6d4-y']],
+    ['one replica silent', [{ stream: labels, values: [[nowNs(), line]] }], ['sample-app-6d4-y']],
+    ['lines of the app container in another namespace', [{ stream: { ...labels, namespace: 'default' }, values: [[nowNs(), line]] }, { stream: podY, values: [[nowNs(), line]] }], ['sample-app-6d4-x']],
+  ] as const)('logs: %s fails naming each pod without lines', async (_name, streams, silent) => {
+    for (const lokiProxy of [true, false]) {
+      const g = await grafana({ lokiProxy, loki: lokiOf(...(streams as any)) });
+      await expect(checkLogs(g, app)).rejects.toThrow(
+        silent.map((p) => `no log lines of {namespace="sample-app",container="app"} from pod ${p} in Loki in the last 5 minutes`).join('; '),
+      );
+    }
   });
 
-  it('logs: empty result fails', async () => {
-    const g = await grafana({ loki: () => [] });
-    await expect(checkLogs(g)).rejects.toThrow('no log lines for {namespace="sample-app"} in Loki in the last 5 minutes');
+  it('logs: a Loki that ignores the pod filter cannot pass a silent pod off with another pod\'s lines', async () => {
+    const g = await grafana({ loki: () => [{ stream: labels, values: [[nowNs(), line]] }] });
+    await expect(checkLogs(g, app)).rejects.toThrow(/^no log lines of \{namespace="sample-app",container="app"\} from pod sample-app-6d4-y in Loki/);
   });
 
   it('logs: a stream without the node label fails naming it', async () => {
     const { node: _node, ...noNode } = labels;
-    const g = await grafana({ loki: () => [{ stream: noNode, values: [[nowNs(), line]] }] });
-    await expect(checkLogs(g)).rejects.toThrow(/^label node missing on stream \{namespace="sample-app",pod="sample-app-6d4-x"/);
+    const g = await grafana({ loki: lokiOf({ stream: noNode, values: [[nowNs(), line]] }, { stream: podY, values: [[nowNs(), line]] }) });
+    await expect(checkLogs(g, app)).rejects.toThrow(/^label node missing on stream \{namespace="sample-app",pod="sample-app-6d4-x",container="app",job="sample-app"\}$/);
   });
 
   it('logs: wrong admin password fails with Grafana\'s answer', async () => {
-    const g = await grafana({ loki: () => [{ stream: labels, values: [[nowNs(), line]] }] }, 'wrong');
-    await expect(checkLogs(g)).rejects.toThrow(/answered HTTP 401: .*Invalid username or password/);
+    const g = await grafana({ loki: lokiOf({ stream: labels, values: [[nowNs(), line]] }) }, 'wrong');
+    await expect(checkLogs(g, app)).rejects.toThrow(/answered HTTP 401: .*Invalid username or password/);
   });
 
   it('health: ok and failing database', async () => {
@@ -255,25 +317,30 @@ describe('Grafana and Loki checks (stand-in Grafana answering the API shapes)', 
     await expect(checkDashboardsPresent(g, [])).rejects.toThrow('no dashboards/*.json in the repository');
   });
 
-  it('dashboard data: the first query with data wins; /api/ds/query gets the documented request', async () => {
+  it('dashboard data: every query runs; passes when a panel has data, counting panels; /api/ds/query gets the documented request', async () => {
     const g = await grafana({ dsQuery: (expr) => (expr === 'b' ? 7 : 0) });
-    await expect(checkDashboardData(g, dash('red', ['a', 'b', 'c']))).resolves.toBe('"p1" returned 7 rows');
+    await expect(checkDashboardData(g, dash('red', ['a', 'b', 'c']))).resolves.toBe('1 of 3 panels returned data, all 3 queries ran');
     const posts = g.server.requests.filter((r) => r.url === '/api/ds/query');
-    expect(posts).toHaveLength(2);
+    expect(posts.map((p) => p.body.queries[0].expr)).toEqual(['a', 'b', 'c']);
     expect(posts[1].body).toMatchObject({ from: 'now-15m', to: 'now', queries: [{ refId: 'A', datasource: { type: 'prometheus', uid: 'prometheus' }, expr: 'b', range: true }] });
   });
 
-  it('dashboard data: empty frames and query errors fail, with the reasons', async () => {
-    const g = await grafana({ dsQuery: (expr) => (expr === 'bad(' ? { error: 'bad_data: 1:5: parse error: unclosed left parenthesis' } : 0) });
+  it('dashboard data: a broken query fails even when another panel has data', async () => {
+    const g = await grafana({ dsQuery: (expr) => (expr === 'bad(' ? { error: 'bad_data: 1:5: parse error: unclosed left parenthesis' } : 5) });
     await expect(checkDashboardData(g, dash('red', ['a', 'bad(']))).rejects.toThrow(
-      'none of 2 queries returned data: "p0": no data; "p1": bad_data: 1:5: parse error: unclosed left parenthesis',
+      '1 of 2 queries failed: "p1" (A): bad_data: 1:5: parse error: unclosed left parenthesis',
     );
+  });
+
+  it('dashboard data: no panel with data fails', async () => {
+    const g = await grafana({ dsQuery: () => 0 });
+    await expect(checkDashboardData(g, dash('red', ['a', 'b']))).rejects.toThrow('none of 2 panels returned data (2 queries, no errors)');
   });
 
   it('dashboard data: a Loki query is sent as a range log query', async () => {
     const g = await grafana({ dsQuery: (_e, uid) => (uid === 'loki' ? 3 : 0) });
     const d: DashboardFile = { file: 'l.json', uid: 'l', title: 'L', queries: [{ refId: 'A', datasource: { type: 'loki', uid: 'loki' }, expr: '{namespace="sample-app"}', panel: 'Logs' }] };
-    await expect(checkDashboardData(g, d)).resolves.toBe('"Logs" returned 3 rows');
+    await expect(checkDashboardData(g, d)).resolves.toBe('1 of 1 panels returned data, all 1 queries ran');
     expect(g.server.requests.at(-1)!.body.queries[0]).toMatchObject({ queryType: 'range', datasource: { uid: 'loki', type: 'loki' } });
   });
 });
@@ -336,4 +403,18 @@ describe('checkRoute: HTTPS through an address, trusting only our CA (real TLS, 
       /GET https:\/\/app\.local\.test\/healthz \(via 127\.0\.0\.1:1\): connect ECONNREFUSED/,
     );
   });
+});
+
+it("validate's contract with the sample app: its header and source are the app's, its Deployment is the manifest's", async () => {
+  const appNames = await import('../sample-app/src/metric-names.ts');
+  expect(SYNTHETIC_HEADER).toBe(appNames.SYNTHETIC_HEADER);
+  expect(appNames.SYNTHETIC_SOURCES).toContain(SYNTHETIC_SOURCE);
+  expect(appNames.UNCOUNTED_ROUTES).not.toContain(REQUEST_CHECK.route);
+  const docs = YAML.parseAllDocuments(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', 'app.yaml'), 'utf8')).map((d) => d.toJS());
+  const deployment = docs.find((d) => d?.kind === 'Deployment');
+  expect([deployment.metadata.namespace, deployment.metadata.name]).toEqual([APP_NAMESPACE, APP_DEPLOYMENT]);
+  // The traffic generator's pods are not the app's: the app Deployment's selector leaves them out.
+  const traffic = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', 'traffic.yaml'), 'utf8'));
+  const selector: Record<string, string> = deployment.spec.selector.matchLabels;
+  expect(Object.entries(selector).every(([k, v]) => traffic.spec.template.metadata.labels[k] === v)).toBe(false);
 });

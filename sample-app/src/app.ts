@@ -1,11 +1,13 @@
 // The sample app's HTTP handler: routes, Prometheus metrics and one JSON log line per request.
+// Probes and scrapes (UNCOUNTED_ROUTES) are logged but not counted in the request metrics; a request
+// with the SYNTHETIC_HEADER is counted and logged with its `synthetic` source.
 //
 // Behaviour that is random in production (failures and slow answers of /api/orders, the delay of
 // /api/slow) comes from a seeded generator and rates given in the options, so tests can make it
 // certain (rate 0 or 1) or repeatable (same seed).
 import http from 'node:http';
 import client from 'prom-client';
-import { DURATION_BUCKETS, REQUEST_METRICS, ROUTES } from './metric-names.js';
+import { DURATION_BUCKETS, REQUEST_METRICS, ROUTES, SYNTHETIC_HEADER, SYNTHETIC_SOURCES, type SyntheticSource, UNCOUNTED_ROUTES } from './metric-names.js';
 
 export interface AppOptions {
   /** Share of /api/orders requests that fail with a 500, 0..1. */
@@ -31,6 +33,8 @@ export interface RequestLog {
   status: number;
   duration_ms: number;
   probe_id?: string;
+  /** Present when the request carried the SYNTHETIC_HEADER. */
+  synthetic?: SyntheticSource;
   error?: { name: string; message: string; stack?: string };
 }
 
@@ -84,6 +88,13 @@ export class HttpError extends Error {
   }
 }
 
+/** The synthetic source a request declares in its header, or undefined for real traffic. */
+export function syntheticSource(header: string | string[] | undefined): SyntheticSource | undefined {
+  const value = (Array.isArray(header) ? header[0] : header)?.trim().toLowerCase();
+  if (!value) return undefined;
+  return (SYNTHETIC_SOURCES as readonly string[]).includes(value) ? (value as SyntheticSource) : 'other';
+}
+
 /** Methods kept as label values; anything else is counted as OTHER, so labels stay few. */
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
@@ -101,20 +112,20 @@ export function createApp(opts: AppOptions): App {
   client.collectDefaultMetrics({ register: registry });
   const requests = new client.Counter({
     name: REQUEST_METRICS.requests,
-    help: 'HTTP requests answered, by method, route pattern and status code.',
-    labelNames: ['method', 'route', 'status'] as const,
+    help: 'HTTP requests answered (probes and scrapes not counted), by method, route pattern, status code and synthetic source.',
+    labelNames: ['method', 'route', 'status', 'synthetic'] as const,
     registers: [registry],
   });
   const errors = new client.Counter({
     name: REQUEST_METRICS.errors,
-    help: 'HTTP requests answered with a 5xx status, by method and route pattern.',
-    labelNames: ['method', 'route'] as const,
+    help: 'HTTP requests answered with a 5xx status, by method, route pattern and synthetic source.',
+    labelNames: ['method', 'route', 'synthetic'] as const,
     registers: [registry],
   });
   const duration = new client.Histogram({
     name: REQUEST_METRICS.duration,
-    help: 'Time to answer an HTTP request, in seconds, by method, route pattern and status code.',
-    labelNames: ['method', 'route', 'status'] as const,
+    help: 'Time to answer an HTTP request, in seconds, by method, route pattern, status code and synthetic source.',
+    labelNames: ['method', 'route', 'status', 'synthetic'] as const,
     buckets: [...DURATION_BUCKETS],
     registers: [registry],
   });
@@ -166,6 +177,7 @@ export function createApp(opts: AppOptions): App {
       url = new URL('http://localhost/');
     }
     const route = routeOf(url.pathname);
+    const synthetic = syntheticSource(req.headers[SYNTHETIC_HEADER]);
     let answer: Answer;
     let failure: Error | undefined;
     try {
@@ -180,9 +192,12 @@ export function createApp(opts: AppOptions): App {
 
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
     const status = String(answer.status);
-    requests.inc({ method, route, status });
-    duration.observe({ method, route, status }, seconds);
-    if (answer.status >= 500) errors.inc({ method, route });
+    if (!UNCOUNTED_ROUTES.includes(route)) {
+      const labels = { method, route, status, synthetic: synthetic ?? '' };
+      requests.inc(labels);
+      duration.observe(labels, seconds);
+      if (answer.status >= 500) errors.inc({ method, route, synthetic: synthetic ?? '' });
+    }
     const line: RequestLog = {
       time: new Date().toISOString(),
       level: answer.status >= 500 ? 'error' : answer.status >= 400 ? 'warn' : 'info',
@@ -193,6 +208,7 @@ export function createApp(opts: AppOptions): App {
       duration_ms: Math.round(seconds * 1e6) / 1e3,
     };
     if (answer.probeId) line.probe_id = answer.probeId;
+    if (synthetic) line.synthetic = synthetic;
     if (failure) line.error = { name: failure.name, message: failure.message, stack: failure.stack };
     opts.log(JSON.stringify(line));
   });

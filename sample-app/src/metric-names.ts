@@ -17,13 +17,30 @@ export const ROUTES = {
   unmatched: 'unmatched',
 } as const;
 
-/** The app's own request metrics. */
+/**
+ * Routes that are not traffic: the kubelet's probes and the scrapes. They are answered and logged,
+ * but not counted in the request metrics, so they never pose as requests on the dashboards.
+ */
+export const UNCOUNTED_ROUTES: readonly string[] = [ROUTES.healthz, ROUTES.readyz, ROUTES.metrics];
+
+/**
+ * Synthetic traffic says what it is in this request header: the traffic generator sends
+ * `traffic-generator`, `task validate` sends `validate`. The app copies it into the `synthetic`
+ * label of the request metrics and the `synthetic` field of the log line; real requests have
+ * neither (the label is empty), so `{synthetic=""}` selects real traffic only.
+ */
+export const SYNTHETIC_HEADER = 'x-synthetic';
+/** Header values kept as they are; any other value is recorded as `other`, so labels stay few. */
+export const SYNTHETIC_SOURCES = ['traffic-generator', 'validate'] as const;
+export type SyntheticSource = (typeof SYNTHETIC_SOURCES)[number] | 'other';
+
+/** The app's own request metrics (without UNCOUNTED_ROUTES). */
 export const REQUEST_METRICS = {
-  /** Counter, labels method, route, status. */
+  /** Counter, labels method, route, status, synthetic. */
   requests: 'http_requests_total',
-  /** Counter of 5xx answers, labels method, route. */
+  /** Counter of 5xx answers, labels method, route, synthetic. */
   errors: 'http_request_errors_total',
-  /** Histogram, labels method, route, status; series _bucket (with le), _sum, _count. */
+  /** Histogram, labels method, route, status, synthetic; series _bucket (with le), _sum, _count. */
   duration: 'http_request_duration_seconds',
 } as const;
 
@@ -39,9 +56,9 @@ export interface MetricFamily {
 
 /** Every metric family on /metrics: the request metrics and prom-client's default metrics (Linux). */
 export const METRIC_FAMILIES: MetricFamily[] = [
-  { name: 'http_requests_total', type: 'counter', labels: ['method', 'route', 'status'] },
-  { name: 'http_request_errors_total', type: 'counter', labels: ['method', 'route'] },
-  { name: 'http_request_duration_seconds', type: 'histogram', labels: ['method', 'route', 'status'] },
+  { name: 'http_requests_total', type: 'counter', labels: ['method', 'route', 'status', 'synthetic'] },
+  { name: 'http_request_errors_total', type: 'counter', labels: ['method', 'route', 'synthetic'] },
+  { name: 'http_request_duration_seconds', type: 'histogram', labels: ['method', 'route', 'status', 'synthetic'] },
   // prom-client 15 collectDefaultMetrics() on Linux. Some have no sample until they happen
   // (nodejs_active_requests while none is in flight, nodejs_gc_duration_seconds before a GC).
   { name: 'process_cpu_user_seconds_total', type: 'counter', labels: [] },

@@ -1,10 +1,11 @@
 // Traffic generator: `node dist/traffic.js` in the same image. Keeps the dashboards busy by
-// calling the app's routes (never /api/probe, which validate uses to measure freshness).
+// calling the app's routes (never /api/probe, which validate uses to measure freshness). Every
+// request carries `x-synthetic: traffic-generator`, so its metrics and log lines can be told apart.
 //
 // Environment: TARGET_URL (default http://sample-app.sample-app.svc), RATE (requests per second,
 // default 5), MAX_REQUESTS (stop after that many; default 0 = run until SIGTERM), SEED.
 import { seededRandom } from './app.js';
-import { ROUTES } from './metric-names.js';
+import { ROUTES, SYNTHETIC_HEADER } from './metric-names.js';
 
 const log = (level: string, msg: string, extra: Record<string, unknown> = {}) =>
   process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...extra })}\n`);
@@ -47,7 +48,7 @@ const inFlight = new Set<Promise<void>>();
 while (!stopping && (max === 0 || sent < max)) {
   const path = pick(random());
   sent += 1;
-  const p: Promise<void> = fetch(`${target}${path}`, { signal: AbortSignal.timeout(15000) })
+  const p: Promise<void> = fetch(`${target}${path}`, { headers: { [SYNTHETIC_HEADER]: 'traffic-generator' }, signal: AbortSignal.timeout(15000) })
     .then(async (res) => {
       await res.arrayBuffer();
       counts[res.status] = (counts[res.status] ?? 0) + 1;
