@@ -13,7 +13,6 @@ import { parser as promqlParser } from '@prometheus-io/lezer-promql';
 import { parser as logqlParser } from '@grafana/lezer-logql';
 import { METRIC_FAMILIES, seriesNames } from '../sample-app/src/metric-names.ts';
 import { PROJECT_DIR } from './helpers.ts';
-import { prometheus3Tool } from './fixtures/validate/servers.ts';
 
 const DASHBOARD_DIR = path.join(PROJECT_DIR, 'dashboards');
 const CATALOGUE_FILE = path.join(DASHBOARD_DIR, 'metrics-catalogue.yaml');
@@ -617,7 +616,7 @@ function promtoolCheck(exprs: string[]): { ok: boolean; output: string } {
   try {
     const file = path.join(dir, 'rules.yaml');
     fs.writeFileSync(file, YAML.stringify({ groups: [{ name: 'dashboards', rules: exprs.map((expr, i) => ({ record: `dashboard:query_${i}`, expr })) }] }));
-    const r = spawnSync(prometheus3Tool('promtool'), ['check', 'rules', file], { encoding: 'utf8' });
+    const r = spawnSync('promtool', ['check', 'rules', file], { encoding: 'utf8' });
     return { ok: r.status === 0, output: `${r.stdout}${r.stderr}${r.error ?? ''}` };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -7,7 +7,6 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { METRIC_FAMILIES, REQUEST_METRICS, ROUTES, SYNTHETIC_HEADER, seriesNames } from '../sample-app/src/metric-names.ts';
 import { PROJECT_DIR } from './helpers.ts';
-import { prometheus3Tool } from './fixtures/validate/servers.ts';
 
 const APP_DIR = path.join(PROJECT_DIR, 'sample-app');
 
@@ -77,7 +76,7 @@ const waitFor = async (cond: () => boolean, ms = 5000) => {
 
 /** promtool's verdict on an exposition text: exit 0 clean, 3 lint problems, 1 parse error. */
 function promtool(text: string) {
-  const res = spawnSync(prometheus3Tool('promtool'), ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  const res = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
   return { code: res.status, output: `${res.stdout}${res.stderr}` };
 }
 
