@@ -31,6 +31,7 @@ import path from 'node:path';
 import readline from 'node:readline/promises';
 import YAML from 'yaml';
 import {
+  CommandError,
   type Config,
   INGRESS_NODE_PORTS,
   PINNED,
@@ -629,6 +630,17 @@ function ownPorts(current: Current): number[] {
   return [...current.nodes, ...current.helpers].filter((c) => c.State === 'running').flatMap((c) => parsePorts(c.Ports).map((p) => p.hostPort));
 }
 
+/**
+ * The endpoint the docker CLI uses: `docker context inspect` of the current context, which is
+ * "default" (DOCKER_HOST or the default socket) when DOCKER_HOST is set, else DOCKER_CONTEXT's or
+ * the one `docker context use` chose. talosctl, which reads only DOCKER_HOST, gets this host.
+ */
+export async function dockerEndpoint(): Promise<DockerEndpoint> {
+  const res = await run('docker', ['context', 'inspect', '--format', '{{json .}}']);
+  const context = JSON.parse(res.stdout.split('\n')[0]) as { Name: string; Endpoints: { docker: { Host: string } } };
+  return { context: context.Name, host: context.Endpoints.docker.Host };
+}
+
 interface DockerInfo {
   NCPU: number;
   MemTotal: number;
@@ -672,10 +684,9 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
   let endpoint: DockerEndpoint | undefined;
   await check('Docker daemon', async () => {
     const where = { platform, dockerHostEnv: process.env.DOCKER_HOST || undefined };
-    const context = await run('docker', ['context', 'inspect', '--format', '{{json .}}'], { okCodes: [1] });
-    if (context.code !== 0) throw new UserError(dockerUnreachable(context.stderr, where));
-    const parsedContext = JSON.parse(context.stdout.split('\n')[0]) as { Name: string; Endpoints: { docker: { Host: string } } };
-    endpoint = { context: parsedContext.Name, host: parsedContext.Endpoints.docker.Host };
+    endpoint = await dockerEndpoint().catch((err: Error) => {
+      throw new UserError(dockerUnreachable(err instanceof CommandError ? err.output : err.message, where));
+    });
     const res = await run('docker', ['info', '--format', '{{json .}}'], { okCodes: [1] });
     const parsed = res.code === 0 ? (JSON.parse(res.stdout) as DockerInfo) : undefined;
     if (!parsed || parsed.ServerErrors?.length || !parsed.ServerVersion) {
