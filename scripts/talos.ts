@@ -56,7 +56,7 @@ import {
 // ---------------------------------------------------------------------------------------------
 
 /** First and last address of a subnet such as 10.5.0.0/24, as numbers. */
-export function subnetRange(cidr: string): [number, number] {
+function subnetRange(cidr: string): [number, number] {
   const [address, bits] = cidr.split('/');
   const first = ipv4Number(address);
   return [first, first + 2 ** (32 - Number(bits)) - 1];
@@ -185,7 +185,7 @@ export const talosImage = (cfg: Config) => `ghcr.io/siderolabs/talos:${cfg.TALOS
  * 127.0.0.1 (pkg/provision/providers/docker/node.go and docker.go, talosctl v1.13.9). So --host-ip
  * is always 127.0.0.1: another address breaks the create, 0.0.0.0 would put the APIs on the LAN.
  */
-export const API_HOST_IP = '127.0.0.1';
+const API_HOST_IP = '127.0.0.1';
 
 /** Host ports the control-plane container publishes, as talosctl's -p wants them: HOST_IP in each. */
 export const exposedPorts = (cfg: Config) =>
