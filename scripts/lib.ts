@@ -97,6 +97,22 @@ const ipv4 = (raw: string) => {
   const parts = raw.split('.');
   return parts.length === 4 && parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255) ? raw : undefined;
 };
+/** An IPv4 address as a number (for subnet arithmetic). */
+export const ipv4Number = (ip: string) => ip.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
+/** Whether an address (as a number) lies in network/bits. */
+const inSubnet = (n: number, network: string, bits: number) =>
+  Math.floor(n / 2 ** (32 - bits)) === Math.floor(ipv4Number(network) / 2 ** (32 - bits));
+const PRIVATE_RANGES = [['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16]] as const;
+/** A private IPv4 network of /16 to /24 written with its network address, such as 10.5.0.0/24. */
+const privateSubnet = (raw: string) => {
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(raw);
+  if (!m || !ipv4(m[1])) return undefined;
+  const bits = Number(m[2]);
+  const n = ipv4Number(m[1]);
+  const isNetworkAddress = n % 2 ** (32 - bits) === 0;
+  const isPrivate = PRIVATE_RANGES.some(([network, len]) => bits >= len && inSubnet(n, network, len));
+  return bits >= 16 && bits <= 24 && isNetworkAddress && isPrivate ? raw : undefined;
+};
 
 /** Every .env key, its default and what it allows. .env.example documents exactly these. */
 export const CONFIG_KEYS = {
@@ -123,6 +139,11 @@ export const CONFIG_KEYS = {
     default: '4GiB',
     allowed: 'a size in MiB or GiB of at least 1GiB, such as 4GiB or 2048MiB',
     parse: memoryMiB(1024),
+  }),
+  CLUSTER_SUBNET: key({
+    default: '10.5.0.0/24',
+    allowed: 'a private IPv4 network from /16 to /24 written with its network address, such as 10.5.0.0/24 or 192.168.50.0/24',
+    parse: privateSubnet,
   }),
   HOST_IP: key({ default: '127.0.0.1', allowed: 'an IPv4 address of this machine, such as 127.0.0.1', parse: ipv4 }),
   HTTP_PORT: key({ default: '80', allowed: 'a TCP port from 1 to 65535', parse: port }),

@@ -12,9 +12,12 @@
 //   --verbose                              print every command
 //
 // Reads .env keys: CLUSTER_NAME TALOS_VERSION KUBERNETES_VERSION WORKERS CONTROLPLANE_CPUS
-//   CONTROLPLANE_MEMORY WORKER_CPUS WORKER_MEMORY HOST_IP HTTP_PORT HTTPS_PORT REGISTRY_PORT
-//   PULL_THROUGH_CACHE STATE_DIR (and PROMETHEUS_STORAGE, LOKI_STORAGE for the disk estimate).
-// Tools: docker, talosctl, kubectl (helm only for the preflight version check).
+//   CONTROLPLANE_MEMORY WORKER_CPUS WORKER_MEMORY CLUSTER_SUBNET HOST_IP HTTP_PORT HTTPS_PORT
+//   REGISTRY_PORT PULL_THROUGH_CACHE STATE_DIR (and PROMETHEUS_STORAGE, LOKI_STORAGE for the disk
+//   estimate). The docker CLI honours DOCKER_HOST and DOCKER_CONTEXT from the environment as usual.
+// Tools: docker, talosctl, kubectl (helm only for the preflight version check). talosctl reads no
+//   docker context, only DOCKER_HOST: it is given the endpoint the docker CLI uses, so both talk to
+//   the same Docker (Docker Desktop, Colima, OrbStack, a plain engine).
 //
 // It reads the current state first (containers, network, kubeconfig, nodes), compares it with what
 // .env asks for, and acts only on the difference: a healthy cluster is reported and left alone;
@@ -28,11 +31,13 @@ import path from 'node:path';
 import readline from 'node:readline/promises';
 import YAML from 'yaml';
 import {
+  CommandError,
   type Config,
   INGRESS_NODE_PORTS,
   PINNED,
   UserError,
   hasTool,
+  ipv4Number,
   isMain,
   kubeconfigPath,
   kubectl,
@@ -50,24 +55,36 @@ import {
 // Desired state (pure)
 // ---------------------------------------------------------------------------------------------
 
-/** The cluster's Docker network. We create it (with talosctl's labels) so the caches can join it first. */
-export const NETWORK_CIDR = '10.5.0.0/24';
-const NETWORK_PREFIX = '10.5.0';
-/** talosctl gives the control plane the first host address. */
-export const CONTROLPLANE_IP = `${NETWORK_PREFIX}.2`;
+/** First and last address of a subnet such as 10.5.0.0/24, as numbers. */
+function subnetRange(cidr: string): [number, number] {
+  const [address, bits] = cidr.split('/');
+  const first = ipv4Number(address);
+  return [first, first + 2 ** (32 - Number(bits)) - 1];
+}
+
+const ipv4Text = (n: number) => [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
+
+/**
+ * The address `offset` places after the network address of CLUSTER_SUBNET (the cluster's Docker
+ * network, which we create with talosctl's labels so the caches can join it first). talosctl counts
+ * the same way (NthIPInNetwork): +1 is the gateway, +2 the control plane, then the workers.
+ */
+export const subnetAddress = (cfg: Config, offset: number) => ipv4Text(subnetRange(cfg.CLUSTER_SUBNET)[0] + offset);
+export const controlplaneIp = (cfg: Config) => subnetAddress(cfg, 2);
+/** The local registry's address on the cluster network; the caches follow it (offsets 249–254 fit a /24). */
+export const registryIp = (cfg: Config) => subnetAddress(cfg, 249);
 /** Label on our own containers (registry, caches) and their volumes. */
 export const OWNER_LABEL = 'talos-local.cluster';
 const ROLE_LABEL = 'talos-local.role';
 
-/** Upstream registries behind pull-through caches, each with a fixed address on the cluster network. */
+/** Upstream registries behind pull-through caches, each at a fixed offset in CLUSTER_SUBNET. */
 export const UPSTREAMS = [
-  { registry: 'docker.io', remote: 'https://registry-1.docker.io', ip: `${NETWORK_PREFIX}.251` },
-  { registry: 'registry.k8s.io', remote: 'https://registry.k8s.io', ip: `${NETWORK_PREFIX}.252` },
-  { registry: 'ghcr.io', remote: 'https://ghcr.io', ip: `${NETWORK_PREFIX}.253` },
-  { registry: 'quay.io', remote: 'https://quay.io', ip: `${NETWORK_PREFIX}.254` },
-  { registry: 'gcr.io', remote: 'https://gcr.io', ip: `${NETWORK_PREFIX}.250` },
+  { registry: 'docker.io', remote: 'https://registry-1.docker.io', offset: 251 },
+  { registry: 'registry.k8s.io', remote: 'https://registry.k8s.io', offset: 252 },
+  { registry: 'ghcr.io', remote: 'https://ghcr.io', offset: 253 },
+  { registry: 'quay.io', remote: 'https://quay.io', offset: 254 },
+  { registry: 'gcr.io', remote: 'https://gcr.io', offset: 250 },
 ] as const;
-export const REGISTRY_IP = `${NETWORK_PREFIX}.249`;
 
 export interface HelperContainer {
   name: string;
@@ -85,14 +102,14 @@ export function helperContainers(cfg: Config): HelperContainer[] {
   const registry: HelperContainer = {
     name: `${cfg.CLUSTER_NAME}-registry`,
     role: 'registry',
-    ip: REGISTRY_IP,
+    ip: registryIp(cfg),
     volume: `${cfg.CLUSTER_NAME}-registry`,
     publish: [...new Set([cfg.HOST_IP, ...(cfg.HOST_IP === '0.0.0.0' ? [] : ['127.0.0.1'])])].map((ip) => `${ip}:${cfg.REGISTRY_PORT}:5000`),
   };
   const caches: HelperContainer[] = UPSTREAMS.map((u) => ({
     name: `${cfg.CLUSTER_NAME}-cache-${u.registry.replace(/\./g, '-')}`,
     role: 'cache',
-    ip: u.ip,
+    ip: subnetAddress(cfg, u.offset),
     volume: `${cfg.CLUSTER_NAME}-cache-${u.registry.replace(/\./g, '-')}`,
     remote: u.remote,
   }));
@@ -124,8 +141,8 @@ export function talosPatches(cfg: Config): Record<string, unknown[]> {
   return {
     // Nodes pull localhost:<REGISTRY_PORT>/x from the local registry, and upstream images through the caches.
     'registry-mirrors.yaml': [
-      mirror(`localhost:${cfg.REGISTRY_PORT}`, REGISTRY_IP),
-      ...(cfg.PULL_THROUGH_CACHE ? UPSTREAMS.map((u) => mirror(u.registry, u.ip)) : []),
+      mirror(`localhost:${cfg.REGISTRY_PORT}`, registryIp(cfg)),
+      ...(cfg.PULL_THROUGH_CACHE ? UPSTREAMS.map((u) => mirror(u.registry, subnetAddress(cfg, u.offset))) : []),
     ],
     // local-path-provisioner keeps volumes here; kubelet must see the host path (Talos docs).
     'local-path-mount.yaml': [
@@ -162,7 +179,15 @@ export const patchText = (docs: unknown[]) => docs.map((d) => YAML.stringify(d))
 
 export const talosImage = (cfg: Config) => `ghcr.io/siderolabs/talos:${cfg.TALOS_VERSION}`;
 
-/** Host ports the control-plane container publishes, as talosctl's -p wants them. */
+/**
+ * Where talosctl publishes the Talos and Kubernetes API ports. On Linux it always uses 127.0.0.1;
+ * elsewhere (Docker in a VM) it uses --host-ip, while talosconfig and kubeconfig always point at
+ * 127.0.0.1 (pkg/provision/providers/docker/node.go and docker.go, talosctl v1.13.9). So --host-ip
+ * is always 127.0.0.1: another address breaks the create, 0.0.0.0 would put the APIs on the LAN.
+ */
+const API_HOST_IP = '127.0.0.1';
+
+/** Host ports the control-plane container publishes, as talosctl's -p wants them: HOST_IP in each. */
 export const exposedPorts = (cfg: Config) =>
   `${cfg.HOST_IP}:${cfg.HTTP_PORT}:${INGRESS_NODE_PORTS.http}/tcp,${cfg.HOST_IP}:${cfg.HTTPS_PORT}:${INGRESS_NODE_PORTS.https}/tcp`;
 
@@ -179,8 +204,8 @@ export function clusterCreateArgs(cfg: Config, patchDir: string): string[] {
     '--memory-controlplanes', `${cfg.CONTROLPLANE_MEMORY}MiB`,
     '--cpus-workers', String(cfg.WORKER_CPUS),
     '--memory-workers', `${cfg.WORKER_MEMORY}MiB`,
-    '--subnet', NETWORK_CIDR,
-    '--host-ip', cfg.HOST_IP,
+    '--subnet', cfg.CLUSTER_SUBNET,
+    '--host-ip', API_HOST_IP,
     '--exposed-ports', exposedPorts(cfg),
     '--config-patch', `@${path.join(patchDir, 'registry-mirrors.yaml')}`,
     '--config-patch', `@${path.join(patchDir, 'local-path-mount.yaml')}`,
@@ -248,24 +273,65 @@ export interface Resources {
   diskMiB: number;
 }
 
-/** What the cluster needs: node memory plus 1GiB for Docker and the caches; images, volumes and PVCs on disk. */
+/**
+ * The memory model, in MiB. CONTROLPLANE_MEMORY and WORKER_MEMORY become cgroup limits of the node
+ * containers (talosctl sets HostConfig.Resources.Memory): ceilings a node may grow to, not memory
+ * it takes. So what must fit into Docker is what the cluster is expected to use, not the sum of the
+ * limits: each part below is an estimate of its use, with headroom.
+ */
+export const EXPECTED_MEMORY_MIB = {
+  /** Talos services, etcd, kube-apiserver, controller-manager, scheduler, kubelet, Flannel, CoreDNS. */
+  controlplane: 1536,
+  /** Talos services, containerd, kubelet, Flannel, kube-proxy. */
+  worker: 512,
+  /** The platform's pods: their memory requests add up to ~1.1GiB in the rendered charts. */
+  workloads: 1536,
+  /** The local registry and the pull-through caches (registry:2, a few tens of MiB each). */
+  helpers: 256,
+  /** Where Docker runs in a VM: the VM's kernel and Docker itself, out of the VM's memory. */
+  dockerVm: 512,
+} as const;
+
+/** What the cluster needs: its expected memory use; the largest node's CPUs; images, volumes and PVCs on disk. */
 export function requiredResources(cfg: Config): Resources {
+  const m = EXPECTED_MEMORY_MIB;
   return {
-    memoryMiB: cfg.CONTROLPLANE_MEMORY + cfg.WORKERS * cfg.WORKER_MEMORY + 1024,
+    memoryMiB: m.controlplane + cfg.WORKERS * m.worker + m.workloads + m.helpers,
     cpus: Math.max(cfg.CONTROLPLANE_CPUS, cfg.WORKER_CPUS),
     diskMiB: 10 * 1024 + sizeMiB(cfg.PROMETHEUS_STORAGE) + sizeMiB(cfg.LOKI_STORAGE),
   };
 }
 
+/**
+ * Memory Docker can give the cluster. Where Docker runs on this machine (Linux, same hostname), the
+ * nodes share its memory, so what is available now counts; in a VM (Docker Desktop, Colima,
+ * OrbStack), the VM's memory less what the VM itself needs.
+ */
+export function dockerMemoryMiB(dockerMemTotalMiB: number, thisMachine: { availableMiB: number } | undefined): number {
+  return thisMachine ? Math.min(dockerMemTotalMiB, thisMachine.availableMiB) : dockerMemTotalMiB - EXPECTED_MEMORY_MIB.dockerVm;
+}
+
 const gib = (mib: number) => `${(mib / 1024).toFixed(1)}GiB`;
+
+/** A worker's memory limit below its expected share (its own services and its part of the pods), or undefined. */
+export function workerMemoryProblem(cfg: Config): string | undefined {
+  const share = EXPECTED_MEMORY_MIB.worker + Math.ceil(EXPECTED_MEMORY_MIB.workloads / cfg.WORKERS);
+  if (cfg.WORKER_MEMORY >= share) return undefined;
+  return `WORKER_MEMORY=${gib(cfg.WORKER_MEMORY)} is less than a worker is expected to use with WORKERS=${cfg.WORKERS} ` +
+    `(${gib(share)}: its services and its share of the platform's pods), so pods would be killed for lack of memory. ` +
+    `Raise WORKER_MEMORY or WORKERS in .env.`;
+}
 
 /** Problems when what is available (undefined: unknown) is short of what is required. */
 export function resourceProblems(need: Resources, have: Partial<Resources>): string[] {
   const problems: string[] = [];
   if (have.memoryMiB !== undefined && have.memoryMiB < need.memoryMiB) {
+    const m = EXPECTED_MEMORY_MIB;
     problems.push(
-      `Docker has ${gib(have.memoryMiB)} of memory available but the nodes need ${gib(need.memoryMiB)} ` +
-        `(CONTROLPLANE_MEMORY + WORKERS × WORKER_MEMORY + 1GiB). Give Docker more memory, or lower WORKERS or WORKER_MEMORY in .env.`,
+      `Docker has ${gib(have.memoryMiB)} of memory available but the cluster is expected to use ${gib(need.memoryMiB)} ` +
+        `(${gib(m.controlplane)} for the control plane, ${gib(m.worker)} per worker, ${gib(m.workloads)} for the platform's pods, ` +
+        `${gib(m.helpers)} for registry and caches; node memory sizes are limits, not reservations). ` +
+        `Give Docker more memory (Docker Desktop: Settings → Resources; Colima: colima start --memory 8), close other programs, or lower WORKERS in .env.`,
     );
   }
   if (have.cpus !== undefined && have.cpus < need.cpus) {
@@ -277,6 +343,119 @@ export function resourceProblems(need: Resources, have: Partial<Resources>): str
     problems.push(
       `only ${gib(have.diskMiB)} of disk is free where Docker keeps its data but ${gib(need.diskMiB)} is needed ` +
         `(10GiB for images and nodes + PROMETHEUS_STORAGE + LOKI_STORAGE). Free some space (docker system prune) or lower the sizes in .env.`,
+    );
+  }
+  return problems;
+}
+
+/** What the docker CLI talks to: `docker context inspect` of the current context (DOCKER_HOST makes it "default"). */
+export interface DockerEndpoint {
+  context: string;
+  host: string;
+}
+
+/**
+ * Why Docker cannot be used, from the docker CLI's error (moby client v0.4+ words, and the older
+ * "Got permission denied …"), with what to do. The user's DOCKER_HOST wins over contexts, so it is named.
+ */
+export function dockerUnreachable(error: string, where: { host?: string; platform: NodeJS.Platform; dockerHostEnv?: string }): string {
+  const detail = error.trim() || '(no output)';
+  const envNote = where.dockerHostEnv ? ` DOCKER_HOST=${where.dockerHostEnv} is set in your environment and wins over docker contexts: correct or unset it.` : '';
+  const mac = where.platform === 'darwin';
+  if (/permission denied/i.test(detail)) {
+    return `Docker runs, but this user may not use its socket ${where.host ?? ''} (${detail}). Starting Docker does not help: ` +
+      'add yourself to the docker group (`sudo usermod -aG docker $USER`, then log out and in, or `newgrp docker`), ' +
+      `or point DOCKER_HOST at a Docker socket you may use.${envNote}`;
+  }
+  if (/context not found|unable to resolve docker endpoint/i.test(detail)) {
+    return `the docker CLI cannot find its context (${detail}). List them with \`docker context ls\` and pick one with ` +
+      `\`docker context use <name>\`, or unset DOCKER_CONTEXT if it names a context that does not exist.`;
+  }
+  if (/no such file or directory|check if the path is correct/i.test(detail)) {
+    return `nothing listens at ${where.host ?? 'the Docker socket'} (${detail}). ` +
+      (mac
+        ? 'Start Docker Desktop, Colima (`colima start`) or OrbStack; if one runs already, select its context: `docker context ls`, `docker context use <name>`.'
+        : 'Start Docker (`sudo systemctl start docker`), or, for Docker Desktop, select its context: `docker context ls`, `docker context use <name>`.') +
+      envNote;
+  }
+  return `Docker is not running or not reachable (docker info: ${detail}). ` +
+    `Start it: ${mac ? 'open Docker Desktop (or `colima start`, or OrbStack)' : 'sudo systemctl start docker'}, then run this again.${envNote}`;
+}
+
+/** Rootless Docker and rootless Podman say so in `docker info`'s SecurityOptions ("name=rootless"). */
+export function rootlessProblem(cfg: Config, info: { SecurityOptions?: string[] | null; OperatingSystem?: string; ServerVersion?: string }, endpoint: string): string | undefined {
+  if (!(info.SecurityOptions ?? []).includes('name=rootless')) return undefined;
+  const lowPorts = (['HTTP_PORT', 'HTTPS_PORT', 'REGISTRY_PORT'] as const).filter((k) => cfg[k] < 1024).map((k) => `${k}=${cfg[k]}`);
+  return `Docker at ${endpoint} runs rootless (${info.OperatingSystem ?? ''} ${info.ServerVersion ?? ''}; docker info lists name=rootless). ` +
+    'Talos nodes are privileged containers that mount filesystems and set cgroups and sysctls, which a rootless engine cannot grant' +
+    (lowPorts.length ? `, and a rootless engine cannot publish ports below 1024 (${lowPorts.join(', ')})` : '') +
+    '. Nothing was created. Use a rootful Docker Engine: start it (`sudo systemctl start docker`) and select it ' +
+    '(`docker context use default`, and unset DOCKER_HOST if it points at the rootless socket), then run this again.';
+}
+
+/** A Docker network as `docker network inspect --format '{{json .}}'` prints it (the fields we read). */
+export interface DockerNetwork {
+  Name: string;
+  Labels?: Record<string, string> | null;
+  IPAM?: { Config?: { Subnet?: string }[] | null };
+}
+
+const subnetsOf = (n: DockerNetwork) => (n.IPAM?.Config ?? []).map((c) => c.Subnet).filter((x): x is string => !!x && !x.includes(':'));
+const overlap = (a: string, b: string) => {
+  const [a0, a1] = subnetRange(a);
+  const [b0, b1] = subnetRange(b);
+  return a0 <= b1 && b0 <= a1;
+};
+/** The cluster's own network, found by talosctl's labels as talosctl finds it. */
+const isClusterNetwork = (cfg: Config, n: DockerNetwork) =>
+  n.Labels?.['talos.owned'] === 'true' && n.Labels?.['talos.cluster.name'] === cfg.CLUSTER_NAME;
+
+/** The first 10.x.y.0/24 from 10.5.0.0/24 on that overlaps none of these networks. */
+export function freeSubnet(networks: DockerNetwork[]): string | undefined {
+  const taken = networks.flatMap(subnetsOf);
+  for (let n = ipv4Number('10.5.0.0'); n < ipv4Number('11.0.0.0'); n += 256) {
+    const candidate = `${ipv4Text(n)}/24`;
+    if (!taken.some((t) => overlap(t, candidate))) return candidate;
+  }
+  return undefined;
+}
+
+/**
+ * Networks in the way of CLUSTER_SUBNET: Docker refuses a network whose subnet overlaps another's
+ * ("Pool overlaps with other one on this address space"), and talosctl refuses its own network
+ * when the subnet differs ("existing network has differing cidr").
+ */
+export function networkProblems(cfg: Config, networks: DockerNetwork[]): string[] {
+  const problems: string[] = [];
+  const others = networks.filter((n) => !isClusterNetwork(cfg, n));
+  const suggestion = freeSubnet(networks);
+  const instead = suggestion ? `set CLUSTER_SUBNET=${suggestion} in .env (free here)` : 'set CLUSTER_SUBNET in .env to a free private range';
+  const ours = networks.find((n) => isClusterNetwork(cfg, n));
+  const oursSubnet = ours && subnetsOf(ours)[0];
+  if (oursSubnet && oursSubnet !== cfg.CLUSTER_SUBNET) {
+    problems.push(
+      `the cluster's Docker network ${ours.Name} has subnet ${oursSubnet} but CLUSTER_SUBNET=${cfg.CLUSTER_SUBNET}. ` +
+        `Set CLUSTER_SUBNET=${oursSubnet} in .env, or recreate the cluster: \`task destroy -- --yes && task talos\`.`,
+    );
+    return problems;
+  }
+  const sameName = others.find((n) => n.Name === cfg.CLUSTER_NAME);
+  if (sameName) {
+    problems.push(
+      `a Docker network named ${cfg.CLUSTER_NAME} exists that talosctl did not create (it lacks the talos.cluster.name label), ` +
+        `so the cluster cannot have it. Remove it (\`docker network rm ${cfg.CLUSTER_NAME}\`) or set another CLUSTER_NAME in .env.`,
+    );
+  }
+  if (oursSubnet) return problems;
+  for (const n of others) {
+    const clash = subnetsOf(n).find((sub) => overlap(sub, cfg.CLUSTER_SUBNET));
+    if (!clash) continue;
+    const talos = n.Labels?.['talos.cluster.name'];
+    problems.push(
+      `the Docker network ${n.Name} (${clash}${talos ? `, Talos cluster "${talos}"` : ''}) overlaps CLUSTER_SUBNET=${cfg.CLUSTER_SUBNET}, ` +
+        `and Docker refuses overlapping networks ("Pool overlaps with other one on this address space"). ` +
+        `${instead[0].toUpperCase()}${instead.slice(1)}, or remove that network` +
+        `${talos ? ` (\`talosctl cluster destroy --name ${talos}\`)` : ` (\`docker network rm ${n.Name}\`)`}.`,
     );
   }
   return problems;
@@ -295,6 +474,17 @@ export function parsePorts(text: string): PublishedPort[] {
     hostPort: Number(m[2]),
     containerPort: Number(m[3]),
   }));
+}
+
+/**
+ * HOST_IP must be an address of this machine (or 0.0.0.0): Docker publishes ports there, on Linux
+ * directly and with Docker Desktop, Colima and OrbStack through their port forwarders on the host.
+ */
+export function hostIpProblem(hostIp: string, localAddresses: string[], platform: NodeJS.Platform): string | undefined {
+  const loopback = platform === 'linux' && hostIp.startsWith('127.');
+  if (hostIp === '0.0.0.0' || loopback || localAddresses.includes(hostIp)) return undefined;
+  return `HOST_IP=${hostIp} is not an address of this machine (it has ${localAddresses.join(', ')}), so nothing can be published there. ` +
+    'Set HOST_IP in .env to 127.0.0.1 (the default) or to one of these addresses.';
 }
 
 /** Whether something listens on host:port (a bind test, or a connect test where binding needs root). */
@@ -440,7 +630,36 @@ function ownPorts(current: Current): number[] {
   return [...current.nodes, ...current.helpers].filter((c) => c.State === 'running').flatMap((c) => parsePorts(c.Ports).map((p) => p.hostPort));
 }
 
-async function preflight(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<Current> {
+/**
+ * The endpoint the docker CLI uses: `docker context inspect` of the current context, which is
+ * "default" (DOCKER_HOST or the default socket) when DOCKER_HOST is set, else DOCKER_CONTEXT's or
+ * the one `docker context use` chose. talosctl, which reads only DOCKER_HOST, gets this host.
+ */
+export async function dockerEndpoint(): Promise<DockerEndpoint> {
+  const res = await run('docker', ['context', 'inspect', '--format', '{{json .}}']);
+  const context = JSON.parse(res.stdout.split('\n')[0]) as { Name: string; Endpoints: { docker: { Host: string } } };
+  return { context: context.Name, host: context.Endpoints.docker.Host };
+}
+
+interface DockerInfo {
+  NCPU: number;
+  MemTotal: number;
+  DockerRootDir: string;
+  OSType: string;
+  OperatingSystem: string;
+  ServerVersion: string;
+  Name: string;
+  SecurityOptions?: string[] | null;
+  ServerErrors?: string[];
+}
+
+/** What preflight found: the current containers, and the Docker endpoint to hand to talosctl. */
+interface Preflight {
+  current: Current;
+  dockerHost: string;
+}
+
+async function preflight(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<Preflight> {
   await check('Tools: docker, talosctl, kubectl, helm', async () => {
     const problems: string[] = [];
     for (const tool of ['docker', 'talosctl', 'kubectl', 'helm']) {
@@ -461,40 +680,80 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
     return `talosctl ${parseVersion(talosctl.stdout)!.text}, helm ${parseVersion(helm.stdout)!.text}, kubectl ${parseVersion(kubectlVersion.stdout)!.text}`;
   });
 
-  let info: { NCPU: number; MemTotal: number; DockerRootDir: string; OSType: string; ServerVersion: string } | undefined;
+  let info: DockerInfo | undefined;
+  let endpoint: DockerEndpoint | undefined;
   await check('Docker daemon', async () => {
+    const where = { platform, dockerHostEnv: process.env.DOCKER_HOST || undefined };
+    endpoint = await dockerEndpoint().catch((err: Error) => {
+      throw new UserError(dockerUnreachable(err instanceof CommandError ? err.output : err.message, where));
+    });
     const res = await run('docker', ['info', '--format', '{{json .}}'], { okCodes: [1] });
-    const parsed = res.code === 0 ? JSON.parse(res.stdout) : undefined;
+    const parsed = res.code === 0 ? (JSON.parse(res.stdout) as DockerInfo) : undefined;
     if (!parsed || parsed.ServerErrors?.length || !parsed.ServerVersion) {
+      throw new UserError(dockerUnreachable(res.stderr || parsed?.ServerErrors?.join(' ') || '', { ...where, host: endpoint.host }));
+    }
+    const rootless = rootlessProblem(cfg, parsed, endpoint.host);
+    if (rootless) throw new UserError(rootless);
+    info = parsed;
+    return `Docker ${parsed.ServerVersion} (${parsed.OperatingSystem}) at ${endpoint.host}` +
+      `${endpoint.context === 'default' ? '' : ` (context ${endpoint.context})`}, ${parsed.NCPU} CPUs, ${gib(parsed.MemTotal / 1024 / 1024)}`;
+  });
+  const dockerHost = endpoint!.host;
+
+  // talosctl's Docker client reads DOCKER_HOST only (client.FromEnv), never a docker context.
+  await check('talosctl reaches the same Docker', async () => {
+    const res = await run('talosctl', ['cluster', 'show', '--name', cfg.CLUSTER_NAME, '--state', statePath(cfg, 'talos', 'clusters')], {
+      env: { DOCKER_HOST: dockerHost },
+      okCodes: [1],
+    });
+    if (res.code !== 0) {
       throw new UserError(
-        `Docker is not running or not reachable (docker info: ${(res.stderr || parsed?.ServerErrors?.join(' ') || '').trim()}). ` +
-          `Start it: ${platform === 'darwin' ? 'open Docker Desktop' : 'sudo systemctl start docker'}, then run this again.`,
+        `talosctl cannot reach Docker at DOCKER_HOST=${dockerHost}, where the docker CLI can (${(res.stderr || res.stdout).trim()}). ` +
+          'talosctl supports unix:// and plain tcp:// endpoints; for an ssh:// or TLS context, forward the socket ' +
+          '(`ssh -NL /tmp/docker.sock:/var/run/docker.sock <host>`) and set DOCKER_HOST=unix:///tmp/docker.sock.',
       );
     }
-    info = parsed;
-    return `Docker ${parsed.ServerVersion}, ${parsed.NCPU} CPUs, ${gib(parsed.MemTotal / 1024 / 1024)}`;
+    return `DOCKER_HOST=${dockerHost}`;
+  });
+
+  await check(`Docker network for CLUSTER_SUBNET=${cfg.CLUSTER_SUBNET}`, async () => {
+    const names = (await run('docker', ['network', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter(Boolean);
+    const inspected = names.length ? (await run('docker', ['network', 'inspect', '--format', '{{json .}}', ...names])).stdout : '';
+    const networks = inspected.split('\n').filter(Boolean).map((l) => JSON.parse(l) as DockerNetwork);
+    const problems = networkProblems(cfg, networks);
+    if (problems.length) throw new UserError(problems.join('\n'));
+    return networks.some((n) => isClusterNetwork(cfg, n)) ? `network ${cfg.CLUSTER_NAME} exists` : `free (${networks.length} other networks)`;
   });
 
   const current = await readCurrent(cfg);
   const clusterRunning = current.nodes.some((n) => n.State === 'running');
+  // Docker on this machine (not in a VM): Linux, and the daemon's hostname is ours.
+  const dockerOnThisMachine = platform === 'linux' && info!.Name === os.hostname();
 
   await check('Memory, CPUs and disk', async () => {
     const need = requiredResources(cfg);
-    let memoryMiB = Math.floor(info!.MemTotal / 1024 / 1024);
-    // On Linux the nodes share this machine's memory: what is free now counts, unless they already run.
-    if (platform === 'linux' && !clusterRunning) memoryMiB = Math.min(memoryMiB, Math.floor(os.freemem() / 1024 / 1024));
+    // A running cluster already holds its memory: what is free now says nothing about it.
+    const memoryMiB = clusterRunning
+      ? undefined
+      : dockerMemoryMiB(Math.floor(info!.MemTotal / 1024 / 1024), dockerOnThisMachine ? { availableMiB: Math.floor(os.freemem() / 1024 / 1024) } : undefined);
     let diskMiB: number | undefined;
-    const diskDir = fs.existsSync(info!.DockerRootDir ?? '') ? info!.DockerRootDir : undefined;
+    const diskDir = dockerOnThisMachine && fs.existsSync(info!.DockerRootDir ?? '') ? info!.DockerRootDir : undefined;
     if (diskDir) {
       const s = fs.statfsSync(diskDir);
       diskMiB = Math.floor((s.bavail * s.bsize) / 1024 / 1024);
     }
-    const problems = resourceProblems(need, { memoryMiB: clusterRunning ? undefined : memoryMiB, cpus: info!.NCPU, diskMiB });
+    const problems = resourceProblems(need, { memoryMiB, cpus: info!.NCPU, diskMiB });
+    const workerProblem = workerMemoryProblem(cfg);
+    if (workerProblem) problems.push(workerProblem);
     if (problems.length) throw new UserError(problems.join('\n'));
-    return `need ${gib(need.memoryMiB)} memory, ${need.cpus} CPUs, ${gib(need.diskMiB)} disk` + (diskDir ? '' : ' (disk of the Docker VM not visible: not checked)');
+    return `expected use ${gib(need.memoryMiB)}${memoryMiB === undefined ? '' : ` of ${gib(memoryMiB)} available`}, ${need.cpus} CPUs, ${gib(need.diskMiB)} disk` +
+      (diskDir ? '' : ' (disk of the Docker VM not visible: not checked)');
   });
 
   await check(`Ports ${cfg.HTTP_PORT}, ${cfg.HTTPS_PORT}, ${cfg.REGISTRY_PORT} on ${cfg.HOST_IP}`, async () => {
+    const addresses = Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address));
+    const notHere = hostIpProblem(cfg.HOST_IP, addresses, platform);
+    if (notHere) throw new UserError(notHere);
     const ours = ownPorts(current);
     const problems: string[] = [];
     for (const [keyName, p] of [['HTTP_PORT', cfg.HTTP_PORT], ['HTTPS_PORT', cfg.HTTPS_PORT], ['REGISTRY_PORT', cfg.REGISTRY_PORT]] as const) {
@@ -507,13 +766,13 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
     return ours.length ? 'free (or ours)' : 'free';
   });
 
-  if (platform === 'linux' && info?.OSType === 'linux' && fs.existsSync('/proc/modules')) {
+  if (dockerOnThisMachine && fs.existsSync('/proc/modules')) {
     const modules = fs.readFileSync('/proc/modules', 'utf8');
     if (!/^br_netfilter /m.test(modules) && !fs.existsSync('/proc/sys/net/bridge')) {
       warn('br_netfilter is not loaded; Flannel needs it for Service traffic: `sudo modprobe br_netfilter`');
     }
   }
-  return current;
+  return { current, dockerHost };
 }
 
 /** Whether the cluster's Docker network exists (found by talosctl's label, as talosctl finds it). */
@@ -523,13 +782,13 @@ async function clusterNetworkExists(cfg: Config): Promise<boolean> {
 }
 
 async function ensureNetwork(cfg: Config): Promise<void> {
-  await step(`Docker network ${cfg.CLUSTER_NAME} (${NETWORK_CIDR})`, async () => {
+  await step(`Docker network ${cfg.CLUSTER_NAME} (${cfg.CLUSTER_SUBNET})`, async () => {
     if (await clusterNetworkExists(cfg)) return 'already exists';
     await run('docker', [
       'network', 'create',
       '--label', 'talos.owned=true',
       '--label', `talos.cluster.name=${cfg.CLUSTER_NAME}`,
-      '--subnet', NETWORK_CIDR,
+      '--subnet', cfg.CLUSTER_SUBNET,
       '--opt', 'com.docker.network.driver.mtu=1500',
       cfg.CLUSTER_NAME,
     ]);
@@ -582,7 +841,7 @@ function writePatches(cfg: Config, clusterExists: boolean): string {
   return written.length ? `wrote ${written.map(([f]) => f).join(', ')}` : 'unchanged';
 }
 
-async function ensureCluster(cfg: Config, current: Current): Promise<void> {
+async function ensureCluster(cfg: Config, current: Current, dockerHost: string): Promise<void> {
   const talosconfig = statePath(cfg, 'talosconfig');
   await step(`Talos cluster ${cfg.CLUSTER_NAME}: 1 control plane + ${cfg.WORKERS} workers`, async () => {
     if (current.nodes.length === 0) {
@@ -591,7 +850,7 @@ async function ensureCluster(cfg: Config, current: Current): Promise<void> {
         fs.rmSync(stale, { recursive: true, force: true });
       }
       await run('talosctl', clusterCreateArgs(cfg, statePath(cfg, 'talos', 'patches')), {
-        env: { KUBECONFIG: kubeconfigPath(cfg) },
+        env: { KUBECONFIG: kubeconfigPath(cfg), DOCKER_HOST: dockerHost },
         hint: `Nothing of a half-created cluster is lost by retrying: \`task destroy -- --yes && task talos\`.`,
       });
       return `created (Talos ${cfg.TALOS_VERSION}, Kubernetes ${cfg.KUBERNETES_VERSION})`;
@@ -611,7 +870,7 @@ async function ensureCluster(cfg: Config, current: Current): Promise<void> {
 
   await step('Kubeconfig', async () => {
     if (fs.existsSync(kubeconfigPath(cfg))) return `already present: ${kubeconfigPath(cfg)}`;
-    await run('talosctl', ['kubeconfig', kubeconfigPath(cfg), '--talosconfig', talosconfig, '--nodes', CONTROLPLANE_IP, '--force']);
+    await run('talosctl', ['kubeconfig', kubeconfigPath(cfg), '--talosconfig', talosconfig, '--nodes', controlplaneIp(cfg), '--force']);
     return `fetched into ${kubeconfigPath(cfg)}`;
   });
 
@@ -626,7 +885,7 @@ async function ensureCluster(cfg: Config, current: Current): Promise<void> {
     const already = nodes.length === want && nodes.every(ready);
     if (!already) {
       await kubectl(cfg, ['wait', '--for=condition=Ready', 'nodes', '--all', '--timeout=300s'], {
-        hint: `Nodes are not Ready. Look at \`talosctl --talosconfig ${talosconfig} --nodes ${CONTROLPLANE_IP} health\` and \`kubectl --kubeconfig ${kubeconfigPath(cfg)} describe nodes\`.`,
+        hint: `Nodes are not Ready. Look at \`talosctl --talosconfig ${talosconfig} --nodes ${controlplaneIp(cfg)} health\` and \`kubectl --kubeconfig ${kubeconfigPath(cfg)} describe nodes\`.`,
       });
       nodes = await readNodes();
       if (nodes.length !== want) throw new UserError(`${nodes.length} nodes registered, ${want} expected. Check \`kubectl --kubeconfig ${kubeconfigPath(cfg)} get nodes\`.`);
@@ -635,7 +894,7 @@ async function ensureCluster(cfg: Config, current: Current): Promise<void> {
     if (versions.some((v) => v !== `v${cfg.KUBERNETES_VERSION}`)) {
       throw new UserError(
         `nodes run Kubernetes ${versions.join(', ')} but KUBERNETES_VERSION=${cfg.KUBERNETES_VERSION}. ` +
-          `Upgrade with \`talosctl --talosconfig ${talosconfig} --nodes ${CONTROLPLANE_IP} upgrade-k8s --to ${cfg.KUBERNETES_VERSION}\`, or recreate the cluster.`,
+          `Upgrade with \`talosctl --talosconfig ${talosconfig} --nodes ${controlplaneIp(cfg)} upgrade-k8s --to ${cfg.KUBERNETES_VERSION}\`, or recreate the cluster.`,
       );
     }
     return `${already ? 'already ' : ''}${nodes.length}/${want} Ready (Kubernetes ${versions.join(', ')})`;
@@ -643,11 +902,11 @@ async function ensureCluster(cfg: Config, current: Current): Promise<void> {
 }
 
 async function create(cfg: Config): Promise<void> {
-  const current = await preflight(cfg);
+  const { current, dockerHost } = await preflight(cfg);
   await ensureNetwork(cfg);
   await ensureHelpers(cfg, current);
   await step('Talos config patches', async () => writePatches(cfg, current.nodes.length > 0));
-  await ensureCluster(cfg, current);
+  await ensureCluster(cfg, current, dockerHost);
   note(`export KUBECONFIG=${kubeconfigPath(cfg)}`);
   note(`export TALOSCONFIG=${statePath(cfg, 'talosconfig')}`);
   note(`Images pushed to localhost:${cfg.REGISTRY_PORT}/<name> run in the cluster under the same name.`);

@@ -91,7 +91,7 @@ describe('pure parts', () => {
 
   it.each([
     [{ memoryMiB: 64 * 1024, cpus: 8, diskMiB: 100 * 1024 }, []],
-    [{ memoryMiB: 8 * 1024, cpus: 8 }, [/Docker has 8.0GiB of memory available but the nodes need 13.0GiB/]],
+    [{ memoryMiB: 4 * 1024, cpus: 8 }, [/Docker has 4.0GiB of memory available but the cluster is expected to use 4.3GiB/]],
     [{ memoryMiB: 64 * 1024, cpus: 1 }, [/Docker has 1 CPUs but a node asks for 2/]],
     [{ diskMiB: 5 * 1024 }, [/only 5.0GiB of disk is free .* 25.0GiB is needed/]],
     [{}, []],
@@ -358,10 +358,10 @@ describe('preflight failures stop before anything changes', () => {
 
   it('too little memory', async () => {
     const sandbox = makeSandbox();
-    sandbox.scenario({ docker: { info: { MemTotal: 6 * 1024 ** 3 } } });
+    sandbox.scenario({ docker: { info: { MemTotal: 4 * 1024 ** 3 } } });
     const res = await sandbox.run('talos');
     expectStopped(res);
-    expect(res.stderr).toMatch(/Docker has 6.0GiB of memory available but the nodes need 13.0GiB.*lower WORKERS or WORKER_MEMORY/);
+    expect(res.stderr).toMatch(/Docker has 3.5GiB of memory available but the cluster is expected to use 4.3GiB.*or lower WORKERS in .env/);
   });
 
   it('a missing tool, with an install hint', async () => {
@@ -378,7 +378,7 @@ describe('preflight failures stop before anything changes', () => {
     const res = await makeSandbox().run('talos', ['--preflight']);
     expect(res.code).toBe(0);
     expect(mutatingLines(res.calls)).toEqual([]);
-    expect(res.stdout).toMatch(/preflight done in .*4 steps, nothing changed/);
+    expect(res.stdout).toMatch(/preflight done in .*6 steps, nothing changed/);
   });
 });
 

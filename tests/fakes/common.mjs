@@ -3,8 +3,18 @@
 /** The healthy machine: Docker up, tools at their pinned versions, plenty of resources, no cluster. */
 export function defaultState() {
   return {
+    /** The machine the tools run on: `os` is talosctl's runtime.GOOS (where it publishes the API ports). */
+    host: { os: 'linux' },
     docker: {
       running: true,
+      /**
+       * Where the daemon answers, and whether this user may connect there ("ok" or "denied"). Any
+       * other endpoint does not exist. A list, so a host profile replaces it whole.
+       */
+      sockets: [{ host: 'unix:///var/run/docker.sock', access: 'ok' }],
+      /** docker CLI contexts besides "default" (name → endpoint), and the current one (~/.docker/config.json). */
+      contexts: {},
+      currentContext: 'default',
       info: {
         ServerVersion: '28.2.2',
         OSType: 'linux',

@@ -1,9 +1,77 @@
-// Stand-in `docker`: containers, networks and volumes kept in the scenario state.
+// Stand-in `docker`: containers, networks and volumes kept in the scenario state. The CLI finds
+// its daemon as docker/cli v29 does (DOCKER_HOST, else DOCKER_CONTEXT, else the current context)
+// and fails to connect with the moby client's words when the host profile has no daemon there.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { all, one, parseArgs } from '../common.mjs';
 
-const DOWN = 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n';
+/** client.DefaultDockerHost on Unix (moby client/client_unix.go): the endpoint without DOCKER_HOST or a context. */
+export const DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock';
+
+/**
+ * The endpoint the docker CLI talks to: DOCKER_HOST wins, then DOCKER_CONTEXT, then the current
+ * context (docker/cli cli/command/cli.go resolveContextName); "default" is DOCKER_HOST or the socket.
+ */
+export function cliEndpoint(state, env) {
+  if (env.DOCKER_HOST) return { context: 'default', host: env.DOCKER_HOST };
+  const context = env.DOCKER_CONTEXT || state.docker.currentContext || 'default';
+  if (context === 'default') return { context, host: DEFAULT_DOCKER_HOST };
+  const host = state.docker.contexts[context];
+  if (host) return { context, host };
+  const id = crypto.createHash('sha256').update(context).digest('hex');
+  const meta = path.join(env.HOME ?? '~', '.docker', 'contexts', 'meta', id, 'meta.json');
+  return { context, error: `context "${context}": context not found: open ${meta}: no such file or directory` };
+}
+
+/**
+ * Why a Docker API client cannot reach the daemon at `host`, in the words of moby client v0.4/v0.5
+ * (client/request.go, used by docker CLI v29 and talosctl v1.13), or undefined when it can.
+ */
+export function connectError(state, host) {
+  const socket = state.docker.sockets.find((s) => s.host === host);
+  if (!socket && host.startsWith('unix://')) {
+    const file = host.slice('unix://'.length);
+    return `failed to connect to the docker API at ${host}; check if the path is correct and if the daemon is running: dial unix ${file}: connect: no such file or directory`;
+  }
+  if (socket?.access === 'denied') return `permission denied while trying to connect to the docker API at ${host}`;
+  if (!socket || !state.docker.running) return `Cannot connect to the Docker daemon at ${host}. Is the docker daemon running?`;
+  return undefined;
+}
+
+const subnetRange = (cidr) => {
+  const [addr, bits] = cidr.split('/');
+  const start = addr.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+  return [start, start + 2 ** (32 - Number(bits)) - 1];
+};
+
+/** Creates a network as the daemon does, or returns the daemon's error (moby libnetwork, ipamapi.ErrPoolOverlap). */
+export function createNetwork(state, { name, labels, subnet }) {
+  const d = state.docker;
+  if (d.networks[name]) return `Error response from daemon: network with name ${name} already exists`;
+  const [start, end] = subnetRange(subnet);
+  const overlaps = Object.values(d.networks).some((n) => n.subnet && (([s, e]) => s <= end && start <= e)(subnetRange(n.subnet)));
+  if (overlaps) return 'Error response from daemon: invalid pool request: Pool overlaps with other one on this address space';
+  d.networks[name] = { name, labels, subnet };
+  return undefined;
+}
+
+/** The JSON `docker network inspect` prints for a network (the fields the phases read). */
+function inspectNetwork(state, n) {
+  const containers = Object.fromEntries(
+    networkAttached(state, n.name).map((c) => [`id-${c.name}`, { Name: c.name, IPv4Address: `${c.networks[n.name].ip}/24` }]),
+  );
+  return { Name: n.name, Id: `net-${n.name}`, Driver: n.driver ?? 'bridge', Labels: n.labels, IPAM: { Config: n.subnet ? [{ Subnet: n.subnet }] : [] }, Containers: containers };
+}
+
+/** What `docker context inspect` prints for a context (docker/cli cli/command/context/inspect.go). */
+const inspectContext = (name, host) => ({
+  Name: name,
+  Metadata: {},
+  Endpoints: { docker: { Host: host, SkipTLSVerify: false } },
+  TLSMaterial: {},
+  Storage: name === 'default' ? { MetadataPath: '<IN MEMORY>', TLSPath: '<IN MEMORY>' } : { MetadataPath: `~/.docker/contexts/meta/${name}`, TLSPath: `~/.docker/contexts/tls/${name}` },
+});
 
 const portsText = (c) =>
   c.ports.map((p) => `${p.hostIp}:${p.hostPort}->${p.containerPort}/${p.proto}`).join(', ');
@@ -69,14 +137,20 @@ function networkAttached(state, name) {
 }
 
 export default function docker(argv, ctx) {
-  const { state, out, err } = ctx;
+  const { state, out, err, env } = ctx;
   const d = state.docker;
-  if (!d.running && argv[0] !== '--version') {
-    err(DOWN);
-    return 1;
-  }
   const [cmd, ...rest] = argv;
-  const sub = cmd === 'network' || cmd === 'volume' || cmd === 'image' ? `${cmd} ${rest.shift()}` : cmd;
+  const sub = ['network', 'volume', 'image', 'context'].includes(cmd) ? `${cmd} ${rest.shift()}` : cmd;
+  const endpoint = cliEndpoint(state, env);
+  if (sub !== '--version' && sub !== 'context inspect') {
+    const failure = endpoint.error ?? connectError(state, endpoint.host);
+    if (failure) {
+      // `docker info --format` still prints the client part, then fails (docker/cli cli/command/system/info.go).
+      if (sub === 'info' && !endpoint.error) out(`${JSON.stringify({ ID: '', ServerVersion: '', ClientInfo: { Context: endpoint.context } })}\n`);
+      err(`${failure}\n`);
+      return 1;
+    }
+  }
   const { flags, positional } = parseArgs(rest, [
     '--format', '-f', '--filter', '--name', '--label', '-l', '-p', '--publish', '-e', '--env', '-v', '--volume',
     '--network', '--ip', '--restart', '--subnet', '-o', '--opt', '--driver', '-t', '--tag', '--mount', '--file',
@@ -203,32 +277,49 @@ export default function docker(argv, ctx) {
         out(`${n}\n`);
       }
       return 0;
+    case 'context inspect': {
+      // Without a name: the context the CLI uses now (DOCKER_HOST makes it "default").
+      const names = positional.length ? positional : [endpoint.context];
+      const found = [];
+      for (const name of names) {
+        const resolved = name === endpoint.context ? endpoint : cliEndpoint(state, { ...env, DOCKER_HOST: '', DOCKER_CONTEXT: name });
+        if (resolved.error) {
+          err(`${resolved.error}\n`);
+          return 1;
+        }
+        found.push(inspectContext(name, resolved.host));
+      }
+      if (one(flags, '--format', '-f') === '{{json .}}') out(found.map((c) => `${JSON.stringify(c)}\n`).join(''));
+      else out(`${JSON.stringify(found, null, 4)}\n`);
+      return 0;
+    }
     case 'network ls':
       for (const n of Object.values(d.networks)) {
-        if (matchesFilters(n, all(flags, '--filter', '-f'))) out(`${JSON.stringify({ Name: n.name, ID: `net-${n.name}`, Labels: labelsText(n.labels) })}\n`);
+        if (!matchesFilters(n, all(flags, '--filter', '-f'))) continue;
+        if (one(flags, '--format') === '{{.Name}}') out(`${n.name}\n`);
+        else out(`${JSON.stringify({ Name: n.name, ID: `net-${n.name}`, Labels: labelsText(n.labels) })}\n`);
       }
       return 0;
     case 'network inspect': {
-      const n = d.networks[positional[0]];
-      if (!n) {
+      const missing = positional.filter((name) => !d.networks[name]);
+      if (missing.length) {
         out('[]\n');
-        err(`Error response from daemon: network ${positional[0]} not found\n`);
+        err(`Error response from daemon: network ${missing[0]} not found\n`);
         return 1;
       }
-      const containers = Object.fromEntries(
-        networkAttached(state, n.name).map((c) => [`id-${c.name}`, { Name: c.name, IPv4Address: `${c.networks[n.name].ip}/24` }]),
-      );
-      out(`${JSON.stringify([{ Name: n.name, Labels: n.labels, IPAM: { Config: [{ Subnet: n.subnet }] }, Containers: containers }])}\n`);
+      const found = positional.map((name) => inspectNetwork(state, d.networks[name]));
+      if (one(flags, '--format', '-f') === '{{json .}}') out(found.map((n) => `${JSON.stringify(n)}\n`).join(''));
+      else out(`${JSON.stringify(found)}\n`);
       return 0;
     }
     case 'network create': {
       const name = positional[0];
-      if (d.networks[name]) {
-        err(`Error response from daemon: network with name ${name} already exists\n`);
+      const labels = Object.fromEntries(all(flags, '--label').map((l) => l.split(/=(.*)/s).slice(0, 2)));
+      const failure = createNetwork(state, { name, labels, subnet: one(flags, '--subnet') ?? '172.20.0.0/16' });
+      if (failure) {
+        err(`${failure}\n`);
         return 1;
       }
-      const labels = Object.fromEntries(all(flags, '--label').map((l) => l.split(/=(.*)/s).slice(0, 2)));
-      d.networks[name] = { name, labels, subnet: one(flags, '--subnet') ?? '172.20.0.0/16' };
       out(`net-${name}\n`);
       return 0;
     }

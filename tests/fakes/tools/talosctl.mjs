@@ -1,11 +1,21 @@
 // Stand-in `talosctl`: `cluster create docker` makes node containers (through the docker state),
 // writes a talosconfig and merges a kubeconfig into $KUBECONFIG, as the real one does.
+// Its Docker client is talosctl v1.13.9's: client.New(client.FromEnv) in
+// pkg/provision/providers/docker/docker.go, so DOCKER_HOST or unix:///var/run/docker.sock, never a
+// docker CLI context.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { all, one, parseArgs } from '../common.mjs';
-import { addContainer, parsePort } from './docker.mjs';
+import { DEFAULT_DOCKER_HOST, addContainer, connectError, createNetwork, parsePort } from './docker.mjs';
+
+const TALOS_API_PORT = 40124;
+const KUBERNETES_API_PORT = 40123;
+
+/** The network talosctl reuses: found by its labels, not by name (pkg/provision/providers/docker/network.go). */
+const clusterNetwork = (state, name) =>
+  Object.values(state.docker.networks).find((n) => n.labels['talos.owned'] === 'true' && n.labels['talos.cluster.name'] === name);
 
 export function kubeconfigFor(cluster, server = 'https://127.0.0.1:40123') {
   return {
@@ -63,21 +73,42 @@ function clusterCreate(rest, ctx) {
   for (const p of all(flags, '--config-patch', '--config-patch-controlplanes', '--config-patch-workers')) {
     if (!loadPatch(p, err)) return 1;
   }
-  const d = state.docker;
-  const net = d.networks[name];
-  if (net && net.subnet !== subnet) {
-    err(`error: existing network has differing cidr: ${net.subnet} vs ${subnet}\n`);
+  // Provisioner.Create: the state directory first, then the first Docker call (the image list).
+  const stateDir = path.join(one(flags, '--state') ?? path.join(os.homedir(), '.talos', 'clusters'), name);
+  out(`creating state directory in "${stateDir}"\n`);
+  fs.mkdirSync(stateDir, { recursive: true });
+  const unreachable = connectError(state, env.DOCKER_HOST || DEFAULT_DOCKER_HOST);
+  if (unreachable) {
+    err(`${unreachable}\n`);
     return 1;
   }
-  out(`validating CIDR and reserving IPs\ngenerating PKI and tokens\ncreating network ${name}\n`);
-  d.networks[name] ??= { name, labels: { 'talos.owned': 'true', 'talos.cluster.name': name }, subnet };
+  const d = state.docker;
+  const net = clusterNetwork(state, name);
+  if (net && net.subnet !== subnet) {
+    err(`unable to create or re-use a docker network: existing network has differing cidr: ${net.subnet} vs ${subnet}\n`);
+    return 1;
+  }
+  out(`creating network ${name}\n`);
+  if (!net) {
+    const failure = createNetwork(state, { name, labels: { 'talos.owned': 'true', 'talos.cluster.name': name }, subnet });
+    if (failure) {
+      err(`unable to create or re-use a docker network: ${failure}\n`);
+      return 1;
+    }
+  }
   const workers = Number(one(flags, '--workers') ?? 1);
   const image = one(flags, '--image') ?? 'ghcr.io/siderolabs/talos:v1.13.9';
   const k8s = one(flags, '--kubernetes-version') ?? '1.36.3';
   const prefix = subnet.split('.').slice(0, 3).join('.');
   const exposed = (one(flags, '-p', '--exposed-ports') ?? '').split(',').filter(Boolean).map((p) => parsePort(p, hostIp));
+  // node.go: on Linux the API ports are published on 127.0.0.1; elsewhere (Docker in a VM) on --host-ip.
+  const apiIp = state.host.os === 'linux' ? '127.0.0.1' : hostIp;
+  const apiPorts = [
+    { hostIp: apiIp, hostPort: KUBERNETES_API_PORT, containerPort: 6443, proto: 'tcp' },
+    { hostIp: apiIp, hostPort: TALOS_API_PORT, containerPort: 50000, proto: 'tcp' },
+  ];
   const nodes = [
-    { name: `${name}-controlplane-1`, type: 'controlplane', ports: [{ hostIp: '127.0.0.1', hostPort: 40123, containerPort: 6443, proto: 'tcp' }, { hostIp: '127.0.0.1', hostPort: 40124, containerPort: 50000, proto: 'tcp' }, ...exposed] },
+    { name: `${name}-controlplane-1`, type: 'controlplane', ports: [...apiPorts, ...exposed] },
     ...Array.from({ length: workers }, (_, i) => ({ name: `${name}-worker-${i + 1}`, type: 'worker', ports: [] })),
   ];
   for (const [i, n] of nodes.entries()) {
@@ -95,18 +126,38 @@ function clusterCreate(rest, ctx) {
     });
     out(`creating node ${n.name}\n`);
   }
-  const stateDir = path.join(one(flags, '--state') ?? path.join(os.homedir(), '.talos', 'clusters'), name);
-  fs.mkdirSync(stateDir, { recursive: true });
   fs.writeFileSync(path.join(stateDir, 'state.yaml'), YAML.stringify({ name, provisioner: 'docker' }));
   const talosconfig = one(flags, '--talosconfig-destination') ?? path.join(os.homedir(), '.talos', 'config');
   fs.mkdirSync(path.dirname(talosconfig), { recursive: true });
   fs.writeFileSync(
     talosconfig,
-    YAML.stringify({ context: name, contexts: { [name]: { endpoints: ['127.0.0.1:40124'], nodes: [`${prefix}.2`] } } }),
+    YAML.stringify({ context: name, contexts: { [name]: { endpoints: [`127.0.0.1:${TALOS_API_PORT}`], nodes: [`${prefix}.2`] } } }),
   );
+  // The talosconfig (and kubeconfig) always point at 127.0.0.1; a port published only on another
+  // address is not there, so bootstrapping fails (the outcome of the real run; its text is abridged).
+  if (!['127.0.0.1', '0.0.0.0'].includes(apiIp)) {
+    err(`bootstrap error: rpc error: code = Unavailable desc = connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:${TALOS_API_PORT}: connect: connection refused"\n`);
+    return 1;
+  }
   const kubeconfig = env.KUBECONFIG ?? path.join(os.homedir(), '.kube', 'config');
   writeKubeconfig(kubeconfig, name);
   out(`waiting for the cluster to be healthy\nmerging kubeconfig into "${kubeconfig}"\n`);
+  return 0;
+}
+
+/** `cluster show`: what Reflect finds in Docker by talosctl's labels (pkg/provision/providers/docker/reflect.go). */
+function clusterShow(rest, ctx) {
+  const { state, out } = ctx;
+  const { flags } = parseArgs(rest, ['--name', '--state', '--provisioner']);
+  const name = one(flags, '--name') ?? 'talos-default';
+  const net = clusterNetwork(state, name);
+  const nodes = Object.values(state.docker.containers).filter((c) => c.labels['talos.owned'] === 'true' && c.labels['talos.cluster.name'] === name);
+  const api = nodes.flatMap((c) => c.ports).find((p) => p.containerPort === 6443);
+  out(
+    `PROVISIONER           docker\nNAME                  ${name}\nNETWORK NAME          ${net?.name ?? ''}\nNETWORK CIDR          ${net?.subnet ?? ''}\n` +
+      `KUBERNETES ENDPOINT   ${api ? `https://127.0.0.1:${api.hostPort}` : ''}\n\nNODES:\n\nNAME   TYPE   IP\n` +
+      nodes.map((c) => `${c.name}   ${c.labels['talos.type']}   ${net ? (c.networks[net.name]?.ip ?? '') : ''}\n`).join(''),
+  );
   return 0;
 }
 
@@ -142,12 +193,15 @@ export default function talosctl(argv, ctx) {
     out(argv.includes('--short') ? `Client:\nTalos ${state.talosctl.version}\n` : `Client:\n\tTag:         ${state.talosctl.version}\n`);
     return 0;
   }
-  if (!state.docker.running && argv[0] === 'cluster') {
-    err('error: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n');
-    return 1;
-  }
   if (joined.startsWith('cluster create docker')) return clusterCreate(argv.slice(3), ctx);
-  if (argv[0] === 'cluster' && argv[1] === 'destroy') return clusterDestroy(argv.slice(2), ctx);
+  if (argv[0] === 'cluster' && (argv[1] === 'destroy' || argv[1] === 'show')) {
+    const unreachable = connectError(state, ctx.env.DOCKER_HOST || DEFAULT_DOCKER_HOST);
+    if (unreachable) {
+      err(`${unreachable}\n`);
+      return 1;
+    }
+    return argv[1] === 'show' ? clusterShow(argv.slice(2), ctx) : clusterDestroy(argv.slice(2), ctx);
+  }
   if (argv[0] === 'kubeconfig') {
     const { flags, positional } = parseArgs(argv.slice(1), ['--talosconfig', '--nodes', '-n', '--endpoints', '-e', '--force-context-name']);
     const talosconfig = one(flags, '--talosconfig');
