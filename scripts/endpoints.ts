@@ -6,11 +6,7 @@
 // Tools: none.
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { type Config, ConfigError, INGRESS_HOSTS, isMain, kubeconfigPath, loadConfig, statePath } from './lib.ts';
-
-/** https://<name>.<DOMAIN>, with the port only when it is not 443. */
-export const url = (cfg: Config, name: string, pathName = '/') =>
-  `https://${name}.${cfg.DOMAIN}${cfg.HTTPS_PORT === 443 ? '' : `:${cfg.HTTPS_PORT}`}${pathName}`;
+import { type Config, ConfigError, INGRESS_HOSTS, isMain, kubeconfigPath, loadConfig, ingressUrl, namesAddress, resolvesByItself, statePath } from './lib.ts';
 
 /** The lines `task endpoints` prints. `exists` is injectable for tests. */
 export function endpointLines(cfg: Config, exists: (file: string) => boolean = fs.existsSync): string[] {
@@ -21,27 +17,28 @@ export function endpointLines(cfg: Config, exists: (file: string) => boolean = f
   const hosts = INGRESS_HOSTS.map((h) => `${h}.${cfg.DOMAIN}`);
   const lines = [
     kleur.bold('Endpoints'),
-    `  Grafana      ${url(cfg, 'grafana')}`,
+    `  Grafana      ${ingressUrl(cfg, 'grafana', '/')}`,
     `               user admin, password in ${password}${missing(password, 'observability')}`,
     `               (cat ${password}, or: kubectl -n monitoring get secret grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d)`,
-    `  Prometheus   ${url(cfg, 'prometheus')}`,
-    `  Traefik      ${url(cfg, 'traefik', '/dashboard/')}`,
-    `  Sample app   ${url(cfg, 'app')}`,
+    `  Prometheus   ${ingressUrl(cfg, 'prometheus', '/')}`,
+    `  Traefik      ${ingressUrl(cfg, 'traefik', '/dashboard/')}`,
+    `  Sample app   ${ingressUrl(cfg, 'app', '/')}`,
     `  Registry     localhost:${cfg.REGISTRY_PORT}   (docker push localhost:${cfg.REGISTRY_PORT}/<image>:<tag>; pods pull the same name)`,
     '',
     kleur.bold('TLS'),
     `  CA certificate ${ca}${missing(ca, 'traefik')}`,
-    `  Trust it in your browser or system, or: curl --cacert ${ca} ${url(cfg, 'grafana', '/api/health')}`,
+    `  Trust it in your browser or system, or: curl --cacert ${ca} ${ingressUrl(cfg, 'grafana', '/api/health')}`,
   ];
-  // *.localhost resolves to 127.0.0.1 by itself (RFC 6761; browsers and most resolvers do this).
-  const selfResolving = (cfg.DOMAIN === 'localhost' || cfg.DOMAIN.endsWith('.localhost')) && cfg.HOST_IP === '127.0.0.1';
-  if (!selfResolving) {
+  const address = namesAddress(cfg.HOST_IP);
+  if (resolvesByItself(cfg.DOMAIN)) {
+    lines.push('', kleur.bold('Names'), `  *.${cfg.DOMAIN} resolves to 127.0.0.1 by itself in Chrome, Edge, Firefox and curl; for Safari run \`task hosts -- --force\`.`);
+  } else {
     lines.push(
       '',
       kleur.bold('Names'),
-      `  *.${cfg.DOMAIN} must resolve to ${cfg.HOST_IP}: \`task hosts\` adds this line to /etc/hosts (DOMAIN=localhost with HOST_IP=127.0.0.1 needs none):`,
-      `  ${cfg.HOST_IP} ${hosts.join(' ')}`,
-      `  Without it: curl --resolve grafana.${cfg.DOMAIN}:${cfg.HTTPS_PORT}:${cfg.HOST_IP} --cacert ${ca} ${url(cfg, 'grafana', '/api/health')}`,
+      `  *.${cfg.DOMAIN} must resolve to ${address}: \`task hosts\` adds this line to /etc/hosts (DOMAIN=localhost needs none):`,
+      `  ${address} ${hosts.join(' ')}`,
+      `  Without it: curl --resolve grafana.${cfg.DOMAIN}:${cfg.HTTPS_PORT}:${address} --cacert ${ca} ${ingressUrl(cfg, 'grafana', '/api/health')}`,
     );
   }
   lines.push('', kleur.bold('kubectl'), `  export KUBECONFIG=${kubeconfig}${missing(kubeconfig, 'talos')}`, '  (or `task kubeconfig` to add the context to ~/.kube/config)');

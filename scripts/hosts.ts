@@ -35,6 +35,7 @@ import {
   hasTool,
   isMain,
   namesAddress,
+  resolvesByItself,
   note,
   renderTemplate,
   run,
@@ -42,7 +43,6 @@ import {
   runsInWsl,
   statePath,
   step,
-  warn,
   writeFileAtomic,
   type Config,
 } from './lib.ts';
@@ -52,8 +52,6 @@ export const END = '# END talos-local-observability';
 const BEGIN_LINE = `${BEGIN} (managed by \`task hosts\`; \`task hosts:remove\` removes it)`;
 const TEMPLATE_DIR = path.join(PROJECT_DIR, 'hosts');
 
-/** Names under localhost resolve to the loopback address by themselves (RFC 6761). */
-export const selfResolving = (domain: string) => domain === 'localhost' || domain.endsWith('.localhost');
 
 export const hostsFilePath = (env: NodeJS.ProcessEnv = process.env) => env.HOSTS_FILE || '/etc/hosts';
 
@@ -225,7 +223,7 @@ async function hosts(cfg: Config): Promise<void> {
   const entries = hostsEntries(cfg);
   const address = namesAddress(cfg.HOST_IP);
   // Names under localhost need no entries: then only a block left from an earlier DOMAIN goes.
-  const noEntries = selfResolving(cfg.DOMAIN) && !force;
+  const noEntries = resolvesByItself(cfg.DOMAIN) && !force;
   const remove = removeOnly || noEntries;
 
   if (!removeOnly) {
@@ -234,12 +232,9 @@ async function hosts(cfg: Config): Promise<void> {
       const b = writeFileAtomic(statePath(cfg, 'hosts', 'dnsmasq.conf'), dnsmasqSnippet(cfg));
       return `${a || b ? 'written' : 'unchanged'} (${statePath(cfg, 'hosts')}/hosts.block, dnsmasq.conf)`;
     });
-    if (selfResolving(cfg.DOMAIN) && address !== '127.0.0.1') {
-      warn(`HOST_IP=${cfg.HOST_IP}: *.localhost reaches 127.0.0.1 only; set HOST_IP=127.0.0.1.`);
-    }
     if (noEntries) {
-      note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 without any hosts entry (browsers, curl, systemd-resolved); nothing to add.`);
-      note('For a program that does not resolve *.localhost itself, add the entries anyway: `task hosts -- --force`.');
+      note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 without any hosts entry (Chrome, Edge, Firefox, curl, systemd-resolved); nothing to add.`);
+      note('For Safari or a program that does not resolve *.localhost itself, add the entries anyway: `task hosts -- --force`.');
     }
   }
 

@@ -57,6 +57,16 @@ export const INGRESS_HOSTS = ['grafana', 'prometheus', 'traefik', 'app'] as cons
  */
 export const namesAddress = (hostIp: string) => (hostIp === '0.0.0.0' ? '127.0.0.1' : hostIp);
 
+/** https://<name>.<DOMAIN>[:HTTPS_PORT]<path>: a UI as the browser reaches it (no port when it is 443). */
+export const ingressUrl = (cfg: Pick<Config, 'DOMAIN' | 'HTTPS_PORT'>, name: string, pathName = '') =>
+  `https://${name}.${cfg.DOMAIN}${cfg.HTTPS_PORT === 443 ? '' : `:${cfg.HTTPS_PORT}`}${pathName}`;
+
+/**
+ * Names under localhost resolve to the loopback address by themselves (RFC 6761: Chrome, Edge,
+ * Firefox, curl and systemd-resolved do it; Safari and plain getaddrinfo on macOS do not).
+ */
+export const resolvesByItself = (domain: string) => domain === 'localhost' || domain.endsWith('.localhost');
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------
@@ -149,8 +159,8 @@ export const CONFIG_KEYS = {
   HTTP_PORT: key({ default: '80', allowed: 'a TCP port from 1 to 65535', parse: port }),
   HTTPS_PORT: key({ default: '443', allowed: 'a TCP port from 1 to 65535', parse: port }),
   DOMAIN: key({
-    default: 'local.dev',
-    allowed: 'a DNS name in lowercase, such as local.dev or localhost',
+    default: 'localhost',
+    allowed: 'a DNS name in lowercase, such as localhost, dev.localhost or local.dev',
     parse: matching(/^(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/),
   }),
   REGISTRY_PORT: key({ default: '5001', allowed: 'a TCP port from 1 to 65535', parse: port }),
@@ -213,6 +223,12 @@ export function parseConfig(raw: Record<string, string | undefined>): Config {
         problems.push(`${a} and ${b} are both ${out[a]}: each needs its own port. Change one of them in .env.`);
       }
     }
+  }
+  if (typeof out.DOMAIN === 'string' && typeof out.HOST_IP === 'string' && resolvesByItself(out.DOMAIN) && namesAddress(out.HOST_IP) !== '127.0.0.1') {
+    problems.push(
+      `DOMAIN=${out.DOMAIN} names resolve to 127.0.0.1, but HOST_IP=${out.HOST_IP} publishes the UIs elsewhere. ` +
+        'Set HOST_IP=127.0.0.1 (or 0.0.0.0), or set DOMAIN to a name of your own (such as local.dev) and run `task hosts`.',
+    );
   }
   if (problems.length > 0) throw new ConfigError(problems);
   out.stateDir = path.resolve(PROJECT_DIR, out.STATE_DIR as string);

@@ -36,6 +36,7 @@ import {
   check,
   helm,
   helmRelease,
+  ingressUrl,
   isMain,
   kubeconfigPath,
   kubectl,
@@ -105,11 +106,6 @@ export const ALLOY_WORKLOADS = [
 // Pure parts (tested)
 // ---------------------------------------------------------------------------------------------
 
-/** https://<name>.<DOMAIN>, with the port when HTTPS_PORT is not 443. */
-export function publicUrl(cfg: Pick<Config, 'DOMAIN' | 'HTTPS_PORT'>, name: string): string {
-  return `https://${name}.${cfg.DOMAIN}${cfg.HTTPS_PORT === 443 ? '' : `:${cfg.HTTPS_PORT}`}`;
-}
-
 /** Builds a nested object from a key path: ['a','b'] + v -> {a: {b: v}}. */
 const nest = (keys: readonly string[], value: unknown): Record<string, unknown> =>
   keys.reduceRight<unknown>((acc, k) => ({ [k]: acc }), value) as Record<string, unknown>;
@@ -132,7 +128,7 @@ export function overrides(cfg: Config, read: (relPath: string) => string = readT
       server: {
         retention: cfg.PROMETHEUS_RETENTION,
         persistentVolume: { size: cfg.PROMETHEUS_STORAGE },
-        baseURL: publicUrl(cfg, 'prometheus'),
+        baseURL: ingressUrl(cfg, 'prometheus'),
       },
     },
     loki: {
@@ -147,7 +143,7 @@ export function overrides(cfg: Config, read: (relPath: string) => string = readT
       ...alloy,
     ),
     grafana: {
-      'grafana.ini': { server: { domain: `grafana.${cfg.DOMAIN}`, root_url: publicUrl(cfg, 'grafana') } },
+      'grafana.ini': { server: { domain: `grafana.${cfg.DOMAIN}`, root_url: ingressUrl(cfg, 'grafana') } },
       datasources: { 'datasources.yaml': { apiVersion: 1, datasources } },
     },
   };
@@ -348,8 +344,8 @@ export async function observability(cfg: Config): Promise<void> {
     })(),
     step(`Grafana ${PINNED.charts.grafana.version}`, () => install(cfg, 'grafana')),
   );
-  note(`Grafana: ${publicUrl(cfg, 'grafana')} (anonymous Viewer; admin password in ${statePath(cfg, GRAFANA_PASSWORD_FILE)})`);
-  note(`Prometheus: ${publicUrl(cfg, 'prometheus')}; retention ${cfg.PROMETHEUS_RETENTION}, volume ${cfg.PROMETHEUS_STORAGE}`);
+  note(`Grafana: ${ingressUrl(cfg, 'grafana')} (anonymous Viewer; admin password in ${statePath(cfg, GRAFANA_PASSWORD_FILE)})`);
+  note(`Prometheus: ${ingressUrl(cfg, 'prometheus')}; retention ${cfg.PROMETHEUS_RETENTION}, volume ${cfg.PROMETHEUS_STORAGE}`);
   note(`Loki: ${SERVICE_URLS.loki} (in-cluster); retention ${cfg.LOKI_RETENTION}, volume ${cfg.LOKI_STORAGE}`);
 }
 

@@ -1,10 +1,11 @@
 // Prints the closing summary of a `task deploy`: each phase of this run, ok or failed, its time and
 // whether it changed anything. The phases record themselves in STATE_DIR/phases.log (see runPhase in
 // lib.ts) under DEPLOY_RUN_ID, which the Taskfile sets once per `task` invocation.
-// Reads .env keys: STATE_DIR. Tools: none.
+// After a deploy that worked, its first line says where to go and what the browser needs first.
+// Reads .env keys: STATE_DIR, DOMAIN, HTTPS_PORT, HOST_IP. Tools: none.
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { isMain, loadConfig, statePath } from './lib.ts';
+import { type Config, ingressUrl, isMain, loadConfig, namesAddress, resolvesByItself, statePath } from './lib.ts';
 
 export interface PhaseRecord {
   run: string;
@@ -33,6 +34,14 @@ export function summaryLines(records: PhaseRecord[]): string[] {
   return lines;
 }
 
+/** The one line a new user needs after a deploy: the URL, and what makes the browser accept it. */
+export function firstVisitLine(cfg: Pick<Config, 'DOMAIN' | 'HTTPS_PORT' | 'HOST_IP'>): string {
+  const names = resolvesByItself(cfg.DOMAIN)
+    ? ''
+    : `after \`task hosts\` (the names must resolve to ${namesAddress(cfg.HOST_IP)}) `;
+  return `Open ${ingressUrl(cfg, 'grafana', '/')} ${names}— browsers warn about its certificate until you trust the local CA once: \`task trust-ca\` (asks for sudo).`;
+}
+
 if (isMain(import.meta.url)) {
   if (process.env.NO_COLOR) kleur.enabled = false;
   const cfg = loadConfig();
@@ -40,6 +49,8 @@ if (isMain(import.meta.url)) {
   const all = fs.existsSync(log)
     ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as PhaseRecord)
     : [];
+  const records = all.filter((r) => r.run === process.env.DEPLOY_RUN_ID);
   console.log(kleur.bold('\nSummary'));
-  for (const line of summaryLines(all.filter((r) => r.run === process.env.DEPLOY_RUN_ID))) console.log(`  ${line}`);
+  if (records.length > 0 && records.every((r) => r.ok)) console.log(`  ${kleur.bold(firstVisitLine(cfg))}`);
+  for (const line of summaryLines(records)) console.log(`  ${line}`);
 }

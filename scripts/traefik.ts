@@ -45,7 +45,9 @@ import {
   helmRelease,
   isMain,
   kubectl,
+  ingressUrl,
   namesAddress,
+  resolvesByItself,
   note,
   readProjectYaml,
   renderTemplate,
@@ -261,10 +263,6 @@ export function missingNamespaces(routes: KObject[], existing: string[]): KObjec
   return missing.map((n) => defined.find((d) => d.metadata.name === n) ?? { apiVersion: 'v1', kind: 'Namespace', metadata: { name: n } });
 }
 
-/** https://name.DOMAIN, with the port when it is not 443. */
-export const endpoint = (cfg: Pick<Config, 'DOMAIN' | 'HTTPS_PORT'>, name: string) =>
-  `https://${name}.${cfg.DOMAIN}${cfg.HTTPS_PORT === 443 ? '' : `:${cfg.HTTPS_PORT}`}`;
-
 // ---------------------------------------------------------------------------------------------
 // Phase
 // ---------------------------------------------------------------------------------------------
@@ -319,10 +317,9 @@ async function deploy(cfg: Config): Promise<void> {
     return 'ready';
   });
 
-  for (const h of INGRESS_HOSTS) note(`${h.padEnd(10)} ${endpoint(cfg, h)}${h === 'traefik' ? '/dashboard/' : '/'}`);
-  if (cfg.DOMAIN === 'localhost' || cfg.DOMAIN.endsWith('.localhost')) {
-    note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 by itself, no hosts entries needed.`);
-    if (namesAddress(cfg.HOST_IP) !== '127.0.0.1') warn(`HOST_IP=${cfg.HOST_IP}, but *.localhost resolves to 127.0.0.1: set HOST_IP=127.0.0.1.`);
+  for (const h of INGRESS_HOSTS) note(`${h.padEnd(10)} ${ingressUrl(cfg, h, h === 'traefik' ? '/dashboard/' : '/')}`);
+  if (resolvesByItself(cfg.DOMAIN)) {
+    note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 by itself in Chrome, Edge, Firefox and curl (Safari: \`task hosts -- --force\`).`);
   } else {
     note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${namesAddress(cfg.HOST_IP)}).`);
   }

@@ -21,7 +21,7 @@ describe('parseConfig', () => {
       HOST_IP: '127.0.0.1',
       HTTP_PORT: 80,
       HTTPS_PORT: 443,
-      DOMAIN: 'local.dev',
+      DOMAIN: 'localhost',
       REGISTRY_PORT: 5001,
       PULL_THROUGH_CACHE: true,
       PROMETHEUS_RETENTION: '15d',
@@ -37,8 +37,8 @@ describe('parseConfig', () => {
     ['WORKER_MEMORY', '2048MiB', 2048],
     ['WORKER_MEMORY', '2.5GiB', 2560],
     ['PULL_THROUGH_CACHE', 'false', false],
-    ['DOMAIN', 'localhost', 'localhost'],
-    ['HOST_IP', '192.168.1.20', '192.168.1.20'],
+    ['DOMAIN', 'local.dev', 'local.dev'],
+    ['HOST_IP', '0.0.0.0', '0.0.0.0'],
     ['PROMETHEUS_RETENTION', '2w', '2w'],
     ['LOKI_STORAGE', '512Mi', '512Mi'],
     ['WORKERS', ' 4 ', 4],
@@ -58,6 +58,16 @@ describe('parseConfig', () => {
     expect(problems).toHaveLength(2);
     expect(problems[0]).toMatch(/WORKERS="two" is not allowed: expected a whole number from 1 to 5.*default "2"/);
     expect(problems[1]).toMatch(/HOST_IP="300.1.1.1"/);
+  });
+
+  it.each([
+    [{ HOST_IP: '192.168.1.20', DOMAIN: 'local.dev' }, undefined],
+    [{ HOST_IP: '0.0.0.0', DOMAIN: 'dev.localhost' }, undefined],
+    [{ HOST_IP: '192.168.1.20' }, /DOMAIN=localhost names resolve to 127\.0\.0\.1, but HOST_IP=192\.168\.1\.20 .*Set HOST_IP=127\.0\.0\.1 .*or set DOMAIN to a name of your own/],
+    [{ HOST_IP: '127.0.0.2', DOMAIN: 'dev.localhost' }, /DOMAIN=dev\.localhost names resolve to 127\.0\.0\.1, but HOST_IP=127\.0\.0\.2/],
+  ])('names under localhost need the UIs on 127.0.0.1: %j', (raw, problem) => {
+    if (problem) expect(() => parseConfig(raw)).toThrow(problem);
+    else expect(() => parseConfig(raw)).not.toThrow();
   });
 
   it('rejects two keys on one port', () => {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import kleur from 'kleur';
 import { describe, expect, it, vi } from 'vitest';
-import { endpointLines, url } from '../scripts/endpoints.ts';
+import { endpointLines } from '../scripts/endpoints.ts';
 import { parseConfig } from '../scripts/lib.ts';
 import { makeSandbox } from './helpers.ts';
 
@@ -14,16 +14,8 @@ kleur.enabled = false;
 const cfg = (over: Record<string, string> = {}) => parseConfig({ STATE_DIR: '/tmp/st', ...over });
 
 describe('endpoints', () => {
-  it.each([
-    [{}, 'grafana', '/', 'https://grafana.local.dev/'],
-    [{ HTTPS_PORT: '8443' }, 'traefik', '/dashboard/', 'https://traefik.local.dev:8443/dashboard/'],
-    [{ DOMAIN: 'localhost' }, 'app', '/', 'https://app.localhost/'],
-  ])('url(%j, %s, %s)', (over, name, p, want) => {
-    expect(url(cfg(over), name, p)).toBe(want);
-  });
-
   it('lists every URL, the password file, the CA and the KUBECONFIG line; names what is missing', () => {
-    const text = endpointLines(cfg({ HTTPS_PORT: '8443', HOST_IP: '192.168.1.20' }), (f) => f !== '/tmp/st/grafana-admin-password').join('\n');
+    const text = endpointLines(cfg({ HTTPS_PORT: '8443', HOST_IP: '192.168.1.20', DOMAIN: 'local.dev' }), (f) => f !== '/tmp/st/grafana-admin-password').join('\n');
     for (const u of ['https://grafana.local.dev:8443/', 'https://prometheus.local.dev:8443/', 'https://traefik.local.dev:8443/dashboard/', 'https://app.local.dev:8443/']) {
       expect(text).toContain(u);
     }
@@ -34,8 +26,8 @@ describe('endpoints', () => {
     expect(text).toMatch(/^ {2}export KUBECONFIG=\/tmp\/st\/kubeconfig$/m);
   });
 
-  it('DOMAIN=localhost on 127.0.0.1 needs no hosts line', () => {
-    const text = endpointLines(cfg({ DOMAIN: 'localhost' }), () => true).join('\n');
+  it('DOMAIN=localhost (the default) needs no hosts line', () => {
+    const text = endpointLines(cfg(), () => true).join('\n');
     expect(text).not.toContain('/etc/hosts');
     expect(text).toContain('https://grafana.localhost/');
   });
@@ -48,7 +40,7 @@ describe('endpoints', () => {
     expect(ok.code).toBe(0);
     expect(ok.stdout).toContain(`password in ${path.join(sb.stateDir, 'grafana-admin-password')}\n`);
     expect(ok.stdout).toContain(`export KUBECONFIG=${path.join(sb.stateDir, 'kubeconfig')} (not there yet: run \`task talos\`)`);
-    expect(ok.stdout).toContain('https://grafana.local.dev:18443/');
+    expect(ok.stdout).toContain('https://grafana.localhost:18443/');
     expect(ok.calls).toEqual([]);
     const bad = await sb.run('endpoints', [], { DOMAIN: 'Bad_Domain' });
     expect(bad.code).toBe(1);

@@ -150,7 +150,7 @@ describe('scripts/hosts.ts on a temporary hosts file', { timeout: 60_000 }, () =
     file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'hosts-test-')), 'hosts');
     fs.writeFileSync(file, original);
   });
-  const run = (args: string[] = [], env: Record<string, string> = {}) => sb.run('hosts', args, { HOSTS_FILE: file, ...env });
+  const run = (args: string[] = [], env: Record<string, string> = {}) => sb.run('hosts', args, { HOSTS_FILE: file, DOMAIN: 'local.dev', ...env });
 
   it('installs the block (foreign lines kept), twice = once, remove restores the original byte for byte', async () => {
     const r1 = await run();

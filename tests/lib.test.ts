@@ -4,8 +4,27 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CommandError, commandLine, mergeValues, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
-import { summaryLines } from '../scripts/summary.ts';
+import { CommandError, commandLine, ingressUrl, mergeValues, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
+import { firstVisitLine, summaryLines } from '../scripts/summary.ts';
+
+describe('ingressUrl', () => {
+  it.each([
+    ['localhost', 443, 'grafana', '', 'https://grafana.localhost'],
+    ['local.dev', 443, 'app', '/', 'https://app.local.dev/'],
+    ['local.dev', 8443, 'traefik', '/dashboard/', 'https://traefik.local.dev:8443/dashboard/'],
+  ])('%s, HTTPS_PORT %i, %s%s -> %s', (DOMAIN, HTTPS_PORT, name, pathName, want) => {
+    expect(ingressUrl({ DOMAIN, HTTPS_PORT }, name, pathName)).toBe(want);
+  });
+});
+
+describe('firstVisitLine', () => {
+  it.each([
+    [{ DOMAIN: 'localhost', HTTPS_PORT: 443, HOST_IP: '127.0.0.1' }, /^Open https:\/\/grafana\.localhost\/ — .*`task trust-ca`/],
+    [{ DOMAIN: 'local.dev', HTTPS_PORT: 8443, HOST_IP: '0.0.0.0' }, /^Open https:\/\/grafana\.local\.dev:8443\/ after `task hosts` \(the names must resolve to 127\.0\.0\.1\) — .*`task trust-ca`/],
+  ])('%j', (cfg, want) => {
+    expect(firstVisitLine(cfg)).toMatch(want);
+  });
+});
 
 describe('run', () => {
   it('returns the output of a command that succeeds', async () => {

@@ -9,7 +9,7 @@ import { StorageClass } from 'kubernetes-models/storage.k8s.io/v1';
 import { IngressRoute, Middleware, TLSStore } from '@kubernetes-models/traefik/traefik.io/v1alpha1';
 import { INGRESS_HOSTS, INGRESS_NODE_PORTS, mergeValues } from '../scripts/lib.ts';
 import { smokeManifest } from '../scripts/storage.ts';
-import { endpoint, missingNamespaces, routesYaml, tlsSecretYaml, traefikValues } from '../scripts/traefik.ts';
+import { missingNamespaces, routesYaml, tlsSecretYaml, traefikValues } from '../scripts/traefik.ts';
 import { PROJECT_DIR } from './helpers.ts';
 
 const models: Record<string, new (o: any) => { validate(): void }> = {
@@ -148,14 +148,5 @@ describe('helm-values/traefik.yaml (the design; the real chart render is in trae
   it('leaves the dashboard route to manifests/traefik', () => {
     expect(values.ingressRoute.dashboard.enabled).toBe(false);
     expect(values.api.dashboard).toBe(true);
-  });
-});
-
-describe('endpoint', () => {
-  it.each([
-    [443, 'https://grafana.local.dev'],
-    [8443, 'https://grafana.local.dev:8443'],
-  ])('HTTPS_PORT %i → %s', (port, want) => {
-    expect(endpoint({ DOMAIN: 'local.dev', HTTPS_PORT: port }, 'grafana')).toBe(want);
   });
 });

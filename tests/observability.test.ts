@@ -17,7 +17,6 @@ import {
   dashboardsConfigMap,
   namespaceManifest,
   newPassword,
-  publicUrl,
   releaseSpec,
   volumeSizeProblem,
 } from '../scripts/observability.ts';
@@ -35,7 +34,7 @@ describe('every .env knob reaches the Helm values', () => {
     ['LOKI_STORAGE', '512Mi', 'loki', (v) => v.singleBinary.persistence.size, '512Mi'],
     ['DOMAIN', 'example.test', 'grafana', (v) => v['grafana.ini'].server.root_url, 'https://grafana.example.test:18443'],
     ['DOMAIN', 'example.test', 'prometheus', (v) => v.server.baseURL, 'https://prometheus.example.test:18443'],
-    ['HTTPS_PORT', '443', 'grafana', (v) => v['grafana.ini'].server.root_url, 'https://grafana.local.dev'],
+    ['HTTPS_PORT', '443', 'grafana', (v) => v['grafana.ini'].server.root_url, 'https://grafana.localhost'],
     ['CLUSTER_NAME', 'dev-box', 'k8sMonitoring', (v) => v.cluster.name, 'dev-box'],
   ];
   it.each(cases)('%s=%s lands in %s', (key, value, release, pick, want) => {
@@ -146,16 +145,6 @@ describe('volumeSizeProblem', () => {
     const msg = volumeSizeProblem(c, 'prometheus', deployed as Record<string, unknown> | null);
     expect(Boolean(msg)).toBe(problem);
     if (problem) expect(msg).toMatch(/PROMETHEUS_STORAGE="10Gi" .*\(20Gi\)[\s\S]*delete pvc prometheus-server/);
-  });
-});
-
-describe('publicUrl', () => {
-  it.each([
-    ['local.dev', 443, 'https://grafana.local.dev'],
-    ['local.dev', 8443, 'https://grafana.local.dev:8443'],
-    ['localhost', 443, 'https://grafana.localhost'],
-  ])('%s with HTTPS_PORT %i -> %s', (DOMAIN, HTTPS_PORT, want) => {
-    expect(publicUrl({ DOMAIN, HTTPS_PORT }, 'grafana')).toBe(want);
   });
 });
 
