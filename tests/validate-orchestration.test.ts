@@ -153,7 +153,10 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     };
     const objects = [
       ...healthyObjects().filter((o) => o.metadata.name !== 'sample-app-6d4b75cb6d-q9w8e'),
-      podObj('sample-app', 'sample-app-6d4b75cb6d-q9w8e', false, {}, { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'CrashLoopBackOff' } } }] }),
+      podObj('sample-app', 'sample-app-6d4b75cb6d-q9w8e', false, {}, {
+        // A crash-looping container has run before: kubectl logs shows its last run.
+        containerStatuses: [{ name: 'app', state: { waiting: { reason: 'CrashLoopBackOff' } }, lastState: { terminated: { exitCode: 1, reason: 'Error' } } }],
+      }),
       {
         apiVersion: 'v1',
         kind: 'Event',
