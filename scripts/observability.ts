@@ -160,10 +160,15 @@ export function releaseSpec(cfg: Config, key: ReleaseKey, read: (relPath: string
   return { release: r.release, namespace: NAMESPACE, chart: r.chart, values: [fileValues, overrides(cfg, read)[key]], timeout: r.timeout };
 }
 
-/** Volumes on local-path cannot grow or shrink: a changed size needs the old volume removed first. */
+/**
+ * Volumes on local-path cannot grow or shrink: a changed size needs the old volume removed first.
+ * Who owns the claim decides how: the prometheus chart templates its claim (templates/pvc.yaml), so
+ * `helm uninstall` deletes it; Loki's comes from its StatefulSet's volumeClaimTemplates and outlives
+ * the release, so it is deleted after the uninstall.
+ */
 export const VOLUMES = {
-  prometheus: { key: 'PROMETHEUS_STORAGE', path: ['server', 'persistentVolume', 'size'], pvc: 'prometheus-server' },
-  loki: { key: 'LOKI_STORAGE', path: ['singleBinary', 'persistence', 'size'], pvc: 'storage-loki-0' },
+  prometheus: { key: 'PROMETHEUS_STORAGE', path: ['server', 'persistentVolume', 'size'], pvc: 'prometheus-server', claimOwner: 'release' },
+  loki: { key: 'LOKI_STORAGE', path: ['singleBinary', 'persistence', 'size'], pvc: 'storage-loki-0', claimOwner: 'statefulset' },
 } as const;
 
 /**
@@ -184,8 +189,10 @@ export function volumeSizeProblem(
   return (
     `${v.key}="${wanted}" differs from the size of the deployed ${release} volume (${deployed}), and local-path volumes cannot be resized.\n` +
     `Either set ${v.key}=${deployed} in .env again, or drop the ${release} data and recreate it at the new size:\n` +
-    `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait\n` +
-    `  kubectl --kubeconfig ${kc} delete pvc ${v.pvc} --namespace ${NAMESPACE}\n` +
+    (v.claimOwner === 'release'
+      ? `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait   (also deletes its volume claim ${v.pvc})\n`
+      : `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait\n` +
+        `  kubectl --kubeconfig ${kc} delete pvc ${v.pvc} --namespace ${NAMESPACE}   (the StatefulSet's claim outlives the release)\n`) +
     '  task observability'
   );
 }

@@ -145,7 +145,27 @@ describe('volumeSizeProblem', () => {
   ])('%s', (_, deployed, problem) => {
     const msg = volumeSizeProblem(c, 'prometheus', deployed as Record<string, unknown> | null);
     expect(Boolean(msg)).toBe(problem);
-    if (problem) expect(msg).toMatch(/PROMETHEUS_STORAGE="10Gi" .*\(20Gi\)[\s\S]*delete pvc prometheus-server/);
+    if (problem) expect(msg).toMatch(/^PROMETHEUS_STORAGE="10Gi" differs .*\(20Gi\)/);
+  });
+
+  // The way out must work against a real API server: the prometheus chart templates its claim
+  // (templates/pvc.yaml), so `helm uninstall` deletes it and a `kubectl delete pvc` after it fails
+  // NotFound; Loki's claim comes from its StatefulSet's volumeClaimTemplates and outlives the release.
+  const kc = `${cfgWith({}).stateDir}/kubeconfig`;
+  it.each([
+    ['prometheus', { PROMETHEUS_STORAGE: '10Gi' }, { server: { persistentVolume: { size: '20Gi' } } }, [
+      `  helm --kubeconfig ${kc} uninstall prometheus --namespace monitoring --wait   (also deletes its volume claim prometheus-server)`,
+      '  task observability',
+    ]],
+    ['loki', { LOKI_STORAGE: '8Gi' }, { singleBinary: { persistence: { size: '5Gi' } } }, [
+      `  helm --kubeconfig ${kc} uninstall loki --namespace monitoring --wait`,
+      `  kubectl --kubeconfig ${kc} delete pvc storage-loki-0 --namespace monitoring   (the StatefulSet's claim outlives the release)`,
+      '  task observability',
+    ]],
+  ] as const)('%s: the commands that drop the volume, each of which succeeds', (key, env, deployed, commands) => {
+    const msg = volumeSizeProblem(cfgWith(env), key, deployed)!;
+    const lines = msg.split('\n');
+    expect(lines.slice(lines.findIndex((l) => l.includes(' uninstall ')))).toEqual(commands);
   });
 });
 
