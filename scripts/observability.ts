@@ -13,7 +13,8 @@
 //   5. Alloy (k8s-monitoring, then waits for its collectors) and Grafana, in parallel.
 // Every release is `helm upgrade --install --wait --timeout` through lib.helmRelease, which does
 // nothing when chart version and values are unchanged. When a release fails, the pods of
-// `monitoring` that are not ready are shown with their recent events and log lines.
+// `monitoring` that are not ready are shown with their recent events and log lines; when the Alloy
+// collectors do not appear, also the Alloy objects' status and the Alloy Operator's log.
 //
 // Values: helm-values/<release>.yaml hold everything structural; this script layers on top the
 // settings that have one source elsewhere: .env knobs (below), the service URLs (SERVICE_URLS,
@@ -303,6 +304,44 @@ async function ensureAdminPassword(cfg: Config): Promise<string> {
   return `${source} password, Secret ${GRAFANA_ADMIN.secret} ${applied} (${file})`;
 }
 
+/** The Alloy Operator (a subchart of k8s-monitoring): its pods' label and the Alloy custom resource it reconciles. */
+export const ALLOY_OPERATOR = { podSelector: 'app.kubernetes.io/name=alloy-operator', resource: 'alloys.collectors.grafana.com' } as const;
+
+interface AlloyJson {
+  metadata: { name: string; namespace?: string };
+  status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] };
+}
+
+/**
+ * One line per Alloy object: its failing condition (the operator is built on the Operator SDK's
+ * Helm operator: Initialized, Deployed, ReleaseFailed, Irreconcilable), "deployed", or no status.
+ */
+export function alloyStatusLines(alloys: AlloyJson[]): string[] {
+  if (alloys.length === 0) return [`no Alloy objects in ${NAMESPACE}: the k8s-monitoring release created none`];
+  return alloys.map((a) => {
+    const name = `Alloy ${a.metadata.namespace ?? NAMESPACE}/${a.metadata.name}`;
+    const conditions = a.status?.conditions ?? [];
+    const bad = conditions.filter((c) => ['ReleaseFailed', 'Irreconcilable'].includes(c.type) && c.status === 'True');
+    if (bad.length) return `${name}: ${bad.map((c) => `${c.type} (${c.reason ?? 'no reason'}): ${c.message ?? ''}`).join('; ')}`;
+    if (conditions.some((c) => c.type === 'Deployed' && c.status === 'True')) return `${name}: deployed`;
+    return `${name}: no status yet (the operator has not reconciled it)`;
+  });
+}
+
+/** What the operator made of the Alloy objects: their status and its last log lines. Never throws. */
+async function alloyOperatorDiagnostics(cfg: Config): Promise<string> {
+  const reason = (err: unknown) => (err as Error).message.split('\n').slice(1).join(' ').trim() || (err as Error).message;
+  const lines = await kubectl(cfg, ['get', ALLOY_OPERATOR.resource, '--namespace', NAMESPACE, '--output', 'json']).then(
+    (r) => alloyStatusLines(JSON.parse(r.stdout).items ?? []),
+    (err: unknown) => [`cannot read the Alloy objects: ${reason(err)}`],
+  );
+  const log = await kubectl(cfg, ['logs', '--selector', ALLOY_OPERATOR.podSelector, '--namespace', NAMESPACE, '--tail', '20']).then(
+    (r) => r.stdout.trim().split('\n').filter(Boolean).map((l) => `alloy-operator log: ${l}`),
+    (err: unknown) => [`alloy-operator log unavailable: ${reason(err)}`],
+  );
+  return [...lines, ...(log.length ? log : ['alloy-operator log: (empty; is the operator running? see the pods below)'])].join('\n');
+}
+
 /** Waits for the Alloy workloads the operator creates from the release's Alloy objects. */
 async function waitForAlloy(cfg: Config): Promise<string> {
   for (const w of ALLOY_WORKLOADS) {
@@ -312,7 +351,8 @@ async function waitForAlloy(cfg: Config): Promise<string> {
       await kubectl(cfg, ['wait', '--for=create', ref, '--namespace', NAMESPACE, '--timeout=5m']);
       await kubectl(cfg, ['rollout', 'status', ref, '--namespace', NAMESPACE, '--timeout=10m']);
     } catch (err) {
-      throw new UserError(`${hint}\n${(err as Error).message}\n${await podDiagnostics(cfg, [NAMESPACE])}`);
+      const diagnostics = [await alloyOperatorDiagnostics(cfg), await podDiagnostics(cfg, [NAMESPACE])];
+      throw new UserError(`${hint}\n${(err as Error).message}\n${diagnostics.join('\n')}`);
     }
   }
   return ALLOY_WORKLOADS.map((w) => w.name).join(', ');

@@ -66,6 +66,7 @@ const KIND_ALIASES = {
   ingressroute: 'IngressRoute', ingressroutes: 'IngressRoute',
   tlsstore: 'TLSStore', tlsstores: 'TLSStore', middleware: 'Middleware', middlewares: 'Middleware',
   events: 'Event', event: 'Event',
+  alloy: 'Alloy', alloys: 'Alloy',
 };
 export const kindOf = (word) => KIND_ALIASES[word.toLowerCase()] ?? KIND_ALIASES[word.toLowerCase().split('.')[0]] ?? word;
 
@@ -327,18 +328,28 @@ export default function kubectl(argv, ctx) {
     case 'logs': {
       // Scenario log lines per pod: state.kubectl.logs["namespace/pod"] (none by default). A
       // container without a log fails the call with the kubelet's reason, after the others' lines.
-      const pod = objects[`Pod/${ns ?? 'default'}/${words[0]}`];
-      if (!pod) {
-        err(`Error from server (NotFound): pods "${words[0]}" not found\n`);
-        return 1;
+      // --selector k=v[,k=v]: every matching pod ("No resources found" when none, exit 0).
+      const selector = one(flags, 'selector');
+      const pods = selector
+        ? list(state, 'Pod', ns ?? 'default').filter((p) => selector.split(',').every((kv) => { const [k, v] = kv.split('='); return p.metadata.labels?.[k] === v; }))
+        : [objects[`Pod/${ns ?? 'default'}/${words[0]}`]];
+      if (selector && pods.length === 0) {
+        err(`No resources found in ${ns ?? 'default'} namespace.\n`);
+        return 0;
       }
-      const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])]
-        .filter((c) => !one(flags, 'container') || c.name === one(flags, 'container'));
-      const reasons = statuses.map((c) => noLogReason(pod, c)).filter(Boolean);
-      if (reasons.length < statuses.length || statuses.length === 0) out(state.kubectl.logs?.[`${ns ?? 'default'}/${words[0]}`] ?? '');
-      if (reasons.length) {
-        err(`Error from server (BadRequest): ${reasons[0]}\n`);
-        return 1;
+      for (const pod of pods) {
+        if (!pod) {
+          err(`Error from server (NotFound): pods "${words[0]}" not found\n`);
+          return 1;
+        }
+        const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])]
+          .filter((c) => !one(flags, 'container') || c.name === one(flags, 'container'));
+        const reasons = statuses.map((c) => noLogReason(pod, c)).filter(Boolean);
+        if (reasons.length < statuses.length || statuses.length === 0) out(state.kubectl.logs?.[`${ns ?? 'default'}/${pod.metadata.name}`] ?? '');
+        if (reasons.length) {
+          err(`Error from server (BadRequest): ${reasons[0]}\n`);
+          return 1;
+        }
       }
       return 0;
     }
