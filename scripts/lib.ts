@@ -428,6 +428,9 @@ export function unreadyPods(pods: PodJson[]): { namespace: string; name: string;
 
 const lastLines = (text: string, n: number) => text.trim().split('\n').filter(Boolean).slice(-n);
 
+/** What a failed command itself said (kubectl's "Error from server …"), rather than our "command failed" line. */
+const failureReason = (err: unknown) => (err instanceof CommandError && err.output.trim() ? err.output.trim() : (err as Error).message);
+
 /**
  * What a user needs when pods do not become ready: every unready pod of these namespaces with its
  * reason, its last events and its last log lines. Never throws: diagnostics must not hide the failure.
@@ -439,7 +442,7 @@ export async function podDiagnostics(cfg: Config, namespaces: readonly string[],
     try {
       pods = JSON.parse((await kubectl(cfg, ['get', 'pods', '--namespace', namespace, '--output', 'json'])).stdout).items ?? [];
     } catch (err) {
-      out.push(`cannot list pods in ${namespace}: ${(err as Error).message.split('\n')[0]}`);
+      out.push(`cannot list pods in ${namespace}: ${failureReason(err)}`);
       continue;
     }
     const bad = unreadyPods(pods);
@@ -454,11 +457,13 @@ export async function podDiagnostics(cfg: Config, namespaces: readonly string[],
       for (const e of events.filter((e) => e.involvedObject?.name === p.name).slice(-5)) {
         out.push(`    event ${e.type ?? ''} ${e.reason ?? ''}: ${e.message ?? ''}`);
       }
-      const logs = await kubectl(cfg, ['logs', p.name, '--namespace', namespace, '--all-containers', '--tail', '10'], { okCodes: [1] }).then(
-        (r) => r.stdout || r.stderr,
-        () => '',
+      // With --all-containers, kubectl prints the lines of the containers that have a log and
+      // fails on the first that has none (waiting to start, kubelet unreachable): show both.
+      const logs = await kubectl(cfg, ['logs', p.name, '--namespace', namespace, '--all-containers', '--tail', '10'], { okCodes: [1] }).catch(
+        (err: unknown) => ({ code: 1, stdout: '', stderr: failureReason(err) }),
       );
-      for (const line of lastLines(logs, 10)) out.push(`    log: ${line}`);
+      for (const line of lastLines(logs.stdout, 10)) out.push(`    log: ${line}`);
+      if (logs.code !== 0) for (const line of lastLines(logs.stderr, 5)) out.push(`    kubectl logs: ${line}`);
     }
     if (bad.length > maxPods) out.push(`… and ${bad.length - maxPods} more unready pods in ${namespace}`);
   }

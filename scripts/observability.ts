@@ -13,7 +13,8 @@
 //   5. Alloy (k8s-monitoring, then waits for its collectors) and Grafana, in parallel.
 // Every release is `helm upgrade --install --wait --timeout` through lib.helmRelease, which does
 // nothing when chart version and values are unchanged. When a release fails, the pods of
-// `monitoring` that are not ready are shown with their recent events and log lines.
+// `monitoring` that are not ready are shown with their recent events and log lines; when the Alloy
+// collectors do not appear, also the Alloy objects' status and the Alloy Operator's log.
 //
 // Values: helm-values/<release>.yaml hold everything structural; this script layers on top the
 // settings that have one source elsewhere: .env knobs (below), the service URLs (SERVICE_URLS,
@@ -156,10 +157,15 @@ export function releaseSpec(cfg: Config, key: ReleaseKey, read: (relPath: string
   return { release: r.release, namespace: NAMESPACE, chart: r.chart, values: [fileValues, overrides(cfg, read)[key]], timeout: r.timeout };
 }
 
-/** Volumes on local-path cannot grow or shrink: a changed size needs the old volume removed first. */
+/**
+ * Volumes on local-path cannot grow or shrink: a changed size needs the old volume removed first.
+ * Who owns the claim decides how: the prometheus chart templates its claim (templates/pvc.yaml), so
+ * `helm uninstall` deletes it; Loki's comes from its StatefulSet's volumeClaimTemplates and outlives
+ * the release, so it is deleted after the uninstall.
+ */
 export const VOLUMES = {
-  prometheus: { key: 'PROMETHEUS_STORAGE', path: ['server', 'persistentVolume', 'size'], pvc: 'prometheus-server' },
-  loki: { key: 'LOKI_STORAGE', path: ['singleBinary', 'persistence', 'size'], pvc: 'storage-loki-0' },
+  prometheus: { key: 'PROMETHEUS_STORAGE', path: ['server', 'persistentVolume', 'size'], pvc: 'prometheus-server', claimOwner: 'release' },
+  loki: { key: 'LOKI_STORAGE', path: ['singleBinary', 'persistence', 'size'], pvc: 'storage-loki-0', claimOwner: 'statefulset' },
 } as const;
 
 /**
@@ -180,8 +186,10 @@ export function volumeSizeProblem(
   return (
     `${v.key}="${wanted}" differs from the size of the deployed ${release} volume (${deployed}), and local-path volumes cannot be resized.\n` +
     `Either set ${v.key}=${deployed} in .env again, or drop the ${release} data and recreate it at the new size:\n` +
-    `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait\n` +
-    `  kubectl --kubeconfig ${kc} delete pvc ${v.pvc} --namespace ${NAMESPACE}\n` +
+    (v.claimOwner === 'release'
+      ? `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait   (also deletes its volume claim ${v.pvc})\n`
+      : `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait\n` +
+        `  kubectl --kubeconfig ${kc} delete pvc ${v.pvc} --namespace ${NAMESPACE}   (the StatefulSet's claim outlives the release)\n`) +
     '  task observability'
   );
 }
@@ -292,6 +300,44 @@ async function ensureAdminPassword(cfg: Config): Promise<string> {
   return `${source} password, Secret ${GRAFANA_ADMIN.secret} ${applied} (${file})`;
 }
 
+/** The Alloy Operator (a subchart of k8s-monitoring): its pods' label and the Alloy custom resource it reconciles. */
+export const ALLOY_OPERATOR = { podSelector: 'app.kubernetes.io/name=alloy-operator', resource: 'alloys.collectors.grafana.com' } as const;
+
+interface AlloyJson {
+  metadata: { name: string; namespace?: string };
+  status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] };
+}
+
+/**
+ * One line per Alloy object: its failing condition (the operator is built on the Operator SDK's
+ * Helm operator: Initialized, Deployed, ReleaseFailed, Irreconcilable), "deployed", or no status.
+ */
+export function alloyStatusLines(alloys: AlloyJson[]): string[] {
+  if (alloys.length === 0) return [`no Alloy objects in ${NAMESPACE}: the k8s-monitoring release created none`];
+  return alloys.map((a) => {
+    const name = `Alloy ${a.metadata.namespace ?? NAMESPACE}/${a.metadata.name}`;
+    const conditions = a.status?.conditions ?? [];
+    const bad = conditions.filter((c) => ['ReleaseFailed', 'Irreconcilable'].includes(c.type) && c.status === 'True');
+    if (bad.length) return `${name}: ${bad.map((c) => `${c.type} (${c.reason ?? 'no reason'}): ${c.message ?? ''}`).join('; ')}`;
+    if (conditions.some((c) => c.type === 'Deployed' && c.status === 'True')) return `${name}: deployed`;
+    return `${name}: no status yet (the operator has not reconciled it)`;
+  });
+}
+
+/** What the operator made of the Alloy objects: their status and its last log lines. Never throws. */
+async function alloyOperatorDiagnostics(cfg: Config): Promise<string> {
+  const reason = (err: unknown) => (err as Error).message.split('\n').slice(1).join(' ').trim() || (err as Error).message;
+  const lines = await kubectl(cfg, ['get', ALLOY_OPERATOR.resource, '--namespace', NAMESPACE, '--output', 'json']).then(
+    (r) => alloyStatusLines(JSON.parse(r.stdout).items ?? []),
+    (err: unknown) => [`cannot read the Alloy objects: ${reason(err)}`],
+  );
+  const log = await kubectl(cfg, ['logs', '--selector', ALLOY_OPERATOR.podSelector, '--namespace', NAMESPACE, '--tail', '20']).then(
+    (r) => r.stdout.trim().split('\n').filter(Boolean).map((l) => `alloy-operator log: ${l}`),
+    (err: unknown) => [`alloy-operator log unavailable: ${reason(err)}`],
+  );
+  return [...lines, ...(log.length ? log : ['alloy-operator log: (empty; is the operator running? see the pods below)'])].join('\n');
+}
+
 /** Waits for the Alloy workloads the operator creates from the release's Alloy objects. */
 async function waitForAlloy(cfg: Config): Promise<string> {
   for (const w of ALLOY_WORKLOADS) {
@@ -301,7 +347,8 @@ async function waitForAlloy(cfg: Config): Promise<string> {
       await kubectl(cfg, ['wait', '--for=create', ref, '--namespace', NAMESPACE, '--timeout=5m']);
       await kubectl(cfg, ['rollout', 'status', ref, '--namespace', NAMESPACE, '--timeout=10m']);
     } catch (err) {
-      throw new UserError(`${hint}\n${(err as Error).message}\n${await podDiagnostics(cfg, [NAMESPACE])}`);
+      const diagnostics = [await alloyOperatorDiagnostics(cfg), await podDiagnostics(cfg, [NAMESPACE])];
+      throw new UserError(`${hint}\n${(err as Error).message}\n${diagnostics.join('\n')}`);
     }
   }
   return ALLOY_WORKLOADS.map((w) => w.name).join(', ');

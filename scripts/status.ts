@@ -3,7 +3,7 @@
 // and helm. Changes nothing. Exit code 0 when every component is ok, 1 otherwise.
 //
 // .env keys: STATE_DIR (kubeconfig), CLUSTER_NAME (messages).
-// Tools: kubectl (get nodes, deployments, pods), helm (list).
+// Tools: kubectl (get nodes, deployments, pods), helm 3.17+ or 4 (list).
 import fs from 'node:fs';
 import kleur from 'kleur';
 import { type Config, PINNED, helm, isMain, kubeconfigPath, kubectl, loadConfig } from './lib.ts';
@@ -30,6 +30,13 @@ export const RELEASES = [
   { release: 'k8s-monitoring', namespace: 'monitoring', chart: PINNED.charts.k8sMonitoring },
   { release: 'grafana', namespace: 'monitoring', chart: PINNED.charts.grafana },
 ] as const;
+
+/**
+ * `helm list` flags that show a release in whatever state its last revision is (a failed or
+ * half-done install too), the same on Helm 3 and 4: Helm 3 lists only deployed and failed releases
+ * by default and Helm 4 removed its `--all`, but both take these state filters.
+ */
+export const HELM_LIST_EVERY_STATE = ['--deployed', '--failed', '--pending', '--uninstalling', '--uninstalled', '--superseded'];
 
 const isReady = (o: KObject) => (o.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True');
 const imageTag = (d: KObject | undefined) => String(d?.spec?.template?.spec?.containers?.[0]?.image ?? '').split(':').at(-1) || 'unknown';
@@ -98,7 +105,7 @@ async function collect(cfg: Config): Promise<ComponentStatus[]> {
   const listed: Record<string, any[]> = {};
   const pods: Record<string, KObject[]> = {};
   for (const ns of [...new Set(RELEASES.map((r) => r.namespace))]) {
-    listed[ns] = JSON.parse((await helm(cfg, ['list', '--namespace', ns, '--all', '--output', 'json'])).stdout || '[]');
+    listed[ns] = JSON.parse((await helm(cfg, ['list', '--namespace', ns, ...HELM_LIST_EVERY_STATE, '--output', 'json'])).stdout || '[]');
     pods[ns] = await items(['get', 'pods', '--namespace', ns]);
   }
   for (const spec of RELEASES) out.push(releaseStatus(spec, listed[spec.namespace], pods[spec.namespace]));

@@ -98,6 +98,8 @@ export function makeSandbox(): Sandbox {
             HTTP_PORT: '18080',
             HTTPS_PORT: '18443',
             REGISTRY_PORT: '15001',
+            // The Helm major the stand-in plays in this test run (vitest.config.ts).
+            ...(process.env.FAKE_HELM_MAJOR ? { FAKE_HELM_MAJOR: process.env.FAKE_HELM_MAJOR } : {}),
             ...env,
           },
           stdio: ['ignore', 'pipe', 'pipe'],

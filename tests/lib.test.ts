@@ -4,8 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CommandError, commandLine, ingressUrl, mergeValues, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
+import { CommandError, commandLine, ingressUrl, mergeValues, parseConfig, podDiagnostics, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
 import { firstVisitLine, summaryLines } from '../scripts/summary.ts';
+import { deployedCluster, podObj } from './fixtures/validate/cluster.ts';
+import { FAKE_BIN, makeSandbox } from './helpers.ts';
 
 describe('ingressUrl', () => {
   it.each([
@@ -122,5 +124,46 @@ describe('unreadyPods', () => {
     ['a pending pod without status', { metadata: { name: 'p' }, status: { phase: 'Pending' } }, [{ namespace: 'default', name: 'p', reason: 'Pending' }]],
   ])('%s', (_, p, want) => {
     expect(unreadyPods([p as any])).toEqual(want);
+  });
+});
+
+describe('podDiagnostics (stand-in kubectl)', () => {
+  const twoContainers = podObj('monitoring', 'loki-0', false, {}, {
+    containerStatuses: [
+      { name: 'loki', ready: true, state: { running: {} } },
+      { name: 'sidecar', ready: false, state: { waiting: { reason: 'ContainerCreating' } } },
+    ],
+  });
+  const kubeletDown =
+    'Error from server: Get "https://10.5.0.3:10250/containerLogs/monitoring/loki-0/loki?tailLines=10": dial tcp 10.5.0.3:10250: connect: connection refused';
+  it.each([
+    {
+      name: 'the log lines of the containers that have them, then why one has none',
+      failures: [],
+      want: ['    log: level=error msg="init failed"', '    kubectl logs: Error from server (BadRequest): container "sidecar" in pod "loki-0" is waiting to start: ContainerCreating'],
+    },
+    {
+      name: "kubectl's reason when it cannot reach the kubelet",
+      failures: [{ tool: 'kubectl', argv: ['logs'], code: 1, stderr: `${kubeletDown}\n` }],
+      want: [`    kubectl logs: ${kubeletDown}`],
+    },
+    {
+      name: "kubectl's reason when it cannot list the pods",
+      failures: [{ tool: 'kubectl', argv: ['get', 'pods'], code: 1, stderr: 'Error from server (Forbidden): pods is forbidden: User "x" cannot list resource "pods"\n' }],
+      want: ['cannot list pods in monitoring: Error from server (Forbidden): pods is forbidden: User "x" cannot list resource "pods"'],
+    },
+  ])('$name', async ({ failures, want }) => {
+    const sb = makeSandbox();
+    deployedCluster(sb, [twoContainers], { failures });
+    sb.scenario({ kubectl: { logs: { 'monitoring/loki-0': 'level=error msg="init failed"\n' } } });
+    const saved = { PATH: process.env.PATH, FAKE_STATE: process.env.FAKE_STATE };
+    Object.assign(process.env, { PATH: `${FAKE_BIN}${path.delimiter}${process.env.PATH}`, FAKE_STATE: sb.fakeState });
+    try {
+      const lines = (await podDiagnostics(parseConfig({ STATE_DIR: sb.stateDir }), ['monitoring'])).split('\n');
+      for (const line of want) expect(lines).toContain(line);
+      expect(lines.join('\n')).not.toContain('command failed');
+    } finally {
+      Object.assign(process.env, saved);
+    }
   });
 });

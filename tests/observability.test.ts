@@ -14,6 +14,7 @@ import {
   RELEASES,
   SERVICE_URLS,
   adminSecretManifest,
+  alloyStatusLines,
   dashboardsConfigMap,
   namespaceManifest,
   newPassword,
@@ -144,7 +145,44 @@ describe('volumeSizeProblem', () => {
   ])('%s', (_, deployed, problem) => {
     const msg = volumeSizeProblem(c, 'prometheus', deployed as Record<string, unknown> | null);
     expect(Boolean(msg)).toBe(problem);
-    if (problem) expect(msg).toMatch(/PROMETHEUS_STORAGE="10Gi" .*\(20Gi\)[\s\S]*delete pvc prometheus-server/);
+    if (problem) expect(msg).toMatch(/^PROMETHEUS_STORAGE="10Gi" differs .*\(20Gi\)/);
+  });
+
+  // The way out must work against a real API server: the prometheus chart templates its claim
+  // (templates/pvc.yaml), so `helm uninstall` deletes it and a `kubectl delete pvc` after it fails
+  // NotFound; Loki's claim comes from its StatefulSet's volumeClaimTemplates and outlives the release.
+  const kc = `${cfgWith({}).stateDir}/kubeconfig`;
+  it.each([
+    ['prometheus', { PROMETHEUS_STORAGE: '10Gi' }, { server: { persistentVolume: { size: '20Gi' } } }, [
+      `  helm --kubeconfig ${kc} uninstall prometheus --namespace monitoring --wait   (also deletes its volume claim prometheus-server)`,
+      '  task observability',
+    ]],
+    ['loki', { LOKI_STORAGE: '8Gi' }, { singleBinary: { persistence: { size: '5Gi' } } }, [
+      `  helm --kubeconfig ${kc} uninstall loki --namespace monitoring --wait`,
+      `  kubectl --kubeconfig ${kc} delete pvc storage-loki-0 --namespace monitoring   (the StatefulSet's claim outlives the release)`,
+      '  task observability',
+    ]],
+  ] as const)('%s: the commands that drop the volume, each of which succeeds', (key, env, deployed, commands) => {
+    const msg = volumeSizeProblem(cfgWith(env), key, deployed)!;
+    const lines = msg.split('\n');
+    expect(lines.slice(lines.findIndex((l) => l.includes(' uninstall ')))).toEqual(commands);
+  });
+});
+
+describe('alloyStatusLines', () => {
+  const alloy = (conditions?: { type: string; status: string; reason?: string; message?: string }[]) => ({
+    metadata: { name: 'k8s-monitoring-alloy-logs', namespace: 'monitoring' },
+    ...(conditions ? { status: { conditions } } : {}),
+  });
+  it.each([
+    ['no Alloy object', [], 'no Alloy objects in monitoring: the k8s-monitoring release created none'],
+    ['not reconciled yet', [alloy()], 'Alloy monitoring/k8s-monitoring-alloy-logs: no status yet (the operator has not reconciled it)'],
+    ['deployed', [alloy([{ type: 'Initialized', status: 'True' }, { type: 'Deployed', status: 'True' }])], 'Alloy monitoring/k8s-monitoring-alloy-logs: deployed'],
+    ['irreconcilable', [alloy([{ type: 'Irreconcilable', status: 'True', reason: 'ReconcileError', message: 'bad values' }])],
+      'Alloy monitoring/k8s-monitoring-alloy-logs: Irreconcilable (ReconcileError): bad values'],
+    ['a failure that has cleared', [alloy([{ type: 'ReleaseFailed', status: 'False' }])], 'Alloy monitoring/k8s-monitoring-alloy-logs: no status yet (the operator has not reconciled it)'],
+  ])('%s', (_, alloys, want) => {
+    expect(alloyStatusLines(alloys)).toEqual([want]);
   });
 });
 
@@ -261,7 +299,7 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(res.calls.filter(isMutating).map(line)).toEqual([]);
   });
 
-  it('on a failed release shows the unready pods with their events and logs, and stops', async () => {
+  it('on a failed release shows the unready pods with their events and why they have no log, and stops', async () => {
     sandbox.scenario({
       failures: [{ tool: 'helm', argv: ['upgrade', 'loki'], code: 1, stderr: 'Error: context deadline exceeded' }],
       kubectl: {
@@ -281,7 +319,6 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
             message: 'Failed to pull image "docker.io/grafana/loki:3.7.6"',
           },
         },
-        logs: { 'monitoring/loki-0': 'level=error msg="init failed"\n' },
       },
     });
     const res = await sandbox.run('observability');
@@ -291,10 +328,45 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(out).toContain('context deadline exceeded');
     expect(out).toContain('pod monitoring/loki-0 is not Ready (Pending; loki: ImagePullBackOff)');
     expect(out).toContain('Failed to pull image "docker.io/grafana/loki:3.7.6"');
-    expect(out).toContain('log: level=error msg="init failed"');
+    // No log from a container that never started: kubectl's reason instead.
+    expect(out).toContain('kubectl logs: Error from server (BadRequest): container "loki" in pod "loki-0" is waiting to start: trying and failing to pull image');
     expect(out).not.toContain('prometheus-server-abc');
     // Nothing after the failed group is installed.
     expect(upgrades(res.calls).map(releaseOf).sort()).toEqual(['loki', 'prometheus']);
+  });
+
+  it('when the Alloy Operator creates no collector, shows the Alloy objects\' status and the operator\'s log', async () => {
+    const failed = 'failed to install release: rendered manifests contain a resource that already exists';
+    sandbox.scenario({
+      failures: [{ tool: 'kubectl', argv: ['wait', '--for=create', 'statefulset/k8s-monitoring-alloy-metrics'], code: 1, stderr: 'error: timed out waiting for the condition\n' }],
+      kubectl: {
+        objects: {
+          'Alloy/monitoring/k8s-monitoring-alloy-metrics': {
+            apiVersion: 'collectors.grafana.com/v1alpha1', kind: 'Alloy', metadata: { name: 'k8s-monitoring-alloy-metrics', namespace: 'monitoring' },
+            status: { conditions: [
+              { type: 'Initialized', status: 'True' },
+              { type: 'ReleaseFailed', status: 'True', reason: 'InstallError', message: failed },
+            ] },
+          },
+          'Alloy/monitoring/k8s-monitoring-alloy-logs': {
+            apiVersion: 'collectors.grafana.com/v1alpha1', kind: 'Alloy', metadata: { name: 'k8s-monitoring-alloy-logs', namespace: 'monitoring' },
+          },
+          'Pod/monitoring/k8s-monitoring-alloy-operator-5f7-abcde': {
+            apiVersion: 'v1', kind: 'Pod',
+            metadata: { name: 'k8s-monitoring-alloy-operator-5f7-abcde', namespace: 'monitoring', labels: { 'app.kubernetes.io/name': 'alloy-operator' } },
+            status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }], containerStatuses: [{ name: 'alloy-operator', ready: true, state: { running: {} } }] },
+          },
+        },
+        logs: { 'monitoring/k8s-monitoring-alloy-operator-5f7-abcde': `{"level":"error","msg":"Reconciler error","error":"${failed}"}\n` },
+      },
+    });
+    const res = await sandbox.run('observability');
+    expect(res.code).toBe(1);
+    const out = res.stdout + res.stderr;
+    expect(out).toContain('The Alloy Operator did not create or roll out statefulset/k8s-monitoring-alloy-metrics.');
+    expect(out).toContain(`Alloy monitoring/k8s-monitoring-alloy-metrics: ReleaseFailed (InstallError): ${failed}`);
+    expect(out).toContain('Alloy monitoring/k8s-monitoring-alloy-logs: no status yet (the operator has not reconciled it)');
+    expect(out).toContain(`alloy-operator log: {"level":"error","msg":"Reconciler error","error":"${failed}"}`);
   });
 
   it('without a cluster it says to run task talos and touches nothing', async () => {

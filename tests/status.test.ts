@@ -68,6 +68,18 @@ describe('task status', () => {
     expect(lines(r.stdout)).toContain('grafana ok grafana-12.0.0 (app 12.3.0), pinned grafana-12.11.1 deployed, 1/1 pods Ready');
   });
 
+  it('a release left half-installed (pending-install) shows as down, on Helm 3 as on Helm 4', async () => {
+    const sb = makeSandbox();
+    deployedCluster(sb);
+    const state = sb.state();
+    state.helm.releases['monitoring/grafana'].status = 'pending-install';
+    sb.scenario(state);
+    const r = await sb.run('status');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(1);
+    expect(lines(r.stdout)).toContain('grafana down grafana-12.11.1 (app 12.3.0) pending-install, 1/1 pods Ready');
+  });
+
   it('no cluster: every component down, the first line says to run task talos', async () => {
     const sb = makeSandbox();
     const r = await sb.run('status');

@@ -172,7 +172,10 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     const objects = [
       ...healthyObjects().filter((o) => o.metadata.name !== 'sample-app-6d4b75cb6d-q9w8e' && !(o.kind === 'Deployment' && o.metadata.name === 'sample-app')),
       deploymentObj('sample-app', 'sample-app', 'localhost:5001/sample-app:3f9a1c2b7d4e', 2, 1, APP_SELECTOR_LABELS, 'app'),
-      podObj('sample-app', 'sample-app-6d4b75cb6d-q9w8e', false, APP_SELECTOR_LABELS, { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'CrashLoopBackOff' } } }] }),
+      podObj('sample-app', 'sample-app-6d4b75cb6d-q9w8e', false, APP_SELECTOR_LABELS, {
+        // A crash-looping container has run before: kubectl logs shows its last run.
+        containerStatuses: [{ name: 'app', state: { waiting: { reason: 'CrashLoopBackOff' } }, lastState: { terminated: { exitCode: 1, reason: 'Error' } } }],
+      }),
       {
         apiVersion: 'v1',
         kind: 'Event',

@@ -4,7 +4,47 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
-import { one, parseArgs } from '../common.mjs';
+import { commandPath, flagTable, one, parseCommandLine } from '../common.mjs';
+
+/**
+ * The flags of kubectl v1.31.9 (the oldest supported kubectl; `kubectl options` and
+ * `kubectl <command> --help` of the real binary) for the commands the phases use. Later versions up
+ * to v1.36 only add flags (e.g. diff --show-secrets, apply --subresource): a flag missing here is one
+ * a supported kubectl rejects.
+ */
+const FLAGS_1_31 = {
+  global: 'as= as-group= as-uid= cache-dir= certificate-authority= client-certificate= client-key= cluster= context= disable-compression ' +
+    'insecure-skip-tls-verify kubeconfig= log-flush-frequency= match-server-version n/namespace= password= profile= profile-output= ' +
+    'request-timeout= s/server= tls-server-name= token= user= username= v/v= vmodule= warnings-as-errors h/help',
+  get: 'A/all-namespaces allow-missing-template-keys chunk-size= field-selector= f/filename= ignore-not-found k/kustomize= L/label-columns= ' +
+    'no-headers o/output= output-watch-events raw= R/recursive l/selector= server-print show-kind show-labels show-managed-fields sort-by= ' +
+    'subresource= template= w/watch watch-only',
+  wait: 'all A/all-namespaces allow-missing-template-keys field-selector= f/filename= for= local o/output= R/recursive l/selector= show-managed-fields template= timeout=',
+  diff: 'concurrency= field-manager= f/filename= force-conflicts k/kustomize= prune prune-allowlist= R/recursive l/selector= server-side show-managed-fields',
+  apply: 'all allow-missing-template-keys cascade= dry-run= field-manager= f/filename= force force-conflicts grace-period= k/kustomize= openapi-patch ' +
+    'o/output= overwrite prune prune-allowlist= R/recursive l/selector= server-side show-managed-fields template= timeout= validate= wait',
+  delete: 'all A/all-namespaces cascade= dry-run= field-selector= f/filename= force grace-period= ignore-not-found i/interactive k/kustomize= now ' +
+    'o/output= raw= R/recursive l/selector= timeout= wait',
+  'rollout status': 'f/filename= k/kustomize= R/recursive revision= l/selector= timeout= w/watch',
+  logs: 'all-containers all-pods c/container= f/follow ignore-errors insecure-skip-tls-verify-backend limit-bytes= max-log-requests= ' +
+    'pod-running-timeout= prefix p/previous l/selector= since= since-time= tail= timestamps',
+  describe: 'A/all-namespaces chunk-size= f/filename= k/kustomize= R/recursive l/selector= show-events',
+  version: 'client o/output=',
+  kustomize: 'as-current-user enable-alpha-plugins enable-helm e/env= helm-api-versions= helm-command= helm-kube-version= load-restrictor= mount= ' +
+    'network network-name= o/output=',
+};
+const GLOBAL_TABLE = flagTable(FLAGS_1_31.global);
+
+/** kubectl's top-level commands (v1.31), for "unknown command" versus "not played by the stand-in". */
+const KUBECTL_COMMANDS = ['alpha', 'annotate', 'api-resources', 'api-versions', 'apply', 'attach', 'auth', 'autoscale', 'certificate', 'cluster-info',
+  'completion', 'config', 'cordon', 'cp', 'create', 'debug', 'delete', 'describe', 'diff', 'drain', 'edit', 'events', 'exec', 'explain', 'expose',
+  'get', 'help', 'kustomize', 'label', 'logs', 'options', 'patch', 'plugin', 'port-forward', 'proxy', 'replace', 'rollout', 'run', 'scale', 'set',
+  'taint', 'top', 'uncordon', 'version', 'wait'];
+const ROLLOUT_COMMANDS = ['history', 'pause', 'restart', 'resume', 'status', 'undo'];
+
+/** Kustomize bundled with each kubectl minor (go.mod of k8s.io/kubectl v0.31 to v0.36). */
+const KUSTOMIZE = { 31: 'v5.4.2', 32: 'v5.5.0', 33: 'v5.6.0', 34: 'v5.7.1', 35: 'v5.7.1', 36: 'v5.8.1' };
+
 
 /** Namespaces every cluster has. */
 const BUILTIN_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
@@ -26,6 +66,7 @@ const KIND_ALIASES = {
   ingressroute: 'IngressRoute', ingressroutes: 'IngressRoute',
   tlsstore: 'TLSStore', tlsstores: 'TLSStore', middleware: 'Middleware', middlewares: 'Middleware',
   events: 'Event', event: 'Event',
+  alloy: 'Alloy', alloys: 'Alloy',
 };
 export const kindOf = (word) => KIND_ALIASES[word.toLowerCase()] ?? KIND_ALIASES[word.toLowerCase().split('.')[0]] ?? word;
 
@@ -33,7 +74,7 @@ export const objectKey = (o, defaultNs = 'default') =>
   `${o.kind}/${CLUSTER_SCOPED.has(o.kind) ? '' : o.metadata?.namespace ?? defaultNs}/${o.metadata?.name}`;
 
 /** The cluster named by a kubeconfig answers when its control-plane container runs. */
-function clusterUp(state, kubeconfig) {
+export function clusterUp(state, kubeconfig) {
   if (!kubeconfig || !fs.existsSync(kubeconfig)) return false;
   const ctxName = YAML.parse(fs.readFileSync(kubeconfig, 'utf8'))?.['current-context'] ?? '';
   const cluster = ctxName.replace(/^admin@/, '');
@@ -134,28 +175,74 @@ function kustomize(dir, ctx) {
   return 0;
 }
 
+/** `kubectl version`: the client's version (and the server's, without --client), in kubectl's formats. */
+function version(state, flags, ctx) {
+  const { out, err } = ctx;
+  const gitVersion = state.kubectl.version;
+  const [major, minor] = gitVersion.replace(/^v/, '').split('.');
+  const clientVersion = { major, minor, gitVersion, gitCommit: '0000000000000000000000000000000000000000', gitTreeState: 'clean', buildDate: '2026-01-01T00:00:00Z', goVersion: 'go1.26.0', compiler: 'gc', platform: 'linux/amd64' };
+  const answer = { clientVersion, kustomizeVersion: KUSTOMIZE[Number(minor)] ?? 'v5.8.1' };
+  const output = one(flags, 'output');
+  if (output !== undefined && !['json', 'yaml'].includes(output)) {
+    err("error: --output must be 'yaml' or 'json'\n");
+    return 1;
+  }
+  const serverUp = !flags.client && clusterUp(state, one(flags, 'kubeconfig'));
+  if (serverUp) answer.serverVersion = { ...clientVersion, gitVersion: nodes(state)[0]?.status.nodeInfo.kubeletVersion ?? 'v1.36.3' };
+  if (output === 'json') out(`${JSON.stringify(answer, null, 2)}\n`);
+  else if (output === 'yaml') out(YAML.stringify(answer));
+  else out(`Client Version: ${gitVersion}\nKustomize Version: ${answer.kustomizeVersion}\n${serverUp ? `Server Version: ${answer.serverVersion.gitVersion}\n` : ''}`);
+  if (flags.client || serverUp) return 0;
+  err('The connection to the server 127.0.0.1:40123 was refused - did you specify the right host or port?\n');
+  return 1;
+}
+
+/**
+ * Why the kubelet has no log for a container (kubelet_pods.go validateContainerLogStatus), or
+ * undefined when it has one: a running or terminated container, or one that ran before.
+ */
+function noLogReason(pod, status) {
+  const { waiting, running, terminated } = status.state ?? {};
+  if (running || terminated || status.lastState?.terminated) return undefined;
+  const where = `container "${status.name}" in pod "${pod.metadata.name}"`;
+  if (!waiting) return `${where} is waiting to start - no logs yet`;
+  const why = { ErrImagePull: "image can't be pulled", ImagePullBackOff: 'trying and failing to pull image' }[waiting.reason] ?? waiting.reason;
+  return `${where} is waiting to start: ${why}`;
+}
+
 export default function kubectl(argv, ctx) {
   const { state, out, err } = ctx;
-  const { flags, positional } = parseArgs(argv, [
-    '--kubeconfig', '-n', '--namespace', '-o', '--output', '-f', '--filename', '-k', '--for', '--timeout', '-l',
-    '--selector', '--raw', '--field-selector', '--tail', '-c', '--container', '--type', '-p', '--patch', '--context',
-  ]);
-  const [verb, ...words] = positional;
-  if (verb === 'version') {
-    out(JSON.stringify({ clientVersion: { gitVersion: state.kubectl.version } }));
-    return 0;
+  const found = commandPath(argv, { ...Object.fromEntries(KUBECTL_COMMANDS.map((c) => [c, {}])), rollout: Object.fromEntries(ROLLOUT_COMMANDS.map((c) => [c, {}])) }, GLOBAL_TABLE);
+  if (found.unknown !== undefined) {
+    err(found.path.length ? `error: unknown command "${found.unknown}"\nSee 'kubectl ${found.path.join(' ')} -h' for help and examples\n` : `error: unknown command "${found.unknown}" for "kubectl"\n`);
+    return 1;
   }
+  const command = found.path.join(' ');
+  if (!FLAGS_1_31[command] || command === 'global') {
+    err(`fake kubectl: command not played by the stand-in: ${argv.join(' ')}\n`);
+    return 2;
+  }
+  const parsed = parseCommandLine(argv, flagTable(FLAGS_1_31.global, FLAGS_1_31[command]));
+  if (parsed.error) {
+    // diff reports its own errors, with exit code 2 (1 means "differences found").
+    err(command === 'diff' ? `error: ${parsed.error}\nSee 'kubectl diff -h' for help and examples\n` : `error: ${parsed.error}\nSee 'kubectl ${command} --help' for usage.\n`);
+    return command === 'diff' ? 2 : 1;
+  }
+  const { flags } = parsed;
+  const words = parsed.positional.slice(found.path.length);
+  const verb = found.path[0];
+  if (verb === 'version') return version(state, flags, ctx);
   if (verb === 'kustomize') return kustomize(words[0] ?? '.', ctx);
-  if (!clusterUp(state, one(flags, '--kubeconfig'))) {
+  if (!clusterUp(state, one(flags, 'kubeconfig'))) {
     err('The connection to the server 127.0.0.1:40123 was refused - did you specify the right host or port?\n');
     return 1;
   }
-  const ns = one(flags, '-n', '--namespace');
-  const output = one(flags, '-o', '--output');
+  const ns = one(flags, 'namespace');
+  const output = one(flags, 'output');
   const objects = state.kubectl.objects;
   switch (verb) {
     case 'get': {
-      if (flags['--raw']) {
+      if (flags.raw !== undefined) {
         out('ok');
         return 0;
       }
@@ -169,11 +256,17 @@ export default function kubectl(argv, ctx) {
         out(output === 'json' ? JSON.stringify(found) : `${found.metadata.name}\n`);
         return 0;
       }
-      const items = kinds.flatMap((k) => list(state, k, flags['-A'] || flags['--all-namespaces'] ? undefined : ns ?? 'default'));
+      const items = kinds.flatMap((k) => list(state, k, flags['all-namespaces'] ? undefined : ns ?? 'default'));
       out(output === 'json' ? JSON.stringify({ apiVersion: 'v1', kind: 'List', items }) : items.map((o) => `${o.metadata.name}\n`).join(''));
       return 0;
     }
     case 'wait': {
+      // wait.go conditionFuncFor: delete, create, condition=…, jsonpath=….
+      const condition = one(flags, 'for') ?? '';
+      if (!/^(delete|create|condition=.+|jsonpath=.+)$/i.test(condition)) {
+        err(`error: unrecognized condition: "${condition}"\n`);
+        return 1;
+      }
       if (words[0] === 'nodes' || words[0] === 'node') {
         const notReady = nodes(state).filter((n) => n.status.conditions[0].status !== 'True');
         if (notReady.length) {
@@ -188,7 +281,7 @@ export default function kubectl(argv, ctx) {
     }
     case 'diff':
     case 'apply': {
-      const file = one(flags, '-f', '--filename');
+      const file = one(flags, 'filename');
       const docs = readDocs(ctx, file);
       // Like the API server's NamespaceLifecycle admission: a namespaced object needs its Namespace
       // to exist already (for diff, a dry run, one created in the same call does not count).
@@ -220,7 +313,7 @@ export default function kubectl(argv, ctx) {
       for (const name of names) {
         const k = `${kind}/${CLUSTER_SCOPED.has(kind) ? '' : ns ?? 'default'}/${name}`;
         if (!objects[k]) {
-          if (flags['--ignore-not-found']) continue;
+          if (flags['ignore-not-found']) continue;
           err(`Error from server (NotFound): ${words[0]} "${name}" not found\n`);
           return 1;
         }
@@ -230,12 +323,36 @@ export default function kubectl(argv, ctx) {
       return 0;
     }
     case 'rollout':
-      out(`${words[1]} successfully rolled out\n`);
+      out(`${words[0]} successfully rolled out\n`);
       return 0;
-    case 'logs':
-      // Scenario log lines per pod: state.kubectl.logs["namespace/pod"] (none by default).
-      out(state.kubectl.logs?.[`${ns ?? 'default'}/${words[0]}`] ?? '');
+    case 'logs': {
+      // Scenario log lines per pod: state.kubectl.logs["namespace/pod"] (none by default). A
+      // container without a log fails the call with the kubelet's reason, after the others' lines.
+      // --selector k=v[,k=v]: every matching pod ("No resources found" when none, exit 0).
+      const selector = one(flags, 'selector');
+      const pods = selector
+        ? list(state, 'Pod', ns ?? 'default').filter((p) => selector.split(',').every((kv) => { const [k, v] = kv.split('='); return p.metadata.labels?.[k] === v; }))
+        : [objects[`Pod/${ns ?? 'default'}/${words[0]}`]];
+      if (selector && pods.length === 0) {
+        err(`No resources found in ${ns ?? 'default'} namespace.\n`);
+        return 0;
+      }
+      for (const pod of pods) {
+        if (!pod) {
+          err(`Error from server (NotFound): pods "${words[0]}" not found\n`);
+          return 1;
+        }
+        const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])]
+          .filter((c) => !one(flags, 'container') || c.name === one(flags, 'container'));
+        const reasons = statuses.map((c) => noLogReason(pod, c)).filter(Boolean);
+        if (reasons.length < statuses.length || statuses.length === 0) out(state.kubectl.logs?.[`${ns ?? 'default'}/${pod.metadata.name}`] ?? '');
+        if (reasons.length) {
+          err(`Error from server (BadRequest): ${reasons[0]}\n`);
+          return 1;
+        }
+      }
       return 0;
+    }
     case 'describe':
       out(`Name: ${words[1] ?? ''}\nEvents: <none>\n`);
       return 0;
