@@ -20,6 +20,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { PROJECT_DIR } from './helpers.ts';
+import { type K8sObject, WORKLOADS, containersOf, podSpec, quantity, unboundedContainers } from './workloads.ts';
 import { PINNED, mergeValues, parseConfig } from '../scripts/lib.ts';
 import { LOKI_PUSH_URL, NAMESPACE, PROMETHEUS_REMOTE_WRITE_URL, RELEASES, type ReleaseKey, SERVICE_URLS, releaseSpec } from '../scripts/observability.ts';
 
@@ -47,12 +48,6 @@ const cfg = parseConfig({
   DOMAIN: 'example.test',
   CLUSTER_NAME: 'render-check',
 });
-
-interface K8sObject {
-  kind: string;
-  metadata: { name: string };
-  [k: string]: any;
-}
 
 function render(key: ReleaseKey, extraValues?: Record<string, unknown>): K8sObject[] {
   const spec = releaseSpec(cfg, key);
@@ -200,36 +195,33 @@ function credentialLeaks(config: string): string[] {
     .map(blockPath);
 }
 
-// --- Resources --------------------------------------------------------------------------------------
-
-interface Container { name: string; resources?: { requests?: Record<string, string>; limits?: Record<string, string> } }
-const podSpec = (o: K8sObject) => (o.kind === 'Pod' ? o.spec : o.spec?.template?.spec);
-const containersOf = (o: K8sObject): Container[] => [...(podSpec(o)?.initContainers ?? []), ...(podSpec(o)?.containers ?? [])];
-const WORKLOADS = ['Deployment', 'StatefulSet', 'DaemonSet', 'Job', 'Pod'];
-
-/** CPU in millicores, memory in MiB, from Kubernetes quantities. */
-function quantity(raw: string | number | undefined, unit: 'cpu' | 'memory'): number {
-  if (raw === undefined) return NaN;
-  const m = /^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi)?$/.exec(String(raw));
-  if (!m) throw new Error(`unexpected quantity ${raw}`);
-  const n = Number(m[1]);
-  if (unit === 'cpu') return m[2] === 'm' ? n : n * 1000;
-  return ({ Ki: n / 1024, Mi: n, Gi: n * 1024, '': n / 1024 / 1024 } as Record<string, number>)[m[2] ?? ''] ?? NaN;
-}
-
-/** Containers without a CPU and memory request and a memory limit (or with a request above the limit). */
-function unboundedContainers(objs: K8sObject[]): string[] {
-  return objs.filter((o) => WORKLOADS.includes(o.kind)).flatMap((o) =>
-    containersOf(o)
-      .filter((c) => {
-        const r = c.resources ?? {};
-        const request = quantity(r.requests?.memory, 'memory');
-        const limit = quantity(r.limits?.memory, 'memory');
-        return !(quantity(r.requests?.cpu, 'cpu') > 0 && request > 0 && limit >= request);
-      })
-      .map((c) => `${o.kind}/${o.metadata.name} container ${c.name}: ${JSON.stringify(c.resources ?? {})}`),
-  );
-}
+describe('the resource check itself (runs without charts)', () => {
+  const deployment = (resources: unknown): K8sObject => ({
+    kind: 'Deployment',
+    metadata: { name: 'd' },
+    spec: { template: { spec: { initContainers: [{ name: 'init', resources }], containers: [{ name: 'c', resources }] } } },
+  });
+  it.each([
+    ['requests and a memory limit', { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '64Mi' } }, 0],
+    ['a whole CPU and Gi', { requests: { cpu: '1', memory: '1Gi' }, limits: { memory: '1Gi' } }, 0],
+    ['no resources', undefined, 2],
+    ['no memory limit', { requests: { cpu: '10m', memory: '32Mi' } }, 2],
+    ['no CPU request', { requests: { memory: '32Mi' }, limits: { memory: '64Mi' } }, 2],
+    ['a request above the limit', { requests: { cpu: '10m', memory: '128Mi' }, limits: { memory: '64Mi' } }, 2],
+  ])('%s: %i containers flagged (init containers count)', (_what, resources, flagged) => {
+    expect(unboundedContainers([deployment(resources)])).toHaveLength(flagged);
+  });
+  it.each([
+    ['100m', 'cpu', 100],
+    ['2', 'cpu', 2000],
+    ['0.5', 'cpu', 500],
+    ['512Mi', 'memory', 512],
+    ['1Gi', 'memory', 1024],
+    ['65536Ki', 'memory', 64],
+  ] as const)('quantity(%s, %s) = %i', (raw, unit, want) => {
+    expect(quantity(raw, unit)).toBe(want);
+  });
+});
 
 describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)', { timeout: 60_000 }, () => {
   it('prometheus: retention, volume, remote-write receiver, no scrape jobs, server only', () => {
