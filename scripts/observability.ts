@@ -20,7 +20,8 @@
 // settings that have one source elsewhere: .env knobs (below), the service URLs (SERVICE_URLS,
 // defined once here) and the Alloy snippets in alloy/*.alloy.
 //
-// .env keys: PROMETHEUS_RETENTION, PROMETHEUS_STORAGE, LOKI_RETENTION, LOKI_STORAGE, DOMAIN,
+// .env keys: PROMETHEUS_RETENTION, PROMETHEUS_STORAGE (volume, and 80 % of it as size retention),
+//            LOKI_RETENTION (retention, and the oldest line Loki accepts), LOKI_STORAGE, DOMAIN,
 //            HTTPS_PORT (public URLs), CLUSTER_NAME (cluster label), STATE_DIR.
 // Tools: kubectl, helm.
 import crypto from 'node:crypto';
@@ -107,6 +108,20 @@ export const ALLOY_WORKLOADS = [
 // Pure parts (tested)
 // ---------------------------------------------------------------------------------------------
 
+/** Share of the Prometheus volume its data may use: the rest is room for compaction and the WAL. */
+const PROMETHEUS_VOLUME_SHARE = 0.8;
+
+/**
+ * Prometheus' --storage.tsdb.retention.size for a volume of PROMETHEUS_STORAGE (10Gi, 512Mi): 80 % of
+ * it, in Prometheus' units (MB = 2^20 bytes). local-path volumes have no quota, so this is the bound.
+ */
+export function prometheusRetentionSize(storage: string): string {
+  const m = /^(\d+)(Gi|Mi)$/.exec(storage);
+  if (!m) throw new Error(`not a volume size: ${storage}`);
+  const mib = Number(m[1]) * (m[2] === 'Gi' ? 1024 : 1);
+  return `${Math.floor(mib * PROMETHEUS_VOLUME_SHARE)}MB`;
+}
+
 /** Builds a nested object from a key path: ['a','b'] + v -> {a: {b: v}}. */
 const nest = (keys: readonly string[], value: unknown): Record<string, unknown> =>
   keys.reduceRight<unknown>((acc, k) => ({ [k]: acc }), value) as Record<string, unknown>;
@@ -128,12 +143,15 @@ export function overrides(cfg: Config, read: (relPath: string) => string = readT
     prometheus: {
       server: {
         retention: cfg.PROMETHEUS_RETENTION,
+        retentionSize: prometheusRetentionSize(cfg.PROMETHEUS_STORAGE),
         persistentVolume: { size: cfg.PROMETHEUS_STORAGE },
         baseURL: ingressUrl(cfg, 'prometheus'),
       },
     },
     loki: {
-      loki: { limits_config: { retention_period: cfg.LOKI_RETENTION } },
+      // Lines older than the retention would be deleted by the compactor anyway: this bounds the
+      // backfill of whole log files on the first deploy.
+      loki: { limits_config: { retention_period: cfg.LOKI_RETENTION, reject_old_samples: true, reject_old_samples_max_age: cfg.LOKI_RETENTION } },
       singleBinary: { persistence: { size: cfg.LOKI_STORAGE } },
     },
     k8sMonitoring: mergeValues(

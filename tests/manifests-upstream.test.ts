@@ -15,6 +15,7 @@ import { INGRESS_NODE_PORTS, PINNED, mergeValues } from '../scripts/lib.ts';
 import { checkRendered } from '../scripts/storage.ts';
 import { traefikValues } from '../scripts/traefik.ts';
 import { PROJECT_DIR } from './helpers.ts';
+import { unboundedContainers } from './workloads.ts';
 
 const SHARED_TOOLS = '/work/shared/tools/helm.sh';
 /** A real tool: from the environment, or from the shared tool script of the development machine. */
@@ -86,6 +87,8 @@ describe.skipIf(!haveChart || !helmBin)(`Traefik chart ${PINNED.charts.traefik.v
     ]));
     // Runs as non-root without privileges: fine under Talos' default "baseline" policy.
     expect(c.securityContext).toMatchObject({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+    // A CPU and memory request and a memory limit on every container, like every observability workload.
+    expect(unboundedContainers(objs)).toEqual([]);
     expect(objs.filter((o) => o.kind === 'IngressRoute')).toEqual([]);
   });
 });

@@ -6,16 +6,23 @@
 //   $OBS_CHARTS_DIR/loki             grafana-community/loki 18.11.0 (+ charts/minio, charts/rollout-operator)
 //   $OBS_CHARTS_DIR/grafana          grafana-community/grafana 12.11.1
 //   $OBS_CHARTS_DIR/k8s-monitoring   grafana/k8s-monitoring 4.4.0 (its charts/ as in the repository)
+//   $OBS_CHARTS_DIR/alloy            grafana/alloy's chart (operations/helm/charts/alloy, tag helm-chart/<v>) at the
+//                                    version the bundled alloy-operator deploys (its appVersion: 1.11.1)
 // and HELM names a helm binary (e.g. HELM=$(bash ../shared/tools/helm.sh)).
 // `helm template` validates the values against each chart's values.schema.json (grafana has none).
+// The Alloy workloads do not come from k8s-monitoring itself: it renders Alloy objects, and the Alloy
+// Operator (a Helm operator) installs the alloy chart with each object's spec as values and its name as
+// release name. The tests do the same with the real alloy chart, so they see the pods the operator creates.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { PROJECT_DIR } from './helpers.ts';
+import { type K8sObject, WORKLOADS, containersOf, podSpec, quantity, unboundedContainers } from './workloads.ts';
 import { PINNED, mergeValues, parseConfig } from '../scripts/lib.ts';
-import { LOKI_PUSH_URL, PROMETHEUS_REMOTE_WRITE_URL, RELEASES, type ReleaseKey, SERVICE_URLS, releaseSpec } from '../scripts/observability.ts';
+import { LOKI_PUSH_URL, NAMESPACE, PROMETHEUS_REMOTE_WRITE_URL, RELEASES, type ReleaseKey, SERVICE_URLS, releaseSpec } from '../scripts/observability.ts';
 
 const chartsDir = process.env.OBS_CHARTS_DIR ?? '';
 const helmBin = process.env.HELM ?? 'helm';
@@ -42,26 +49,12 @@ const cfg = parseConfig({
   CLUSTER_NAME: 'render-check',
 });
 
-interface K8sObject {
-  kind: string;
-  metadata: { name: string };
-  [k: string]: any;
-}
-
 function render(key: ReleaseKey, extraValues?: Record<string, unknown>): K8sObject[] {
   const spec = releaseSpec(cfg, key);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'render-'));
-  const file = path.join(dir, 'values.yaml');
-  fs.writeFileSync(file, YAML.stringify(mergeValues(...spec.values, extraValues ?? {})));
   const chart = path.join(chartsDir, chartDir[key]);
   const version = YAML.parse(fs.readFileSync(path.join(chart, 'Chart.yaml'), 'utf8')).version;
   expect(version, `${chart} is not the pinned version`).toBe(spec.chart.version);
-  const out = execFileSync(helmBin, ['template', spec.release, chart, '--namespace', spec.namespace, '--values', file], {
-    encoding: 'utf8',
-    maxBuffer: 64 * 1024 * 1024,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  return YAML.parseAllDocuments(out).map((d) => d.toJSON()).filter(Boolean);
+  return helmTemplate(spec.release, chart, mergeValues(...spec.values, extraValues ?? {}));
 }
 
 const find = (objs: K8sObject[], kind: string, name: string) => {
@@ -69,6 +62,166 @@ const find = (objs: K8sObject[], kind: string, name: string) => {
   expect(o, `${kind}/${name}`).toBeDefined();
   return o!;
 };
+
+function helmTemplate(release: string, chart: string, values: unknown): K8sObject[] {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'render-')), 'values.yaml');
+  fs.writeFileSync(file, YAML.stringify(values));
+  const out = execFileSync(helmBin, ['template', release, chart, '--namespace', NAMESPACE, '--values', file], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return YAML.parseAllDocuments(out).map((d) => d.toJSON()).filter(Boolean);
+}
+
+/** What the Alloy Operator creates from the Alloy objects: the alloy chart, release = object name, values = spec. */
+function renderAlloyWorkloads(k8sMonitoring: K8sObject[]): K8sObject[] {
+  const operatorChart = fs.readdirSync(path.join(chartsDir, 'k8s-monitoring', 'charts')).find((f) => /^alloy-operator-.*\.tgz$/.test(f));
+  const operator = YAML.parse(execFileSync(helmBin, ['show', 'chart', path.join(chartsDir, 'k8s-monitoring', 'charts', operatorChart!)], { encoding: 'utf8' }));
+  const alloyChart = path.join(chartsDir, 'alloy');
+  expect(fs.existsSync(path.join(alloyChart, 'Chart.yaml')), `${alloyChart}: the alloy chart ${operator.appVersion} (see the header)`).toBe(true);
+  expect(YAML.parse(fs.readFileSync(path.join(alloyChart, 'Chart.yaml'), 'utf8')).version, 'the alloy chart the operator deploys').toBe(operator.appVersion);
+  return k8sMonitoring.filter((o) => o.kind === 'Alloy').flatMap((a) => helmTemplate(a.metadata.name, alloyChart, a.spec));
+}
+
+// --- Alloy configuration, read as blocks -----------------------------------------------------------
+
+interface AlloyBlock {
+  name: string;
+  label: string;
+  /** The block's own text: attributes only, nested blocks cut out. */
+  own: string;
+  children: AlloyBlock[];
+  parent?: AlloyBlock;
+}
+
+/** Parses the block structure of an Alloy configuration (`name "label" { ... }`); object literals stay text. */
+function parseAlloy(text: string): AlloyBlock {
+  const root: AlloyBlock = { name: '', label: '', own: '', children: [] };
+  // Stack entries: a block, or null for a brace that opens an object literal.
+  const stack: (AlloyBlock | null)[] = [root];
+  const current = () => stack.filter(Boolean).at(-1)!;
+  let line = '';
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (ch === '"' || ch === '`') {
+      let end = i + 1;
+      while (end < text.length && text[end] !== ch) end += ch === '"' && text[end] === '\\' ? 2 : 1;
+      const str = text.slice(i, end + 1);
+      current().own += str;
+      line += str;
+      i = end;
+    } else if (ch === '/' && text[i + 1] === '/') {
+      i = text.indexOf('\n', i) - 1;
+      if (i < 0) break;
+    } else if (ch === '{') {
+      const header = /^\s*([A-Za-z_][\w.]*)(?:\s+"([^"]*)")?\s*$/.exec(line);
+      if (header) {
+        const b: AlloyBlock = { name: header[1], label: header[2] ?? '', own: '', children: [], parent: current() };
+        b.parent!.own = b.parent!.own.slice(0, b.parent!.own.length - line.length);
+        b.parent!.children.push(b);
+        stack.push(b);
+      } else {
+        current().own += ch;
+        stack.push(null);
+      }
+      line = '';
+    } else if (ch === '}') {
+      if (stack.pop() === null) current().own += ch;
+      line = '';
+    } else {
+      current().own += ch;
+      line = ch === '\n' ? '' : line + ch;
+    }
+  }
+  return root;
+}
+
+const allBlocks = (b: AlloyBlock): AlloyBlock[] => b.children.flatMap((c) => [c, ...allBlocks(c)]);
+const attr = (b: AlloyBlock, key: string) => new RegExp(`^\\s*${key}\\s*=\\s*(.+?)\\s*$`, 'm').exec(b.own)?.[1];
+const blockPath = (b: AlloyBlock): string =>
+  (b.parent?.name ? `${blockPath(b.parent)} > ` : '') + `${b.name}${b.label ? ` "${b.label}"` : ''}`;
+
+/** The block a reference such as discovery.relabel.pods.output names, looked up from `from` outwards. */
+function resolve(from: AlloyBlock, name: string, label: string): AlloyBlock | undefined {
+  for (let scope: AlloyBlock | undefined = from.parent; scope; scope = scope.parent) {
+    const hit = scope.children.find((c) => c.name === name && c.label === label);
+    if (hit) return hit;
+  }
+  return undefined;
+}
+
+/** The discovery.kubernetes blocks a component's targets come from (undefined: not traceable, e.g. a module argument). */
+function discoveryRoots(b: AlloyBlock): AlloyBlock[] | undefined {
+  const expr = attr(b, 'targets') ?? '';
+  const refs = [...expr.matchAll(/\b(discovery\.(?:relabel|kubernetes))\.(\w+)\.(?:output|targets)\b/g)];
+  if (refs.length === 0) return undefined;
+  const roots: AlloyBlock[] = [];
+  for (const [, name, label] of refs) {
+    const target = resolve(b, name, label);
+    if (!target) return undefined;
+    if (name === 'discovery.kubernetes') roots.push(target);
+    else {
+      const up = discoveryRoots(target);
+      if (!up) return undefined;
+      roots.push(...up);
+    }
+  }
+  return roots;
+}
+
+/** Discovery of the control plane only: nodes (kubelet), or a label-selected set in default / kube-system. */
+function controlPlaneOnly(d: AlloyBlock): boolean {
+  if (attr(d, 'role') === '"node"') return true;
+  const names = d.children.find((c) => c.name === 'namespaces');
+  const listed = names ? [...(attr(names, 'names') ?? '').matchAll(/"([^"]*)"/g)].map((m) => m[1]) : [];
+  const selected = d.children.some((c) => c.name === 'selectors' && /\S/.test(attr(c, 'label') ?? ''));
+  return listed.length > 0 && listed.every((n) => n === 'default' || n === 'kube-system') && selected;
+}
+
+/** Scrape components that would send credentials to a target that is not provably the control plane. */
+function credentialLeaks(config: string): string[] {
+  return allBlocks(parseAlloy(config))
+    .filter((b) => b.name === 'prometheus.scrape')
+    .filter((b) => {
+      const tokenFile = attr(b, 'bearer_token_file');
+      return (tokenFile !== undefined && tokenFile !== '""') || attr(b, 'bearer_token') !== undefined ||
+        b.children.some((c) => ['authorization', 'basic_auth', 'oauth2'].includes(c.name));
+    })
+    .filter((b) => {
+      const roots = discoveryRoots(b);
+      return !roots || !roots.every(controlPlaneOnly);
+    })
+    .map(blockPath);
+}
+
+describe('the resource check itself (runs without charts)', () => {
+  const deployment = (resources: unknown): K8sObject => ({
+    kind: 'Deployment',
+    metadata: { name: 'd' },
+    spec: { template: { spec: { initContainers: [{ name: 'init', resources }], containers: [{ name: 'c', resources }] } } },
+  });
+  it.each([
+    ['requests and a memory limit', { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '64Mi' } }, 0],
+    ['a whole CPU and Gi', { requests: { cpu: '1', memory: '1Gi' }, limits: { memory: '1Gi' } }, 0],
+    ['no resources', undefined, 2],
+    ['no memory limit', { requests: { cpu: '10m', memory: '32Mi' } }, 2],
+    ['no CPU request', { requests: { memory: '32Mi' }, limits: { memory: '64Mi' } }, 2],
+    ['a request above the limit', { requests: { cpu: '10m', memory: '128Mi' }, limits: { memory: '64Mi' } }, 2],
+  ])('%s: %i containers flagged (init containers count)', (_what, resources, flagged) => {
+    expect(unboundedContainers([deployment(resources)])).toHaveLength(flagged);
+  });
+  it.each([
+    ['100m', 'cpu', 100],
+    ['2', 'cpu', 2000],
+    ['0.5', 'cpu', 500],
+    ['512Mi', 'memory', 512],
+    ['1Gi', 'memory', 1024],
+    ['65536Ki', 'memory', 64],
+  ] as const)('quantity(%s, %s) = %i', (raw, unit, want) => {
+    expect(quantity(raw, unit)).toBe(want);
+  });
+});
 
 describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)', { timeout: 60_000 }, () => {
   it('prometheus: retention, volume, remote-write receiver, no scrape jobs, server only', () => {
@@ -80,6 +233,8 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
         '--web.enable-remote-write-receiver',
         '--web.enable-lifecycle',
         '--web.external-url=https://prometheus.example.test:18443',
+        // 80 % of PROMETHEUS_STORAGE=12Gi, in Prometheus' base-2 MB: the oldest blocks go before the volume fills.
+        '--storage.tsdb.retention.size=9830MB',
       ]),
     );
     const pvc = find(objs, 'PersistentVolumeClaim', 'prometheus-server');
@@ -138,6 +293,92 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(find(objs, 'Alloy', 'k8s-monitoring-alloy-logs').spec.controller.type).toBe('daemonset');
     find(objs, 'Deployment', 'k8s-monitoring-kube-state-metrics');
     find(objs, 'DaemonSet', 'k8s-monitoring-node-exporter');
+  });
+
+  it('pod logs: whole files from the first line, positions on the node, backfill bounded by Loki', () => {
+    const objs = render('k8sMonitoring');
+    const logs = parseAlloy(find(objs, 'ConfigMap', 'k8s-monitoring-alloy-logs').data['config.alloy']);
+    const sources = allBlocks(logs).filter((b) => b.name === 'loki.source.file');
+    expect(sources.map(blockPath)).toEqual(['declare "pod_logs_via_loki" > loki.source.file "pod_logs"']);
+    // A new pod, a restarted container, a short Job: read from the first line, not from the end.
+    expect(attr(sources[0], 'tail_from_end')).toBe('false');
+
+    // loki.source.file keeps positions.yml under Alloy's --storage.path: that path must be on the node.
+    const ds = find(renderAlloyWorkloads(objs), 'DaemonSet', 'k8s-monitoring-alloy-logs');
+    const pod = podSpec(ds);
+    const alloy = pod.containers.find((c: any) => c.name === 'alloy');
+    const storage = alloy.args.map((a: string) => /^--storage\.path=(.+)$/.exec(a)?.[1]).find(Boolean);
+    expect(storage).toBeDefined();
+    const mount = alloy.volumeMounts.find((m: any) => storage === m.mountPath || storage.startsWith(`${m.mountPath}/`));
+    expect(mount, `a volume mounted at ${storage}`).toBeDefined();
+    expect(mount.readOnly).toBeFalsy();
+    const volume = pod.volumes.find((v: any) => v.name === mount.name);
+    // Talos keeps /var across reboots and lets pods write there (the rest of its root is read-only).
+    expect(volume.hostPath).toMatchObject({ path: expect.stringMatching(/^\/var\/lib\/.+/), type: 'DirectoryOrCreate' });
+
+    // The first deploy backfills whole files: Loki rejects what it would delete anyway (older than LOKI_RETENTION=72h).
+    const loki = YAML.parse(find(render('loki'), 'ConfigMap', 'loki').data['config.yaml']);
+    expect(loki.limits_config).toMatchObject({ reject_old_samples: true, reject_old_samples_max_age: '72h', retention_period: '72h' });
+  });
+
+  it('no scrape sends credentials to pods: only to the control plane (kubelet, API server, scheduler, controller-manager)', () => {
+    const objs = render('k8sMonitoring');
+    const metrics = find(objs, 'ConfigMap', 'k8s-monitoring-alloy-metrics').data['config.alloy'] as string;
+    const scrapes = allBlocks(parseAlloy(metrics)).filter((b) => b.name === 'prometheus.scrape');
+    expect(scrapes.length).toBeGreaterThanOrEqual(10);
+    expect(credentialLeaks(metrics)).toEqual([]);
+    // The kubelet still authenticates (it refuses anonymous scrapes): the check does not pass by finding nothing.
+    expect(attr(scrapes.find((b) => b.label === 'kubelet')!, 'bearer_token_file')).toBe('"/var/run/secrets/kubernetes.io/serviceaccount/token"');
+    // Negative control: the chart default sends the token to every annotated pod, and the check says so.
+    const leaky = find(render('k8sMonitoring', { annotationAutodiscovery: { bearerToken: { enabled: true } } }), 'ConfigMap', 'k8s-monitoring-alloy-metrics');
+    expect(credentialLeaks(leaky.data['config.alloy'])).toEqual([
+      'declare "annotation_autodiscovery" > prometheus.scrape "annotation_autodiscovery_http"',
+      'declare "annotation_autodiscovery" > prometheus.scrape "annotation_autodiscovery_https"',
+    ]);
+  });
+
+  it('annotation autodiscovery drops the pod labels that change on every upgrade or rollout', () => {
+    const metrics = find(render('k8sMonitoring'), 'ConfigMap', 'k8s-monitoring-alloy-metrics').data['config.alloy'] as string;
+    const pods = allBlocks(parseAlloy(metrics)).find((b) => b.name === 'discovery.relabel' && b.label === 'annotation_autodiscovery_pods')!;
+    const rules = pods.children.filter((r) => r.name === 'rule');
+    const labelmap = rules.findIndex((r) => attr(r, 'action') === '"labelmap"' && attr(r, 'regex') === '"__meta_kubernetes_pod_label_(.+)"');
+    expect(labelmap).toBeGreaterThanOrEqual(0);
+    // Dropped after the pod labels are copied (the chart's own labeldrop rules come before).
+    const labeldrop = rules.findIndex((r, i) => i > labelmap && attr(r, 'action') === '"labeldrop"');
+    expect(labeldrop).toBeGreaterThan(labelmap);
+    const dropped = new RegExp(`^(?:${JSON.parse(attr(rules[labeldrop], 'regex')!)})$`);
+    for (const churner of ['helm_sh_chart', 'app_kubernetes_io_version', 'pod_template_hash', 'controller_revision_hash']) {
+      expect(churner).toMatch(dropped);
+    }
+    expect('app_kubernetes_io_name').not.toMatch(dropped);
+  });
+
+  it('every container has CPU and memory requests and a memory limit, and the README has the totals', () => {
+    const k8s = render('k8sMonitoring');
+    const objs = [...render('prometheus'), ...render('loki'), ...render('grafana'), ...k8s, ...renderAlloyWorkloads(k8s)];
+    const kinds = new Set(objs.filter((o) => WORKLOADS.includes(o.kind)).map((o) => `${o.kind}/${o.metadata.name}`));
+    for (const w of ['Deployment/prometheus-server', 'StatefulSet/loki', 'Deployment/grafana', 'Deployment/k8s-monitoring-alloy-operator',
+      'Deployment/k8s-monitoring-kube-state-metrics', 'DaemonSet/k8s-monitoring-node-exporter', 'StatefulSet/k8s-monitoring-alloy-metrics',
+      'DaemonSet/k8s-monitoring-alloy-logs']) {
+      expect(kinds, w).toContain(w);
+    }
+    expect(unboundedContainers(objs)).toEqual([]);
+
+    // Totals on the default cluster (1 control plane with its NoSchedule taint, WORKERS=2); the Helm hook Jobs run only briefly.
+    const tolerated = (o: K8sObject) =>
+      (podSpec(o).tolerations ?? []).some((t: any) => t.operator === 'Exists' && (!t.key || t.key === 'node-role.kubernetes.io/control-plane') && (!t.effect || t.effect === 'NoSchedule'));
+    const pods = (o: K8sObject) => (o.kind === 'DaemonSet' ? (tolerated(o) ? 3 : 2) : (o.spec.replicas ?? 1));
+    const total = { cpu: 0, memory: 0, limit: 0 };
+    for (const o of objs.filter((x) => ['Deployment', 'StatefulSet', 'DaemonSet'].includes(x.kind))) {
+      for (const c of containersOf(o)) {
+        total.cpu += pods(o) * quantity(c.resources!.requests!.cpu, 'cpu');
+        total.memory += pods(o) * quantity(c.resources!.requests!.memory, 'memory');
+        total.limit += pods(o) * quantity(c.resources!.limits!.memory, 'memory');
+      }
+    }
+    const readme = fs.readFileSync(path.join(PROJECT_DIR, 'README.md'), 'utf8').replace(/\s+/g, ' ');
+    const stated = /requests add up to (\d+)m CPU and (\d+) MiB of memory, the memory limits to (\d+) MiB/.exec(readme);
+    expect(stated?.slice(1).map(Number), 'the totals in the README "Phase 3: observability"').toEqual([total.cpu, total.memory, total.limit]);
   });
 
   it('grafana: datasources, anonymous Viewer, no reporting, admin Secret, dashboards folder', () => {

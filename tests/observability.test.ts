@@ -18,6 +18,7 @@ import {
   dashboardsConfigMap,
   namespaceManifest,
   newPassword,
+  prometheusRetentionSize,
   releaseSpec,
   volumeSizeProblem,
 } from '../scripts/observability.ts';
@@ -31,7 +32,9 @@ describe('every .env knob reaches the Helm values', () => {
   const cases: [string, string, keyof typeof RELEASES, (v: any) => unknown, unknown][] = [
     ['PROMETHEUS_RETENTION', '36h', 'prometheus', (v) => v.server.retention, '36h'],
     ['PROMETHEUS_STORAGE', '20Gi', 'prometheus', (v) => v.server.persistentVolume.size, '20Gi'],
+    ['PROMETHEUS_STORAGE', '20Gi', 'prometheus', (v) => v.server.retentionSize, '16384MB'],
     ['LOKI_RETENTION', '72h', 'loki', (v) => v.loki.limits_config.retention_period, '72h'],
+    ['LOKI_RETENTION', '72h', 'loki', (v) => v.loki.limits_config.reject_old_samples_max_age, '72h'],
     ['LOKI_STORAGE', '512Mi', 'loki', (v) => v.singleBinary.persistence.size, '512Mi'],
     ['DOMAIN', 'example.test', 'grafana', (v) => v['grafana.ini'].server.root_url, 'https://grafana.example.test:18443'],
     ['DOMAIN', 'example.test', 'prometheus', (v) => v.server.baseURL, 'https://prometheus.example.test:18443'],
@@ -48,6 +51,18 @@ describe('every .env knob reaches the Helm values', () => {
     const v = merged({ PROMETHEUS_STORAGE: '20Gi' }, 'prometheus');
     expect(v.server.persistentVolume).toEqual({ enabled: true, storageClass: 'local-path', size: '20Gi' });
     expect(v.server.extraFlags).toContain('web.enable-remote-write-receiver');
+  });
+});
+
+describe('prometheusRetentionSize: 80 % of the volume, in Prometheus units (MB = MiB)', () => {
+  it.each([
+    ['10Gi', '8192MB'],
+    ['12Gi', '9830MB'],
+    ['1Gi', '819MB'],
+    ['512Mi', '409MB'],
+    ['100Mi', '80MB'],
+  ])('%s -> %s', (storage, want) => {
+    expect(prometheusRetentionSize(storage)).toBe(want);
   });
 });
 

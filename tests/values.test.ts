@@ -116,6 +116,17 @@ describe('k8s-monitoring.yaml (v4 layout)', () => {
     expect(k8s.telemetryServices['kube-state-metrics'].deploy).toBe(true);
     expect(k8s.telemetryServices['node-exporter'].deploy).toBe(true);
   });
+  it('never sends the service-account token to annotated pods (plain HTTP, any pod may be annotated)', () => {
+    expect(k8s.annotationAutodiscovery.bearerToken).toEqual({ enabled: false });
+  });
+  it('reads new log files from the first line, and keeps the read positions on the node', () => {
+    expect(k8s.podLogsViaLoki.onlyGatherNewLogLines).toBe(false);
+    const logs = k8s.collectors[k8s.podLogsViaLoki.collector];
+    const mount = logs.alloy.mounts.extra.find((m: any) => m.mountPath === logs.alloy.storagePath);
+    expect(mount, `a volume mounted at alloy.storagePath ${logs.alloy.storagePath}`).toBeDefined();
+    const volume = logs.controller.volumes.extra.find((v: any) => v.name === mount.name);
+    expect(volume.hostPath).toMatchObject({ path: expect.stringMatching(/^\/var\/lib\//), type: 'DirectoryOrCreate' });
+  });
   it('keeps pod a stream label and turns reporting off', () => {
     expect(k8s.podLogsViaLoki.structuredMetadata.pod).toBe('');
     expect(k8s.selfReporting.enabled).toBe(false);
@@ -143,6 +154,36 @@ describe('alloy/*.alloy snippets', () => {
   });
   it('copy pod labels onto metrics', () => {
     expect(read('alloy/annotation-autodiscovery-rules.alloy')).toMatch(/action\s*=\s*"labelmap"\s*\n\s*regex\s*=\s*"__meta_kubernetes_pod_label_\(\.\+\)"/);
+  });
+
+  describe('pod labels on metrics: the ones that change on every upgrade or rollout are dropped', () => {
+    const m = /action\s*=\s*"labeldrop"\s*\n\s*regex\s*=\s*("(?:[^"\\]|\\.)*")/.exec(read('alloy/annotation-autodiscovery-rules.alloy'));
+    // Prometheus relabel regexes are anchored at both ends.
+    const dropped = new RegExp(`^(?:${JSON.parse(m?.[1] ?? '"(?!)"')})$`);
+    it.each([
+      ['helm_sh_chart', 'helm.sh/chart: <chart>-<version>, new on every chart upgrade'],
+      ['chart', 'the older Helm convention for the same'],
+      ['app_kubernetes_io_version', 'app.kubernetes.io/version, new on every release of the app'],
+      ['version', 'a plain version label'],
+      ['pod_template_hash', 'Deployment rollouts'],
+      ['controller_revision_hash', 'DaemonSet and StatefulSet rollouts'],
+      ['pod_template_generation', 'DaemonSet rollouts'],
+      ['rollouts_pod_template_hash', 'Argo Rollouts'],
+      ['controller_uid', 'one per Job run'],
+      ['batch_kubernetes_io_controller_uid', 'one per Job run'],
+      ['statefulset_kubernetes_io_pod_name', 'repeats the pod label'],
+      ['apps_kubernetes_io_pod_index', 'repeats the pod label'],
+    ])('drops %s (%s)', (label) => {
+      expect(label).toMatch(dropped);
+    });
+
+    // Every label a dashboard uses (dashboards/metrics-catalogue.yaml), and the pod labels users group by, stay.
+    const catalogue = YAML.parse(read('dashboards/metrics-catalogue.yaml'));
+    const used = [catalogue.sampleApp, ...Object.values(catalogue.sources)].flatMap((source: any) => source.labels as string[]);
+    const kept = [...new Set([...used, ...catalogue.loki.streamLabels, 'app_kubernetes_io_name', 'app_kubernetes_io_instance', 'app_kubernetes_io_component', 'app_kubernetes_io_part_of', 'app', 'k8s_app', 'component', 'tier', 'team'])];
+    it.each(kept)('keeps %s', (label) => {
+      expect(label).not.toMatch(dropped);
+    });
   });
   it('send etcd metrics to the remote_write component of a prometheus destination', () => {
     const m = /forward_to\s*=\s*\[prometheus\.remote_write\.([a-z_]+)\.receiver\]/.exec(read('alloy/talos-etcd.alloy'));
