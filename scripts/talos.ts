@@ -284,8 +284,11 @@ export const EXPECTED_MEMORY_MIB = {
   controlplane: 1536,
   /** Talos services, containerd, kubelet, Flannel, kube-proxy. */
   worker: 512,
-  /** The platform's pods: their memory requests add up to ~1.1GiB in the rendered charts. */
-  workloads: 1536,
+  /**
+   * The platform's pods: their memory requests add up to ~2.2GiB with 2 workers (observability
+   * ~1.9GiB as rendered, see README Phase 3; Traefik 2 × 64MiB; the sample app and its traffic).
+   */
+  workloads: 2560,
   /** The local registry and the pull-through caches (registry:2, a few tens of MiB each). */
   helpers: 256,
   /** Where Docker runs in a VM: the VM's kernel and Docker itself, out of the VM's memory. */

@@ -272,7 +272,7 @@ describe('task sample-app (stand-in tools)', { timeout: 60000 }, () => {
     const kube = callsOf(r.calls, 'kubectl').map((c) => c.argv.find((a) => ['diff', 'apply', 'rollout', 'get', 'delete'].includes(a)));
     expect(kube.filter((v) => v === 'diff' || v === 'apply')).toEqual(['diff', 'apply', 'diff', 'apply', 'diff', 'apply']);
     expect(mutating(r.calls).map((c) => c.tool)).toEqual(['docker', 'docker', 'kubectl', 'kubectl', 'kubectl']);
-    expect(r.stdout).toMatch(/https:\/\/app\.local\.dev/);
+    expect(r.stdout).toMatch(/https:\/\/app\.localhost/);
   });
 
   it('re-run with unchanged source: no build, no push, no mutating call, "nothing changed"', async () => {

@@ -90,17 +90,17 @@ describe('HOST_IP', () => {
 
 describe('talosctl publishes the APIs on 127.0.0.1 and the ingress on HOST_IP', () => {
   it.each(['127.0.0.1', '0.0.0.0', '192.168.1.20'])('HOST_IP=%s', (hostIp) => {
-    const args = clusterCreateArgs(cfgWith({ HOST_IP: hostIp }), '/p');
+    const args = clusterCreateArgs(cfgWith({ HOST_IP: hostIp, DOMAIN: 'local.dev' }), '/p');
     expect(args[args.indexOf('--host-ip') + 1]).toBe('127.0.0.1');
     expect(args[args.indexOf('--exposed-ports') + 1]).toBe(`${hostIp}:18080:30080/tcp,${hostIp}:18443:30443/tcp`);
   });
 });
 
 describe('memory: expected use against what Docker can give', () => {
-  it('the defaults are expected to use 4.25GiB, far less than the 12GiB their node limits add up to', () => {
-    expect(requiredResources(cfg).memoryMiB).toBe(4352);
+  it('the defaults are expected to use 5.25GiB, far less than the 12GiB their node limits add up to', () => {
+    expect(requiredResources(cfg).memoryMiB).toBe(5376);
     expect(cfg.CONTROLPLANE_MEMORY + cfg.WORKERS * cfg.WORKER_MEMORY).toBe(12 * 1024);
-    expect(requiredResources(cfgWith({ WORKERS: '5' })).memoryMiB).toBe(4352 + 3 * 512);
+    expect(requiredResources(cfgWith({ WORKERS: '5' })).memoryMiB).toBe(5376 + 3 * 512);
   });
 
   it("the platform's own memory requests fit in the model's share for pods", () => {
@@ -134,7 +134,7 @@ describe('memory: expected use against what Docker can give', () => {
   it.each([
     ['Docker Desktop on a 16GB Mac', 8192 - 180 - 512, []],
     ['a 16GB Linux laptop with a browser open', 6 * 1024, []],
-    ['Colima with its default 2GiB', 1536, [/Docker has 1.5GiB of memory available but the cluster is expected to use 4.3GiB .*colima start --memory 8/]],
+    ['Colima with its default 2GiB', 1536, [/Docker has 1.5GiB of memory available but the cluster is expected to use 5.3GiB .*colima start --memory 8/]],
   ])('%s (%d MiB)', (_, memoryMiB, want) => {
     const problems = resourceProblems(requiredResources(cfg), { memoryMiB, cpus: 8 });
     expect(problems).toHaveLength(want.length);
@@ -143,9 +143,9 @@ describe('memory: expected use against what Docker can give', () => {
 
   it.each([
     [{ WORKERS: '2', WORKER_MEMORY: '4GiB' }, undefined],
-    [{ WORKERS: '2', WORKER_MEMORY: '1280MiB' }, undefined],
-    [{ WORKERS: '2', WORKER_MEMORY: '1GiB' }, /WORKER_MEMORY=1.0GiB is less than a worker is expected to use with WORKERS=2 \(1.3GiB/],
-    [{ WORKERS: '1', WORKER_MEMORY: '1.5GiB' }, /with WORKERS=1 \(2.0GiB/],
+    [{ WORKERS: '2', WORKER_MEMORY: '1792MiB' }, undefined],
+    [{ WORKERS: '2', WORKER_MEMORY: '1GiB' }, /WORKER_MEMORY=1.0GiB is less than a worker is expected to use with WORKERS=2 \(1.8GiB/],
+    [{ WORKERS: '1', WORKER_MEMORY: '1.5GiB' }, /with WORKERS=1 \(3.0GiB/],
     [{ WORKERS: '5', WORKER_MEMORY: '1GiB' }, undefined],
   ])('worker limit %j', (env, want) => {
     const problem = workerMemoryProblem(cfgWith(env));
@@ -297,14 +297,14 @@ describe('host specifics', () => {
     const host = (HOSTS as Record<string, HostProfile>)['macOS, Docker Desktop (8 GiB VM)'];
     const sandbox = makeSandbox();
     sandbox.scenario(host.scenario);
-    const res = await sandbox.run('talos', [], { ...host.env, HOST_IP: hostIp });
+    const res = await sandbox.run('talos', [], { ...host.env, HOST_IP: hostIp, DOMAIN: 'local.dev' });
     expectOk(res);
     expect(controlPlanePorts(sandbox.state())).toEqual({ 6443: '127.0.0.1', 50000: '127.0.0.1', 30080: hostIp, 30443: hostIp });
     expect(sandbox.state().docker.containers['talos-local-registry'].ports.map((p: { hostIp: string }) => p.hostIp)).toContain(hostIp);
   });
 
   it('a HOST_IP that is not an address of this machine stops preflight', async () => {
-    const res = await makeSandbox().run('talos', [], { HOST_IP: '203.0.113.7' });
+    const res = await makeSandbox().run('talos', [], { HOST_IP: '203.0.113.7', DOMAIN: 'local.dev' });
     expect(res.code).not.toBe(0);
     expect(res.stderr).toMatch(/HOST_IP=203.0.113.7 is not an address of this machine \(it has 127.0.0.1.*Set HOST_IP in .env to 127.0.0.1/);
     expect(mutatingLines(res.calls)).toEqual([]);
