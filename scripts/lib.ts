@@ -35,7 +35,7 @@ export const PINNED = {
   kubectlMinimum: '1.31.0',
   localPathProvisioner: 'v0.0.37',
   registryImage: 'registry:2.8.3',
-  /** Small image for one-shot checks (storage smoke test). */
+  /** Small image for one-shot pods: the storage smoke test and local-path-provisioner's helper pods. */
   busyboxImage: 'busybox:1.37.0',
   charts: {
     traefik: { repo: 'https://traefik.github.io/charts', chart: 'traefik', version: '41.3.0' },
