@@ -779,7 +779,7 @@ async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void>
     const foreign = left.filter((e) => !(STATE_ENTRIES as readonly string[]).includes(e));
     if (foreign.length) note(`kept, not ours: ${foreign.join(', ')} (in ${cfg.stateDir})`);
     if (left.includes('hosts')) {
-      note(`the hosts block stays in your hosts file; backups of it stay in ${statePath(cfg, 'hosts', 'backups')}. \`task hosts:remove\` removes the block.`);
+      note(`kept ${statePath(cfg, 'hosts')} (backups of your hosts file). A block \`task hosts\` added stays in the hosts file: \`task hosts:remove\` removes it.`);
     }
     if (clean && left.length === 0) {
       fs.rmSync(statePath(cfg, STATE_DIR_MARKER));

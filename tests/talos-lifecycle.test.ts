@@ -310,7 +310,7 @@ describe('what destroy removes from a STATE_DIR that is ours', SLOW, () => {
     expect(destroy.code, destroy.stdout + destroy.stderr).toBe(0);
     expect(fs.readdirSync(sandbox.stateDir).sort()).toEqual([STATE_DIR_MARKER, 'certs', 'hosts', 'mine', 'my-notes.txt', 'phases.log']);
     expect(keep(snapshot(sandbox.stateDir))).toEqual(keep(before));
-    expect(destroy.stdout).toMatch(/hosts block stays in .*`task hosts:remove`/);
+    expect(destroy.stdout).toMatch(/kept .*\/hosts \(backups of your hosts file\)\. A block `task hosts` added stays in the hosts file: `task hosts:remove` removes it/);
     expect(destroy.stdout).toMatch(/kept, not ours: mine, my-notes\.txt/);
 
     const clean = await sandbox.run('talos', ['--destroy', '--clean', '--yes']);
