@@ -4,6 +4,8 @@
 //   - PINNED: every version and chart version the platform installs, in one place;
 //   - loadConfig(): reads `.env` (shell variables win), validates every key against CONFIG_KEYS and
 //     returns a typed Config, or throws a ConfigError naming each bad key, its value and the fix;
+//   - STATE_DIR ownership: the marker file, the list of entries the phases write (STATE_ENTRIES) and
+//     claimStateDir(), which refuses a non-empty folder that is not ours;
 //   - run(): a command runner whose errors carry the command line and its output;
 //   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
@@ -34,7 +36,7 @@ export const PINNED = {
   kubectlMinimum: '1.31.0',
   localPathProvisioner: 'v0.0.37',
   registryImage: 'registry:2.8.3',
-  /** Small image for one-shot checks (storage smoke test). */
+  /** Small image for one-shot pods: the storage smoke test and local-path-provisioner's helper pods. */
   busyboxImage: 'busybox:1.37.0',
   charts: {
     traefik: { repo: 'https://traefik.github.io/charts', chart: 'traefik', version: '41.3.0' },
@@ -244,6 +246,51 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
 /** Path of a file in the state directory. */
 export const statePath = (cfg: Config, ...parts: string[]) => path.join(cfg.stateDir, ...parts);
+
+/**
+ * The file that marks a folder as this platform's STATE_DIR. runPhase() writes it when it creates
+ * the folder or adopts an empty one, and refuses a non-empty folder without it.
+ */
+export const STATE_DIR_MARKER = '.talos-local-platform';
+
+/**
+ * Every entry the phases write at the top of STATE_DIR (the first part of each statePath() in
+ * scripts/). `task destroy` deletes only these; anything else in the folder is left alone.
+ */
+export const STATE_ENTRIES = [
+  'kubeconfig', // talos
+  'talosconfig', // talos
+  'talos', // talos: config patches and talosctl's cluster state
+  'phases.log', // runPhase, for the closing summary of `task deploy`
+  'helm', // helmRelease: the values of each release
+  'storage', // storage: the rendered kustomization
+  'certs', // traefik: the local CA and the server certificate
+  'grafana-admin-password', // observability
+  'hosts', // hosts: the hosts block, the dnsmasq snippet and backups of the hosts file
+] as const;
+
+/**
+ * Makes sure STATE_DIR is ours before anything is written there: creates it with the marker, marks
+ * an empty folder, and refuses a non-empty folder without the marker (someone else's files).
+ */
+export function claimStateDir(cfg: Config): 'created' | 'adopted' | 'ours' {
+  const marker = statePath(cfg, STATE_DIR_MARKER);
+  if (fs.existsSync(marker)) return 'ours';
+  const exists = fs.existsSync(cfg.stateDir);
+  if (exists && !fs.statSync(cfg.stateDir).isDirectory()) {
+    throw new UserError(`STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) is a file, not a folder. Set STATE_DIR in .env to a new or empty folder, or remove it to use the default ".state".`);
+  }
+  if (exists && fs.readdirSync(cfg.stateDir).length > 0) {
+    throw new UserError(
+      `STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) is not empty and was not made by this platform (no ${STATE_DIR_MARKER} in it), ` +
+        'so nothing is written there and nothing in it is deleted. Set STATE_DIR in .env to a new or empty folder, ' +
+        `or remove it to use the default ".state". If it is the state folder of an earlier version of this platform, mark it: touch ${marker}`,
+    );
+  }
+  fs.mkdirSync(cfg.stateDir, { recursive: true });
+  fs.writeFileSync(marker, 'This folder is the STATE_DIR of the Talos Local Observability Platform. `task destroy` deletes only the entries the platform wrote here.\n');
+  return exists ? 'adopted' : 'created';
+}
 
 // ---------------------------------------------------------------------------------------------
 // Commands
@@ -573,8 +620,9 @@ export const note = (text: string) => console.log(`  ${kleur.cyan('›')} ${text
 export const warn = (text: string) => console.log(`  ${kleur.yellow('!')} ${text}`);
 
 /**
- * Runs a phase: loads config, runs body, prints the summary, and records the phase's result in
- * the state directory's phases.log (read by `task deploy`'s closing summary). Exits non-zero on failure.
+ * Runs a phase: loads config, claims the state directory (claimStateDir), runs body, prints the
+ * summary, and records the phase's result in the state directory's phases.log (read by
+ * `task deploy`'s closing summary). Exits non-zero on failure.
  */
 export async function runPhase(phase: string, body: (cfg: Config) => Promise<void>): Promise<void> {
   if (process.env.NO_COLOR) kleur.enabled = false;
@@ -584,6 +632,7 @@ export async function runPhase(phase: string, body: (cfg: Config) => Promise<voi
   try {
     cfg = loadConfig();
     console.log(kleur.bold(`▶ ${phase}`));
+    claimStateDir(cfg);
     await body(cfg);
     ok = true;
   } catch (err) {
@@ -600,8 +649,8 @@ export async function runPhase(phase: string, body: (cfg: Config) => Promise<voi
       ? `${kleur.green('✓')} ${kleur.bold(phase)} done in ${seconds(ms)}: ${steps.length} steps, ${changed === 0 ? 'nothing changed' : `${changed} changed something`}`
       : `${kleur.red('✗')} ${kleur.bold(phase)} failed in ${seconds(ms)}${failedStep ? ` at "${failedStep.title}"` : ''}`,
   );
-  if (cfg && process.env.DEPLOY_RUN_ID) {
-    fs.mkdirSync(cfg.stateDir, { recursive: true });
+  // Only into a folder that is ours, and not after `task clean` removed it: a log line is no reason to create it again.
+  if (cfg && process.env.DEPLOY_RUN_ID && fs.existsSync(statePath(cfg, STATE_DIR_MARKER))) {
     const record = { run: process.env.DEPLOY_RUN_ID, phase, ok, ms, changed };
     fs.appendFileSync(statePath(cfg, 'phases.log'), `${JSON.stringify(record)}\n`);
   }

@@ -3,8 +3,9 @@
 //
 //   - The upstream release manifest is taken by URL at the pinned tag (kustomize resource); our own
 //     patches live in manifests/storage/: PSA "privileged" labels on local-path-storage (the helper
-//     pods mount hostPath volumes; Talos enforces "baseline"), the default-class annotation, and the
-//     volume path /var/local-path-provisioner (the talos phase binds it into the kubelet).
+//     pods mount hostPath volumes; Talos enforces "baseline"), the default-class annotation, the
+//     volume path /var/local-path-provisioner (the talos phase binds it into the kubelet), and the
+//     helper pods' image pinned to PINNED.busyboxImage (upstream's template names busybox untagged).
 //   - Idempotent: `kubectl kustomize` renders, `kubectl diff` decides, `kubectl apply` only when
 //     something differs.
 //   - `--smoke` (also run by `task validate`) installs nothing: it creates a claim on the default
@@ -53,23 +54,29 @@ interface KObject {
   [k: string]: unknown;
 }
 
-/** Copies manifests/storage/ (without the smoke test) into the state dir with the pinned version filled in. */
+/** Copies manifests/storage/ (without the smoke test) into the state dir with the pinned versions filled in. */
 export function writeKustomization(cfg: Config): string {
   const dir = statePath(cfg, 'storage', 'kustomize');
   for (const file of fs.readdirSync(MANIFEST_DIR)) {
     if (!file.endsWith('.yaml') || file === 'smoke.yaml') continue;
     const text = fs.readFileSync(path.join(MANIFEST_DIR, file), 'utf8');
-    const out = file === 'kustomization.yaml'
-      ? renderTemplate(text, { LOCAL_PATH_PROVISIONER_VERSION: PINNED.localPathProvisioner })
-      : text;
-    writeFileAtomic(path.join(dir, file), out);
+    writeFileAtomic(path.join(dir, file), renderTemplate(text, { LOCAL_PATH_PROVISIONER_VERSION: PINNED.localPathProvisioner, HELPER_IMAGE: PINNED.busyboxImage }));
   }
   return dir;
 }
 
+/** Whether an image reference names a fixed version: a digest, or a tag other than "latest". */
+export function isPinnedImage(image: string): boolean {
+  if (/@sha256:[0-9a-f]{64}$/.test(image)) return true;
+  // The tag follows the last path segment (a registry's ":port" is not a tag).
+  const tag = /:(\w[\w.-]{0,127})$/.exec(image.slice(image.lastIndexOf('/') + 1))?.[1];
+  return tag !== undefined && tag !== 'latest';
+}
+
 /**
- * Checks the rendered objects before they reach the cluster: the pinned provisioner image, our
- * patches applied (PSA labels, default class, Talos volume path). Returns the problems found.
+ * Checks the rendered objects before they reach the cluster: the pinned provisioner and helper pod
+ * images, every workload image pinned, our patches applied (PSA labels, default class, Talos volume
+ * path). Returns the problems found.
  */
 export function checkRendered(objects: KObject[]): string[] {
   const problems: string[] = [];
@@ -93,6 +100,21 @@ export function checkRendered(objects: KObject[]): string[] {
   const deploy = find('Deployment', PROVISIONER_DEPLOYMENT) as any;
   const image: string = deploy?.spec?.template?.spec?.containers?.[0]?.image ?? '';
   if (!image.endsWith(`:${PINNED.localPathProvisioner}`)) problems.push(`provisioner image is "${image}", want tag ${PINNED.localPathProvisioner}`);
+  // The helper pods' template is a YAML text inside the ConfigMap; the provisioner starts pods from it.
+  let helperImages: string[] = [];
+  try {
+    helperImages = (YAML.parse(cm?.data?.['helperPod.yaml'] ?? '')?.spec?.containers ?? []).map((c: { image?: string }) => c.image ?? '');
+  } catch {
+    problems.push('local-path-config helperPod.yaml is not YAML');
+  }
+  if (helperImages.length === 0 || helperImages.some((i) => i !== PINNED.busyboxImage)) {
+    problems.push(`helper pod images are ${JSON.stringify(helperImages)}, want ["${PINNED.busyboxImage}"] (PINNED.busyboxImage)`);
+  }
+  // Every image a rendered workload runs names a fixed version.
+  const podSpecs = objects.map((o: any) => o.spec?.template?.spec ?? (o.kind === 'Pod' ? o.spec : undefined)).filter(Boolean);
+  for (const c of podSpecs.flatMap((s: any) => [...(s.initContainers ?? []), ...(s.containers ?? [])])) {
+    if (!isPinnedImage(c.image ?? '')) problems.push(`container ${c.name} runs "${c.image}", which is not pinned to a tag or digest`);
+  }
   return problems;
 }
 

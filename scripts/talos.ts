@@ -4,9 +4,11 @@
 //   npx tsx scripts/talos.ts               preflight, then create or check the cluster (task talos)
 //   npx tsx scripts/talos.ts --preflight   only the preflight checks (task preflight)
 //   npx tsx scripts/talos.ts --destroy [--yes] [--clean]
-//                                          remove the cluster, its contexts and its state; --clean
-//                                          also the registry, the caches and their volumes, and the
-//                                          certificates (task destroy / task clean)
+//                                          remove the cluster (also one whose creation stopped
+//                                          part-way), its contexts and the state the phases wrote
+//                                          (never anything else in STATE_DIR, and never the hosts
+//                                          backups); --clean also the registry, the caches and their
+//                                          volumes, and the certificates (task destroy / task clean)
 //   npx tsx scripts/talos.ts --kubeconfig  add the cluster's context to ~/.kube/config
 //                                          (task kubeconfig; KUBECONFIG_TARGET overrides the path)
 //   --verbose                              print every command
@@ -22,8 +24,9 @@
 // It reads the current state first (containers, network, kubeconfig, nodes), compares it with what
 // .env asks for, and acts only on the difference: a healthy cluster is reported and left alone;
 // stopped nodes are started; a half-created or differently-shaped cluster is explained with the
-// command that fixes it. Everything it generates stays in STATE_DIR: talosconfig, kubeconfig,
-// talos/patches/*.yaml (the config patches) and talos/clusters (talosctl's own state).
+// command that fixes it. Everything it generates stays in STATE_DIR: talosconfig, kubeconfig
+// (pointed at the API port Docker publishes, also when fetched again), talos/patches/*.yaml (the
+// config patches) and talos/clusters (talosctl's own state).
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -35,6 +38,8 @@ import {
   type Config,
   INGRESS_NODE_PORTS,
   PINNED,
+  STATE_DIR_MARKER,
+  STATE_ENTRIES,
   UserError,
   hasTool,
   ipv4Number,
@@ -132,16 +137,20 @@ export function dockerRunArgs(cfg: Config, c: HelperContainer): string[] {
 
 /** Talos machine-config patches, by file name. */
 export function talosPatches(cfg: Config): Record<string, unknown[]> {
-  const mirror = (name: string, ip: string) => ({
+  const mirror = (name: string, ip: string, skipFallback?: true) => ({
     apiVersion: 'v1alpha1',
     kind: 'RegistryMirrorConfig',
     name,
     endpoints: [{ url: `http://${ip}:5000` }],
+    ...(skipFallback && { skipFallback }),
   });
   return {
     // Nodes pull localhost:<REGISTRY_PORT>/x from the local registry, and upstream images through the caches.
+    // The local registry has no fallback: "localhost" on a node is the node itself, so a stopped registry
+    // should fail the pull with the mirror's error, not "connection refused" from the node's own localhost.
+    // The caches fall back to the real registries when they fail.
     'registry-mirrors.yaml': [
-      mirror(`localhost:${cfg.REGISTRY_PORT}`, registryIp(cfg)),
+      mirror(`localhost:${cfg.REGISTRY_PORT}`, registryIp(cfg), true),
       ...(cfg.PULL_THROUGH_CACHE ? UPSTREAMS.map((u) => mirror(u.registry, subnetAddress(cfg, u.offset))) : []),
     ],
     // local-path-provisioner keeps volumes here; kubelet must see the host path (Talos docs).
@@ -557,6 +566,22 @@ export function removeFromKubeconfigText(userText: string, names: { clusters: st
   return doc.toString();
 }
 
+/** Points our cluster entry of a kubeconfig at another API server address; everything else stays. */
+export function setKubeconfigServer(text: string, cluster: string, server: string): string {
+  const doc = YAML.parseDocument(text);
+  const list = doc.get('clusters');
+  const entry = YAML.isSeq(list) ? list.items.find((it) => YAML.isMap(it) && it.get('name') === cluster) : undefined;
+  if (!YAML.isMap(entry)) throw new UserError(`the kubeconfig talosctl fetched has no cluster "${cluster}"; run \`task destroy -- --yes && task talos\`.`);
+  entry.setIn(['cluster', 'server'], server);
+  return doc.toString();
+}
+
+/** `docker port` output ("127.0.0.1:40123", "0.0.0.0:40123", "[::]:40123") as the address to dial. */
+export function apiServerFromPorts(text: string): string | undefined {
+  const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/m.exec(text.trim());
+  return m ? `https://${m[1] === '0.0.0.0' ? '127.0.0.1' : m[1]}:${m[2]}` : undefined;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Current state
 // ---------------------------------------------------------------------------------------------
@@ -570,9 +595,19 @@ interface ContainerRow {
   Labels: string;
 }
 
-async function dockerPs(label: string): Promise<ContainerRow[]> {
-  const out = await run('docker', ['ps', '--all', '--filter', `label=${label}`, '--format', '{{json .}}']);
+/** Containers (running or not) carrying every one of these labels. */
+async function dockerPs(...labels: string[]): Promise<ContainerRow[]> {
+  const out = await run('docker', ['ps', '--all', ...labels.flatMap((l) => ['--filter', `label=${l}`]), '--format', '{{json .}}']);
   return out.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as ContainerRow);
+}
+
+/** The control plane's Kubernetes API as this machine reaches it: the host port Docker publishes for 6443. */
+async function publishedApiServer(cfg: Config): Promise<string> {
+  const cp = `${cfg.CLUSTER_NAME}-controlplane-1`;
+  const res = await run('docker', ['port', cp, '6443/tcp']);
+  const server = apiServerFromPorts(res.stdout);
+  if (!server) throw new UserError(`${cp} publishes no port for the Kubernetes API (docker port: ${res.stdout.trim() || 'nothing'}). Recreate the cluster: \`task destroy -- --yes && task talos\`.`);
+  return server;
 }
 
 interface Current {
@@ -872,9 +907,14 @@ async function ensureCluster(cfg: Config, current: Current, dockerHost: string):
   });
 
   await step('Kubeconfig', async () => {
-    if (fs.existsSync(kubeconfigPath(cfg))) return `already present: ${kubeconfigPath(cfg)}`;
-    await run('talosctl', ['kubeconfig', kubeconfigPath(cfg), '--talosconfig', talosconfig, '--nodes', controlplaneIp(cfg), '--force']);
-    return `fetched into ${kubeconfigPath(cfg)}`;
+    const file = kubeconfigPath(cfg);
+    if (fs.existsSync(file)) return `already present: ${file}`;
+    await run('talosctl', ['kubeconfig', file, '--talosconfig', talosconfig, '--nodes', controlplaneIp(cfg), '--force']);
+    // It names the control plane's address on the Docker network (https://10.5.0.2:6443), which a Mac
+    // cannot reach; `cluster create` points its kubeconfig at the published port, and so do we.
+    const server = await publishedApiServer(cfg);
+    writeFileAtomic(file, setKubeconfigServer(fs.readFileSync(file, 'utf8'), cfg.CLUSTER_NAME, server), 0o600);
+    return `fetched into ${file} (server ${server})`;
   });
 
   await check('Nodes Ready', async () => {
@@ -952,6 +992,13 @@ async function confirm(question: string): Promise<boolean> {
   return /^y(es)?$/i.test(answer.trim());
 }
 
+/**
+ * The entries of STATE_DIR that destroy keeps: the certificates (a CA you trusted keeps working after a
+ * redeploy) and phases.log (destroy writes it itself) unless --clean; the hosts backups always (copies of
+ * your hosts file, whose block `task hosts:remove` removes).
+ */
+export const keptStateEntries = (clean: boolean): string[] => (clean ? ['hosts'] : ['certs', 'hosts', 'phases.log']);
+
 async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void> {
   const what = clean ? 'the cluster, its state, the registry, the caches and the certificates' : 'the cluster and its state';
   if (!yes && !(await confirm(`Destroy ${what} of "${cfg.CLUSTER_NAME}"?`))) {
@@ -965,21 +1012,47 @@ async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void>
     return attached.length ? `detached ${attached.length}` : 'unchanged (none attached)';
   });
   await step(`Talos cluster ${cfg.CLUSTER_NAME}`, async () => {
-    if (current.nodes.length === 0 && !(await clusterNetworkExists(cfg))) return 'unchanged (no cluster)';
-    await run('talosctl', ['cluster', 'destroy', '--name', cfg.CLUSTER_NAME, '--state', statePath(cfg, 'talos', 'clusters')]);
-    return `destroyed ${current.nodes.length} nodes`;
+    // What talosctl would remove: containers and networks with both of its labels.
+    const owned = [`talos.owned=true`, `talos.cluster.name=${cfg.CLUSTER_NAME}`];
+    const nodes = (await dockerPs(...owned)).map((n) => n.Names);
+    const networks = (await run('docker', ['network', 'ls', ...owned.flatMap((l) => ['--filter', `label=${l}`]), '--format', '{{.Name}}'])).stdout
+      .split('\n').filter(Boolean);
+    if (nodes.length === 0 && networks.length === 0) return 'unchanged (no cluster)';
+    if (fs.existsSync(statePath(cfg, 'talos', 'clusters', cfg.CLUSTER_NAME, 'state.yaml'))) {
+      // talosctl reads only DOCKER_HOST: give it the docker CLI's endpoint, as for create.
+      const { host } = await dockerEndpoint();
+      await run('talosctl', ['cluster', 'destroy', '--name', cfg.CLUSTER_NAME, '--state', statePath(cfg, 'talos', 'clusters')], {
+        env: { DOCKER_HOST: host },
+      });
+      return `destroyed ${nodes.length} nodes`;
+    }
+    // talosctl writes state.yaml only once every node exists, and `cluster destroy` starts by reading
+    // it: what a create that stopped earlier (image pull, a port taken, a node not starting) left is removed here.
+    if (nodes.length) await run('docker', ['rm', '--force', '--volumes', ...nodes]);
+    if (networks.length) await run('docker', ['network', 'rm', ...networks]);
+    return `removed what a stopped create left: ${nodes.length} nodes, ${networks.length} networks`;
   });
   await step(`Context admin@${cfg.CLUSTER_NAME} in ${userKubeconfig()}`, async () =>
     rewriteUserKubeconfig((text) => (text ? removeFromKubeconfigText(text, ourNames(cfg)) : text)) === 'unchanged' ? 'unchanged (not there)' : 'removed',
   );
   await step(`State in ${cfg.stateDir}`, async () => {
     if (!fs.existsSync(cfg.stateDir)) return 'unchanged (none)';
-    // Without --clean the certificates stay, so a CA you trusted keeps working after a redeploy.
-    const entries = fs.readdirSync(cfg.stateDir).filter((e) => clean || e !== 'certs');
-    if (entries.length === 0 && !clean) return 'unchanged (only the certificates are kept)';
-    for (const e of entries) fs.rmSync(path.join(cfg.stateDir, e), { recursive: true, force: true });
-    if (clean) fs.rmSync(cfg.stateDir, { recursive: true, force: true });
-    return `removed ${entries.length} entries`;
+    // Only what the phases wrote (runPhase refused the folder if it were not ours).
+    const kept = keptStateEntries(clean);
+    const removed = STATE_ENTRIES.filter((entry) => !kept.includes(entry) && fs.existsSync(statePath(cfg, entry)));
+    for (const entry of removed) fs.rmSync(statePath(cfg, entry), { recursive: true, force: true });
+    const left = fs.readdirSync(cfg.stateDir).filter((e) => e !== STATE_DIR_MARKER);
+    const foreign = left.filter((e) => !(STATE_ENTRIES as readonly string[]).includes(e));
+    if (foreign.length) note(`kept, not ours: ${foreign.join(', ')} (in ${cfg.stateDir})`);
+    if (left.includes('hosts')) {
+      note(`kept ${statePath(cfg, 'hosts')} (backups of your hosts file). A block \`task hosts\` added stays in the hosts file: \`task hosts:remove\` removes it.`);
+    }
+    if (clean && left.length === 0) {
+      fs.rmSync(statePath(cfg, STATE_DIR_MARKER));
+      fs.rmdirSync(cfg.stateDir);
+      return `removed ${[...removed, 'the folder'].join(', ')}`;
+    }
+    return removed.length ? `removed ${removed.join(', ')}` : `unchanged (kept: ${left.join(', ') || 'nothing'})`;
   });
   if (clean) {
     await step('Registry and caches with their volumes', async () => {

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { STATE_DIR_MARKER } from '../scripts/lib.ts';
 // @ts-expect-error: plain ESM module without types
 import { deepMerge, defaultState } from './fakes/common.mjs';
 
@@ -72,6 +73,9 @@ export function makeSandbox(): Sandbox {
     fakeState,
     state,
     createCluster() {
+      // The state dir as the talos phase leaves it: marked as ours (claimStateDir in scripts/lib.ts).
+      fs.mkdirSync(stateDir, { recursive: true });
+      fs.writeFileSync(path.join(stateDir, STATE_DIR_MARKER), '');
       execFileSync(path.join(FAKE_BIN, 'talosctl'), ['cluster', 'create', 'docker', '--name', 'talos-local', '--workers', '2'], {
         env: { ...process.env, HOME: home, FAKE_STATE: fakeState, KUBECONFIG: path.join(stateDir, 'kubeconfig'), FAKE_TOOLS_LOG: '' },
         stdio: 'ignore',

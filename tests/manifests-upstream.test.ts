@@ -11,10 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
-import { INGRESS_NODE_PORTS, PINNED, mergeValues } from '../scripts/lib.ts';
-import { checkRendered } from '../scripts/storage.ts';
+import { INGRESS_NODE_PORTS, PINNED, mergeValues, parseConfig } from '../scripts/lib.ts';
+import { checkRendered, writeKustomization } from '../scripts/storage.ts';
 import { traefikValues } from '../scripts/traefik.ts';
-import { PROJECT_DIR } from './helpers.ts';
 import { unboundedContainers } from './workloads.ts';
 
 const SHARED_TOOLS = '/work/shared/tools/helm.sh';
@@ -98,8 +97,8 @@ const kubectlBin = lppUpstream && fs.existsSync(lppUpstream) ? realTool('KUBECTL
 
 describe.skipIf(!kubectlBin)(`local-path-provisioner ${PINNED.localPathProvisioner}: our kustomization with the real kubectl kustomize`, () => {
   it('applies every patch to the upstream manifest', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lpp-kustomize-'));
-    for (const f of fs.readdirSync(path.join(PROJECT_DIR, 'manifests/storage'))) fs.copyFileSync(path.join(PROJECT_DIR, 'manifests/storage', f), path.join(dir, f));
+    // Rendered as the storage phase renders it (placeholders filled from PINNED), upstream from a file.
+    const dir = writeKustomization(parseConfig({ STATE_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'lpp-kustomize-')) }));
     fs.copyFileSync(lppUpstream, path.join(dir, 'upstream.yaml'));
     const k = YAML.parse(fs.readFileSync(path.join(dir, 'kustomization.yaml'), 'utf8'));
     k.resources = ['upstream.yaml'];
@@ -110,5 +109,11 @@ describe.skipIf(!kubectlBin)(`local-path-provisioner ${PINNED.localPathProvision
     // Upstream's other ConfigMap keys survive the patch.
     const cm = objs.find((o) => o.kind === 'ConfigMap');
     expect(Object.keys(cm.data).sort()).toEqual(['config.json', 'helperPod.yaml', 'setup', 'teardown']);
+    // Our helper pod template is upstream's with only the image pinned.
+    const upstreamCm = YAML.parseAllDocuments(fs.readFileSync(lppUpstream, 'utf8')).map((d) => d.toJSON()).find((o) => o?.kind === 'ConfigMap');
+    const upstreamHelper = YAML.parse(upstreamCm.data['helperPod.yaml']);
+    expect(upstreamHelper.spec.containers[0].image).toBe('docker.io/library/busybox');
+    upstreamHelper.spec.containers[0].image = PINNED.busyboxImage;
+    expect(YAML.parse(cm.data['helperPod.yaml'])).toEqual(upstreamHelper);
   });
 });

@@ -5,18 +5,24 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
-import { PINNED } from '../scripts/lib.ts';
-import { SMOKE, checkRendered, defaultClasses, smokeManifest } from '../scripts/storage.ts';
-import { callsOf, makeSandbox, mutatingLines, type Sandbox } from './helpers.ts';
+import { PINNED, parseConfig } from '../scripts/lib.ts';
+import { SMOKE, checkRendered, defaultClasses, isPinnedImage, smokeManifest, writeKustomization } from '../scripts/storage.ts';
+import { PROJECT_DIR, callsOf, makeSandbox, mutatingLines, type Sandbox } from './helpers.ts';
 
 const objects = (sb: Sandbox) => sb.state().kubectl.objects as Record<string, any>;
+
+const helperPod = (image: string) =>
+  `apiVersion: v1\nkind: Pod\nmetadata:\n  name: helper-pod\nspec:\n  containers:\n  - name: helper-pod\n    image: ${image}\n    imagePullPolicy: IfNotPresent`;
 
 const good = () => [
   { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'local-path-storage', labels: {
     'pod-security.kubernetes.io/enforce': 'privileged', 'pod-security.kubernetes.io/audit': 'privileged', 'pod-security.kubernetes.io/warn': 'privileged' } } },
   { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'local-path', annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } } },
   { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'local-path-config', namespace: 'local-path-storage' },
-    data: { 'config.json': JSON.stringify({ nodePathMap: [{ node: 'DEFAULT_PATH_FOR_NON_LISTED_NODES', paths: ['/var/local-path-provisioner'] }] }) } },
+    data: {
+      'config.json': JSON.stringify({ nodePathMap: [{ node: 'DEFAULT_PATH_FOR_NON_LISTED_NODES', paths: ['/var/local-path-provisioner'] }] }),
+      'helperPod.yaml': helperPod(PINNED.busyboxImage),
+    } },
   { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'local-path-provisioner', namespace: 'local-path-storage' },
     spec: { template: { spec: { containers: [{ image: `docker.io/rancher/local-path-provisioner:${PINNED.localPathProvisioner}` }] } } } },
 ] as any[];
@@ -31,10 +37,53 @@ describe('checkRendered', () => {
     ['upstream path', (o: any[]) => (o[2].data['config.json'] = '{"nodePathMap":[{"node":"x","paths":["/opt/local-path-provisioner"]}]}'), /volume paths/],
     ['config not JSON', (o: any[]) => (o[2].data['config.json'] = '{'), /not JSON/],
     ['other image tag', (o: any[]) => (o[3].spec.template.spec.containers[0].image = 'rancher/local-path-provisioner:v0.0.30'), /want tag/],
+    ["upstream's unpinned helper image", (o: any[]) => (o[2].data['helperPod.yaml'] = helperPod('docker.io/library/busybox')), /helper pod images are \["docker.io\/library\/busybox"\], want \["busybox:1.37.0"\]/],
+    ['a helper image other than PINNED.busyboxImage', (o: any[]) => (o[2].data['helperPod.yaml'] = helperPod('busybox:1.36.1')), /helper pod images are \["busybox:1.36.1"\]/],
+    ['no helper template', (o: any[]) => delete o[2].data['helperPod.yaml'], /helper pod images are \[\]/],
+    ['an unpinned sidecar', (o: any[]) => o[3].spec.template.spec.containers.push({ name: 'side', image: 'ghcr.io/x/side:latest' }), /container side runs "ghcr.io\/x\/side:latest", which is not pinned/],
+    ['an untagged init container', (o: any[]) => (o[3].spec.template.spec.initContainers = [{ name: 'init', image: 'localhost:5001/init' }]), /container init runs "localhost:5001\/init"/],
   ])('reports %s', (_, spoil, want) => {
     const objs = good();
     spoil(objs);
     expect(checkRendered(objs).join('\n')).toMatch(want);
+  });
+});
+
+describe('isPinnedImage', () => {
+  it.each([
+    ['busybox:1.37.0', true],
+    ['docker.io/library/busybox:1.37.0', true],
+    ['localhost:5001/sample-app:0123456789ab', true],
+    [`busybox@sha256:${'a'.repeat(64)}`, true],
+    ['busybox', false],
+    ['docker.io/library/busybox', false],
+    ['busybox:latest', false],
+    ['localhost:5001/sample-app', false],
+    ['', false],
+  ])('%s: %s', (image, want) => {
+    expect(isPinnedImage(image)).toBe(want);
+  });
+});
+
+describe('every image in manifests/ is pinned', () => {
+  const files = (dir: string): string[] =>
+    fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(path.join(dir, e.name)) : [path.join(dir, e.name)]));
+  // Each "image:" line, also inside YAML kept as text (such as local-path-provisioner's helperPod.yaml).
+  const images = files(path.join(PROJECT_DIR, 'manifests')).flatMap((f) =>
+    [...fs.readFileSync(f, 'utf8').matchAll(/^\s*-?\s*image:\s*(\S+)/gm)].map((m) => [path.relative(PROJECT_DIR, f), m[1].replace(/^["']|["']$/g, '')]),
+  );
+  it('finds the images (the scan works)', () => {
+    expect(images.map(([f]) => f)).toEqual(expect.arrayContaining(['manifests/storage/helper-pod.yaml', 'manifests/storage/smoke.yaml']));
+  });
+  it.each(images)('%s: %s is a placeholder filled from PINNED or our build, or a pinned reference', (_, image) => {
+    expect(/^\$\{[A-Z_]+\}$/.test(image) || isPinnedImage(image)).toBe(true);
+  });
+  it('the rendered kustomization pins the helper pod image to PINNED.busyboxImage', () => {
+    const sb = makeSandbox();
+    const dir = writeKustomization(parseConfig({ STATE_DIR: sb.stateDir }));
+    const patch = YAML.parse(fs.readFileSync(path.join(dir, 'helper-pod.yaml'), 'utf8'));
+    expect(YAML.parse(patch.data['helperPod.yaml']).spec.containers[0].image).toBe(PINNED.busyboxImage);
+    expect(YAML.parse(fs.readFileSync(path.join(dir, 'kustomization.yaml'), 'utf8')).patches).toContainEqual({ path: 'helper-pod.yaml' });
   });
 });
 

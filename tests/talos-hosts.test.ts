@@ -224,7 +224,7 @@ const controlPlanePorts = (state: { docker: { containers: Record<string, { ports
   Object.fromEntries(state.docker.containers['talos-local-controlplane-1'].ports.map((p) => [p.containerPort, p.hostIp]));
 
 describe.each(Object.entries(HOSTS as Record<string, HostProfile>))('%s', (_, host) => {
-  it('preflight passes, create builds the cluster with the defaults, a re-run changes nothing', async () => {
+  it('preflight passes, create builds the cluster with the defaults, a re-run changes nothing, destroy removes it', async () => {
     const sandbox = makeSandbox();
     sandbox.scenario(host.scenario);
 
@@ -247,6 +247,13 @@ describe.each(Object.entries(HOSTS as Record<string, HostProfile>))('%s', (_, ho
     expectOk(again);
     expect(mutatingLines(again.calls)).toEqual([]);
     expect(again.stdout).toMatch(/talos done in .*nothing changed/);
+
+    const destroy = await sandbox.run('talos', ['--destroy', '--yes'], host.env);
+    expectOk(destroy);
+    expect(callsOf(destroy.calls, 'talosctl', 'cluster', 'destroy')).toHaveLength(1);
+    const after = sandbox.state().docker;
+    expect(Object.keys(after.containers).filter((n) => /-(controlplane|worker)-\d+$/.test(n))).toEqual([]);
+    expect(after.networks['talos-local']).toBeUndefined();
   });
 });
 

@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../scripts/lib.ts';
+import { STATE_DIR_MARKER, parseConfig } from '../scripts/lib.ts';
 import {
   clusterCreateArgs,
   dockerRunArgs,
@@ -205,6 +205,7 @@ describe('talos phase', () => {
       kind: 'RegistryMirrorConfig',
       name: 'localhost:15001',
       endpoints: [{ url: 'http://10.5.0.249:5000' }],
+      skipFallback: true,
     });
     expect(patch('local-path-mount.yaml')[0].machine.kubelet.extraMounts[0]).toEqual({
       destination: '/var/local-path-provisioner',
@@ -413,7 +414,7 @@ describe('destroy, clean and kubeconfig', () => {
     expect(res.code, res.stderr).toBe(0);
     expect(mutatingLines(res.calls).at(-1)).toBe(`talosctl cluster destroy --name talos-local --state ${path.join(sandbox.stateDir, 'talos', 'clusters')}`);
     expect(callsOf(res.calls, 'docker', 'network', 'disconnect')).toHaveLength(6);
-    expect(fs.readdirSync(sandbox.stateDir)).toEqual(['certs']);
+    expect(fs.readdirSync(sandbox.stateDir).sort()).toEqual([STATE_DIR_MARKER, 'certs']);
     expect(YAML.parse(fs.readFileSync(path.join(sandbox.home, '.kube', 'config'), 'utf8')).contexts).toEqual([]);
     const state = sandbox.state();
     expect(Object.keys(state.docker.containers)).toHaveLength(6);

@@ -255,6 +255,24 @@ export default function docker(argv, ctx) {
       out(`id-${name}\n`);
       return 0;
     }
+    case 'port': {
+      // docker port CONTAINER PRIVATE_PORT[/PROTO]: one "ip:port" line per binding; a stopped
+      // container publishes nothing. IPv4 "any" also binds [::], as a dual-stack engine shows it.
+      const [name, wanted] = positional;
+      const c = d.containers[name];
+      if (!c) {
+        err(`Error response from daemon: No such container: ${name}\n`);
+        return 1;
+      }
+      const [port, proto = 'tcp'] = wanted.split('/');
+      const bound = c.state === 'running' ? c.ports.filter((p) => String(p.containerPort) === port && p.proto === proto) : [];
+      if (bound.length === 0) {
+        err(`Error: No public port '${port}/${proto}' published for ${name}\n`);
+        return 1;
+      }
+      out(bound.flatMap((p) => [`${p.hostIp}:${p.hostPort}\n`, ...(p.hostIp === '0.0.0.0' ? [`[::]:${p.hostPort}\n`] : [])]).join(''));
+      return 0;
+    }
     case 'start':
     case 'stop':
       for (const n of positional) {
