@@ -34,6 +34,7 @@ import {
   commandLine,
   hasTool,
   isMain,
+  claimStateDir,
   namesAddress,
   resolvesByItself,
   note,
@@ -220,6 +221,7 @@ async function hosts(cfg: Config): Promise<void> {
   const removeOnly = process.argv.includes('--remove');
   const force = process.argv.includes('--force');
   const file = hostsFilePath();
+  claimStateDir(cfg);
   const entries = hostsEntries(cfg);
   const address = namesAddress(cfg.HOST_IP);
   // Names under localhost need no entries: then only a block left from an earlier DOMAIN goes.

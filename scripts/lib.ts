@@ -4,8 +4,9 @@
 //   - PINNED: every version and chart version the platform installs, in one place;
 //   - loadConfig(): reads `.env` (shell variables win), validates every key against CONFIG_KEYS and
 //     returns a typed Config, or throws a ConfigError naming each bad key, its value and the fix;
-//   - STATE_DIR ownership: the marker file, the list of entries the phases write (STATE_ENTRIES) and
-//     claimStateDir(), which refuses a non-empty folder that is not ours;
+//   - STATE_DIR ownership: the marker file, the list of entries the phases write (STATE_ENTRIES),
+//     checkStateDir() (every phase, before anything: a folder that is not ours is refused) and
+//     claimStateDir() (before a phase first writes there: create it or mark it);
 //   - run(): a command runner whose errors carry the command line and its output;
 //   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
@@ -248,8 +249,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 export const statePath = (cfg: Config, ...parts: string[]) => path.join(cfg.stateDir, ...parts);
 
 /**
- * The file that marks a folder as this platform's STATE_DIR. runPhase() writes it when it creates
- * the folder or adopts an empty one, and refuses a non-empty folder without it.
+ * The file that marks a folder as this platform's STATE_DIR. claimStateDir() writes it when a phase
+ * first writes there (creating the folder, or adopting an empty one or one of an earlier version).
  */
 export const STATE_DIR_MARKER = '.talos-local-platform';
 
@@ -270,23 +271,39 @@ export const STATE_ENTRIES = [
 ] as const;
 
 /**
- * Makes sure STATE_DIR is ours before anything is written there: creates it with the marker, marks
- * an empty folder, and refuses a non-empty folder without the marker (someone else's files).
+ * Why STATE_DIR may not be used, or undefined when it is ours or free: it is ours with the marker,
+ * or when every entry in it is one the phases write (a folder of an earlier version, before the
+ * marker); free when missing or empty. A file, or a folder with anything else in it, is refused.
+ */
+export function stateDirProblem(cfg: Config): string | undefined {
+  const fix = 'Set STATE_DIR in .env to a new or empty folder, or remove it to use the default ".state".';
+  if (!fs.existsSync(cfg.stateDir)) return undefined;
+  if (!fs.statSync(cfg.stateDir).isDirectory()) return `STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) is a file, not a folder. ${fix}`;
+  const entries = fs.readdirSync(cfg.stateDir);
+  if (entries.includes(STATE_DIR_MARKER)) return undefined;
+  const foreign = entries.filter((e) => !(STATE_ENTRIES as readonly string[]).includes(e));
+  if (foreign.length === 0) return undefined;
+  return (
+    `STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) holds files this platform did not write (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? ', …' : ''}) ` +
+    `and no ${STATE_DIR_MARKER}, so nothing is written there and nothing in it is deleted. ${fix}`
+  );
+}
+
+/** Stops a phase before it does anything when STATE_DIR is not ours (see stateDirProblem). Writes nothing. */
+export function checkStateDir(cfg: Config): void {
+  const problem = stateDirProblem(cfg);
+  if (problem) throw new UserError(problem);
+}
+
+/**
+ * Makes STATE_DIR ours before a phase first writes there: creates it, or marks a free one, with the
+ * marker. Idempotent; refuses what checkStateDir refuses.
  */
 export function claimStateDir(cfg: Config): 'created' | 'adopted' | 'ours' {
   const marker = statePath(cfg, STATE_DIR_MARKER);
   if (fs.existsSync(marker)) return 'ours';
+  checkStateDir(cfg);
   const exists = fs.existsSync(cfg.stateDir);
-  if (exists && !fs.statSync(cfg.stateDir).isDirectory()) {
-    throw new UserError(`STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) is a file, not a folder. Set STATE_DIR in .env to a new or empty folder, or remove it to use the default ".state".`);
-  }
-  if (exists && fs.readdirSync(cfg.stateDir).length > 0) {
-    throw new UserError(
-      `STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) is not empty and was not made by this platform (no ${STATE_DIR_MARKER} in it), ` +
-        'so nothing is written there and nothing in it is deleted. Set STATE_DIR in .env to a new or empty folder, ' +
-        `or remove it to use the default ".state". If it is the state folder of an earlier version of this platform, mark it: touch ${marker}`,
-    );
-  }
   fs.mkdirSync(cfg.stateDir, { recursive: true });
   fs.writeFileSync(marker, 'This folder is the STATE_DIR of the Talos Local Observability Platform. `task destroy` deletes only the entries the platform wrote here.\n');
   return exists ? 'adopted' : 'created';
@@ -375,7 +392,7 @@ export const kubectl = (cfg: Config, args: string[], opts?: RunOptions) =>
 export const helm = (cfg: Config, args: string[], opts?: RunOptions) =>
   run('helm', ['--kubeconfig', kubeconfigPath(cfg), ...args], opts);
 
-/** Fails with "run task talos first" unless the cluster in the state directory answers. */
+/** Fails with "run task talos first" unless the cluster in the state directory answers; then the phase may write there. */
 export async function requireCluster(cfg: Config): Promise<void> {
   const hint = `No reachable cluster "${cfg.CLUSTER_NAME}" (kubeconfig ${kubeconfigPath(cfg)}). Run \`task talos\` first.`;
   if (!fs.existsSync(kubeconfigPath(cfg))) throw new UserError(hint);
@@ -384,6 +401,7 @@ export async function requireCluster(cfg: Config): Promise<void> {
   } catch (err) {
     throw new UserError(`${hint}\n${(err as Error).message}`);
   }
+  claimStateDir(cfg);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -620,7 +638,7 @@ export const note = (text: string) => console.log(`  ${kleur.cyan('›')} ${text
 export const warn = (text: string) => console.log(`  ${kleur.yellow('!')} ${text}`);
 
 /**
- * Runs a phase: loads config, claims the state directory (claimStateDir), runs body, prints the
+ * Runs a phase: loads config, checks that the state directory is not someone else's (checkStateDir), runs body, prints the
  * summary, and records the phase's result in the state directory's phases.log (read by
  * `task deploy`'s closing summary). Exits non-zero on failure.
  */
@@ -632,7 +650,7 @@ export async function runPhase(phase: string, body: (cfg: Config) => Promise<voi
   try {
     cfg = loadConfig();
     console.log(kleur.bold(`▶ ${phase}`));
-    claimStateDir(cfg);
+    checkStateDir(cfg);
     await body(cfg);
     ok = true;
   } catch (err) {

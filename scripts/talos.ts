@@ -39,6 +39,7 @@ import {
   INGRESS_NODE_PORTS,
   PINNED,
   STATE_DIR_MARKER,
+  claimStateDir,
   STATE_ENTRIES,
   UserError,
   hasTool,
@@ -946,6 +947,7 @@ async function ensureCluster(cfg: Config, current: Current, dockerHost: string):
 
 async function create(cfg: Config): Promise<void> {
   const { current, dockerHost } = await preflight(cfg);
+  claimStateDir(cfg);
   await ensureNetwork(cfg);
   await ensureHelpers(cfg, current);
   await step('Talos config patches', async () => writePatches(cfg, current.nodes.length > 0));

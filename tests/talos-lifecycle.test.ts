@@ -246,7 +246,8 @@ describe('STATE_DIR that is not ours', SLOW, () => {
     const before = snapshot(dir);
     const res = await sandbox.run(script, args, { STATE_DIR: dir, DEPLOY_RUN_ID: 'run-1', HOSTS_FILE: path.join(sandbox.dir, 'hosts') });
     expect(res.code).not.toBe(0);
-    expect(res.stderr).toContain(`STATE_DIR="${dir}" (${dir}) is not empty and was not made by this platform (no ${STATE_DIR_MARKER} in it)`);
+    expect(res.stderr).toContain(`STATE_DIR="${dir}" (${dir}) holds files this platform did not write (`);
+    expect(res.stderr).toContain(`and no ${STATE_DIR_MARKER}, so nothing is written there and nothing in it is deleted`);
     expect(res.stderr).toMatch(/Set STATE_DIR in \.env to a new or empty folder/);
     expect(res.calls).toEqual([]);
     expect(snapshot(dir)).toEqual(before);
@@ -256,10 +257,23 @@ describe('STATE_DIR that is not ours', SLOW, () => {
     ['a missing folder is created and marked', (d: string) => d, 'created'],
     ['an empty folder is adopted', (d: string) => (fs.mkdirSync(d), d), 'adopted'],
     ['a marked folder is ours', (d: string) => (fs.mkdirSync(d), fs.writeFileSync(path.join(d, STATE_DIR_MARKER), ''), fs.writeFileSync(path.join(d, 'x'), ''), d), 'ours'],
+    ['a folder of an earlier version (only our entries, no marker) is adopted', (d: string) => (fs.mkdirSync(d), fs.writeFileSync(path.join(d, 'kubeconfig'), ''), fs.mkdirSync(path.join(d, 'certs')), d), 'adopted'],
   ])('claimStateDir: %s', (_, make, want) => {
     const dir = make(path.join(makeSandbox().dir, 'st'));
     expect(claimStateDir(parseConfig({ STATE_DIR: dir }))).toBe(want);
     expect(fs.existsSync(path.join(dir, STATE_DIR_MARKER))).toBe(true);
+  });
+
+  it('a phase that stops in preflight leaves no state folder behind; the first write makes and marks it', async () => {
+    const sandbox = makeSandbox();
+    sandbox.scenario({ docker: { running: false } });
+    const stopped = await sandbox.run('talos');
+    expect(stopped.code).not.toBe(0);
+    expect(fs.existsSync(sandbox.stateDir)).toBe(false);
+    sandbox.scenario({ docker: { running: true } });
+    const ok = await sandbox.run('talos');
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    expect(fs.existsSync(path.join(sandbox.stateDir, STATE_DIR_MARKER))).toBe(true);
   });
 
   it('claimStateDir refuses a file', () => {
