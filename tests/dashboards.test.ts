@@ -19,6 +19,8 @@ const CATALOGUE_FILE = path.join(DASHBOARD_DIR, 'metrics-catalogue.yaml');
 /** Grafana 13 writes dashboards with this schemaVersion (42 is the last one of the v1 dashboard JSON). */
 const SCHEMA_VERSION = 42;
 const GRID_COLUMNS = 24;
+/** How a panel that shows host-level values says so (title or description). */
+const HOST_LEVEL_RE = /\bhost-level\b/i;
 
 // ------------------------------------------------------------------------------------ types
 
@@ -38,8 +40,9 @@ interface Dashboard {
   panels?: Panel[]; templating?: { list?: Variable[] }; [k: string]: unknown;
 }
 type Lang = 'promql' | 'logql';
-interface Query { where: string; lang: Lang; expr: string }
-interface CatalogueMetric { name: string; type: 'counter' | 'gauge' | 'histogram' | 'summary' }
+interface Query { where: string; lang: Lang; expr: string; panel?: Panel }
+/** scope host: the value is the Docker host's (the node reads the host's /proc), not the node's. */
+interface CatalogueMetric { name: string; type: 'counter' | 'gauge' | 'histogram' | 'summary'; scope?: 'host' }
 interface CatalogueSource { source: string; labels: string[]; metrics: CatalogueMetric[] }
 interface Catalogue {
   sampleApp: CatalogueSource;
@@ -47,7 +50,7 @@ interface Catalogue {
   loki: { source: string; streamLabels: string[]; structuredMetadata: string[] };
 }
 /** What a metric name in a query resolves to. */
-interface MetricInfo { source: string; labels: Set<string> }
+interface MetricInfo { source: string; labels: Set<string>; hostLevel: boolean }
 
 // ------------------------------------------------------------------------------------ loading
 
@@ -78,7 +81,11 @@ function metricIndex(cat: Catalogue): Map<string, MetricInfo> {
         const prev = index.get(s);
         // The same name from two sources (process_* from the app and from kubelet, say): a query may
         // use the labels either source has.
-        index.set(s, { source: prev ? `${prev.source}+${sourceName}` : sourceName, labels: new Set([...(prev?.labels ?? []), ...src.labels]) });
+        index.set(s, {
+          source: prev ? `${prev.source}+${sourceName}` : sourceName,
+          labels: new Set([...(prev?.labels ?? []), ...src.labels]),
+          hostLevel: (prev?.hostLevel ?? false) || m.scope === 'host',
+        });
       }
     }
   };
@@ -295,7 +302,7 @@ function collectQueries(d: Dashboard, problems: string[]): Query[] {
       const where = `panel "${p.title}" target ${t.refId}`;
       const lang = langOf(t.datasource ?? p.datasource);
       if (typeof t.expr !== 'string' || t.expr.trim() === '') problems.push(`${where}: no expr`);
-      else if (lang) queries.push({ where, lang, expr: t.expr });
+      else if (lang) queries.push({ where, lang, expr: t.expr, panel: p });
     }
   }
   for (const v of d.templating?.list ?? []) {
@@ -425,6 +432,10 @@ export function lintDashboard(d: Dashboard, cat: Catalogue): Analysis {
           continue;
         }
         for (const l of s.labels) if (!info.labels.has(l)) problems.push(`${q.where}: ${s.metric} is matched on label "${l}", which its source (${info.source}) does not list`);
+        // In Talos-in-Docker these read the host's /proc: the panel must not pass them off as the node's.
+        if (info.hostLevel && q.panel && !HOST_LEVEL_RE.test(`${q.panel.title ?? ''} ${q.panel.description ?? ''}`)) {
+          problems.push(`${q.where}: ${s.metric} is host-level (catalogue scope: host), but the panel's title and description do not say "host-level"`);
+        }
       }
       for (const g of groupings) {
         for (const m of g.metrics) {
@@ -504,7 +515,7 @@ describe('dashboards: content the issue asks for', () => {
     ['platform-overview', /prometheus_tsdb_head_samples_appended_total/, 'samples/s'],
     ['platform-overview', /rate\(\{namespace=~"\.\+"\}/, 'log lines/s (LogQL)'],
     ['platform-overview', /job=~"\.\*alloy\.\*"/, 'Alloy health'],
-    ['platform-overview', /kubelet_volume_stats_used_bytes/, 'PVC usage'],
+    ['platform-overview', /\(sum\(prometheus_tsdb_storage_blocks_bytes\) \+ sum\(prometheus_tsdb_wal_storage_size_bytes\)\) \/ sum\(kube_persistentvolumeclaim_resource_requests_storage_bytes\{namespace="monitoring", persistentvolumeclaim="prometheus-server"\}\)/, 'Prometheus volume use against its claim'],
     ['workload-red', /http_request_errors_total/, 'error ratio'],
     ['workload-red', /histogram_quantile\(0\.99, sum by \(le\) \(rate\(http_request_duration_seconds_bucket/, 'latency percentiles'],
     ['platform-logs', /sum by \(namespace, pod\)/, 'volume by pod'],
@@ -514,6 +525,10 @@ describe('dashboards: content the issue asks for', () => {
     ['cluster-resources', /kube_pod_container_status_restarts_total/, 'pod restarts (KSM)'],
   ])('%s queries %s (%s)', (uid, re) => {
     expect(exprs(uid)).toMatch(re);
+  });
+
+  it('no panel takes a share of the host-level allocatable (it is the Docker host\'s, not the nodes\')', () => {
+    for (const uid of ['cluster-resources', 'platform-overview']) expect(exprs(uid)).not.toMatch(/\/\s*sum(?: by \([^)]*\))?\s*\(kube_node_status_allocatable/);
   });
 
   it('the Logs dashboard has a logs panel', () => {
@@ -678,6 +693,7 @@ describe('negative: the linter catches broken dashboards', () => {
     ['a duplicate target refId', (d) => { const p = allPanels(d).find((x) => (x.targets?.length ?? 0) > 1)!; p.targets![1].refId = p.targets![0].refId; }, /target refIds .* are not unique/],
     ['a misspelt panel type', (d) => { firstPromPanel(d).type = 'timeseris'; }, /panel type "timeseris" is not a core Grafana panel/],
     ['a target without expr', (d) => { delete firstPromPanel(d).targets![0].expr; }, /target A: no expr/],
+    ['a host-level metric on a panel that does not say so', (d) => { const p = firstPromPanel(d); p.title = 'Memory'; p.description = ''; p.targets![0].expr = 'sum(node_memory_MemTotal_bytes)'; }, /node_memory_MemTotal_bytes is host-level .* do not say "host-level"/],
   ])('%s', (_name, breakIt, complaint) => {
     const d = clone();
     breakIt(d);
