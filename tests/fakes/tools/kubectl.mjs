@@ -243,7 +243,16 @@ export default function kubectl(argv, ctx) {
   switch (verb) {
     case 'get': {
       if (flags.raw !== undefined) {
-        out('ok');
+        // kubectl.raw[path] scripts an answer (e.g. Prometheus through a service proxy); a service
+        // proxy without one answers as the API server does for a Service with no ready endpoints.
+        const rawPath = one(flags, 'raw');
+        const scripted = state.kubectl.raw?.[rawPath];
+        const proxied = /^\/api\/v1\/namespaces\/[^/]+\/services\/(?:https?:)?([^/:]+)[^/]*\/proxy\//.exec(rawPath);
+        if (scripted === undefined && proxied) {
+          err(`Error from server (ServiceUnavailable): no endpoints available for service "${proxied[1]}"\n`);
+          return 1;
+        }
+        out(scripted ?? 'ok');
         return 0;
       }
       const kinds = words[0].split(',').map(kindOf);
