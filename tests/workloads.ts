@@ -1,5 +1,6 @@
 // Rendered Kubernetes workloads, read for their resources: shared by the render tests
 // (tests/observability-render.test.ts, tests/manifests-upstream.test.ts).
+import { parseQuantity } from '../scripts/footprint.ts';
 
 export interface K8sObject {
   kind: string;
@@ -12,14 +13,10 @@ export const podSpec = (o: K8sObject) => (o.kind === 'Pod' ? o.spec : o.spec?.te
 export const containersOf = (o: K8sObject): Container[] => [...(podSpec(o)?.initContainers ?? []), ...(podSpec(o)?.containers ?? [])];
 export const WORKLOADS = ['Deployment', 'StatefulSet', 'DaemonSet', 'Job', 'Pod'];
 
-/** CPU in millicores, memory in MiB, from Kubernetes quantities. */
+/** CPU in millicores, memory in MiB, from Kubernetes quantities (parsed as `task footprint` parses them). */
 export function quantity(raw: string | number | undefined, unit: 'cpu' | 'memory'): number {
   if (raw === undefined) return NaN;
-  const m = /^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi)?$/.exec(String(raw));
-  if (!m) throw new Error(`unexpected quantity ${raw}`);
-  const n = Number(m[1]);
-  if (unit === 'cpu') return m[2] === 'm' ? n : n * 1000;
-  return ({ Ki: n / 1024, Mi: n, Gi: n * 1024, '': n / 1024 / 1024 } as Record<string, number>)[m[2] ?? ''] ?? NaN;
+  return unit === 'cpu' ? parseQuantity(raw) * 1000 : parseQuantity(raw) / 2 ** 20;
 }
 
 /** Containers without a CPU and memory request and a memory limit (or with a request above the limit). */
