@@ -568,10 +568,12 @@ describe('metrics catalogue', () => {
     ]));
   });
 
-  it('keeps pod out of the Loki stream labels (structured metadata in k8s-monitoring 4.x)', () => {
-    expect(catalogue.loki.streamLabels).toContain('namespace');
-    expect(catalogue.loki.streamLabels).not.toContain('pod');
-    expect(catalogue.loki.structuredMetadata).toContain('pod');
+  it('lists the Loki labels our values keep: pod a stream label (structuredMetadata.pod emptied), node added by our rules', () => {
+    const values = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, 'helm-values', 'k8s-monitoring.yaml'), 'utf8'));
+    expect(values.podLogsViaLoki.structuredMetadata.pod).toBe('');
+    expect(fs.readFileSync(path.join(PROJECT_DIR, 'alloy', 'pod-logs-rules.alloy'), 'utf8')).toMatch(/target_label\s*=\s*"node"/);
+    expect(catalogue.loki.streamLabels).toEqual(expect.arrayContaining(['namespace', 'pod', 'container', 'node', 'job']));
+    expect(catalogue.loki.structuredMetadata).not.toContain('pod');
   });
 });
 
@@ -679,7 +681,7 @@ describe('negative: the linter catches broken dashboards', () => {
     ['a variable query on an uncatalogued metric', (d) => { (d.templating!.list![2].query as { query: string }).query = 'label_values(made_up_info, namespace)'; }, /variable namespace: metric made_up_info/],
     ['grouping by a label the source does not provide', (d) => { firstPromPanel(d).targets![0].expr = 'sum by (route) (up)'; }, /grouped by label "route", which up/],
     ['matching on a label the source does not provide', (d) => { firstPromPanel(d).targets![0].expr = 'sum(kube_pod_info{route="/"})'; }, /matched on label "route"/],
-    ['pod in a Loki stream selector', (d) => { firstLokiPanel(d).targets![0].expr = '{namespace=~"$namespace", pod="x"}'; }, /"pod" is not a Loki stream label/],
+    ['structured metadata in a Loki stream selector', (d) => { firstLokiPanel(d).targets![0].expr = '{namespace=~"$namespace", k8s_pod_name="x"}'; }, /"k8s_pod_name" is not a Loki stream label/],
     ['an empty-compatible Loki selector', (d) => { firstLokiPanel(d).targets![0].expr = '{namespace=~".*"}'; }, /empty-compatible/],
     ['an undefined template variable', (d) => { firstPromPanel(d).targets![0].expr = 'sum(rate(http_requests_total{namespace=~"$nmespace"}[5m]))'; }, /undefined variable \$nmespace/],
     ['a duplicate panel id', (d) => { const ps = allPanels(d).filter((p) => p.type !== 'row'); ps[1].id = ps[0].id; }, /duplicate panel id/],

@@ -321,6 +321,15 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(loki.limits_config).toMatchObject({ reject_old_samples: true, reject_old_samples_max_age: '72h', retention_period: '72h' });
   });
 
+  it('pod logs: the structured metadata rendered is what dashboards/metrics-catalogue.yaml lists (pod stays a stream label)', () => {
+    const text = find(render('k8sMonitoring'), 'ConfigMap', 'k8s-monitoring-alloy-logs').data['config.alloy'] as string;
+    const rendered = [...text.matchAll(/stage\.structured_metadata \{\s*values = \{([^}]*)\}/g)]
+      .flatMap((m) => [...m[1].matchAll(/"([^"]+)"\s*=/g)].map((k) => k[1]));
+    const catalogue = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, 'dashboards', 'metrics-catalogue.yaml'), 'utf8')).loki;
+    expect(rendered.sort()).toEqual([...catalogue.structuredMetadata].sort());
+    expect(rendered).not.toContain('pod');
+  });
+
   it('no scrape sends credentials to pods: only to the control plane (kubelet, API server, scheduler, controller-manager)', () => {
     const objs = render('k8sMonitoring');
     const metrics = find(objs, 'ConfigMap', 'k8s-monitoring-alloy-metrics').data['config.alloy'] as string;
