@@ -73,10 +73,16 @@ export function isPinnedImage(image: string): boolean {
   return tag !== undefined && tag !== 'latest';
 }
 
+interface ContainerJson {
+  name?: string;
+  image?: string;
+  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+}
+
 /**
  * Checks the rendered objects before they reach the cluster: the pinned provisioner and helper pod
- * images, every workload image pinned, our patches applied (PSA labels, default class, Talos volume
- * path). Returns the problems found.
+ * images, every workload image pinned, every container with requests and a memory limit, our patches
+ * applied (PSA labels, default class, Talos volume path). Returns the problems found.
  */
 export function checkRendered(objects: KObject[]): string[] {
   const problems: string[] = [];
@@ -101,19 +107,29 @@ export function checkRendered(objects: KObject[]): string[] {
   const image: string = deploy?.spec?.template?.spec?.containers?.[0]?.image ?? '';
   if (!image.endsWith(`:${PINNED.localPathProvisioner}`)) problems.push(`provisioner image is "${image}", want tag ${PINNED.localPathProvisioner}`);
   // The helper pods' template is a YAML text inside the ConfigMap; the provisioner starts pods from it.
-  let helperImages: string[] = [];
+  let helperContainers: ContainerJson[] = [];
   try {
-    helperImages = (YAML.parse(cm?.data?.['helperPod.yaml'] ?? '')?.spec?.containers ?? []).map((c: { image?: string }) => c.image ?? '');
+    helperContainers = YAML.parse(cm?.data?.['helperPod.yaml'] ?? '')?.spec?.containers ?? [];
   } catch {
     problems.push('local-path-config helperPod.yaml is not YAML');
   }
+  const helperImages = helperContainers.map((c) => c.image ?? '');
   if (helperImages.length === 0 || helperImages.some((i) => i !== PINNED.busyboxImage)) {
     problems.push(`helper pod images are ${JSON.stringify(helperImages)}, want ["${PINNED.busyboxImage}"] (PINNED.busyboxImage)`);
   }
   // Every image a rendered workload runs names a fixed version.
   const podSpecs = objects.map((o: any) => o.spec?.template?.spec ?? (o.kind === 'Pod' ? o.spec : undefined)).filter(Boolean);
-  for (const c of podSpecs.flatMap((s: any) => [...(s.initContainers ?? []), ...(s.containers ?? [])])) {
+  const containers: ContainerJson[] = podSpecs.flatMap((s: any) => [...(s.initContainers ?? []), ...(s.containers ?? [])]);
+  for (const c of containers) {
     if (!isPinnedImage(c.image ?? '')) problems.push(`container ${c.name} runs "${c.image}", which is not pinned to a tag or digest`);
+  }
+  // Every container, the helper pods' too, has CPU and memory requests and a memory limit: a spike
+  // kills the pod that caused it, not the kubelet of a small node.
+  for (const c of [...containers, ...helperContainers]) {
+    const r = c.resources;
+    if (!r?.requests?.cpu || !r.requests.memory || !r.limits?.memory) {
+      problems.push(`container ${c.name} has no CPU and memory requests and memory limit (resources: ${JSON.stringify(r ?? {})})`);
+    }
   }
   return problems;
 }

@@ -106,14 +106,17 @@ describe.skipIf(!kubectlBin)(`local-path-provisioner ${PINNED.localPathProvision
     const out = execFileSync(kubectlBin!, ['kustomize', dir], { encoding: 'utf8' });
     const objs = YAML.parseAllDocuments(out).map((d) => d.toJSON()).filter(Boolean) as any[];
     expect(checkRendered(objs)).toEqual([]);
+    expect(objs.find((o) => o.kind === 'Deployment').spec.template.spec.containers[0].resources).toEqual({ requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } });
     // Upstream's other ConfigMap keys survive the patch.
     const cm = objs.find((o) => o.kind === 'ConfigMap');
     expect(Object.keys(cm.data).sort()).toEqual(['config.json', 'helperPod.yaml', 'setup', 'teardown']);
-    // Our helper pod template is upstream's with only the image pinned.
+    // Our helper pod template is upstream's with only the image pinned and resources added.
     const upstreamCm = YAML.parseAllDocuments(fs.readFileSync(lppUpstream, 'utf8')).map((d) => d.toJSON()).find((o) => o?.kind === 'ConfigMap');
     const upstreamHelper = YAML.parse(upstreamCm.data['helperPod.yaml']);
     expect(upstreamHelper.spec.containers[0].image).toBe('docker.io/library/busybox');
+    expect(upstreamHelper.spec.containers[0].resources).toBeUndefined();
     upstreamHelper.spec.containers[0].image = PINNED.busyboxImage;
+    upstreamHelper.spec.containers[0].resources = { requests: { cpu: '10m', memory: '16Mi' }, limits: { memory: '64Mi' } };
     expect(YAML.parse(cm.data['helperPod.yaml'])).toEqual(upstreamHelper);
   });
 });

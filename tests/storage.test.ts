@@ -11,8 +11,9 @@ import { PROJECT_DIR, callsOf, makeSandbox, mutatingLines, type Sandbox } from '
 
 const objects = (sb: Sandbox) => sb.state().kubectl.objects as Record<string, any>;
 
-const helperPod = (image: string) =>
-  `apiVersion: v1\nkind: Pod\nmetadata:\n  name: helper-pod\nspec:\n  containers:\n  - name: helper-pod\n    image: ${image}\n    imagePullPolicy: IfNotPresent`;
+const BOUNDED = { requests: { cpu: '10m', memory: '16Mi' }, limits: { memory: '64Mi' } };
+const helperPod = (image: string, resources: unknown = BOUNDED) =>
+  YAML.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'helper-pod' }, spec: { containers: [{ name: 'helper-pod', image, imagePullPolicy: 'IfNotPresent', resources }] } });
 
 const good = () => [
   { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'local-path-storage', labels: {
@@ -24,7 +25,7 @@ const good = () => [
       'helperPod.yaml': helperPod(PINNED.busyboxImage),
     } },
   { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'local-path-provisioner', namespace: 'local-path-storage' },
-    spec: { template: { spec: { containers: [{ image: `docker.io/rancher/local-path-provisioner:${PINNED.localPathProvisioner}` }] } } } },
+    spec: { template: { spec: { containers: [{ name: 'local-path-provisioner', image: `docker.io/rancher/local-path-provisioner:${PINNED.localPathProvisioner}`, resources: BOUNDED }] } } } },
 ] as any[];
 
 describe('checkRendered', () => {
@@ -40,8 +41,11 @@ describe('checkRendered', () => {
     ["upstream's unpinned helper image", (o: any[]) => (o[2].data['helperPod.yaml'] = helperPod('docker.io/library/busybox')), /helper pod images are \["docker.io\/library\/busybox"\], want \["busybox:1.37.0"\]/],
     ['a helper image other than PINNED.busyboxImage', (o: any[]) => (o[2].data['helperPod.yaml'] = helperPod('busybox:1.36.1')), /helper pod images are \["busybox:1.36.1"\]/],
     ['no helper template', (o: any[]) => delete o[2].data['helperPod.yaml'], /helper pod images are \[\]/],
-    ['an unpinned sidecar', (o: any[]) => o[3].spec.template.spec.containers.push({ name: 'side', image: 'ghcr.io/x/side:latest' }), /container side runs "ghcr.io\/x\/side:latest", which is not pinned/],
-    ['an untagged init container', (o: any[]) => (o[3].spec.template.spec.initContainers = [{ name: 'init', image: 'localhost:5001/init' }]), /container init runs "localhost:5001\/init"/],
+    ['an unpinned sidecar', (o: any[]) => o[3].spec.template.spec.containers.push({ name: 'side', image: 'ghcr.io/x/side:latest', resources: BOUNDED }), /container side runs "ghcr.io\/x\/side:latest", which is not pinned/],
+    ['an untagged init container', (o: any[]) => (o[3].spec.template.spec.initContainers = [{ name: 'init', image: 'localhost:5001/init', resources: BOUNDED }]), /container init runs "localhost:5001\/init"/],
+    ["upstream's provisioner without resources", (o: any[]) => delete o[3].spec.template.spec.containers[0].resources, /container local-path-provisioner has no CPU and memory requests and memory limit/],
+    ['a provisioner without a memory limit', (o: any[]) => (o[3].spec.template.spec.containers[0].resources = { requests: BOUNDED.requests }), /container local-path-provisioner has no CPU and memory requests and memory limit/],
+    ["upstream's helper pod without resources", (o: any[]) => (o[2].data['helperPod.yaml'] = helperPod(PINNED.busyboxImage, null)), /container helper-pod has no CPU and memory requests and memory limit/],
   ])('reports %s', (_, spoil, want) => {
     const objs = good();
     spoil(objs);

@@ -138,7 +138,11 @@ function remoteFile(state, url) {
   ].map((o) => YAML.stringify(o)).join('---\n');
 }
 
-/** `kubectl kustomize <dir>`: resources (local files or URLs) with strategic-merge patches as deep merges by kind and name. */
+/**
+ * `kubectl kustomize <dir>`: resources (local files or URLs) with strategic-merge patches: maps merge,
+ * lists of named items (containers, volumes, env: patchMergeKey "name") merge item by item, other
+ * values are replaced.
+ */
 function kustomize(dir, ctx) {
   const { state, out, err } = ctx;
   const kfile = path.join(dir, 'kustomization.yaml');
@@ -156,10 +160,17 @@ function kustomize(dir, ctx) {
     }
     docs.push(...YAML.parseAllDocuments(text).map((d) => d.toJSON()).filter(Boolean));
   }
+  const isMap = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const named = (v) => Array.isArray(v) && v.length > 0 && v.every((x) => isMap(x) && typeof x.name === 'string');
+  const mergeNamed = (a, b) => [
+    ...a.map((x) => { const p = b.find((y) => y.name === x.name); return p ? merge(x, p) : x; }),
+    ...b.filter((y) => !a.some((x) => x.name === y.name)),
+  ];
   const merge = (a, b) => {
-    const isMap = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
     const o = { ...a };
-    for (const [key, v] of Object.entries(b)) o[key] = isMap(v) && isMap(o[key]) ? merge(o[key], v) : v;
+    for (const [key, v] of Object.entries(b)) {
+      o[key] = isMap(v) && isMap(o[key]) ? merge(o[key], v) : named(v) && named(o[key]) ? mergeNamed(o[key], v) : v;
+    }
     return o;
   };
   for (const p of k.patches ?? []) {
