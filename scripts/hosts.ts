@@ -168,11 +168,17 @@ export const rewriteCommand = (file: string, staged: string, withSudo: boolean):
   return withSudo ? ['sudo', node] : [node[0], node.slice(1)];
 };
 
+/**
+ * The hosts file is read and written byte for byte: latin1 maps every byte to one character and
+ * back, so a comment in another encoding survives; our block is ASCII (DOMAIN allows nothing else).
+ */
+const HOSTS_ENCODING = 'latin1';
+
 function backup(cfg: Config, file: string, text: string): string {
   const dir = statePath(cfg, 'hosts', 'backups');
   fs.mkdirSync(dir, { recursive: true });
   const target = path.join(dir, `${path.basename(file)}.${new Date().toISOString().replace(/[:.]/g, '-')}`);
-  fs.writeFileSync(target, text, { mode: 0o644 });
+  fs.writeFileSync(target, text, { mode: 0o644, encoding: HOSTS_ENCODING });
   const old = fs.readdirSync(dir).sort();
   for (const f of old.slice(0, Math.max(0, old.length - 10))) fs.rmSync(path.join(dir, f));
   return target;
@@ -201,7 +207,7 @@ async function writeHosts(cfg: Config, file: string, oldText: string, content: s
   }
   const saved = backup(cfg, file, oldText);
   const staged = statePath(cfg, 'hosts', 'hosts.new');
-  fs.writeFileSync(staged, content, { mode: 0o600 });
+  fs.writeFileSync(staged, content, { mode: 0o600, encoding: HOSTS_ENCODING });
   const [cmd, args] = rewriteCommand(file, staged, method === 'sudo');
   if (method === 'sudo') note(`$ ${commandLine(cmd, args)}`);
   try {
@@ -246,7 +252,7 @@ async function hosts(cfg: Config): Promise<void> {
       throw new UserError(`${file} does not exist. Set HOSTS_FILE to your hosts file, or create it.`);
     }
     const real = fs.realpathSync(file);
-    const text = fs.readFileSync(real, 'utf8');
+    const text = fs.readFileSync(real, HOSTS_ENCODING);
     const next = remove ? removeBlock(text) : upsertBlock(text, entries);
     if (next === text) return remove ? 'already absent' : 'already installed';
     const manual = remove

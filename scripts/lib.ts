@@ -270,10 +270,14 @@ export const STATE_ENTRIES = [
   'hosts', // hosts: the hosts block, the dnsmasq snippet and backups of the hosts file
 ] as const;
 
+/** A file only the talos phase writes, in every version: what proves an unmarked folder was ours. */
+const EARLIER_STATE_PROOF = path.join('talos', 'patches', 'registry-mirrors.yaml');
+
 /**
  * Why STATE_DIR may not be used, or undefined when it is ours or free: it is ours with the marker,
- * or when every entry in it is one the phases write (a folder of an earlier version, before the
- * marker); free when missing or empty. A file, or a folder with anything else in it, is refused.
+ * or when every entry in it is one the phases write and it holds talos/patches/registry-mirrors.yaml
+ * (a folder of an earlier version, before the marker); free when missing or empty. A file, or any
+ * other folder, is refused: a `kubeconfig` alone proves nothing.
  */
 export function stateDirProblem(cfg: Config): string | undefined {
   const fix = 'Set STATE_DIR in .env to a new or empty folder, or remove it to use the default ".state".';
@@ -281,11 +285,15 @@ export function stateDirProblem(cfg: Config): string | undefined {
   if (!fs.statSync(cfg.stateDir).isDirectory()) return `STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) is a file, not a folder. ${fix}`;
   const entries = fs.readdirSync(cfg.stateDir);
   if (entries.includes(STATE_DIR_MARKER)) return undefined;
+  if (entries.length === 0) return undefined;
   const foreign = entries.filter((e) => !(STATE_ENTRIES as readonly string[]).includes(e));
-  if (foreign.length === 0) return undefined;
+  if (foreign.length === 0 && fs.existsSync(path.join(cfg.stateDir, EARLIER_STATE_PROOF))) return undefined;
+  const what = foreign.length
+    ? `holds files this platform did not write (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? ', …' : ''})`
+    : `holds files with the names this platform uses (${entries.join(', ')}) but not its ${EARLIER_STATE_PROOF}`;
   return (
-    `STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) holds files this platform did not write (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? ', …' : ''}) ` +
-    `and no ${STATE_DIR_MARKER}, so nothing is written there and nothing in it is deleted. ${fix}`
+    `STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) ${what} and no ${STATE_DIR_MARKER}, so nothing is written there and nothing in it is deleted. ${fix}` +
+    (foreign.length ? '' : ` If this platform made it, mark it as ours: touch ${statePath(cfg, STATE_DIR_MARKER)}`)
   );
 }
 

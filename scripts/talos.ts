@@ -880,14 +880,45 @@ function writePatches(cfg: Config, clusterExists: boolean): string {
   return written.length ? `wrote ${written.map(([f]) => f).join(', ')}` : 'unchanged';
 }
 
+/** talosctl's record of a cluster whose every node was created (it writes state.yaml last). */
+const clusterStateFile = (cfg: Config) => statePath(cfg, 'talos', 'clusters', cfg.CLUSTER_NAME, 'state.yaml');
+/** The Docker endpoint the cluster was created through (written just before `cluster create`). */
+const dockerEndpointFile = (cfg: Config) => statePath(cfg, 'talos', 'docker-endpoint');
+
+/**
+ * Why the cluster's state must not be touched although Docker shows none of its nodes: the cluster
+ * was created through another Docker endpoint than the one the docker CLI uses now (another
+ * context: Docker Desktop, Colima, OrbStack), where it may well still run. Undefined when the same.
+ */
+export function otherDockerProblem(cfg: Config, recorded: string | undefined, currentHost: string): string | undefined {
+  if (recorded === undefined || recorded === currentHost) return undefined;
+  return (
+    `cluster "${cfg.CLUSTER_NAME}" was created through Docker at ${recorded}, but the docker CLI now uses ${currentHost}, ` +
+    'which has none of its nodes. Nothing was changed, and its talosconfig and kubeconfig are kept. ' +
+    `Switch back (\`docker context use <the context of ${recorded}>\`, or \`export DOCKER_HOST=${recorded}\`) and run this again.`
+  );
+}
+
+const readRecordedEndpoint = (cfg: Config) => (fs.existsSync(dockerEndpointFile(cfg)) ? fs.readFileSync(dockerEndpointFile(cfg), 'utf8').trim() : undefined);
+
 async function ensureCluster(cfg: Config, current: Current, dockerHost: string): Promise<void> {
   const talosconfig = statePath(cfg, 'talosconfig');
   await step(`Talos cluster ${cfg.CLUSTER_NAME}: 1 control plane + ${cfg.WORKERS} workers`, async () => {
     if (current.nodes.length === 0) {
-      // A run stopped before any node existed may have left talosctl state behind; it describes nothing now.
+      if (fs.existsSync(clusterStateFile(cfg))) {
+        // Every node was created once; none is here now. Never drop its credentials on a guess.
+        throw new UserError(
+          otherDockerProblem(cfg, readRecordedEndpoint(cfg), dockerHost) ??
+            `cluster "${cfg.CLUSTER_NAME}" was created (${clusterStateFile(cfg)}), but Docker at ${dockerHost} has none of its nodes. ` +
+              'If it runs under another Docker context, switch back and run this again; if its nodes were removed, ' +
+              '`task destroy -- --yes` clears what is left, then `task talos` creates it again.',
+        );
+      }
+      // A run stopped before every node existed may have left talosctl state behind; it describes nothing now.
       for (const stale of [statePath(cfg, 'talos', 'clusters', cfg.CLUSTER_NAME), talosconfig, kubeconfigPath(cfg)]) {
         fs.rmSync(stale, { recursive: true, force: true });
       }
+      writeFileAtomic(dockerEndpointFile(cfg), `${dockerHost}\n`);
       await run('talosctl', clusterCreateArgs(cfg, statePath(cfg, 'talos', 'patches')), {
         env: { KUBECONFIG: kubeconfigPath(cfg), DOCKER_HOST: dockerHost },
         hint: `Nothing of a half-created cluster is lost by retrying: \`task destroy -- --yes && task talos\`.`,
@@ -962,7 +993,34 @@ async function create(cfg: Config): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 
 const userKubeconfig = () => process.env.KUBECONFIG_TARGET ?? path.join(os.homedir(), '.kube', 'config');
-const ourNames = (cfg: Config) => ({ clusters: [cfg.CLUSTER_NAME], users: [`admin@${cfg.CLUSTER_NAME}`], contexts: [`admin@${cfg.CLUSTER_NAME}`] });
+/** Where the user's kubeconfig is backed up before we edit it (never a `config.bak` of their own). */
+const userKubeconfigBackup = () => `${userKubeconfig()}.talos-local-observability.bak`;
+
+/**
+ * Our entries in the user's kubeconfig: the cluster, user and context named as in STATE_DIR's
+ * kubeconfig, and only where the cluster's CA and the user's certificate are that kubeconfig's too:
+ * an entry that merely has the same name (another cluster called talos-local) is not ours.
+ */
+export function ownKubeconfigEntries(userText: string, ours: Kubeconfig): { clusters: string[]; users: string[]; contexts: string[] } {
+  const user = (YAML.parse(userText) ?? {}) as Kubeconfig;
+  const same = (section: 'clusters' | 'users', field: string) =>
+    (ours[section] ?? [])
+      .filter((o) => {
+        const mine = (o[section === 'clusters' ? 'cluster' : 'user'] as Record<string, unknown> | undefined)?.[field];
+        const theirs = (user[section] ?? []).find((u) => u.name === o.name)?.[section === 'clusters' ? 'cluster' : 'user'] as Record<string, unknown> | undefined;
+        return mine !== undefined && theirs?.[field] === mine;
+      })
+      .map((o) => o.name);
+  const clusters = same('clusters', 'certificate-authority-data');
+  const users = same('users', 'client-certificate-data');
+  const contexts = (ours.contexts ?? [])
+    .filter((o) => {
+      const theirs = (user.contexts ?? []).find((u) => u.name === o.name)?.context as { cluster?: string; user?: string } | undefined;
+      return theirs !== undefined && clusters.includes(theirs.cluster ?? '') && users.includes(theirs.user ?? '');
+    })
+    .map((o) => o.name);
+  return { clusters, users, contexts };
+}
 
 /** Writes the user's kubeconfig atomically, keeping a backup of what was there. */
 function rewriteUserKubeconfig(edit: (text: string) => string): 'unchanged' | 'updated' {
@@ -970,7 +1028,7 @@ function rewriteUserKubeconfig(edit: (text: string) => string): 'unchanged' | 'u
   const before = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
   const after = edit(before);
   if (after === before) return 'unchanged';
-  if (before) fs.copyFileSync(file, `${file}.bak`);
+  if (before) fs.copyFileSync(file, userKubeconfigBackup());
   writeFileAtomic(file, after, 0o600);
   return 'updated';
 }
@@ -982,7 +1040,7 @@ async function mergeIntoUserKubeconfig(cfg: Config): Promise<void> {
     const result = rewriteUserKubeconfig((text) => mergeKubeconfigText(text, ours));
     if (result === 'unchanged') return 'unchanged';
     note(`kubectl config use-context admin@${cfg.CLUSTER_NAME}   # if it is not the current context already`);
-    return `added (backup: ${userKubeconfig()}.bak)`;
+    return `added (backup: ${userKubeconfigBackup()})`;
   });
 }
 
@@ -1019,10 +1077,12 @@ async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void>
     const nodes = (await dockerPs(...owned)).map((n) => n.Names);
     const networks = (await run('docker', ['network', 'ls', ...owned.flatMap((l) => ['--filter', `label=${l}`]), '--format', '{{.Name}}'])).stdout
       .split('\n').filter(Boolean);
+    // talosctl reads only DOCKER_HOST: give it the docker CLI's endpoint, as for create.
+    const { host } = await dockerEndpoint();
+    const elsewhere = nodes.length === 0 ? otherDockerProblem(cfg, readRecordedEndpoint(cfg), host) : undefined;
+    if (elsewhere) throw new UserError(elsewhere);
     if (nodes.length === 0 && networks.length === 0) return 'unchanged (no cluster)';
-    if (fs.existsSync(statePath(cfg, 'talos', 'clusters', cfg.CLUSTER_NAME, 'state.yaml'))) {
-      // talosctl reads only DOCKER_HOST: give it the docker CLI's endpoint, as for create.
-      const { host } = await dockerEndpoint();
+    if (fs.existsSync(clusterStateFile(cfg))) {
       await run('talosctl', ['cluster', 'destroy', '--name', cfg.CLUSTER_NAME, '--state', statePath(cfg, 'talos', 'clusters')], {
         env: { DOCKER_HOST: host },
       });
@@ -1034,9 +1094,12 @@ async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void>
     if (networks.length) await run('docker', ['network', 'rm', ...networks]);
     return `removed what a stopped create left: ${nodes.length} nodes, ${networks.length} networks`;
   });
-  await step(`Context admin@${cfg.CLUSTER_NAME} in ${userKubeconfig()}`, async () =>
-    rewriteUserKubeconfig((text) => (text ? removeFromKubeconfigText(text, ourNames(cfg)) : text)) === 'unchanged' ? 'unchanged (not there)' : 'removed',
-  );
+  await step(`Context admin@${cfg.CLUSTER_NAME} in ${userKubeconfig()}`, async () => {
+    if (!fs.existsSync(kubeconfigPath(cfg))) return 'unchanged (no kubeconfig of ours to recognise entries by)';
+    const ours = YAML.parse(fs.readFileSync(kubeconfigPath(cfg), 'utf8')) as Kubeconfig;
+    const result = rewriteUserKubeconfig((text) => (text ? removeFromKubeconfigText(text, ownKubeconfigEntries(text, ours)) : text));
+    return result === 'unchanged' ? 'unchanged (none of ours there)' : 'removed';
+  });
   await step(`State in ${cfg.stateDir}`, async () => {
     if (!fs.existsSync(cfg.stateDir)) return 'unchanged (none)';
     // Only what the phases wrote (runPhase refused the folder if it were not ours).

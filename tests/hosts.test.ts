@@ -152,6 +152,16 @@ describe('scripts/hosts.ts on a temporary hosts file', { timeout: 60_000 }, () =
   });
   const run = (args: string[] = [], env: Record<string, string> = {}) => sb.run('hosts', args, { HOSTS_FILE: file, DOMAIN: 'local.dev', ...env });
 
+  it('keeps bytes that are not UTF-8 (a Latin-1 comment) exactly, through install and remove', async () => {
+    const latin1 = Buffer.concat([Buffer.from('127.0.0.1 localhost\n# caf'), Buffer.from([0xe9]), Buffer.from(' server\n10.0.0.5 nas.home\n')]);
+    fs.writeFileSync(file, latin1);
+    expect((await run()).code).toBe(0);
+    const installed = fs.readFileSync(file);
+    expect(installed.subarray(0, latin1.length).equals(latin1)).toBe(true);
+    expect((await run(['--remove'])).code).toBe(0);
+    expect(fs.readFileSync(file).equals(latin1)).toBe(true);
+  });
+
   it('installs the block (foreign lines kept), twice = once, remove restores the original byte for byte', async () => {
     const r1 = await run();
     expect(r1.code, r1.stdout + r1.stderr).toBe(0);

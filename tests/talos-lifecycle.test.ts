@@ -124,6 +124,45 @@ const stops: [string, Setup, RegExp][] = [
   ['the health checks (after state.yaml)', (s) => s.scenario({ talosctl: { createStopsAt: 'health' } }), /context deadline exceeded/],
 ];
 
+describe('a cluster made through another Docker than the one the CLI uses now', SLOW, () => {
+  // Created through /var/run/docker.sock; then the docker CLI points at another daemon (another
+  // context, e.g. Colima beside Docker Desktop) where none of its nodes are.
+  const OTHER = 'unix:///Users/dev/.colima/default/docker.sock';
+  const switched = async () => {
+    const sandbox = await deployed();
+    const { containers } = sandbox.state().docker;
+    const elsewhere = Object.fromEntries(Object.entries(containers).filter(([n]) => !/-(controlplane|worker)-\d+$/.test(n)));
+    sandbox.scenario({ docker: { containers: null, sockets: [{ host: 'unix:///var/run/docker.sock', access: 'ok' }, { host: OTHER, access: 'ok' }] } });
+    sandbox.scenario({ docker: { containers: elsewhere } });
+    return sandbox;
+  };
+  const credentials = (sandbox: Sandbox) => ['talosconfig', 'kubeconfig', 'talos/clusters/talos-local/state.yaml'].map((f) => fs.existsSync(path.join(sandbox.stateDir, f)));
+
+  it.each([
+    ['talos', []],
+    ['destroy', ['--destroy', '--yes']],
+  ])('%s stops, names both endpoints and keeps the credentials', async (_, args) => {
+    const sandbox = await switched();
+    const res = await sandbox.run('talos', args, { DOCKER_HOST: OTHER });
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain(`was created through Docker at unix:///var/run/docker.sock, but the docker CLI now uses ${OTHER}`);
+    expect(mutatingLines(res.calls).filter((l) => !l.startsWith('docker network disconnect'))).toEqual([]);
+    expect(credentials(sandbox)).toEqual([true, true, true]);
+  });
+
+  it('on the same Docker with the nodes gone, talos says so instead of creating a second cluster; destroy clears what is left', async () => {
+    const sandbox = await switched();
+    const res = await sandbox.run('talos');
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toMatch(/was created .* but Docker at unix:\/\/\/var\/run\/docker.sock has none of its nodes/);
+    expect(callsOf(res.calls, 'talosctl', 'cluster', 'create')).toEqual([]);
+    expect(credentials(sandbox)).toEqual([true, true, true]);
+    const destroy = await sandbox.run('talos', ['--destroy', '--yes']);
+    expect(destroy.code, destroy.stdout + destroy.stderr).toBe(0);
+    expect(credentials(sandbox)).toEqual([false, false, false]);
+  });
+});
+
 describe('destroy after a create that stopped part-way', SLOW, () => {
   it.each(stops)('stopped at %s: destroy removes our nodes and network, touches nothing else', async (_, setup, failure) => {
     const sandbox = makeSandbox();
@@ -257,7 +296,12 @@ describe('STATE_DIR that is not ours', SLOW, () => {
     ['a missing folder is created and marked', (d: string) => d, 'created'],
     ['an empty folder is adopted', (d: string) => (fs.mkdirSync(d), d), 'adopted'],
     ['a marked folder is ours', (d: string) => (fs.mkdirSync(d), fs.writeFileSync(path.join(d, STATE_DIR_MARKER), ''), fs.writeFileSync(path.join(d, 'x'), ''), d), 'ours'],
-    ['a folder of an earlier version (only our entries, no marker) is adopted', (d: string) => (fs.mkdirSync(d), fs.writeFileSync(path.join(d, 'kubeconfig'), ''), fs.mkdirSync(path.join(d, 'certs')), d), 'adopted'],
+    ['a folder of an earlier version (only our entries and our talos patches, no marker) is adopted', (d: string) => {
+      fs.mkdirSync(path.join(d, 'talos', 'patches'), { recursive: true });
+      fs.writeFileSync(path.join(d, 'talos', 'patches', 'registry-mirrors.yaml'), '');
+      fs.writeFileSync(path.join(d, 'kubeconfig'), '');
+      return d;
+    }, 'adopted'],
   ])('claimStateDir: %s', (_, make, want) => {
     const dir = make(path.join(makeSandbox().dir, 'st'));
     expect(claimStateDir(parseConfig({ STATE_DIR: dir }))).toBe(want);
@@ -274,6 +318,22 @@ describe('STATE_DIR that is not ours', SLOW, () => {
     const ok = await sandbox.run('talos');
     expect(ok.code, ok.stdout + ok.stderr).toBe(0);
     expect(fs.existsSync(path.join(sandbox.stateDir, STATE_DIR_MARKER))).toBe(true);
+  });
+
+  it('a folder holding only a kubeconfig and a talosconfig (someone else\'s cluster) is refused, and talos and destroy leave them', async () => {
+    const sandbox = makeSandbox();
+    const dir = path.join(sandbox.dir, 'homelab');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'kubeconfig'), 'homelab kubeconfig');
+    fs.writeFileSync(path.join(dir, 'talosconfig'), 'homelab talosconfig');
+    const before = snapshot(dir);
+    expect(() => claimStateDir(parseConfig({ STATE_DIR: dir }))).toThrow(/holds files with the names this platform uses \(kubeconfig, talosconfig\) but not its talos\/patches\/registry-mirrors.yaml/);
+    for (const args of [[], ['--destroy', '--yes']]) {
+      const res = await sandbox.run('talos', args, { STATE_DIR: dir });
+      expect(res.code).not.toBe(0);
+      expect(res.calls).toEqual([]);
+    }
+    expect(snapshot(dir)).toEqual(before);
   });
 
   it('claimStateDir refuses a file', () => {

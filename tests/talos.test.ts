@@ -392,7 +392,7 @@ describe('destroy, clean and kubeconfig', () => {
     const first = await sandbox.run('talos', ['--kubeconfig']);
     expect(first.code, first.stderr).toBe(0);
     expect(YAML.parse(fs.readFileSync(target, 'utf8')).contexts[0].name).toBe('admin@talos-local');
-    expect(fs.existsSync(`${target}.bak`)).toBe(true);
+    expect(fs.existsSync(`${target}.talos-local-observability.bak`)).toBe(true);
     const second = await sandbox.run('talos', ['--kubeconfig']);
     expect(second.stdout).toMatch(/✓ Context admin@talos-local .* unchanged/);
   });
@@ -429,6 +429,25 @@ describe('destroy, clean and kubeconfig', () => {
     expect(redeploy.code, redeploy.stderr).toBe(0);
     expect(callsOf(redeploy.calls, 'docker', 'run')).toHaveLength(0);
     expect(callsOf(redeploy.calls, 'docker', 'network', 'connect')).toHaveLength(6);
+  });
+
+  it("destroy leaves a kubeconfig entry that only shares our cluster's name, and a config.bak of the user's own", async () => {
+    const sandbox = await deployed();
+    const target = path.join(sandbox.home, '.kube', 'config');
+    fs.mkdirSync(path.dirname(target));
+    const theirs = YAML.stringify({
+      apiVersion: 'v1', kind: 'Config', 'current-context': 'admin@talos-local',
+      clusters: [{ name: 'talos-local', cluster: { server: 'https://192.168.1.50:6443', 'certificate-authority-data': 'aG9tZWxhYg==' } }],
+      users: [{ name: 'admin@talos-local', user: { 'client-certificate-data': 'aG9tZWxhYi11c2Vy', 'client-key-data': 'eA==' } }],
+      contexts: [{ name: 'admin@talos-local', context: { cluster: 'talos-local', user: 'admin@talos-local' } }],
+    });
+    fs.writeFileSync(target, theirs);
+    fs.writeFileSync(`${target}.bak`, 'my own backup');
+    const res = await sandbox.run('talos', ['--destroy', '--yes']);
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    expect(fs.readFileSync(target, 'utf8')).toBe(theirs);
+    expect(fs.readFileSync(`${target}.bak`, 'utf8')).toBe('my own backup');
+    expect(res.stdout).toMatch(/Context admin@talos-local .* unchanged \(none of ours there\)/);
   });
 
   it('clean also removes the registry, the caches, their volumes and the state dir', async () => {
