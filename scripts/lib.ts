@@ -545,6 +545,13 @@ export async function podDiagnostics(cfg: Config, namespaces: readonly string[],
   return out.join('\n');
 }
 
+/**
+ * `helm list` flags that show a release in whatever state its last revision is (a failed or
+ * half-done install too), the same on Helm 3 and 4: Helm 3 lists only deployed and failed releases
+ * by default and Helm 4 removed its `--all`, but both take these state filters.
+ */
+export const HELM_LIST_EVERY_STATE = ['--deployed', '--failed', '--pending', '--uninstalling', '--uninstalled', '--superseded'];
+
 export interface HelmReleaseSpec {
   release: string;
   namespace: string;
@@ -576,12 +583,22 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
   // Helm reads YAML 1.1, where an unquoted no/on/yes is a boolean: write it so that strings stay strings.
   writeFileAtomic(valuesFile, YAML.stringify(values, { version: '1.1' }));
 
-  const list = await helm(cfg, ['list', '--namespace', spec.namespace, '--filter', `^${spec.release}$`, '--output', 'json']);
+  const list = await helm(cfg, ['list', '--namespace', spec.namespace, '--filter', `^${spec.release}$`, ...HELM_LIST_EVERY_STATE, '--output', 'json']);
   const current = (JSON.parse(list.stdout || '[]') as { name: string; chart: string; status: string }[]).find(
     (r) => r.name === spec.release,
   );
   const wantChart = `${spec.chart.chart}-${spec.chart.version}`;
   let reason = 'not installed';
+  if (current?.status.startsWith('pending-')) {
+    // An earlier run stopped mid-operation; Helm refuses every upgrade until the release is settled.
+    const h = `helm --kubeconfig ${kubeconfigPath(cfg)} --namespace ${spec.namespace}`;
+    throw new UserError(
+      `release ${spec.release} is stuck in status ${current.status} (an earlier run was interrupted), and Helm refuses to change it until that is settled. ` +
+        (current.status === 'pending-install'
+          ? `Remove the half-installed release (\`${h} uninstall ${spec.release}\`) and run this again.`
+          : `Roll back to the last good revision (\`${h} rollback ${spec.release}\`) and run this again.`),
+    );
+  }
   if (current) {
     const got = await helm(cfg, ['get', 'values', spec.release, '--namespace', spec.namespace, '--output', 'json']);
     const deployedValues = JSON.parse(got.stdout || '{}') ?? {};

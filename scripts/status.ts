@@ -6,7 +6,7 @@
 // Tools: kubectl (get nodes, deployments, pods), helm 3.17+ or 4 (list).
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { type Config, PINNED, helm, isMain, kubeconfigPath, kubectl, loadConfig } from './lib.ts';
+import { type Config, HELM_LIST_EVERY_STATE, PINNED, helm, isMain, kubeconfigPath, kubectl, loadConfig } from './lib.ts';
 
 export type State = 'ok' | 'degraded' | 'down' | 'missing';
 export interface ComponentStatus {
@@ -31,12 +31,6 @@ export const RELEASES = [
   { release: 'grafana', namespace: 'monitoring', chart: PINNED.charts.grafana },
 ] as const;
 
-/**
- * `helm list` flags that show a release in whatever state its last revision is (a failed or
- * half-done install too), the same on Helm 3 and 4: Helm 3 lists only deployed and failed releases
- * by default and Helm 4 removed its `--all`, but both take these state filters.
- */
-export const HELM_LIST_EVERY_STATE = ['--deployed', '--failed', '--pending', '--uninstalling', '--uninstalled', '--superseded'];
 
 const isReady = (o: KObject) => (o.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True');
 const imageTag = (d: KObject | undefined) => String(d?.spec?.template?.spec?.containers?.[0]?.image ?? '').split(':').at(-1) || 'unknown';

@@ -303,6 +303,20 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(res.stdout).toMatch(/upgraded prometheus-29\.27\.0 \(values changed\)/);
   });
 
+  it.each([
+    ['pending-install', /stuck in status pending-install .*helm --kubeconfig \S+ --namespace monitoring uninstall grafana/],
+    ['pending-upgrade', /stuck in status pending-upgrade .*helm --kubeconfig \S+ --namespace monitoring rollback grafana/],
+  ])('a release left %s by an interrupted run: says how to settle it, changes nothing', async (status, want) => {
+    expect((await sandbox.run('observability')).code).toBe(0);
+    const state = sandbox.state();
+    state.helm.releases['monitoring/grafana'].status = status;
+    sandbox.scenario(state);
+    const res = await sandbox.run('observability');
+    expect(res.code).toBe(1);
+    expect(res.stdout + res.stderr).toMatch(want);
+    expect(upgrades(res.calls).map(releaseOf)).toEqual([]);
+  });
+
   it('a changed volume size stops before any change, with both ways out', async () => {
     expect((await sandbox.run('observability')).code).toBe(0);
     const res = await sandbox.run('observability', [], { LOKI_STORAGE: '8Gi' });
