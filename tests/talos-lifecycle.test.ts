@@ -2,9 +2,8 @@
 // run, destroying a cluster whose creation stopped anywhere, STATE_DIR ownership (a folder that is not
 // ours is never written to nor emptied), what destroy keeps, and the registry mirror patches.
 //
-// The schema test needs Talos' config schema at the pinned tag, which is not in the repository:
-//   git -C <mirror of siderolabs/talos> show v1.13.9:pkg/machinery/config/schemas/config.schema.json > /tmp/talos-config.schema.json
-//   (TALOS_SCHEMA overrides that default path)
+// The schema test reads Talos' machine-config schema from github.com/siderolabs/talos/pkg/machinery at
+// the pinned tag, which `npm test` fetches into Go's module cache (tests/tools/test-tools.mjs).
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,6 +13,8 @@ import { PINNED, STATE_DIR_MARKER, STATE_ENTRIES, claimStateDir, parseConfig } f
 import { GRAFANA_PASSWORD_FILE } from '../scripts/observability.ts';
 import { apiServerFromPorts, keptStateEntries, setKubeconfigServer, talosPatches } from '../scripts/talos.ts';
 import { PROJECT_DIR, type Sandbox, callsOf, makeSandbox, mutatingLines } from './helpers.ts';
+// @ts-expect-error: plain ESM module without types
+import { TALOS_MACHINERY, talosSchemaPath } from './tools/test-tools.mjs';
 
 const SLOW = { timeout: 120_000 };
 const cfg = parseConfig({ STATE_DIR: '/tmp/st', REGISTRY_PORT: '15001' });
@@ -421,8 +422,9 @@ describe('registry mirror patches', () => {
     expect(mirrors({ ...cfg, PULL_THROUGH_CACHE: false })).toEqual([expect.objectContaining({ name: 'localhost:15001', skipFallback: true })]);
   });
 
-  const schemaFile = process.env.TALOS_SCHEMA ?? '/tmp/talos-config.schema.json';
-  it.skipIf(!fs.existsSync(schemaFile))(`every field is one Talos ${PINNED.talos}'s RegistryMirrorConfig schema defines, of its type`, () => {
+  const schemaFile = talosSchemaPath();
+  it('reads the schema of the Talos the platform pins', () => expect(TALOS_MACHINERY.version).toBe(PINNED.talos));
+  it(`every field is one Talos ${PINNED.talos}'s RegistryMirrorConfig schema defines, of its type`, () => {
     const def = JSON.parse(fs.readFileSync(schemaFile, 'utf8')).$defs['cri.RegistryMirrorConfigV1Alpha1'];
     expect(def.additionalProperties).toBe(false);
     const jsonType = (v: unknown) => (Array.isArray(v) ? 'array' : typeof v === 'object' ? 'object' : typeof v);

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TEST_TOOLS, TOOLS_BIN, toolProblems, versionOutput } from './test-tools.mjs';
+import { TALOS_MACHINERY, TEST_TOOLS, TOOLS_BIN, talosSchemaPath, toolProblems, versionOutput } from './test-tools.mjs';
 
 const projectDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -30,15 +30,20 @@ if (!fs.existsSync(installed) || fs.statSync(installed).mtimeMs < fs.statSync(pa
 }
 
 const missing = TEST_TOOLS.filter((t) => toolProblems([t]).length > 0);
-if (missing.length === 0) process.exit(0);
+const schemaMissing = !fs.existsSync(talosSchemaPath());
+if (missing.length === 0 && !schemaMissing) process.exit(0);
 
 const go = spawnSync('go', ['version'], { encoding: 'utf8' });
 if (go.status !== 0) {
   console.error(
-    `✗ the tests need ${missing.map((t) => `${t.name} ${t.version}`).join(', ')}, built once with Go into ${TOOLS_BIN}, ` +
+    `✗ the tests need ${[...missing.map((t) => `${t.name} ${t.version}`), ...(schemaMissing ? [`${TALOS_MACHINERY.module}@${TALOS_MACHINERY.version}`] : [])].join(', ')}, built or fetched once with Go (into ${TOOLS_BIN} and Go's module cache), ` +
       'but `go` is not on PATH. Install Go 1.25 or newer (https://go.dev/doc/install, or `brew install go`), then run `npm test` again.',
   );
   process.exit(1);
+}
+if (schemaMissing) {
+  const s = run('go', ['mod', 'download', `${TALOS_MACHINERY.module}@${TALOS_MACHINERY.version}`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  console.log(`✓ ${TALOS_MACHINERY.module}@${TALOS_MACHINERY.version}: Talos's machine-config schema (${s}s)`);
 }
 fs.mkdirSync(TOOLS_BIN, { recursive: true });
 for (const t of missing) {

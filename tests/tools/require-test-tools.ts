@@ -1,10 +1,12 @@
 // vitest globalSetup: stops the run before any test when a real tool the tests need is missing or
 // at another version, and says how to get it. No test skips for a missing tool.
+import fs from 'node:fs';
 // @ts-expect-error: plain ESM module without types
-import { TOOLS_BIN, toolProblems } from './test-tools.mjs';
+import { TALOS_MACHINERY, TOOLS_BIN, talosSchemaPath, toolProblems } from './test-tools.mjs';
 
 export default function requireTestTools(): void {
   const problems: string[] = toolProblems();
+  if (!fs.existsSync(talosSchemaPath())) problems.push(`${TALOS_MACHINERY.module}@${TALOS_MACHINERY.version}: not in Go's module cache`);
   if (problems.length) {
     throw new Error(
       `the tests need real tools in ${TOOLS_BIN}:\n  ${problems.join('\n  ')}\n` +

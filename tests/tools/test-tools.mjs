@@ -6,6 +6,8 @@
 //   task        3.54.0  the Taskfile tests (`task --list`, `task --dry deploy`, preconditions)
 //   prometheus  3.14.0  the data-path tests: the major the platform deploys (chart 29.27.0)
 //   promtool    3.14.0  `promtool check metrics|rules` on the sample app and the dashboards
+// and one Go module read as data: Talos's machinery at the pinned Talos tag, for its machine-config
+// JSON schema (the config patches are checked against it).
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,6 +40,16 @@ export const TEST_TOOLS = [
     },
   })),
 ];
+
+/** github.com/siderolabs/talos/pkg/machinery at the Talos tag the platform pins (PINNED.talos). */
+export const TALOS_MACHINERY = { module: 'github.com/siderolabs/talos/pkg/machinery', version: 'v1.13.9' };
+
+/** Where the Go module cache keeps Talos's machine-config schema, or '' without Go. */
+export function talosSchemaPath() {
+  const r = spawnSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' });
+  if (r.status !== 0) return '';
+  return path.join(r.stdout.trim(), `${TALOS_MACHINERY.module}@${TALOS_MACHINERY.version}`, 'config', 'schemas', 'config.schema.json');
+}
 
 /** What `<tool> --version` prints, or '' when it does not run. */
 export const versionOutput = (tool) => {
