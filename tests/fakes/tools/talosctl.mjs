@@ -204,13 +204,15 @@ function clusterCreate(rest, ctx) {
 /**
  * `talosctl cluster destroy` as in v1.13.9: it reads state.yaml first (so a create that stopped
  * before every node existed cannot be destroyed with it), then removes every container labelled
- * talos.owned=true and talos.cluster.name=<name>, then the network with those labels, then the state.
+ * talos.owned=true and talos.cluster.name=<name>, then the network with those labels, then the whole
+ * --state folder.
  */
 function clusterDestroy(rest, ctx) {
   const { state, out, err } = ctx;
   const { flags } = parseArgs(rest, ['--name', '--state', '--provisioner']);
   const name = one(flags, '--name') ?? 'talos-default';
-  const clusterState = path.join(one(flags, '--state') ?? path.join(os.homedir(), '.talos', 'clusters'), name);
+  const stateRoot = one(flags, '--state') ?? path.join(os.homedir(), '.talos', 'clusters');
+  const clusterState = path.join(stateRoot, name);
   if (!fs.existsSync(clusterState)) {
     err(`failed to read cluster state: cluster "${name}" not found: stat ${clusterState}: no such file or directory\n`);
     return 1;
@@ -231,12 +233,14 @@ function clusterDestroy(rest, ctx) {
   for (const net of Object.values(d.networks).filter((x) => ours(x.labels))) {
     if (Object.values(d.containers).some((c) => net.name in c.networks)) {
       err(`1 error occurred:\n\t* Error response from daemon: error while removing network: network ${net.name} id net-${net.name} has active endpoints\n\n`);
-      if (flags['--force'] || flags['-f']) fs.rmSync(clusterState, { recursive: true, force: true });
+      if (flags['--force'] || flags['-f']) fs.rmSync(stateRoot, { recursive: true, force: true });
       return 1;
     }
     delete d.networks[net.name];
   }
-  fs.rmSync(clusterState, { recursive: true, force: true });
+  // Destroy removes the cluster's StatePath, which Reflect sets to the --state folder itself, not
+  // <state>/<name> (pkg/provision/providers/docker/reflect.go, destroy.go, result.go at v1.13.9).
+  fs.rmSync(stateRoot, { recursive: true, force: true });
   return 0;
 }
 
