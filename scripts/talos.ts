@@ -26,7 +26,9 @@
 // stopped nodes are started; a half-created or differently-shaped cluster is explained with the
 // command that fixes it. Everything it generates stays in STATE_DIR: talosconfig, kubeconfig
 // (pointed at the API port Docker publishes, also when fetched again), talos/patches/*.yaml (the
-// config patches) and talos/clusters (talosctl's own state).
+// config patches), talos/clusters (talosctl's own state) and talos/docker-endpoint (the Docker it
+// was created through: when the docker CLI later points elsewhere, create and destroy stop rather
+// than drop the credentials of a cluster that may still run there).
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
