@@ -27,6 +27,7 @@ import {
   check,
   isMain,
   kubectl,
+  namesAddress,
   note,
   podDiagnostics,
   renderTemplate,
@@ -76,7 +77,7 @@ export function contentHash(dir: string): string {
 export const imageRef = (cfg: Pick<Config, 'REGISTRY_PORT'>, tag: string) => `localhost:${cfg.REGISTRY_PORT}/${REPOSITORY}:${tag}`;
 
 /** Where the host reaches the registry's HTTP API. */
-export const registryUrl = (cfg: Pick<Config, 'HOST_IP' | 'REGISTRY_PORT'>) => `http://${cfg.HOST_IP}:${cfg.REGISTRY_PORT}`;
+export const registryUrl = (cfg: Pick<Config, 'HOST_IP' | 'REGISTRY_PORT'>) => `http://${namesAddress(cfg.HOST_IP)}:${cfg.REGISTRY_PORT}`;
 
 /**
  * The manifests with the image filled in: the namespace, the app (Deployment, Service) and the

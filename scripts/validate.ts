@@ -46,6 +46,7 @@ import {
   check,
   isMain,
   kubectl,
+  namesAddress,
   note,
   podDiagnostics,
   requireCluster,
@@ -769,7 +770,7 @@ export async function diagnostics(cfg: Config, prom: Target | undefined): Promis
 
 /** The route targets: https://<name>.<DOMAIN>, dialled at HOST_IP:HTTPS_PORT, trusting only our CA. */
 export function routeTargets(cfg: Config, ca: string): Record<RouteName, Target> {
-  const t = (name: string): Target => ({ url: `https://${name}.${cfg.DOMAIN}`, ca, connect: { host: cfg.HOST_IP, port: cfg.HTTPS_PORT } });
+  const t = (name: string): Target => ({ url: `https://${name}.${cfg.DOMAIN}`, ca, connect: { host: namesAddress(cfg.HOST_IP), port: cfg.HTTPS_PORT } });
   return { grafana: t('grafana'), prometheus: t('prometheus'), traefik: t('traefik'), app: t('app') };
 }
 
@@ -848,7 +849,7 @@ async function validate(cfg: Config): Promise<void> {
   }, false);
   // 3. Routes
   for (const r of ROUTES) {
-    await verify(`Route https://${r.name}.${cfg.DOMAIN}${r.path} via ${cfg.HOST_IP}:${cfg.HTTPS_PORT}`, () => checkRoute(routes[r.name], r.path));
+    await verify(`Route https://${r.name}.${cfg.DOMAIN}${r.path} via ${namesAddress(cfg.HOST_IP)}:${cfg.HTTPS_PORT}`, () => checkRoute(routes[r.name], r.path));
   }
   // 4. Prometheus
   await verify('Prometheus: every Ready sample app pod scraped (up == 1) with namespace, pod, container, node, job', async () =>

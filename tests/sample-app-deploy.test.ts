@@ -18,6 +18,7 @@ import {
   contextFiles,
   imageRef,
   registryHasTag,
+  registryUrl,
   renderManifests,
 } from '../scripts/sample-app.ts';
 import { PROJECT_DIR, type Sandbox, callsOf, isMutating, makeSandbox } from './helpers.ts';
@@ -27,6 +28,17 @@ const TAG = contentHash(APP_DIR);
 // ---------------------------------------------------------------------------------------------
 // The image tag
 // ---------------------------------------------------------------------------------------------
+
+describe('registryUrl (where this machine asks the local registry for a tag)', () => {
+  it.each([
+    ['127.0.0.1', 'http://127.0.0.1:5001'],
+    ['192.168.1.20', 'http://192.168.1.20:5001'],
+    // Published on every address: ask the loopback one, not the "any" address.
+    ['0.0.0.0', 'http://127.0.0.1:5001'],
+  ])('HOST_IP=%s -> %s', (HOST_IP, want) => {
+    expect(registryUrl({ HOST_IP, REGISTRY_PORT: 5001 })).toBe(want);
+  });
+});
 
 describe('content hash (the image tag)', () => {
   const copy = () => {
