@@ -281,7 +281,9 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     for (const job of ['kube-controller-manager', 'kube-scheduler', 'integrations/kubernetes/kube-proxy', 'integrations/kubernetes/cadvisor', 'integrations/kubernetes/kubelet', 'integrations/kubernetes/kube-state-metrics', 'integrations/node_exporter', 'integrations/alloy', 'integrations/etcd']) {
       expect(metrics, job).toContain(`"${job}"`);
     }
+    // Every series and every stream carries cluster=<CLUSTER_NAME> (external labels), as the catalogue says.
     expect(metrics).toContain('"cluster" = "render-check"');
+    expect(logs).toMatch(/external_labels = \{\s*"cluster" = "render-check"/);
     expect(logs).toContain(`url = "${LOKI_PUSH_URL}"`);
     // pod stays a stream label: not moved into structured metadata.
     expect(logs).not.toMatch(/"pod" = "pod"/);
