@@ -11,7 +11,7 @@
 // Tools: kubectl (get pods -A, get --raw on the prometheus-server service proxy).
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { CommandError, type Config, isMain, kubeconfigPath, kubectl, loadConfig } from './lib.ts';
+import { CommandError, type Config, isMain, kubeconfigPath, kubectl, loadConfig, parseQuantity } from './lib.ts';
 
 /** prometheus-community/prometheus' Service (the contract in helm-values/prometheus.yaml), through the API server. */
 export const PROMETHEUS_PROXY = '/api/v1/namespaces/monitoring/services/prometheus-server:80/proxy';
@@ -21,18 +21,6 @@ export const USE_QUERIES = {
   memoryBytes: 'sum by (namespace, pod) (container_memory_working_set_bytes{container!=""})',
   cpuCores: 'sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{container!=""}[5m]))',
 } as const;
-
-const SUFFIX: Record<string, number> = {
-  '': 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
-  Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
-};
-
-/** A Kubernetes quantity ("100m", "1.5", "512Mi", "1G", "1e3") as a plain number (cores, bytes). */
-export function parseQuantity(raw: string | number): number {
-  const m = /^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:([eE][+-]?\d+)|(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?)$/.exec(String(raw).trim());
-  if (!m) throw new Error(`not a Kubernetes quantity: ${JSON.stringify(raw)}`);
-  return Number(m[1] + (m[2] ?? '')) * SUFFIX[m[3] ?? ''];
-}
 
 export interface PodSpecJson {
   metadata: { namespace: string; name: string; labels?: Record<string, string> };

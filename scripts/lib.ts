@@ -12,6 +12,8 @@
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
 //     (✓ or ✗ with its duration), and a summary at the end;
 //   - runsInWsl(): whether this Linux runs under WSL (hosts and trust-ca say what Windows needs);
+//   - parseQuantity()/quantityMiB(): Kubernetes quantities (requests, limits, volume sizes) as numbers;
+//   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
 //   - small shared actions: applyManifests() (diff first, apply only the difference),
 //     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
@@ -112,18 +114,21 @@ const ipv4 = (raw: string) => {
 };
 /** An IPv4 address as a number (for subnet arithmetic). */
 export const ipv4Number = (ip: string) => ip.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
-/** Whether an address (as a number) lies in network/bits. */
-const inSubnet = (n: number, network: string, bits: number) =>
-  Math.floor(n / 2 ** (32 - bits)) === Math.floor(ipv4Number(network) / 2 ** (32 - bits));
-const PRIVATE_RANGES = [['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16]] as const;
+/** First and last address of a subnet such as 10.5.0.0/24, as numbers. */
+export function subnetRange(cidr: string): [number, number] {
+  const [address, bits] = cidr.split('/');
+  const first = ipv4Number(address);
+  return [first, first + 2 ** (32 - Number(bits)) - 1];
+}
+const PRIVATE_RANGES = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'].map(subnetRange);
 /** A private IPv4 network of /16 to /24 written with its network address, such as 10.5.0.0/24. */
 const privateSubnet = (raw: string) => {
   const m = /^([\d.]+)\/(\d{1,2})$/.exec(raw);
   if (!m || !ipv4(m[1])) return undefined;
   const bits = Number(m[2]);
-  const n = ipv4Number(m[1]);
-  const isNetworkAddress = n % 2 ** (32 - bits) === 0;
-  const isPrivate = PRIVATE_RANGES.some(([network, len]) => bits >= len && inSubnet(n, network, len));
+  const [first, last] = subnetRange(raw);
+  const isNetworkAddress = first % 2 ** (32 - bits) === 0;
+  const isPrivate = PRIVATE_RANGES.some(([start, end]) => first >= start && last <= end);
   return bits >= 16 && bits <= 24 && isNetworkAddress && isPrivate ? raw : undefined;
 };
 
@@ -245,6 +250,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return parseConfig({ ...fromFile, ...env });
 }
 
+const QUANTITY_SUFFIX: Record<string, number> = {
+  '': 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
+  Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
+};
+
+/** A Kubernetes quantity ("100m", "1.5", "512Mi", "1G", "1e3") as a plain number (cores, bytes). */
+export function parseQuantity(raw: string | number): number {
+  const m = /^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:([eE][+-]?\d+)|(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?)$/.exec(String(raw).trim());
+  if (!m) throw new Error(`not a Kubernetes quantity: ${JSON.stringify(raw)}`);
+  return Number(m[1] + (m[2] ?? '')) * QUANTITY_SUFFIX[m[3] ?? ''];
+}
+
+/** A volume size of the config (10Gi, 512Mi) in MiB. */
+export const quantityMiB = (raw: string) => parseQuantity(raw) / 2 ** 20;
+
 /** Path of a file in the state directory. */
 export const statePath = (cfg: Config, ...parts: string[]) => path.join(cfg.stateDir, ...parts);
 
@@ -284,8 +304,7 @@ export function stateDirProblem(cfg: Config): string | undefined {
   if (!fs.existsSync(cfg.stateDir)) return undefined;
   if (!fs.statSync(cfg.stateDir).isDirectory()) return `STATE_DIR="${cfg.STATE_DIR}" (${cfg.stateDir}) is a file, not a folder. ${fix}`;
   const entries = fs.readdirSync(cfg.stateDir);
-  if (entries.includes(STATE_DIR_MARKER)) return undefined;
-  if (entries.length === 0) return undefined;
+  if (entries.length === 0 || entries.includes(STATE_DIR_MARKER)) return undefined;
   const foreign = entries.filter((e) => !(STATE_ENTRIES as readonly string[]).includes(e));
   if (foreign.length === 0 && fs.existsSync(path.join(cfg.stateDir, EARLIER_STATE_PROOF))) return undefined;
   const what = foreign.length
@@ -502,7 +521,7 @@ export function unreadyPods(pods: PodJson[]): { namespace: string; name: string;
 const lastLines = (text: string, n: number) => text.trim().split('\n').filter(Boolean).slice(-n);
 
 /** What a failed command itself said (kubectl's "Error from server …"), rather than our "command failed" line. */
-const failureReason = (err: unknown) => (err instanceof CommandError && err.output.trim() ? err.output.trim() : (err as Error).message);
+export const failureReason = (err: unknown) => (err instanceof CommandError && err.output.trim() ? err.output.trim() : (err as Error).message);
 
 /**
  * What a user needs when pods do not become ready: every unready pod of these namespaces with its
@@ -663,9 +682,9 @@ export const note = (text: string) => console.log(`  ${kleur.cyan('›')} ${text
 export const warn = (text: string) => console.log(`  ${kleur.yellow('!')} ${text}`);
 
 /**
- * Runs a phase: loads config, checks that the state directory is not someone else's (checkStateDir), runs body, prints the
- * summary, and records the phase's result in the state directory's phases.log (read by
- * `task deploy`'s closing summary). Exits non-zero on failure.
+ * Runs a phase: loads config, checks that the state directory is not someone else's
+ * (checkStateDir), runs body, prints the summary, and records the phase's result in the state
+ * directory's phases.log (read by `task deploy`'s closing summary). Exits non-zero on failure.
  */
 export async function runPhase(phase: string, body: (cfg: Config) => Promise<void>): Promise<void> {
   if (process.env.NO_COLOR) kleur.enabled = false;

@@ -36,6 +36,7 @@ import {
   UserError,
   applyManifests,
   check,
+  failureReason,
   helm,
   helmRelease,
   ingressUrl,
@@ -45,6 +46,7 @@ import {
   mergeValues,
   note,
   podDiagnostics,
+  quantityMiB,
   readProjectYaml,
   requireCluster,
   runPhase,
@@ -116,10 +118,7 @@ const PROMETHEUS_VOLUME_SHARE = 0.8;
  * it, in Prometheus' units (MB = 2^20 bytes). local-path volumes have no quota, so this is the bound.
  */
 export function prometheusRetentionSize(storage: string): string {
-  const m = /^(\d+)(Gi|Mi)$/.exec(storage);
-  if (!m) throw new Error(`not a volume size: ${storage}`);
-  const mib = Number(m[1]) * (m[2] === 'Gi' ? 1024 : 1);
-  return `${Math.floor(mib * PROMETHEUS_VOLUME_SHARE)}MB`;
+  return `${Math.floor(quantityMiB(storage) * PROMETHEUS_VOLUME_SHARE)}MB`;
 }
 
 /** Builds a nested object from a key path: ['a','b'] + v -> {a: {b: v}}. */
@@ -344,14 +343,13 @@ export function alloyStatusLines(alloys: AlloyJson[]): string[] {
 
 /** What the operator made of the Alloy objects: their status and its last log lines. Never throws. */
 async function alloyOperatorDiagnostics(cfg: Config): Promise<string> {
-  const reason = (err: unknown) => (err as Error).message.split('\n').slice(1).join(' ').trim() || (err as Error).message;
   const lines = await kubectl(cfg, ['get', ALLOY_OPERATOR.resource, '--namespace', NAMESPACE, '--output', 'json']).then(
     (r) => alloyStatusLines(JSON.parse(r.stdout).items ?? []),
-    (err: unknown) => [`cannot read the Alloy objects: ${reason(err)}`],
+    (err: unknown) => [`cannot read the Alloy objects: ${failureReason(err)}`],
   );
   const log = await kubectl(cfg, ['logs', '--selector', ALLOY_OPERATOR.podSelector, '--namespace', NAMESPACE, '--tail', '20']).then(
     (r) => r.stdout.trim().split('\n').filter(Boolean).map((l) => `alloy-operator log: ${l}`),
-    (err: unknown) => [`alloy-operator log unavailable: ${reason(err)}`],
+    (err: unknown) => [`alloy-operator log unavailable: ${failureReason(err)}`],
   );
   return [...lines, ...(log.length ? log : ['alloy-operator log: (empty; is the operator running? see the pods below)'])].join('\n');
 }

@@ -49,11 +49,13 @@ import {
   isMain,
   kubeconfigPath,
   kubectl,
+  quantityMiB,
   note,
   run,
   check,
   runPhase,
   statePath,
+  subnetRange,
   step,
   warn,
   writeFileAtomic,
@@ -62,13 +64,6 @@ import {
 // ---------------------------------------------------------------------------------------------
 // Desired state (pure)
 // ---------------------------------------------------------------------------------------------
-
-/** First and last address of a subnet such as 10.5.0.0/24, as numbers. */
-function subnetRange(cidr: string): [number, number] {
-  const [address, bits] = cidr.split('/');
-  const first = ipv4Number(address);
-  return [first, first + 2 ** (32 - Number(bits)) - 1];
-}
 
 const ipv4Text = (n: number) => [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
 
@@ -277,7 +272,6 @@ export function installHint(tool: string, platform: NodeJS.Platform, cfg: Config
   }
 }
 
-const sizeMiB = (quantity: string) => Number(quantity.slice(0, -2)) * (quantity.endsWith('Gi') ? 1024 : 1);
 
 export interface Resources {
   memoryMiB: number;
@@ -313,7 +307,7 @@ export function requiredResources(cfg: Config): Resources {
   return {
     memoryMiB: m.controlplane + cfg.WORKERS * m.worker + m.workloads + m.helpers,
     cpus: Math.max(cfg.CONTROLPLANE_CPUS, cfg.WORKER_CPUS),
-    diskMiB: 10 * 1024 + sizeMiB(cfg.PROMETHEUS_STORAGE) + sizeMiB(cfg.LOKI_STORAGE),
+    diskMiB: 10 * 1024 + quantityMiB(cfg.PROMETHEUS_STORAGE) + quantityMiB(cfg.LOKI_STORAGE),
   };
 }
 
@@ -618,8 +612,11 @@ interface Current {
   helpers: ContainerRow[];
 }
 
+/** The labels talosctl puts on a cluster's containers and network, and finds and removes them by. */
+const talosLabels = (cfg: Config) => ['talos.owned=true', `talos.cluster.name=${cfg.CLUSTER_NAME}`];
+
 const readCurrent = async (cfg: Config): Promise<Current> => ({
-  nodes: await dockerPs(`talos.cluster.name=${cfg.CLUSTER_NAME}`),
+  nodes: await dockerPs(...talosLabels(cfg)),
   helpers: await dockerPs(`${OWNER_LABEL}=${cfg.CLUSTER_NAME}`),
 });
 
@@ -816,19 +813,18 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
   return { current, dockerHost };
 }
 
-/** Whether the cluster's Docker network exists (found by talosctl's label, as talosctl finds it). */
-async function clusterNetworkExists(cfg: Config): Promise<boolean> {
-  const ls = await run('docker', ['network', 'ls', '--filter', `label=talos.cluster.name=${cfg.CLUSTER_NAME}`, '--format', '{{json .}}']);
-  return ls.stdout.trim() !== '';
+/** The names of the cluster's Docker networks, found by talosctl's labels as talosctl finds and removes them. */
+async function clusterNetworks(cfg: Config): Promise<string[]> {
+  const ls = await run('docker', ['network', 'ls', ...talosLabels(cfg).flatMap((l) => ['--filter', `label=${l}`]), '--format', '{{.Name}}']);
+  return ls.stdout.split('\n').filter(Boolean);
 }
 
 async function ensureNetwork(cfg: Config): Promise<void> {
   await step(`Docker network ${cfg.CLUSTER_NAME} (${cfg.CLUSTER_SUBNET})`, async () => {
-    if (await clusterNetworkExists(cfg)) return 'already exists';
+    if ((await clusterNetworks(cfg)).length) return 'already exists';
     await run('docker', [
       'network', 'create',
-      '--label', 'talos.owned=true',
-      '--label', `talos.cluster.name=${cfg.CLUSTER_NAME}`,
+      ...talosLabels(cfg).flatMap((l) => ['--label', l]),
       '--subnet', cfg.CLUSTER_SUBNET,
       '--opt', 'com.docker.network.driver.mtu=1500',
       cfg.CLUSTER_NAME,
@@ -1005,16 +1001,17 @@ const userKubeconfigBackup = () => `${userKubeconfig()}.talos-local-observabilit
  */
 export function ownKubeconfigEntries(userText: string, ours: Kubeconfig): { clusters: string[]; users: string[]; contexts: string[] } {
   const user = (YAML.parse(userText) ?? {}) as Kubeconfig;
-  const same = (section: 'clusters' | 'users', field: string) =>
+  // Entries of a section whose body (its `cluster:` or `user:` map) has the same value for field.
+  const same = (section: 'clusters' | 'users', body: 'cluster' | 'user', field: string) =>
     (ours[section] ?? [])
       .filter((o) => {
-        const mine = (o[section === 'clusters' ? 'cluster' : 'user'] as Record<string, unknown> | undefined)?.[field];
-        const theirs = (user[section] ?? []).find((u) => u.name === o.name)?.[section === 'clusters' ? 'cluster' : 'user'] as Record<string, unknown> | undefined;
+        const mine = (o[body] as Record<string, unknown> | undefined)?.[field];
+        const theirs = (user[section] ?? []).find((u) => u.name === o.name)?.[body] as Record<string, unknown> | undefined;
         return mine !== undefined && theirs?.[field] === mine;
       })
       .map((o) => o.name);
-  const clusters = same('clusters', 'certificate-authority-data');
-  const users = same('users', 'client-certificate-data');
+  const clusters = same('clusters', 'cluster', 'certificate-authority-data');
+  const users = same('users', 'user', 'client-certificate-data');
   const contexts = (ours.contexts ?? [])
     .filter((o) => {
       const theirs = (user.contexts ?? []).find((u) => u.name === o.name)?.context as { cluster?: string; user?: string } | undefined;
@@ -1074,11 +1071,9 @@ async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void>
     return attached.length ? `detached ${attached.length}` : 'unchanged (none attached)';
   });
   await step(`Talos cluster ${cfg.CLUSTER_NAME}`, async () => {
-    // What talosctl would remove: containers and networks with both of its labels.
-    const owned = [`talos.owned=true`, `talos.cluster.name=${cfg.CLUSTER_NAME}`];
-    const nodes = (await dockerPs(...owned)).map((n) => n.Names);
-    const networks = (await run('docker', ['network', 'ls', ...owned.flatMap((l) => ['--filter', `label=${l}`]), '--format', '{{.Name}}'])).stdout
-      .split('\n').filter(Boolean);
+    // What talosctl would remove: containers (read above) and networks with both of its labels.
+    const nodes = current.nodes.map((n) => n.Names);
+    const networks = await clusterNetworks(cfg);
     // talosctl reads only DOCKER_HOST: give it the docker CLI's endpoint, as for create.
     const { host } = await dockerEndpoint();
     const elsewhere = nodes.length === 0 ? otherDockerProblem(cfg, readRecordedEndpoint(cfg), host) : undefined;

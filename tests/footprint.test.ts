@@ -10,7 +10,6 @@ import {
   footprintRows,
   formatFootprint,
   nodesMemoryMiB,
-  parseQuantity,
   podUse,
   vectorByPod,
 } from '../scripts/footprint.ts';
@@ -57,25 +56,6 @@ const MEMORY_USE = {
 };
 const CPU_USE = { 'monitoring/prometheus-server-5d8f-abcde': 0.05, 'monitoring/loki-0': 0.02, 'kube-system/kube-apiserver-talos-local-controlplane-1': 0.15 };
 const queryPath = (expr: string) => `${PROMETHEUS_PROXY}/api/v1/query?query=${encodeURIComponent(expr)}`;
-
-describe('parseQuantity', () => {
-  it.each<[string, number]>([
-    ['100m', 0.1],
-    ['2', 2],
-    ['1.5', 1.5],
-    ['512Mi', 512 * Mi],
-    ['1Gi', 1024 * Mi],
-    ['128974848', 128974848],
-    ['129M', 129e6],
-    ['1e3', 1000],
-    ['64Ki', 65536],
-  ])('%s is %d', (raw, want) => {
-    expect(parseQuantity(raw)).toBeCloseTo(want, 6);
-  });
-  it.each(['', '1 Gi', 'lots', '1Gb', '--1'])('refuses %j', (raw) => {
-    expect(() => parseQuantity(raw)).toThrow(/not a Kubernetes quantity/);
-  });
-});
 
 describe('componentOf', () => {
   it.each<[Record<string, string>, string]>([

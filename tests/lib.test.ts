@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CommandError, commandLine, ingressUrl, mergeValues, parseConfig, podDiagnostics, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
+import { CommandError, commandLine, ingressUrl, mergeValues, parseConfig, parseQuantity, podDiagnostics, quantityMiB, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
 import { firstVisitLine, summaryLines } from '../scripts/summary.ts';
 import { deployedCluster, podObj } from './fixtures/validate/cluster.ts';
 import { FAKE_BIN, makeSandbox } from './helpers.ts';
@@ -25,6 +25,28 @@ describe('firstVisitLine', () => {
     [{ DOMAIN: 'local.dev', HTTPS_PORT: 8443, HOST_IP: '0.0.0.0' }, /^Open https:\/\/grafana\.local\.dev:8443\/ after `task hosts` \(the names must resolve to 127\.0\.0\.1\) — .*`task trust-ca`/],
   ])('%j', (cfg, want) => {
     expect(firstVisitLine(cfg)).toMatch(want);
+  });
+});
+
+describe('parseQuantity', () => {
+  it.each<[string, number]>([
+    ['100m', 0.1],
+    ['2', 2],
+    ['1.5', 1.5],
+    ['512Mi', 512 * 2 ** 20],
+    ['1Gi', 2 ** 30],
+    ['128974848', 128974848],
+    ['129M', 129e6],
+    ['1e3', 1000],
+    ['64Ki', 65536],
+  ])('%s is %d', (raw, want) => {
+    expect(parseQuantity(raw)).toBeCloseTo(want, 6);
+  });
+  it.each([['10Gi', 10240], ['512Mi', 512]])('%s is %d MiB (a volume size of the config)', (raw, want) => {
+    expect(quantityMiB(raw)).toBe(want);
+  });
+  it.each(['', '1 Gi', 'lots', '1Gb', '--1'])('refuses %j', (raw) => {
+    expect(() => parseQuantity(raw)).toThrow(/not a Kubernetes quantity/);
   });
 });
 

@@ -1,6 +1,6 @@
 // Rendered Kubernetes workloads, read for their resources: shared by the render tests
 // (tests/observability-render.test.ts, tests/manifests-upstream.test.ts).
-import { parseQuantity } from '../scripts/footprint.ts';
+import { parseQuantity } from '../scripts/lib.ts';
 
 export interface K8sObject {
   kind: string;
