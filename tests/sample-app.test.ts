@@ -258,6 +258,87 @@ describe('sample app (real process)', { timeout: 60000 }, () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
   });
 
+  it('POST /admin/errors fails that share of /api/* requests for that long, uncounted itself; DELETE ends it', async () => {
+    const app = await start({ FAIL_RATE: '0', SLOW_RATE: '0', SLOW_MS: '50' });
+    const admin = async (method: string, query = '') => {
+      const res = await fetch(`${app.base}${ROUTES.adminErrors}${query}`, { method });
+      return { status: res.status, body: await res.json() };
+    };
+    expect((await get(app, '/api/orders')).status).toBe(200);
+
+    const before = Date.now();
+    const started = await admin('POST', '?ratio=1&seconds=60');
+    expect(started.status).toBe(200);
+    expect(Object.keys(started.body)).toEqual(['ratio', 'until']);
+    expect(started.body.ratio).toBe(1);
+    const until = Date.parse(started.body.until);
+    expect(new Date(until).toISOString()).toBe(started.body.until);
+    expect(until).toBeGreaterThanOrEqual(before + 60000);
+    expect(until).toBeLessThanOrEqual(Date.now() + 60000);
+
+    // /api/* fails; the rest does not.
+    expect((await get(app, '/api/orders')).status).toBe(500);
+    expect((await get(app, '/api/slow')).status).toBe(500);
+    expect((await get(app, '/')).status).toBe(200);
+    expect((await get(app, '/healthz')).status).toBe(200);
+
+    expect(await admin('DELETE')).toEqual({ status: 200, body: { ratio: 0, until: null } });
+    expect((await get(app, '/api/orders')).status).toBe(200);
+
+    const { samples } = parseExposition((await get(app, '/metrics')).body);
+    const R = REQUEST_METRICS;
+    expect(value(samples, R.requests, { route: '/api/orders', status: '500' })).toBe(1);
+    expect(value(samples, R.errors, { route: '/api/slow' })).toBe(1);
+    expect(value(samples, R.requests, {})).toBe(5);
+    expect(samples.filter((s) => s.name.startsWith('http_request') && s.labels.route === ROUTES.adminErrors)).toEqual([]);
+    await waitFor(() => requestLogs(app).filter((l) => l.route === ROUTES.adminErrors).length === 2);
+    const failed = requestLogs(app).find((l) => l.route === '/api/slow')!;
+    expect(failed).toMatchObject({ level: 'error', status: 500 });
+    expect(failed.error.message).toMatch(/injected error/);
+  });
+
+  it('error injection ends by itself after its seconds, and fails about its ratio of requests', async () => {
+    const app = await start({ FAIL_RATE: '0', SLOW_RATE: '0' });
+    expect((await fetch(`${app.base}${ROUTES.adminErrors}?ratio=1&seconds=1`, { method: 'POST' })).status).toBe(200);
+    expect((await get(app, '/api/orders')).status).toBe(500);
+    await new Promise((res) => setTimeout(res, 1100));
+    expect((await get(app, '/api/orders')).status).toBe(200);
+
+    expect((await fetch(`${app.base}${ROUTES.adminErrors}?ratio=0.5&seconds=60`, { method: 'POST' })).status).toBe(200);
+    const statuses: number[] = [];
+    for (let i = 0; i < 200; i++) statuses.push((await get(app, '/api/orders')).status);
+    const failures = statuses.filter((s) => s === 500).length;
+    expect(failures).toBeGreaterThan(70);
+    expect(failures).toBeLessThan(130);
+    expect(statuses.filter((s) => s !== 500 && s !== 200)).toEqual([]);
+  });
+
+  it.each([
+    ['?seconds=60', 'ratio', /ratio="" is not allowed/],
+    ['?ratio=&seconds=60', 'ratio', /ratio="" is not allowed/],
+    ['?ratio=1.5&seconds=60', 'ratio', /ratio="1.5" is not allowed: .* from 0 to 1/],
+    ['?ratio=-0.1&seconds=60', 'ratio', /ratio="-0.1" is not allowed/],
+    ['?ratio=half&seconds=60', 'ratio', /ratio="half" is not allowed/],
+    ['?ratio=0.9', 'seconds', /seconds="" is not allowed/],
+    ['?ratio=0.9&seconds=0', 'seconds', /seconds="0" is not allowed: .* from 1 to 900/],
+    ['?ratio=0.9&seconds=901', 'seconds', /seconds="901" is not allowed/],
+    ['?ratio=0.9&seconds=1.5', 'seconds', /seconds="1.5" is not allowed/],
+  ])('POST /admin/errors%s answers 400 naming %s, and injects nothing', async (query, _param, message) => {
+    const app = await start({ FAIL_RATE: '0', SLOW_RATE: '0' });
+    const res = await fetch(`${app.base}${ROUTES.adminErrors}${query}`, { method: 'POST' });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error).toMatch(message);
+    expect((await get(app, '/api/orders')).status).toBe(200);
+    app.child.kill('SIGTERM');
+  });
+
+  it('GET /admin/errors is refused (405): only POST and DELETE', async () => {
+    const app = await start({ FAIL_RATE: '0', SLOW_RATE: '0' });
+    expect((await get(app, ROUTES.adminErrors)).status).toBe(405);
+    expect((await get(app, '/api/orders')).status).toBe(200);
+    app.child.kill('SIGTERM');
+  });
+
   it('refuses a bad setting with the variable named', async () => {
     const res = spawnSync(process.execPath, ['--import', 'tsx', path.join(APP_DIR, 'src', 'server.ts')], {
       cwd: PROJECT_DIR,

@@ -5,6 +5,11 @@
 // Behaviour that is random in production (failures and slow answers of /api/orders, the delay of
 // /api/slow) comes from a seeded generator and rates given in the options, so tests can make it
 // certain (rate 0 or 1) or repeatable (same seed).
+//
+// Error injection (what `task validate` uses to trip the SampleAppErrorRatioHigh alert):
+// POST /admin/errors?ratio=<0..1>&seconds=<1..900> makes that share of /api/* requests answer 500
+// until the time runs out, and answers {"ratio":..,"until":"<ISO time>"}; DELETE /admin/errors
+// ends it early. The state is per process: each replica behind the Service keeps its own.
 import http from 'node:http';
 import client from 'prom-client';
 import { DURATION_BUCKETS, REQUEST_METRICS, ROUTES, SYNTHETIC_HEADER, SYNTHETIC_SOURCES, type SyntheticSource, UNCOUNTED_ROUTES } from './metric-names.js';
@@ -100,6 +105,25 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 
 const PROBE_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 
+/** Longest error injection, in seconds. */
+export const MAX_INJECTION_SECONDS = 900;
+
+/**
+ * Reads POST /admin/errors' parameters; a missing or bad one gives an error message that names it.
+ */
+export function injectionFromQuery(params: URLSearchParams): { ratio: number; seconds: number } | { error: string } {
+  const ratioRaw = params.get('ratio');
+  const secondsRaw = params.get('seconds');
+  const ratio = Number(ratioRaw);
+  if (ratioRaw === null || ratioRaw.trim() === '' || !Number.isFinite(ratio) || ratio < 0 || ratio > 1) {
+    return { error: `ratio=${JSON.stringify(ratioRaw ?? '')} is not allowed: give the share of /api/* requests to fail, a number from 0 to 1 (ratio=0.9)` };
+  }
+  if (secondsRaw === null || !/^\d+$/.test(secondsRaw) || Number(secondsRaw) < 1 || Number(secondsRaw) > MAX_INJECTION_SECONDS) {
+    return { error: `seconds=${JSON.stringify(secondsRaw ?? '')} is not allowed: give how long to fail, a whole number from 1 to ${MAX_INJECTION_SECONDS} (seconds=300)` };
+  }
+  return { ratio, seconds: Number(secondsRaw) };
+}
+
 export interface App {
   server: http.Server;
   registry: client.Registry;
@@ -132,13 +156,32 @@ export function createApp(opts: AppOptions): App {
 
   const random = seededRandom(opts.seed);
   let ready = true;
+  /** The running error injection, if any: share of /api/* requests to fail, and until when (ms). */
+  let injection: { ratio: number; until: number } | undefined;
+  const injecting = () => injection !== undefined && Date.now() < injection.until;
 
   type Answer = { status: number; body: string; type?: string; probeId?: string };
   const json = (status: number, value: unknown): Answer => ({ status, body: `${JSON.stringify(value)}\n`, type: 'application/json' });
 
+  function adminErrors(method: string, url: URL): Answer {
+    if (method === 'DELETE') {
+      injection = undefined;
+      return json(200, { ratio: 0, until: null });
+    }
+    if (method !== 'POST') return json(405, { error: 'method not allowed: POST ?ratio=&seconds= starts an error injection, DELETE ends it' });
+    const parsed = injectionFromQuery(url.searchParams);
+    if ('error' in parsed) return json(400, { error: parsed.error });
+    injection = { ratio: parsed.ratio, until: Date.now() + parsed.seconds * 1000 };
+    return json(200, { ratio: injection.ratio, until: new Date(injection.until).toISOString() });
+  }
+
   async function handle(method: string, route: string, url: URL): Promise<Answer> {
     if (route === ROUTES.unmatched) return json(404, { error: 'not found' });
+    if (route === ROUTES.adminErrors) return adminErrors(method, url);
     if (method !== 'GET' && method !== 'HEAD') return json(405, { error: 'method not allowed' });
+    if (route.startsWith('/api/') && injecting() && random() < injection!.ratio) {
+      throw new HttpError(500, 'injected error (POST /admin/errors)');
+    }
     switch (route) {
       case ROUTES.root:
         return json(200, { service: 'sample-app', routes: Object.values(ROUTES).filter((r) => r.startsWith('/')) });

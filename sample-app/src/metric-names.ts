@@ -13,15 +13,18 @@ export const ROUTES = {
   healthz: '/healthz',
   readyz: '/readyz',
   metrics: '/metrics',
+  /** Error injection: POST ?ratio=&seconds= makes a share of /api/* requests fail for a while; DELETE ends it. */
+  adminErrors: '/admin/errors',
   /** Any path that matches no route: 404, with this label so the raw URL never becomes a label value. */
   unmatched: 'unmatched',
 } as const;
 
 /**
- * Routes that are not traffic: the kubelet's probes and the scrapes. They are answered and logged,
- * but not counted in the request metrics, so they never pose as requests on the dashboards.
+ * Routes that are not traffic: the kubelet's probes, the scrapes and error injection. They are
+ * answered and logged, but not counted in the request metrics, so they never pose as requests on
+ * the dashboards (nor count against the availability SLO of alerts/sample-app.rules.yaml).
  */
-export const UNCOUNTED_ROUTES: readonly string[] = [ROUTES.healthz, ROUTES.readyz, ROUTES.metrics];
+export const UNCOUNTED_ROUTES: readonly string[] = [ROUTES.healthz, ROUTES.readyz, ROUTES.metrics, ROUTES.adminErrors];
 
 /**
  * Synthetic traffic says what it is in this request header: the traffic generator sends
