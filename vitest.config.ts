@@ -1,5 +1,5 @@
 // How `npm test` runs vitest:
-//  - the real tools the tests run (task, prometheus, promtool at pinned versions) come first on PATH:
+//  - the real tools the tests run (task, prometheus, promtool, alertmanager at pinned versions) come first on PATH:
 //    `npm test` builds them into TOOLS_BIN before vitest starts (tests/tools/ensure-test-tools.mjs),
 //    and the run stops at once, saying so, when one is missing (tests/tools/require-test-tools.ts);
 //  - two projects: every test with the stand-in helm playing Helm 4 (what a new install gets), and

@@ -1,8 +1,8 @@
 // Makes sure the real tools the tests need are there before `npm test` runs them (npm's pretest):
 //   - sample-app/node_modules (`npm ci --prefix sample-app`) when missing or older than its lock file;
-//   - task, prometheus and promtool at the versions of test-tools.mjs, in TOOLS_BIN, built with Go
-//     from the Go module proxy when missing or at another version (the first run takes ~6-8 min on
-//     2 cores, later runs a second).
+//   - task, prometheus, promtool and alertmanager at the versions of test-tools.mjs, in TOOLS_BIN,
+//     built with Go from the Go module proxy when missing or at another version (the first run takes
+//     ~8-10 min on 2 cores, Alertmanager ~2 of them; later runs a second).
 // Without Go it stops and says what to install: a test that needs a tool is never skipped.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -48,7 +48,11 @@ if (schemaMissing) {
 fs.mkdirSync(TOOLS_BIN, { recursive: true });
 for (const t of missing) {
   console.log(`• building ${t.name} ${t.version} into ${TOOLS_BIN} (once; Prometheus takes a few minutes) …`);
-  const s = run('go', t.build.args, { cwd: t.build.cwd, env: t.build.env });
+  const started = Date.now();
+  const cwd = t.build.prepare ? t.build.prepare() : t.build.cwd;
+  run('go', t.build.args, { cwd, env: t.build.env });
+  if (t.build.prepare) fs.rmSync(cwd, { recursive: true, force: true });
+  const s = ((Date.now() - started) / 1000).toFixed(1);
   const got = versionOutput(t);
   if (!got.includes(t.version)) {
     console.error(`✗ ${t.name} was built but reports "${got.trim()}", not ${t.version}`);

@@ -5,10 +5,17 @@
 // TOOLS_BIN first on PATH for the tests.
 //   task        3.54.0  the Taskfile tests (`task --list`, `task --dry deploy`, preconditions)
 //   prometheus  3.14.0  the data-path tests: the major the platform deploys (chart 29.27.0)
-//   promtool    3.14.0  `promtool check metrics|rules` on the sample app and the dashboards
+//   promtool    3.14.0  `promtool check metrics|rules` on the sample app and the dashboards,
+//                       `promtool check|test rules` on alerts/
+//   alertmanager 0.34.0 the alert path test (Prometheus -> Alertmanager -> webhook): the version the
+//                       prometheus chart's alertmanager subchart deploys. Its module ships without
+//                       the web UI's compiled files (ui/app/dist, built with npm upstream), so it is
+//                       built from a copy of the module with a one-page placeholder there; the API
+//                       the tests use does not depend on it.
 // and one Go module read as data: Talos's machinery at the pinned Talos tag, for its machine-config
 // JSON schema (the config patches are checked against it).
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +27,28 @@ export const TOOLS_BIN = path.join(process.env.XDG_CACHE_HOME || path.join(os.ho
 /** Prometheus 3.x is published as Go module v0.3xx.y: 3.14.0 is v0.314.0 (see prometheus/go.mod). */
 const PROMETHEUS_VERSION = '3.14.0';
 const prometheusLdflags = `-X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION} -X github.com/prometheus/common/version.Branch=module-v0.314.0`;
+
+const ALERTMANAGER_VERSION = '0.34.0';
+const ALERTMANAGER_MODULE = 'github.com/prometheus/alertmanager';
+
+/**
+ * A writable copy of Alertmanager's module source (fetched into Go's module cache) with a placeholder
+ * ui/app/dist/index.html, which its //go:embed needs; returns the folder to build in.
+ */
+function alertmanagerSource() {
+  const r = spawnSync('go', ['mod', 'download', '-json', `${ALERTMANAGER_MODULE}@v${ALERTMANAGER_VERSION}`], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`go mod download ${ALERTMANAGER_MODULE}@v${ALERTMANAGER_VERSION} failed: ${r.stderr || r.stdout}`);
+  const { Dir } = JSON.parse(r.stdout);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'alertmanager-src-'));
+  fs.cpSync(Dir, dir, { recursive: true });
+  // The module cache is read-only; the copy keeps those modes.
+  const chmod = spawnSync('chmod', ['-R', 'u+w', dir]);
+  if (chmod.status !== 0) throw new Error(`chmod -R u+w ${dir} failed`);
+  const dist = path.join(dir, 'ui', 'app', 'dist');
+  fs.mkdirSync(dist, { recursive: true });
+  fs.writeFileSync(path.join(dist, 'index.html'), '<!doctype html><title>Alertmanager</title><p>Test build: the web UI is not compiled in; the API is.</p>\n');
+  return dir;
+}
 
 export const TEST_TOOLS = [
   {
@@ -39,6 +68,17 @@ export const TEST_TOOLS = [
       env: {},
     },
   })),
+  {
+    name: 'alertmanager',
+    version: ALERTMANAGER_VERSION,
+    versionArgs: ['--version'],
+    /** prepare() makes the folder to build in (removed after the build). */
+    build: {
+      prepare: alertmanagerSource,
+      args: ['build', '-ldflags', `-X github.com/prometheus/common/version.Version=${ALERTMANAGER_VERSION}`, '-o', path.join(TOOLS_BIN, 'alertmanager'), './cmd/alertmanager'],
+      env: {},
+    },
+  },
 ];
 
 /** github.com/siderolabs/talos/pkg/machinery at the Talos tag the platform pins (PINNED.talos). */
