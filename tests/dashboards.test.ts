@@ -1,7 +1,9 @@
 // Dashboards (dashboards/*.json): Grafana file-provisioning shape, datasource variables instead of
 // hard-coded datasource UIDs, every PromQL and LogQL query parses (template variables substituted
 // first), and every metric and label a query uses is accounted for in dashboards/metrics-catalogue.yaml
-// (the sample app's own metrics are cross-checked against sample-app/src/metric-names.ts).
+// (the sample app's own metrics are cross-checked against sample-app/src/metric-names.ts). The alert
+// rules (alerts/*.rules.yaml) are held to the same catalogue: their expressions parse and use only
+// catalogued metrics and labels (promtool checks and tests them in tests/alerts.test.ts).
 // The negative tests at the end break a real dashboard on purpose and expect the linter to say so.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -15,6 +17,7 @@ import { METRIC_FAMILIES, seriesNames } from '../sample-app/src/metric-names.ts'
 import { PROJECT_DIR } from './helpers.ts';
 
 const DASHBOARD_DIR = path.join(PROJECT_DIR, 'dashboards');
+const ALERTS_DIR = path.join(PROJECT_DIR, 'alerts');
 const CATALOGUE_FILE = path.join(DASHBOARD_DIR, 'metrics-catalogue.yaml');
 /** Grafana 13 writes dashboards with this schemaVersion (42 is the last one of the v1 dashboard JSON). */
 const SCHEMA_VERSION = 42;
@@ -59,6 +62,24 @@ function loadDashboards(): { file: string; dashboard: Dashboard }[] {
     .filter((f) => f.endsWith('.json'))
     .sort()
     .map((file) => ({ file, dashboard: JSON.parse(fs.readFileSync(path.join(DASHBOARD_DIR, file), 'utf8')) as Dashboard }));
+}
+
+interface RuleExpr { where: string; expr: string }
+
+/** Every rule expression in alerts/*.rules.yaml, and the series names its recording rules make. */
+function loadRuleExpressions(): { exprs: RuleExpr[]; recorded: Set<string> } {
+  const exprs: RuleExpr[] = [];
+  const recorded = new Set<string>();
+  for (const file of fs.readdirSync(ALERTS_DIR).filter((f) => f.endsWith('.rules.yaml')).sort()) {
+    const doc = YAML.parse(fs.readFileSync(path.join(ALERTS_DIR, file), 'utf8')) as { groups: { name: string; rules: { alert?: string; record?: string; expr: string }[] }[] };
+    for (const g of doc.groups) {
+      for (const r of g.rules) {
+        if (r.record) recorded.add(r.record);
+        exprs.push({ where: `alerts/${file} ${r.alert ?? r.record}`, expr: String(r.expr) });
+      }
+    }
+  }
+  return { exprs, recorded };
 }
 
 function loadCatalogue(): Catalogue {
@@ -335,6 +356,39 @@ function overlaps(a: GridPos, b: GridPos): boolean {
 
 export interface Analysis { problems: string[]; panels: number; queries: Query[]; metrics: Set<string> }
 
+/**
+ * What a PromQL expression uses that the catalogue does not account for: metrics it does not list,
+ * and labels matched or grouped on that the metric's source does not list. `recorded` names series
+ * our own recording rules make (alerts/*.rules.yaml): they are checked where they are defined.
+ */
+export function catalogueProblems(where: string, text: string, index: Map<string, MetricInfo>, recorded: Set<string> = new Set()): { problems: string[]; metrics: string[] } {
+  const problems: string[] = [];
+  const metrics: string[] = [];
+  const { selectors, groupings } = analysePromql(text);
+  for (const s of selectors) {
+    if (!s.metric) {
+      problems.push(`${where}: a selector without a metric name: ${text}`);
+      continue;
+    }
+    if (recorded.has(s.metric)) continue;
+    metrics.push(s.metric);
+    const info = index.get(s.metric);
+    if (!info) {
+      problems.push(`${where}: metric ${s.metric} is not in the metrics catalogue (sampleApp or sources)`);
+      continue;
+    }
+    for (const l of s.labels) if (!info.labels.has(l)) problems.push(`${where}: ${s.metric} is matched on label "${l}", which its source (${info.source}) does not list`);
+  }
+  for (const g of groupings) {
+    for (const m of g.metrics) {
+      const info = m ? index.get(m) : undefined;
+      if (!info) continue; // reported above
+      for (const l of g.labels) if (!info.labels.has(l)) problems.push(`${where}: grouped by label "${l}", which ${m} (${info.source}) does not list`);
+    }
+  }
+  return { problems, metrics };
+}
+
 /** Everything wrong with one dashboard, as sentences; an empty list means it passes. */
 export function lintDashboard(d: Dashboard, cat: Catalogue): Analysis {
   const problems: string[] = [];
@@ -419,29 +473,13 @@ export function lintDashboard(d: Dashboard, cat: Catalogue): Analysis {
       continue;
     }
     if (q.lang === 'promql') {
-      const { selectors, groupings } = analysePromql(text);
-      for (const s of selectors) {
-        if (!s.metric) {
-          problems.push(`${q.where}: a selector without a metric name: ${text}`);
-          continue;
-        }
-        metrics.add(s.metric);
-        const info = index.get(s.metric);
-        if (!info) {
-          problems.push(`${q.where}: metric ${s.metric} is not in the metrics catalogue (sampleApp or sources)`);
-          continue;
-        }
-        for (const l of s.labels) if (!info.labels.has(l)) problems.push(`${q.where}: ${s.metric} is matched on label "${l}", which its source (${info.source}) does not list`);
-        // In Talos-in-Docker these read the host's /proc: the panel must not pass them off as the node's.
-        if (info.hostLevel && q.panel && !HOST_LEVEL_RE.test(`${q.panel.title ?? ''} ${q.panel.description ?? ''}`)) {
-          problems.push(`${q.where}: ${s.metric} is host-level (catalogue scope: host), but the panel's title and description do not say "host-level"`);
-        }
-      }
-      for (const g of groupings) {
-        for (const m of g.metrics) {
-          const info = m ? index.get(m) : undefined;
-          if (!info) continue; // reported above
-          for (const l of g.labels) if (!info.labels.has(l)) problems.push(`${q.where}: grouped by label "${l}", which ${m} (${info.source}) does not list`);
+      const checked = catalogueProblems(q.where, text, index);
+      problems.push(...checked.problems);
+      for (const m of checked.metrics) metrics.add(m);
+      // In Talos-in-Docker these read the host's /proc: the panel must not pass them off as the node's.
+      for (const m of checked.metrics) {
+        if (index.get(m)?.hostLevel && q.panel && !HOST_LEVEL_RE.test(`${q.panel.title ?? ''} ${q.panel.description ?? ''}`)) {
+          problems.push(`${q.where}: ${m} is host-level (catalogue scope: host), but the panel's title and description do not say "host-level"`);
         }
       }
     } else {
@@ -474,6 +512,7 @@ export function duplicateUids(list: { file: string; dashboard: Dashboard }[]): s
 
 const dashboards = loadDashboards();
 const catalogue = loadCatalogue();
+const rules = loadRuleExpressions();
 
 describe('dashboards: the set', () => {
   it('has at least the four required dashboards, each with a unique uid and title', () => {
@@ -537,8 +576,34 @@ describe('dashboards: content the issue asks for', () => {
   });
 });
 
+describe('alert rules (alerts/*.rules.yaml) against the catalogue', () => {
+  const index = metricIndex(catalogue);
+  it('has rule expressions to check', () => {
+    expect(rules.exprs.length).toBeGreaterThanOrEqual(20);
+  });
+  it.each(rules.exprs.map((r) => [r.where, r.expr]))('%s parses and uses only catalogued metrics and labels', (where, expr) => {
+    expect(syntaxErrors('promql', expr), `${where}: ${expr}`).toEqual([]);
+    expect(catalogueProblems(where, expr, index, rules.recorded).problems).toEqual([]);
+  });
+  it.each<[string, string, RegExp]>([
+    ['an uncatalogued metric', 'rate(made_up_total[5m]) > 0', /metric made_up_total is not in the metrics catalogue/],
+    ['a label its source does not have', 'kube_node_status_condition{route="/"} == 0', /matched on label "route"/],
+    ['grouping by a label its source does not have', 'sum by (handler) (rate(loki_discarded_samples_total[5m])) > 0', /grouped by label "handler"/],
+  ])('reports %s', (_name, expr, complaint) => {
+    expect(catalogueProblems('rule', expr, index, rules.recorded).problems.join('\n')).toMatch(complaint);
+  });
+  it("skips our recording rules' series (checked where they are defined), and only those", () => {
+    expect(catalogueProblems('rule', 'sample_app:http_requests:error_ratio_rate5m > 0.1', index, rules.recorded).problems).toEqual([]);
+    expect(catalogueProblems('rule', 'sample_app:made_up:ratio > 0.1', index, rules.recorded).problems.join('\n')).toMatch(/not in the metrics catalogue/);
+  });
+});
+
 describe('metrics catalogue', () => {
-  const used = new Set(dashboards.flatMap(({ dashboard }) => [...lintDashboard(dashboard, catalogue).metrics]));
+  const index = metricIndex(catalogue);
+  const used = new Set([
+    ...dashboards.flatMap(({ dashboard }) => [...lintDashboard(dashboard, catalogue).metrics]),
+    ...rules.exprs.flatMap(({ where, expr }) => catalogueProblems(where, expr, index, rules.recorded).metrics),
+  ]);
 
   it('lists every platform metric once, with a source and labels', () => {
     const all = Object.values(catalogue.sources).flatMap((s) => s.metrics.map((m) => m.name));
@@ -550,7 +615,7 @@ describe('metrics catalogue', () => {
     }
   });
 
-  it('has no stale entries: every catalogued metric is used by some dashboard', () => {
+  it('has no stale entries: every catalogued metric is used by some dashboard or alert rule', () => {
     const listed = [...catalogue.sampleApp.metrics, ...Object.values(catalogue.sources).flatMap((s) => s.metrics)];
     const unused = listed.filter((m) => !seriesOf(m).some((s) => used.has(s))).map((m) => m.name);
     expect(unused).toEqual([]);
