@@ -421,7 +421,7 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     const env = Object.fromEntries(sidecar.env.filter((e: any) => 'value' in e).map((e: any) => [e.name, e.value]));
     // The labels manifests/app/dashboard.yaml.tmpl puts on each app's dashboard ConfigMap.
     const template = fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'app', 'dashboard.yaml.tmpl'), 'utf8');
-    expect(template).toContain(`${env.LABEL}: ${env.LABEL_VALUE}`);
+    expect(template.split('\n').map((l) => l.trim())).toContain(`${env.LABEL}: ${env.LABEL_VALUE}`);
     expect(env).toMatchObject({ NAMESPACE: 'ALL', RESOURCE: 'configmap' });
     const providers = find(objs, 'ConfigMap', 'grafana-config-dashboards').data['provider.yaml'] as string;
     expect(providers).toMatch(new RegExp(`folder: 'Apps'[\\s\\S]*path: ${env.FOLDER}`));
