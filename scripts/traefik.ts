@@ -94,7 +94,7 @@ export const certFiles = (cfg: Config): CertFiles => {
 /** The DNS names the server certificate must cover, in its SAN order: the platform's, then the apps' hosts. */
 export const wantedNames = (domain: string, appHosts: readonly string[] = []) => {
   const own = [`*.${domain}`, domain, ...INGRESS_HOSTS.map((h) => `${h}.${domain}`)];
-  return [...own, ...appHosts.filter((h) => h.endsWith(`.${domain}`) && !own.includes(h))];
+  return [...own, ...[...new Set(appHosts)].filter((h) => h.endsWith(`.${domain}`) && !own.includes(h))];
 };
 
 /** The names this phase routes itself (the sample app's app.<DOMAIN> is routed by scripts/app.ts). */

@@ -3,6 +3,7 @@
 // "restricted" profile, checked field by field as the Pod Security Standards list them), and the
 // phase against the stand-in tools and a stand-in registry: order, re-run quiet, a changed source
 // rolls out the new tag, remove exact.
+import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -306,6 +307,23 @@ describe('task app (stand-in tools)', { timeout: 90000 }, () => {
     expect(sb.state().kubectl.objects['Deployment/shop/shop'].spec.template.metadata.annotations).toBeUndefined();
     expect(r.stdout).toMatch(/run again with --metrics-port <port>/);
     expect(callsOf(r.calls, 'kubectl', 'get', '--raw')).toEqual([]);
+  });
+
+  it('the server certificate: re-issued by the traefik phase to name the new host, then left alone', async () => {
+    sb.createCluster();
+    expect((await sb.run('traefik')).code).toBe(0);
+    const crt = path.join(sb.stateDir, 'certs', 'tls.crt');
+    const names = () => new X509Certificate(fs.readFileSync(crt)).subjectAltName ?? '';
+    expect(names()).not.toContain('DNS:shop.localhost');
+    const dir = appFolder('shop');
+    const r = await sb.run('app', [dir], env);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/Certificate names shop\.localhost .* re-issued with shop\.localhost \(ran the traefik phase\)/);
+    expect(names()).toContain('DNS:shop.localhost');
+    expect(Buffer.from(sb.state().kubectl.objects['Secret/traefik/platform-tls'].data['tls.crt'], 'base64').toString()).toBe(fs.readFileSync(crt, 'utf8'));
+    const again = await sb.run('app', [dir], env);
+    expect(again.stdout).toMatch(/already names shop\.localhost/);
+    expect(mutatingLines(again.calls)).toEqual([]);
   });
 
   it('--remove deletes exactly the recorded namespace and the record; a second --remove is refused; other namespaces stay', async () => {

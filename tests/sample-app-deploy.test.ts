@@ -307,6 +307,31 @@ describe('task sample-app (stand-in tools)', { timeout: 60000 }, () => {
     expect(f.calls.some((c) => c.argv.includes('deployment/sample-app-traffic'))).toBe(false);
   });
 
+  it('--image: builds and pushes only, without a cluster; a re-run changes nothing', async () => {
+    const r = await sb.run('sample-app', ['--image'], env);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(mutating(r.calls).map((c) => `${c.tool} ${c.argv[0]}`)).toEqual(['docker build', 'docker push']);
+    expect(callsOf(r.calls, 'kubectl')).toEqual([]);
+    expect(sb.state().docker.pushed[ref]).toMatch(/^sha256:/);
+    const again = await sb.run('sample-app', ['--image'], env);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(again.calls).toEqual([]);
+    expect(again.stdout).toMatch(/unchanged \(localhost:\d+\/sample-app:[0-9a-f]{12} is in the registry\)/);
+    // The deploy after it finds the image in the registry: nothing built or pushed.
+    sb.createCluster();
+    const deploy = await sb.run('sample-app', [], env);
+    expect(deploy.code, deploy.stdout + deploy.stderr).toBe(0);
+    expect(callsOf(deploy.calls, 'docker')).toEqual([]);
+  });
+
+  it('writes the record other tasks read, with the route app.<DOMAIN>', async () => {
+    sb.createCluster();
+    expect((await sb.run('sample-app', [], env)).code).toBe(0);
+    const record = JSON.parse(fs.readFileSync(path.join(sb.stateDir, 'apps', 'sample-app.json'), 'utf8'));
+    expect(record).toEqual({ name: 'sample-app', namespace: 'sample-app', host: 'app.localhost', image: ref, metricsPort: 8080, metricsPath: '/metrics', dashboard: 'app-sample-app' });
+    expect(obj(sb, 'IngressRoute/sample-app/app').spec.routes[0].match).toBe('Host(`app.localhost`)');
+  });
+
   it('no cluster: says to run task talos first, exits non-zero, builds and applies nothing', async () => {
     const r = await sb.run('sample-app', [], env);
     expect(r.code).not.toBe(0);
