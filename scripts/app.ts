@@ -19,16 +19,16 @@
 //      prometheus.io/scrape|port|path annotations when --metrics-port or --metrics-path is given,
 //      the IngressRoute https://<name>.<DOMAIN> (route.yaml.tmpl), and the dashboard ConfigMap
 //      (dashboard.yaml.tmpl), which Grafana's dashboard sidecar provisions into the folder "Apps";
-//      every file applied through kubectl diff first (lib.applyManifests);
-//   4. waits for the rollout; when pods are refused or crash because the image runs as root, says
-//      to set a numeric non-root USER in the Dockerfile;
-//   5. the dashboard: metric names of the app's job asked from Prometheus through the API server's
-//      service proxy; when Prometheus does not answer or has no series of the app yet, the panels of
-//      the declared kind (the usual HTTP metrics when it serves metrics) and it says so;
-//   6. the record $STATE_DIR/apps/<name>.json ({ name, namespace, host, image, metricsPort,
-//      metricsPath, dashboard }), read by hosts, endpoints, status, traefik, validate and --remove;
-//   7. the server certificate: when it does not name the host yet, runs the traefik phase, which
-//      re-issues it with every recorded host (*.localhost wildcards are refused by browsers).
+//      every file applied through kubectl diff first (lib.applyManifests). The dashboard's panels come from the metric names of the app's job, asked from Prometheus
+//      through the API server's service proxy; when Prometheus does not answer or has no series of
+//      the app yet, from the declared kind (the usual HTTP metrics when it serves metrics), said so;
+//   4. the record $STATE_DIR/apps/<name>.json ({ name, namespace, host, image, metricsPort,
+//      metricsPath, dashboard }), read by hosts, endpoints, status, traefik, validate and --remove
+//      (written before the rollout, so that a deploy that never gets ready can be removed);
+//   5. the server certificate: when it does not name the host yet, runs the traefik phase, which
+//      re-issues it with every recorded host (*.localhost wildcards are refused by browsers);
+//   6. waits for the rollout; when pods are refused or crash because the image runs as root, says
+//      to set a numeric non-root USER in the Dockerfile.
 // A re-run with unchanged source and options changes nothing and says so; a changed source rolls
 // out the new tag. `--remove <name>` deletes what the record lists (the namespace, with everything
 // in it: Deployment, Service, Secret, route, dashboard) and the record; it refuses a name without a
@@ -39,8 +39,8 @@
 //   URL), CLUSTER_NAME STATE_DIR (kubeconfig, the records).
 // Tools: docker (image inspect, build, push), kubectl (get, diff, apply, delete, rollout status,
 //   get --raw for Prometheus through the service proxy); node with scripts/traefik.ts (and its
-//   tools: openssl, helm, kubectl) only when the certificate must name a new host. Also asks the local registry over HTTP
-//   (HEAD /v2/<name>/manifests/<tag>) whether it has the tag.
+//   tools: openssl, helm, kubectl) only when the certificate must name a new host. Also asks the
+//   local registry over HTTP (HEAD /v2/<name>/manifests/<tag>) whether it has the tag.
 import crypto, { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -572,11 +572,7 @@ export async function deployApp(
   await step(`Deployment, Service, route ${spec.hostName}.${cfg.DOMAIN} and dashboard app-${spec.name}`, async () =>
     (await applyManifests(cfg, manifests.app)) === 'unchanged' ? 'unchanged' : `applied (image ${image}${spec.envFile ? `, env from ${path.basename(spec.envFile)} as Secret ${spec.name}-env` : ''})`,
   );
-  const waitFor = [spec.name, ...(opts.afterApply ? await opts.afterApply(image) : [])];
-  await check('Rollout', async () => {
-    for (const d of waitFor) await waitRollout(cfg, spec.namespace, d);
-    return `${waitFor.join(', ')} ready`;
-  });
+  // The record before the rollout: a deploy that does not become ready can still be removed.
   const record: AppRecord = {
     name: spec.name,
     namespace: spec.namespace,
@@ -591,6 +587,11 @@ export async function deployApp(
     return writeFileAtomic(recordPath(cfg, spec.name), `${JSON.stringify(record, null, 2)}\n`) ? 'written' : 'unchanged';
   });
   await step(`Certificate names ${record.host}`, () => ensureCertificateCovers(cfg, record.host));
+  const waitFor = [spec.name, ...(opts.afterApply ? await opts.afterApply(image) : [])];
+  await check('Rollout', async () => {
+    for (const d of waitFor) await waitRollout(cfg, spec.namespace, d);
+    return `${waitFor.join(', ')} ready`;
+  });
   return record;
 }
 
