@@ -5,6 +5,8 @@
 //                     [--memory-request <q>] [--memory-limit <q>]
 //   task app -- --image <ref> --name <n> [same options]
 //   task app -- --remove <name>
+//   (run directly: npx tsx scripts/app.ts -- <arguments>; the "--" keeps Node 20 from reading
+//   --env-file as its own option and failing on it before this script starts)
 //
 // Every argument is checked before any tool runs (parseAppArgs: the folder has a Dockerfile, the
 // name is a DNS label that clashes with none of our routes or namespaces, ports and quantities are
