@@ -160,6 +160,18 @@ describe('wantedNames', () => {
   ])('%s', (domain, want) => {
     expect(wantedNames(domain)).toEqual(want);
   });
+  it('then the apps\' hosts under DOMAIN, each once (task app records)', () => {
+    expect(wantedNames('localhost', ['shop.localhost', 'app.localhost', 'shop.localhost', 'old.local.dev']).slice(6)).toEqual(['shop.localhost']);
+  });
+  it('a certificate without a new app\'s host is re-issued', async () => {
+    const f = files();
+    await ensureCertificates('localhost', f);
+    expect(certProblem(read(f.crt), read(f.key), read(f.caCrt), 'localhost')).toBeUndefined();
+    expect(certProblem(read(f.crt), read(f.key), read(f.caCrt), 'localhost', new Date(), ['shop.localhost'])).toMatch(/does not cover shop\.localhost/);
+    const r = await ensureCertificates('localhost', f, new Date(), ['shop.localhost']);
+    expect(r.detail).toMatch(/shop\.localhost/);
+    expect(certProblem(read(f.crt), read(f.key), read(f.caCrt), 'localhost', new Date(), ['shop.localhost'])).toBeUndefined();
+  });
 });
 
 describe('tlsSecretYaml', () => {

@@ -26,6 +26,15 @@ describe('endpoints', () => {
     expect(text).toMatch(/^ {2}export KUBECONFIG=\/tmp\/st\/kubeconfig$/m);
   });
 
+  it('lists each app task app deployed (route and dashboard), and its host in the hosts line', () => {
+    const shop = { name: 'shop', namespace: 'shop', host: 'shop.local.dev', image: 'x', metricsPort: null, metricsPath: null, dashboard: 'app-shop' };
+    const sample = { ...shop, name: 'sample-app', namespace: 'sample-app', host: 'app.local.dev', dashboard: 'app-sample-app' };
+    const text = endpointLines(cfg({ DOMAIN: 'local.dev' }), () => true, [sample, shop]).join('\n');
+    expect(text).toMatch(/App shop +https:\/\/shop\.local\.dev\/ +dashboard https:\/\/grafana\.local\.dev\/d\/app-shop/);
+    expect(text).not.toMatch(/App sample-app/);
+    expect(text).toContain('127.0.0.1 grafana.local.dev prometheus.local.dev traefik.local.dev app.local.dev shop.local.dev');
+  });
+
   it('DOMAIN=localhost (the default) needs no hosts line', () => {
     const text = endpointLines(cfg(), () => true).join('\n');
     expect(text).not.toContain('/etc/hosts');

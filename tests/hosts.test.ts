@@ -136,6 +136,10 @@ describe('hostsEntries and dnsmasqSnippet', () => {
       '192.168.1.10 grafana.local.dev', '192.168.1.10 prometheus.local.dev', '192.168.1.10 traefik.local.dev', '192.168.1.10 app.local.dev',
     ]);
   });
+  it('the apps\' hosts (task app records) follow, each once, only under DOMAIN', () => {
+    const entries = hostsEntries({ DOMAIN: 'local.dev', HOST_IP: '192.168.1.10' }, ['shop.local.dev', 'app.local.dev', 'shop.local.dev', 'old.localhost']);
+    expect(entries.slice(4)).toEqual(['192.168.1.10 shop.local.dev']);
+  });
   it('dnsmasq: a wildcard address line', () => {
     expect(dnsmasqSnippet({ DOMAIN: 'local.dev', HOST_IP: '127.0.0.1' })).toMatch(/^address=\/local\.dev\/127\.0\.0\.1$/m);
   });

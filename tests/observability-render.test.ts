@@ -413,6 +413,22 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(find(objs, 'Service', 'grafana').spec.ports[0].port).toBe(80);
   });
 
+  it('grafana: the dashboard sidecar provisions the apps\' labelled ConfigMaps of every namespace into the folder "Apps"', () => {
+    const objs = render('grafana');
+    const pod = find(objs, 'Deployment', 'grafana').spec.template.spec;
+    const sidecar = pod.containers.find((c: any) => c.name === 'grafana-sc-dashboard');
+    expect(sidecar, 'sidecar container').toBeDefined();
+    const env = Object.fromEntries(sidecar.env.filter((e: any) => 'value' in e).map((e: any) => [e.name, e.value]));
+    // The labels manifests/app/dashboard.yaml.tmpl puts on each app's dashboard ConfigMap.
+    const template = fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'app', 'dashboard.yaml.tmpl'), 'utf8');
+    expect(template.split('\n').map((l) => l.trim())).toContain(`${env.LABEL}: ${env.LABEL_VALUE}`);
+    expect(env).toMatchObject({ NAMESPACE: 'ALL', RESOURCE: 'configmap' });
+    const providers = find(objs, 'ConfigMap', 'grafana-config-dashboards').data['provider.yaml'] as string;
+    expect(providers).toMatch(new RegExp(`folder: 'Apps'[\\s\\S]*path: ${env.FOLDER}`));
+    const rules = find(objs, 'ClusterRole', 'grafana-clusterrole').rules;
+    expect(rules[0].resources).toContain('configmaps');
+  });
+
   it('the schemas are enforced (negative control)', () => {
     expect(() => render('k8sMonitoring', { collectors: [] })).toThrow(/schema/);
     expect(() => render('loki', { loki: { auth_enabled: 'nope' } })).toThrow(/schema/);

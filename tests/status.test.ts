@@ -1,6 +1,7 @@
 // `task status` with the stand-in tools: one line per component with state and version, exit 0
 // only when every component is ok, and nothing mutating.
 import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { RELEASES, releaseStatus } from '../scripts/status.ts';
 import { isMutating, makeSandbox } from './helpers.ts';
@@ -56,6 +57,25 @@ describe('task status', () => {
     expect(out).toContain('k8s-monitoring missing - not installed in monitoring (run the phase that installs it)');
     expect(out).toContain('grafana degraded grafana-12.11.1 (app 12.3.0) deployed, 0/1 pods Ready');
     expect(out).toContain('app degraded 3f9a1c2b7d4e 1/2 replicas ready; traffic generator off');
+  });
+
+  it('a line per app task app recorded (not the sample app twice); one recorded but gone is missing', async () => {
+    const sb = makeSandbox();
+    deployedCluster(sb, [...healthyObjects(), deploymentObj('shop', 'shop', 'localhost:5001/shop:0123456789ab', 1, 1)]);
+    fs.mkdirSync(path.join(sb.stateDir, 'apps'), { recursive: true });
+    const rec = (name: string, host: string) => ({ name, namespace: name, host, image: 'x', metricsPort: null, metricsPath: null, dashboard: `app-${name}` });
+    for (const [name, host] of [['sample-app', 'app.localhost'], ['shop', 'shop.localhost'], ['gone', 'gone.localhost']]) {
+      fs.writeFileSync(path.join(sb.stateDir, 'apps', `${name}.json`), JSON.stringify(rec(name, host)));
+    }
+    const r = await sb.run('status');
+    const out = lines(r.stdout);
+    expect(out.filter((l) => l.startsWith('app'))).toEqual([
+      'app ok 3f9a1c2b7d4e 2/2 replicas ready; traffic generator 1/1 ready',
+      'app gone missing - recorded but not in the cluster: `task app` again, or `task app -- --remove gone`; https://gone.localhost',
+      'app shop ok 0123456789ab 1/1 replicas ready; https://shop.localhost',
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.calls.filter(isMutating)).toEqual([]);
   });
 
   it('a release at another chart version than pinned says so', async () => {
