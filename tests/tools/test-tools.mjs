@@ -7,8 +7,11 @@
 //   prometheus  3.14.0  the data-path tests: the major the platform deploys (chart 29.27.0)
 //   promtool    3.14.0  `promtool check metrics|rules` on the sample app and the dashboards
 // and one Go module read as data: Talos's machinery at the pinned Talos tag, for its machine-config
-// JSON schema (the config patches are checked against it).
+// JSON schema (the config patches are checked against it). The Go example app (examples/go-app) is
+// built here too, as TOOLS_BIN/go-app-<hash of its sources>: a changed source is a new binary.
+import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,3 +66,23 @@ export const toolProblems = (tools = TEST_TOOLS) =>
     const got = versionOutput(t);
     return got.includes(t.version) ? [] : [`${t.name} ${t.version}: ${got ? `found ${got.trim().split('\n')[0]}` : 'missing'}`];
   });
+
+/** examples/go-app, built by `go build` from its own go.mod (client_golang from the Go module proxy). */
+const goAppDir = path.join(here, '..', '..', 'examples', 'go-app');
+const goAppSources = () =>
+  fs
+    .readdirSync(goAppDir)
+    .filter((f) => f === 'go.mod' || f === 'go.sum' || f.endsWith('.go'))
+    .sort();
+export const GO_APP = {
+  dir: goAppDir,
+  /** TOOLS_BIN/go-app-<first 12 hex of the sources' sha256>: present means built from these sources. */
+  binaryPath() {
+    const hash = createHash('sha256');
+    for (const f of goAppSources()) hash.update(`${f}\0`).update(fs.readFileSync(path.join(goAppDir, f))).update('\0');
+    return path.join(TOOLS_BIN, `go-app-${hash.digest('hex').slice(0, 12)}`);
+  },
+  buildArgs() {
+    return ['build', '-trimpath', '-o', this.binaryPath(), '.'];
+  },
+};
