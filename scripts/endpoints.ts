@@ -1,4 +1,5 @@
-// `task endpoints`: prints every URL of the platform, where the Grafana admin password is, the CA
+// `task endpoints`: prints every URL of the platform and of each app `task app` deployed (its route
+// and dashboard, from STATE_DIR/apps/*.json), where the Grafana admin password is, the CA
 // certificate to trust, the local registry, and the line that points kubectl at the cluster.
 // It only reads configuration and checks which state files exist; it calls no tool.
 //
@@ -6,15 +7,16 @@
 // Tools: none.
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { type Config, ConfigError, INGRESS_HOSTS, isMain, kubeconfigPath, loadConfig, ingressUrl, namesAddress, resolvesByItself, statePath } from './lib.ts';
+import { type Config, ConfigError, INGRESS_HOSTS, appRecords, isMain, kubeconfigPath, loadConfig, ingressUrl, namesAddress, resolvesByItself, statePath } from './lib.ts';
 
-/** The lines `task endpoints` prints. `exists` is injectable for tests. */
-export function endpointLines(cfg: Config, exists: (file: string) => boolean = fs.existsSync): string[] {
+/** The lines `task endpoints` prints. `exists` and `apps` are injectable for tests. */
+export function endpointLines(cfg: Config, exists: (file: string) => boolean = fs.existsSync, apps = appRecords(cfg)): string[] {
   const missing = (file: string, task: string) => (exists(file) ? '' : kleur.yellow(` (not there yet: run \`task ${task}\`)`));
   const password = statePath(cfg, 'grafana-admin-password');
   const ca = statePath(cfg, 'certs', 'ca.crt');
   const kubeconfig = kubeconfigPath(cfg);
-  const hosts = INGRESS_HOSTS.map((h) => `${h}.${cfg.DOMAIN}`);
+  const others = apps.filter((a) => a.host !== `app.${cfg.DOMAIN}`);
+  const hosts = [...INGRESS_HOSTS.map((h) => `${h}.${cfg.DOMAIN}`), ...others.map((a) => a.host).filter((h) => h.endsWith(`.${cfg.DOMAIN}`))];
   const lines = [
     kleur.bold('Endpoints'),
     `  Grafana      ${ingressUrl(cfg, 'grafana', '/')}`,
@@ -23,6 +25,7 @@ export function endpointLines(cfg: Config, exists: (file: string) => boolean = f
     `  Prometheus   ${ingressUrl(cfg, 'prometheus', '/')}`,
     `  Traefik      ${ingressUrl(cfg, 'traefik', '/dashboard/')}`,
     `  Sample app   ${ingressUrl(cfg, 'app', '/')}`,
+    ...others.map((a) => `  App ${a.name.padEnd(8)} ${ingressUrl(cfg, a.host.slice(0, -cfg.DOMAIN.length - 1), '/')}   dashboard ${ingressUrl(cfg, 'grafana', `/d/${a.dashboard}`)}`),
     `  Registry     localhost:${cfg.REGISTRY_PORT}   (docker push localhost:${cfg.REGISTRY_PORT}/<image>:<tag>; pods pull the same name)`,
     '',
     kleur.bold('TLS'),

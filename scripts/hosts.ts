@@ -1,5 +1,5 @@
 // `task hosts` / `task hosts:remove`: names for the routes (grafana, prometheus, traefik, app
-// .<DOMAIN>) in the hosts file, between our marker lines.
+// .<DOMAIN>, and the host of each app in STATE_DIR/apps/*.json) in the hosts file, between our marker lines.
 //
 //   - Renders hosts/hosts.block.tmpl and hosts/dnsmasq.conf.tmpl into <stateDir>/hosts/ (the block
 //     this script installs, and a dnsmasq snippet for a wildcard instead: address=/<DOMAIN>/<address>).
@@ -31,6 +31,7 @@ import {
   INGRESS_HOSTS,
   PROJECT_DIR,
   UserError,
+  appRecords,
   commandLine,
   hasTool,
   isMain,
@@ -58,14 +59,19 @@ export const hostsFilePath = (env: NodeJS.ProcessEnv = process.env) => env.HOSTS
 
 const vars = (cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>) => ({ DOMAIN: cfg.DOMAIN, HOST_IP: namesAddress(cfg.HOST_IP) });
 
-/** The lines between the markers: one "<address> name" line per routed name (address: namesAddress(HOST_IP)). */
-export function hostsEntries(cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>): string[] {
+/**
+ * The lines between the markers: one "<address> name" line per routed name (address:
+ * namesAddress(HOST_IP)), then one per app host (`task app`'s records) under DOMAIN not listed yet.
+ */
+export function hostsEntries(cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>, appHosts: readonly string[] = []): string[] {
   const text = renderTemplate(fs.readFileSync(path.join(TEMPLATE_DIR, 'hosts.block.tmpl'), 'utf8'), vars(cfg));
   const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const listed = (name: string) => lines.some((l) => l.split(/\s+/).includes(name));
   for (const h of INGRESS_HOSTS) {
-    if (!lines.some((l) => l.split(/\s+/).includes(`${h}.${cfg.DOMAIN}`))) throw new Error(`hosts/hosts.block.tmpl lacks ${h}.\${DOMAIN}`);
+    if (!listed(`${h}.${cfg.DOMAIN}`)) throw new Error(`hosts/hosts.block.tmpl lacks ${h}.\${DOMAIN}`);
   }
-  return lines;
+  const apps = [...new Set(appHosts)].filter((h) => h.endsWith(`.${cfg.DOMAIN}`) && !listed(h));
+  return [...lines, ...apps.map((h) => `${namesAddress(cfg.HOST_IP)} ${h}`)];
 }
 
 export const dnsmasqSnippet = (cfg: Pick<Config, 'DOMAIN' | 'HOST_IP'>) =>
@@ -228,7 +234,7 @@ async function hosts(cfg: Config): Promise<void> {
   const force = process.argv.includes('--force');
   const file = hostsFilePath();
   claimStateDir(cfg);
-  const entries = hostsEntries(cfg);
+  const entries = hostsEntries(cfg, appRecords(cfg).map((a) => a.host));
   const address = namesAddress(cfg.HOST_IP);
   // Names under localhost need no entries: then only a block left from an earlier DOMAIN goes.
   const noEntries = resolvesByItself(cfg.DOMAIN) && !force;

@@ -14,6 +14,7 @@
 //   - runsInWsl(): whether this Linux runs under WSL (hosts and trust-ca say what Windows needs);
 //   - parseQuantity()/quantityMiB(): Kubernetes quantities (requests, limits, volume sizes) as numbers;
 //   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
+//   - appRecords(): the apps `task app` deployed, from STATE_DIR/apps/*.json;
 //   - small shared actions: applyManifests() (diff first, apply only the difference),
 //     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
@@ -288,7 +289,32 @@ export const STATE_ENTRIES = [
   'certs', // traefik: the local CA and the server certificate
   'grafana-admin-password', // observability
   'hosts', // hosts: the hosts block, the dnsmasq snippet and backups of the hosts file
+  'apps', // app: one record per app that `task app` deployed (appRecords)
 ] as const;
+
+/** What `task app` created for one app, in $STATE_DIR/apps/<name>.json (scripts/app.ts writes it). */
+export interface AppRecord {
+  name: string;
+  namespace: string;
+  /** The route's host name, <name>.<DOMAIN> (the sample app's: app.<DOMAIN>). */
+  host: string;
+  image: string;
+  metricsPort: number | null;
+  metricsPath: string | null;
+  /** The Grafana dashboard uid, app-<name>. */
+  dashboard: string;
+}
+
+/** The records of the apps `task app` deployed, sorted by name (hosts, endpoints, status, traefik and validate read them). */
+export function appRecords(cfg: Pick<Config, 'stateDir'>): AppRecord[] {
+  const dir = path.join(cfg.stateDir, 'apps');
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as AppRecord);
+}
 
 /** A file only the talos phase writes, in every version: what proves an unmarked folder was ours. */
 const EARLIER_STATE_PROOF = path.join('talos', 'patches', 'registry-mirrors.yaml');

@@ -1,12 +1,13 @@
 // `task status`: one line per component (cluster, storage, each Helm release — traefik, prometheus,
-// loki, k8s-monitoring, grafana — and the sample app) with its state and version, read from kubectl
-// and helm. Changes nothing. Exit code 0 when every component is ok, 1 otherwise.
+// loki, k8s-monitoring, grafana — the sample app, and each app `task app` deployed, from
+// STATE_DIR/apps/*.json) with its state and version, read from kubectl and helm. Changes nothing.
+// Exit code 0 when every component is ok, 1 otherwise.
 //
-// .env keys: STATE_DIR (kubeconfig), CLUSTER_NAME (messages).
+// .env keys: STATE_DIR (kubeconfig, app records), CLUSTER_NAME (messages).
 // Tools: kubectl (get nodes, deployments, pods), helm 3.17+ or 4 (list).
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { type Config, HELM_LIST_EVERY_STATE, PINNED, helm, isMain, kubeconfigPath, kubectl, loadConfig } from './lib.ts';
+import { type Config, HELM_LIST_EVERY_STATE, PINNED, appRecords, helm, isMain, kubeconfigPath, kubectl, loadConfig } from './lib.ts';
 
 export type State = 'ok' | 'degraded' | 'down' | 'missing';
 export interface ComponentStatus {
@@ -83,7 +84,8 @@ export function formatStatus(list: ComponentStatus[]): string[] {
 }
 
 async function collect(cfg: Config): Promise<ComponentStatus[]> {
-  const names = ['cluster', 'storage', ...RELEASES.map((r) => r.release), 'app'];
+  const apps = appRecords(cfg).filter((a) => a.name !== 'sample-app');
+  const names = ['cluster', 'storage', ...RELEASES.map((r) => r.release), 'app', ...apps.map((a) => `app ${a.name}`)];
   const downAll = (why: string) => names.map((name, i) => ({ name, state: 'down' as State, version: '-', detail: i === 0 ? why : 'cluster not reachable' }));
   if (!fs.existsSync(kubeconfigPath(cfg))) return downAll(`no cluster "${cfg.CLUSTER_NAME}" (no ${kubeconfigPath(cfg)}): run \`task talos\``);
   const items = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
@@ -106,6 +108,10 @@ async function collect(cfg: Config): Promise<ComponentStatus[]> {
   const app = deploymentStatus('app', await deployment('sample-app', 'sample-app'), 'sample app not deployed: run `task sample-app`');
   const traffic = await deployment('sample-app', 'sample-app-traffic');
   out.push({ ...app, detail: `${app.detail}; traffic generator ${traffic ? `${traffic.status?.readyReplicas ?? 0}/${traffic.spec?.replicas ?? 1} ready` : 'off'}` });
+  for (const a of apps) {
+    const line = deploymentStatus(`app ${a.name}`, await deployment(a.namespace, a.name), `recorded but not in the cluster: \`task app\` again, or \`task app -- --remove ${a.name}\``);
+    out.push({ ...line, detail: `${line.detail}; https://${a.host}` });
+  }
   return out;
 }
 

