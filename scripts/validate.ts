@@ -46,9 +46,11 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import {
+  type AppRecord,
   type Config,
   PROJECT_DIR,
   UserError,
+  appRecords,
   check,
   isMain,
   kubectl,
@@ -753,19 +755,6 @@ export async function measureFreshness(
 // One app of `task app` (`task validate -- --app <name>`)
 // ---------------------------------------------------------------------------------------------
 
-/** What `task app` records of an app in <stateDir>/apps/<name>.json (scripts/app.ts writes it). */
-export interface AppRecord {
-  name: string;
-  namespace: string;
-  /** The route's full host name: <name>.<DOMAIN> (the sample app: app.<DOMAIN>). */
-  host: string;
-  image: string;
-  /** The port Alloy scrapes (prometheus.io/port), or null/absent when the app serves no metrics. */
-  metricsPort?: number | null;
-  metricsPath?: string | null;
-  dashboard?: unknown;
-}
-
 /** A Kubernetes name as `task app` accepts it (a DNS label). */
 const APP_NAME = /^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const HOST_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
@@ -783,15 +772,19 @@ export function parseAppArg(argv: string[]): string | undefined {
   return raw;
 }
 
-export const appRecordPath = (cfg: Config, name: string) => statePath(cfg, 'apps', `${name}.json`);
+const appRecordPath = (cfg: Config, name: string) => statePath(cfg, 'apps', `${name}.json`);
 
 /** The record of one app; a missing or malformed record is a UserError naming the file, the key and the fix. */
 export function readAppRecord(cfg: Config, name: string): AppRecord {
   const file = appRecordPath(cfg, name);
   const redeploy = `Deploy it again with \`task app -- <dir> --name ${name}\` (it rewrites the record).`;
   if (!fs.existsSync(file)) {
-    const dir = path.dirname(file);
-    const known = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -'.json'.length)).sort() : [];
+    let known: string[] = [];
+    try {
+      known = appRecords(cfg).map((r) => r.name);
+    } catch {
+      /* another record is unreadable: name none rather than hide the answer */
+    }
     throw new UserError(
       `no app "${name}": ${file} is missing. ${known.length ? `Apps deployed with \`task app\`: ${known.join(', ')}.` : 'No app has been deployed with `task app` yet.'} ` +
         `Deploy it with \`task app -- <dir> --name ${name}\`.`,

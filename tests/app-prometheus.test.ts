@@ -1,7 +1,7 @@
 // The app dashboard generator (scripts/app.ts appDashboard) and `validate --app`'s checks against a
 // REAL Prometheus 3 scraping the REAL example apps: the sample app process (sample-app/src/server.ts
-// with its traffic generator) and the Go example (examples/go-app, its binary with two container
-// ports), relabelled as the platform's Alloy relabels pods (tests/fixtures/apps/scrape.ts: the
+// with its traffic generator) and the Go example (examples/go-app, its binary: the app on one port, metrics on another), each as the pod of the
+// manifests `task app` renders for it, relabelled as the platform's Alloy relabels pods (tests/fixtures/apps/scrape.ts: the
 // chart's pod rules and alloy/annotation-autodiscovery-rules.alloy). After a little traffic, every
 // metric panel of each app's generated dashboard returns data over the last 30 seconds, every query
 // parses (lezer PromQL, and promtool), and the logs panel parses (lezer LogQL) and selects only
@@ -15,10 +15,11 @@ import { parser as logqlParser } from '@grafana/lezer-logql';
 import { parser as promqlParser } from '@prometheus-io/lezer-promql';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import YAML from 'yaml';
-import { appDashboard } from '../scripts/app.ts';
+import { appDashboard, appManifests, parseAppArgs } from '../scripts/app.ts';
+import { SAMPLE_APP_EXTRAS, SAMPLE_APP_SPEC } from '../scripts/sample-app.ts';
 import { type AppPods, checkAppLogs, checkAppTargets, promQuery, substituteVariables, type Target } from '../scripts/validate.ts';
 import { PROJECT_DIR } from './helpers.ts';
-import { alloyRules, CHART_POD_RULES, CLUSTER_NAME, clusterExporter, type PodSpec, prometheusConfig, startGoApp } from './fixtures/apps/scrape.ts';
+import { alloyRules, CHART_POD_RULES, CLUSTER_NAME, clusterExporter, type PodSpec, podFromManifests, prometheusConfig, startGoApp } from './fixtures/apps/scrape.ts';
 import {
   type FakeGrafana,
   freePort,
@@ -53,28 +54,19 @@ let apps: App[];
 beforeAll(async () => {
   const [samplePort, goPort, goMetricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
   [sampleApp, goApp] = await Promise.all([startSampleApp(samplePort), startGoApp(goPort, goMetricsPort)]);
-  // As `task app` deploys them: namespace and app.kubernetes.io/name = the app's name (the sample
-  // app keeps its namespace sample-app), prometheus.io/port and path on the pod.
-  apps = [
-    {
-      name: 'sample-app',
-      namespace: 'sample-app',
-      pod: {
-        namespace: 'sample-app', pod: 'sample-app-6d4b75cb6d-x7k2p', container: 'app', node: 'talos-local-worker-1',
-        labels: { 'app.kubernetes.io/name': 'sample-app', 'pod-template-hash': '6d4b75cb6d' },
-        ports: { http: samplePort }, metricsPort: samplePort, metricsPath: '/metrics',
-      },
-    },
-    {
-      name: 'go-app',
-      namespace: 'go-app',
-      pod: {
-        namespace: 'go-app', pod: 'go-app-5c9d7b8f6-abcde', container: 'go-app', node: 'talos-local-worker-2',
-        labels: { 'app.kubernetes.io/name': 'go-app', 'pod-template-hash': '5c9d7b8f6' },
-        ports: { http: goPort, metrics: goMetricsPort }, metricsPort: goMetricsPort, metricsPath: '/metrics',
-      },
-    },
+  // The pods of the manifests `task app` applies for each (the sample app keeps its namespace and
+  // its extras); only the ports are the test's free ones.
+  const goSpec = parseAppArgs(['examples/go-app', '--port', String(goPort), '--metrics-port', String(goMetricsPort)]);
+  if (!('deploy' in goSpec)) throw new Error('parseAppArgs: expected a deploy');
+  const specs = [
+    { spec: { ...SAMPLE_APP_SPEC, port: samplePort, metricsPort: samplePort }, extras: SAMPLE_APP_EXTRAS, pod: { name: 'sample-app-6d4b75cb6d-x7k2p', templateHash: '6d4b75cb6d', node: 'talos-local-worker-1' } },
+    { spec: goSpec.deploy, extras: {}, pod: { name: 'go-app-5c9d7b8f6-abcde', templateHash: '5c9d7b8f6', node: 'talos-local-worker-2' } },
   ];
+  apps = specs.map(({ spec, extras, pod }) => ({
+    name: spec.name,
+    namespace: spec.namespace,
+    pod: podFromManifests(appManifests(spec, `localhost:5001/${spec.name}:0f1e2d3c4b5a`, 'localhost', {}, extras).app, pod),
+  }));
   exporter = await clusterExporter(apps.map((a) => a.pod));
   prom = await startPrometheus(prometheusConfig(apps.map((a) => a.pod), exporter.address));
   promTarget = { url: prom.url };
@@ -148,13 +140,11 @@ describe('the scrape harness relabels as the platform does', () => {
   it("every app series carries the labels Alloy attaches (namespace, pod, container, node, job, cluster), the pod's own label, and not the dropped ones", async () => {
     for (const a of apps) {
       const up = await promQuery(promTarget, `up{namespace="${a.namespace}"}`);
-      // The Go pod's two container ports are two discovered targets, relabelled to the same
-      // address and labels: one target, one up series.
       expect(up, a.name).toHaveLength(1);
       expect(up[0].value).toBe(1);
       expect(up[0].metric).toMatchObject({
-        namespace: a.namespace, pod: a.pod.pod, container: a.pod.container, node: a.pod.node, job: a.name, cluster: CLUSTER_NAME,
-        app_kubernetes_io_name: a.name, instance: `127.0.0.1:${a.pod.metricsPort}`,
+        namespace: a.namespace, pod: a.pod.pod, container: 'app', node: a.pod.node, job: a.name, cluster: CLUSTER_NAME,
+        app_kubernetes_io_name: a.name, app_kubernetes_io_component: 'app', instance: `127.0.0.1:${a.pod.annotations['prometheus.io/port']}`,
       });
       expect(up[0].metric.pod_template_hash).toBeUndefined();
     }
@@ -229,8 +219,8 @@ describe.each(['sample-app', 'go-app'])("appDashboard for %s: every panel's quer
 });
 
 describe("validate --app's checks against the real Prometheus and the Go app's real log lines", () => {
-  const goPods = (): AppPods => ({ deployment: 'Deployment go-app/go-app', readyReplicas: 1, pods: ['go-app-5c9d7b8f6-abcde'], container: 'go-app' });
-  const goLabels = { namespace: 'go-app', pod: 'go-app-5c9d7b8f6-abcde', container: 'go-app', node: 'talos-local-worker-2', job: 'go-app' };
+  const goPods = (): AppPods => ({ deployment: 'Deployment go-app/go-app', readyReplicas: 1, pods: ['go-app-5c9d7b8f6-abcde'], container: 'app' });
+  const goLabels = { namespace: 'go-app', pod: 'go-app-5c9d7b8f6-abcde', container: 'app', node: 'talos-local-worker-2', job: 'go-app' };
   async function grafanaWithGoLogs(logLines: () => any[]): Promise<Target> {
     const g = await startFakeGrafana({ password: 'pw', datasources: { loki: { ok: true } }, loki: lokiFromLogs([{ logLines, labels: goLabels }]) });
     grafanas.push(g);
@@ -250,7 +240,7 @@ describe("validate --app's checks against the real Prometheus and the Go app's r
   it("checkAppLogs passes on the Go app's real request lines, with the newest line's age", async () => {
     const g = await grafanaWithGoLogs(goApp.logLines);
     await expect(checkAppLogs(g, goPods(), 'namespace="go-app"')).resolves.toMatch(
-      /^lines of container go-app from every Ready pod in the last 5 minutes: go-app-5c9d7b8f6-abcde \d+; freshness: newest line \d+\.\ds old$/,
+      /^lines of container app from every Ready pod in the last 5 minutes: go-app-5c9d7b8f6-abcde \d+; freshness: newest line \d+\.\ds old$/,
     );
     expect(goApp.logLines().filter((l) => l.msg === 'request' && l.route === '/api/items' && l.status === 200).length).toBeGreaterThan(0);
   });
@@ -258,7 +248,7 @@ describe("validate --app's checks against the real Prometheus and the Go app's r
   it('checkAppLogs fails when none of its lines reach Loki', async () => {
     const g = await grafanaWithGoLogs(() => []);
     await expect(checkAppLogs(g, goPods(), 'namespace="go-app"')).rejects.toThrow(
-      'no log lines of {namespace="go-app",container="go-app"} from pod go-app-5c9d7b8f6-abcde in Loki in the last 5 minutes',
+      'no log lines of {namespace="go-app",container="app"} from pod go-app-5c9d7b8f6-abcde in Loki in the last 5 minutes',
     );
   });
 

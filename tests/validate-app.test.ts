@@ -9,8 +9,8 @@ import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { parseConfig } from '../scripts/lib.ts';
-import { type AppRecord, checkDeploymentReady, parseAppArg, readAppRecord } from '../scripts/validate.ts';
+import { type AppRecord, parseConfig } from '../scripts/lib.ts';
+import { checkDeploymentReady, parseAppArg, readAppRecord } from '../scripts/validate.ts';
 import { isMutating, makeSandbox } from './helpers.ts';
 import { deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
 import { applyLogQL, type FakeGrafanaOptions, grafanaHandler, makeCerts } from './fixtures/validate/servers.ts';
@@ -21,8 +21,9 @@ const DOMAIN = 'local.test';
 const PASSWORD = 'Zx9-random-pw';
 const NAME = 'go-app';
 const PODS = ['go-app-5c9d7b8f6-abcde', 'go-app-5c9d7b8f6-fghij'];
-const SELECTOR = { 'app.kubernetes.io/name': NAME };
-const LABELS = { namespace: NAME, container: NAME, node: 'talos-local-worker-1', job: NAME };
+/** As scripts/app.ts deploys an app (manifests/app/app.yaml.tmpl): selector labels, container app. */
+const SELECTOR = { 'app.kubernetes.io/name': NAME, 'app.kubernetes.io/component': 'app' };
+const LABELS = { namespace: NAME, container: 'app', node: 'talos-local-worker-1', job: NAME };
 const RECORD: AppRecord = { name: NAME, namespace: NAME, host: `${NAME}.${DOMAIN}`, image: 'localhost:5001/go-app:0f1e2d3c4b5a', metricsPort: 9090, metricsPath: '/metrics', dashboard: `app-${NAME}` };
 
 let dir: string;
@@ -103,9 +104,9 @@ function sandboxWithApp(opts: { readyPods?: string[]; record?: unknown } = {}) {
   const sb = makeSandbox();
   deployedCluster(sb, [
     ...healthyObjects(),
-    deploymentObj(NAME, NAME, RECORD.image, 2, ready.length, SELECTOR, NAME),
+    deploymentObj(NAME, NAME, RECORD.image, 2, ready.length, SELECTOR, 'app'),
     ...PODS.map((p) =>
-      podObj(NAME, p, ready.includes(p), SELECTOR, ready.includes(p) ? {} : { containerStatuses: [{ name: NAME, state: { waiting: { reason: 'CrashLoopBackOff' } }, restartCount: 4 }] }),
+      podObj(NAME, p, ready.includes(p), SELECTOR, ready.includes(p) ? {} : { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'CrashLoopBackOff' } }, restartCount: 4 }] }),
     ),
   ]);
   fs.mkdirSync(path.join(sb.stateDir, 'certs'), { recursive: true });
@@ -139,7 +140,7 @@ describe('task validate -- --app <name> (stand-in cluster, HTTPS front with our 
     expect(r.stdout).toContain(`2 of 2 Ready (${PODS.join(', ')})`);
     expect(r.stdout).toContain('HTTP 200, certificate trusted');
     expect(r.stdout).toContain(`2 of 2 ready replicas scraped (pods ${PODS.join(', ')}); freshness: newest sample of every pod at most 14s old`);
-    expect(r.stdout).toMatch(/lines of container go-app from every Ready pod in the last 5 minutes: go-app-5c9d7b8f6-abcde 1, go-app-5c9d7b8f6-fghij 1; freshness: newest line \d+\.\ds old/);
+    expect(r.stdout).toMatch(/lines of container app from every Ready pod in the last 5 minutes: go-app-5c9d7b8f6-abcde 1, go-app-5c9d7b8f6-fghij 1; freshness: newest line \d+\.\ds old/);
     expect(r.calls.filter(isMutating)).toEqual([]);
   });
 
@@ -171,9 +172,9 @@ describe('task validate -- --app <name> (stand-in cluster, HTTPS front with our 
     // The Ready pod is scraped and logging: only the Ready check fails, naming the other pod.
     expect(checkLines(r.stdout)).toEqual(lines('✗✓✓✓'));
     expect(r.stdout).toContain(
-      `not Ready: ${NAME}/${PODS[1]} (Pending; ${NAME}: CrashLoopBackOff (4 restarts)); Deployment ${NAME}/${NAME} has 1 of 2 replicas ready`,
+      `not Ready: ${NAME}/${PODS[1]} (Pending; app: CrashLoopBackOff (4 restarts)); Deployment ${NAME}/${NAME} has 1 of 2 replicas ready`,
     );
-    expect(r.stdout.slice(r.stdout.indexOf('Diagnostics:'))).toContain(`pod ${NAME}/${PODS[1]} is not Ready (Pending; ${NAME}: CrashLoopBackOff (4 restarts))`);
+    expect(r.stdout.slice(r.stdout.indexOf('Diagnostics:'))).toContain(`pod ${NAME}/${PODS[1]} is not Ready (Pending; app: CrashLoopBackOff (4 restarts))`);
   });
 
   it('no pod Ready: every check that needs pods fails; exit 1, and the diagnostics name the pods', async () => {
@@ -183,7 +184,7 @@ describe('task validate -- --app <name> (stand-in cluster, HTTPS front with our 
     expect(checkLines(r.stdout)).toEqual(lines('✗✓✗✗'));
     expect(r.stdout).toContain(`Deployment ${NAME}/${NAME} has no Ready pods (readyReplicas 0, 0 Ready pods match its selector)`);
     const diag = r.stdout.slice(r.stdout.indexOf('Diagnostics:'));
-    expect(diag).toContain(`pod ${NAME}/${PODS[0]} is not Ready (Pending; ${NAME}: CrashLoopBackOff (4 restarts))`);
+    expect(diag).toContain(`pod ${NAME}/${PODS[0]} is not Ready (Pending; app: CrashLoopBackOff (4 restarts))`);
     expect(diag).not.toContain('sample-app/');
     expect(r.stderr).toContain(`✗ validate failed: 3 check(s) failed: ${TITLES[0]}; ${TITLES[2]}; ${TITLES[3]}.`);
   });
@@ -221,7 +222,7 @@ describe('task validate -- --app <name> (stand-in cluster, HTTPS front with our 
     const r = await makeRun(sandboxWithApp());
     expect(r.code).toBe(1);
     expect(checkLines(r.stdout)).toEqual(lines('✓✓✓✗'));
-    expect(r.stdout).toContain(`no log lines of {namespace="${NAME}",container="${NAME}"} from pod ${PODS[1]} in Loki in the last 5 minutes`);
+    expect(r.stdout).toContain(`no log lines of {namespace="${NAME}",container="app"} from pod ${PODS[1]} in Loki in the last 5 minutes`);
   });
 });
 
@@ -281,7 +282,7 @@ describe('readAppRecord: a malformed record names the file, the key, the value a
 });
 
 describe('checkDeploymentReady: every pod of the Deployment Ready, as many ready replicas as it asks for', () => {
-  const dep = (replicas: number, ready: number) => deploymentObj(NAME, NAME, RECORD.image, replicas, ready, SELECTOR, NAME);
+  const dep = (replicas: number, ready: number) => deploymentObj(NAME, NAME, RECORD.image, replicas, ready, SELECTOR, 'app');
   const pod = (name: string, ready: boolean, extra: Record<string, unknown> = {}) => ({ ...podObj(NAME, name, ready, SELECTOR), ...extra });
   it.each([
     ['both Ready', dep(2, 2), [pod(PODS[0], true), pod(PODS[1], true)], `2 of 2 Ready (${PODS.join(', ')})`],

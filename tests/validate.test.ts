@@ -410,7 +410,10 @@ it("validate's contract with the sample app: its header and source are the app's
   expect(SYNTHETIC_HEADER).toBe(appNames.SYNTHETIC_HEADER);
   expect(appNames.SYNTHETIC_SOURCES).toContain(SYNTHETIC_SOURCE);
   expect(appNames.UNCOUNTED_ROUTES).not.toContain(REQUEST_CHECK.route);
-  const docs = YAML.parseAllDocuments(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', 'app.yaml'), 'utf8')).map((d) => d.toJS());
+  // The sample app's manifests as `task sample-app` renders them (scripts/app.ts, the one code path for apps).
+  const { appManifests } = await import('../scripts/app.ts');
+  const { SAMPLE_APP_EXTRAS, SAMPLE_APP_SPEC } = await import('../scripts/sample-app.ts');
+  const docs = YAML.parseAllDocuments(appManifests(SAMPLE_APP_SPEC, 'localhost:5001/sample-app:0f1e2d3c4b5a', 'localhost', {}, SAMPLE_APP_EXTRAS).app).map((d) => d.toJS());
   const deployment = docs.find((d) => d?.kind === 'Deployment');
   expect([deployment.metadata.namespace, deployment.metadata.name]).toEqual([APP_NAMESPACE, APP_DEPLOYMENT]);
   // The traffic generator's pods are not the app's: the app Deployment's selector leaves them out.
