@@ -1,13 +1,15 @@
 // examples/go-app, the real binary (built by tests/tools/ensure-test-tools.mjs from its sources):
 // its routes, what it counts, /metrics through `promtool check metrics`, one JSON log line per
 // request, a bad port refused, graceful shutdown; and its Dockerfile: pinned base images, a numeric
-// non-root user (what Pod Security `restricted`'s runAsNonRoot can check), only its sources sent.
+// non-root user (what Pod Security `restricted`'s runAsNonRoot can check), only its sources in the
+// build context (scripts/app.ts contextFiles).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error: plain ESM module without types
 import { GO_APP } from './tools/test-tools.mjs';
+import { contextFiles } from '../scripts/app.ts';
 import { startGoApp } from './fixtures/apps/scrape.ts';
 import { freePort } from './fixtures/validate/servers.ts';
 
@@ -99,8 +101,8 @@ describe('its Dockerfile', () => {
     expect(final.at(-1)).toBe('ENTRYPOINT ["/usr/local/bin/go-app"]');
   });
 
-  it('the build context holds only the sources, the ones the binary hash covers', () => {
-    expect(fs.readFileSync(path.join(GO_APP.dir, '.dockerignore'), 'utf8').split('\n').filter(Boolean)).toEqual(['*', '!go.mod', '!go.sum', '!*.go']);
+  it("the build context `task app` hashes for the tag is the sources and the Dockerfile (a README edit does not rebuild)", () => {
+    expect(contextFiles(GO_APP.dir)).toEqual(['.dockerignore', 'Dockerfile', 'go.mod', 'go.sum', 'main.go']);
     expect(fs.readFileSync(path.join(GO_APP.dir, 'go.mod'), 'utf8')).toMatch(/^require github\.com\/prometheus\/client_golang v\d+\.\d+\.\d+$/m);
     expect(fs.readFileSync(path.join(GO_APP.dir, 'go.sum'), 'utf8')).toMatch(/^github\.com\/prometheus\/client_golang v\d+\.\d+\.\d+ h1:/m);
   });
