@@ -24,6 +24,12 @@
 //      metric (http_requests_total{route="/api/probe",synthetic="validate"} grows) and its log line
 //      (probe_id=<uuid>, app container) can be queried.
 //
+// `task validate -- --app <name>` checks one app of `task app` instead, from its record
+// <stateDir>/apps/<name>.json (scripts/app.ts): its Deployment's pods Ready, its route
+// https://<host>/ answering over HTTPS (as in 3), every Ready pod scraped with up == 1 and the
+// labels of 4 (when it serves metrics) and its container's lines in Loki (as in 5); freshness is
+// the age of the newest sample (it fails past APP_SAMPLE_MAX_AGE_SECONDS) and of the newest line.
+//
 // A freshly deployed platform needs a minute or two (pods starting, Alloy's first scrape): until
 // `--wait N` seconds (default 180) have passed, a failing check is retried every few seconds; after
 // that every check tries once. `task validate -- --wait 0` fails fast. On failure the diagnostics
@@ -40,9 +46,11 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import {
+  type AppRecord,
   type Config,
   PROJECT_DIR,
   UserError,
+  appRecords,
   check,
   isMain,
   kubectl,
@@ -232,16 +240,37 @@ export interface AppPods {
   container: string;
 }
 
+/** The pods the Deployment's selector matches (appPods checks it has one), terminating ones left out. */
+function selectedPods(deployment: KObject, pods: KObject[]): KObject[] {
+  const matchLabels: Record<string, string> = deployment.spec?.selector?.matchLabels ?? {};
+  return pods.filter((p) => !p.metadata.deletionTimestamp && Object.entries(matchLabels).every(([k, v]) => p.metadata.labels?.[k] === v));
+}
+
+/**
+ * Every pod of the Deployment is Ready and it has as many ready replicas as it asks for (`task
+ * validate -- --app`): one crash-looping replica fails, though the others serve.
+ */
+export function checkDeploymentReady(deployment: KObject, pods: KObject[]): string {
+  const app = appPods(deployment, pods);
+  const wanted = Number(deployment.spec?.replicas ?? 1);
+  const problems: string[] = [];
+  const bad = unreadyPods(selectedPods(deployment, pods));
+  if (bad.length) problems.push(`not Ready: ${bad.map((p) => `${p.namespace}/${p.name} (${p.reason})`).join(', ')}`);
+  if (app.readyReplicas < wanted) problems.push(`${app.deployment} has ${app.readyReplicas} of ${wanted} replicas ready`);
+  if (problems.length) throw new CheckError(problems.join('; '));
+  return `${app.pods.length} of ${wanted} Ready (${app.pods.join(', ')})`;
+}
+
 /** Reads the app's Ready pods from its Deployment and the pods of its namespace; throws when none is Ready. */
 export function appPods(deployment: KObject, pods: KObject[]): AppPods {
   const name = `Deployment ${deployment.metadata.namespace}/${deployment.metadata.name}`;
-  const matchLabels: Record<string, string> = deployment.spec?.selector?.matchLabels ?? {};
   const container: string | undefined = deployment.spec?.template?.spec?.containers?.[0]?.name;
-  if (Object.keys(matchLabels).length === 0 || !container) throw new CheckError(`${name} has no spec.selector.matchLabels or no container`);
+  if (Object.keys(deployment.spec?.selector?.matchLabels ?? {}).length === 0 || !container) {
+    throw new CheckError(`${name} has no spec.selector.matchLabels or no container`);
+  }
   const readyReplicas = Number(deployment.status?.readyReplicas ?? 0);
-  const ready = pods
-    .filter((p) => Object.entries(matchLabels).every(([k, v]) => p.metadata.labels?.[k] === v))
-    .filter((p) => !p.metadata.deletionTimestamp && readyCondition(p)?.status === 'True')
+  const ready = selectedPods(deployment, pods)
+    .filter((p) => readyCondition(p)?.status === 'True')
     .map((p) => p.metadata.name)
     .sort();
   if (readyReplicas === 0 || ready.length === 0) {
@@ -723,16 +752,103 @@ export async function measureFreshness(
 }
 
 // ---------------------------------------------------------------------------------------------
+// One app of `task app` (`task validate -- --app <name>`)
+// ---------------------------------------------------------------------------------------------
+
+/** A Kubernetes name as `task app` accepts it (a DNS label). */
+const APP_NAME = /^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
+
+/** Reads `--app <name>` / `--app=<name>` from the arguments; undefined without it. */
+export function parseAppArg(argv: string[]): string | undefined {
+  const i = argv.findIndex((a) => a === '--app' || a.startsWith('--app='));
+  if (i < 0) return undefined;
+  const raw = argv[i].includes('=') ? argv[i].slice('--app='.length) : argv[i + 1];
+  if (raw === undefined || !APP_NAME.test(raw)) {
+    throw new UserError(
+      `--app "${raw ?? ''}" is not allowed: expected the name of an app deployed with \`task app\` (lowercase letters, digits and "-", such as --app sample-app).`,
+    );
+  }
+  return raw;
+}
+
+const appRecordPath = (cfg: Config, name: string) => statePath(cfg, 'apps', `${name}.json`);
+
+/** The record of one app; a missing or malformed record is a UserError naming the file, the key and the fix. */
+export function readAppRecord(cfg: Config, name: string): AppRecord {
+  const file = appRecordPath(cfg, name);
+  const redeploy = `Deploy it again with \`task app -- <dir> --name ${name}\` (it rewrites the record).`;
+  if (!fs.existsSync(file)) {
+    let known: string[] = [];
+    try {
+      known = appRecords(cfg).map((r) => r.name);
+    } catch {
+      /* another record is unreadable: name none rather than hide the answer */
+    }
+    throw new UserError(
+      `no app "${name}": ${file} is missing. ${known.length ? `Apps deployed with \`task app\`: ${known.join(', ')}.` : 'No app has been deployed with `task app` yet.'} ` +
+        `Deploy it with \`task app -- <dir> --name ${name}\`.`,
+    );
+  }
+  let rec: any;
+  try {
+    rec = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new UserError(`${file} is not JSON (${(err as Error).message}). ${redeploy}`);
+  }
+  const bad = (key: string, expected: string) =>
+    new UserError(`${file}: ${key}=${JSON.stringify(rec?.[key])} is not allowed: expected ${expected}. ${redeploy}`);
+  if (typeof rec !== 'object' || rec === null) throw new UserError(`${file} holds no JSON object. ${redeploy}`);
+  if (rec.name !== name) throw bad('name', `"${name}", the name of the file`);
+  if (typeof rec.namespace !== 'string' || !APP_NAME.test(rec.namespace)) throw bad('namespace', 'a Kubernetes namespace name');
+  if (typeof rec.host !== 'string' || !HOST_NAME.test(rec.host)) throw bad('host', `the route's host name, such as ${name}.${cfg.DOMAIN}`);
+  if (rec.metricsPort != null && !(Number.isInteger(rec.metricsPort) && rec.metricsPort >= 1 && rec.metricsPort <= 65535)) {
+    throw bad('metricsPort', 'a TCP port from 1 to 65535, or null when the app serves no metrics');
+  }
+  return rec as AppRecord;
+}
+
+/** How old the newest sample may be: Alloy scrapes every 60s (the chart's default), so three missed scrapes. */
+export const APP_SAMPLE_MAX_AGE_SECONDS = 180;
+
+/**
+ * Every Ready pod of the app scraped (checkTargetsUp), and fresh: the newest `up` sample of each
+ * pod is at most maxAgeSeconds old. An instant query still answers a sample up to 5 minutes old, so
+ * a stalled scrape or remote write would pass checkTargetsUp alone.
+ */
+export async function checkAppTargets(prom: Target, app: AppPods, selector: string, maxAgeSeconds = APP_SAMPLE_MAX_AGE_SECONDS): Promise<string> {
+  const scraped = await checkTargetsUp(prom, app, selector);
+  const ages = (await promQuery(prom, `time() - timestamp(up{${selector}})`)).filter((s) => app.pods.includes(s.metric.pod));
+  const oldest = Math.max(...ages.map((s) => s.value));
+  const stale = ages.filter((s) => s.value > maxAgeSeconds);
+  if (stale.length) {
+    throw new CheckError(
+      `newest sample older than ${maxAgeSeconds}s: ${stale.map((s) => `pod ${s.metric.pod} ${Math.round(s.value)}s`).join(', ')} (Alloy stopped scraping it, or its remote write to Prometheus stalls)`,
+    );
+  }
+  return `${scraped}; freshness: newest sample of every pod at most ${Math.round(oldest)}s old`;
+}
+
+/** The app container's lines of every Ready pod in Loki (checkLogs), and the age of the newest one. */
+export async function checkAppLogs(grafana: Target, app: AppPods, selector: string, lokiUid?: string): Promise<string> {
+  const detail = await checkLogs(grafana, app, { selector, lokiUid });
+  const streams = await lokiQuery(grafana, appLogSelector(app, selector), 300, lokiUid);
+  const newestNs = streams.flatMap((s) => s.values.map((v) => BigInt(v[0]))).reduce((a, b) => (b > a ? b : a), 0n);
+  const ageSeconds = Math.max(0, (Date.now() - Number(newestNs / 1_000_000n)) / 1000);
+  return `${detail}; freshness: newest line ${ageSeconds.toFixed(1)}s old`;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Diagnostics (kubectl), printed when a check failed
 // ---------------------------------------------------------------------------------------------
 
 const indentLines = (text: string, n = 6) => text.replace(/^/gm, ' '.repeat(n));
 
-/** Unready pods with their events and last log lines; Alloy's error lines; down targets. */
-export async function diagnostics(cfg: Config, prom: Target | undefined): Promise<string[]> {
+/** Unready pods (of our namespaces, or the given ones) with their events and last log lines; Alloy's error lines; down targets. */
+export async function diagnostics(cfg: Config, prom: Target | undefined, namespaces: readonly string[] = OUR_NAMESPACES): Promise<string[]> {
   const out: string[] = [];
   const get = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
-  out.push(await podDiagnostics(cfg, OUR_NAMESPACES));
+  out.push(await podDiagnostics(cfg, namespaces));
   let pods: KObject[] = [];
   try {
     pods = await get(['get', 'pods', '--namespace', 'monitoring']);
@@ -795,15 +911,14 @@ export function parseWait(argv: string[]): number {
   return Number(raw);
 }
 
-async function validate(cfg: Config): Promise<void> {
-  const waitSeconds = parseWait(process.argv.slice(2));
+/**
+ * Runs checks (steps that change nothing) and keeps the titles of those that failed. Until the
+ * settle deadline (`--wait`) a failing check is retried (a freshly deployed platform needs a scrape
+ * interval or two); after it, a failure is noted and the next check runs.
+ */
+function checkRunner(waitSeconds: number) {
   const settleUntil = Date.now() + waitSeconds * 1000;
   const failed: string[] = [];
-  /**
-   * Runs one check (a step that changes nothing). Until the settle deadline a failing check is
-   * retried (a freshly deployed platform needs a scrape interval or two); after it, a failure is
-   * noted and the next check runs.
-   */
   const verify = async (title: string, fn: () => Promise<string | void>, retry = true) => {
     try {
       await check(title, async () => {
@@ -824,11 +939,61 @@ async function validate(cfg: Config): Promise<void> {
       warn((err as Error).message.replace(/\n/g, '\n    '));
     }
   };
+  return { verify, failed };
+}
+
+/** What every check needs: a reachable cluster, our CA and the route targets, Grafana with its admin password. */
+async function platformTargets(cfg: Config) {
   await requireCluster(cfg);
   const ca = readStateFile(cfg, 'certs/ca.crt', 'Run `task traefik` (it generates the certificates).');
   const password = readStateFile(cfg, 'grafana-admin-password', 'Run `task observability` (it generates the Grafana admin password).');
   const routes = routeTargets(cfg, ca);
   const grafana: Target = { ...routes.grafana, auth: { user: 'admin', password } };
+  return { ca, routes, grafana };
+}
+
+/** Prints the diagnostics and fails the phase when a check failed. */
+async function reportFailures(cfg: Config, failed: string[], prom: Target, namespaces?: readonly string[]): Promise<void> {
+  if (failed.length === 0) return;
+  note('Diagnostics:');
+  for (const line of await diagnostics(cfg, prom, namespaces)) console.log(indentLines(line, 4));
+  throw new UserError(`${failed.length} check(s) failed: ${failed.join('; ')}. See the messages and diagnostics above.`);
+}
+
+/** `task validate -- --app <name>`: the checks of one app of `task app` (header). */
+async function validateApp(cfg: Config, name: string, waitSeconds: number): Promise<void> {
+  const app = readAppRecord(cfg, name);
+  const { verify, failed } = checkRunner(waitSeconds);
+  const { ca, routes, grafana } = await platformTargets(cfg);
+  const selector = `namespace="${app.namespace}"`;
+  const readDeployment = async (): Promise<[KObject, KObject[]]> => [
+    JSON.parse((await kubectl(cfg, ['get', 'deployment', app.name, '--namespace', app.namespace, '-o', 'json'])).stdout),
+    JSON.parse((await kubectl(cfg, ['get', 'pods', '--namespace', app.namespace, '-o', 'json'])).stdout).items,
+  ];
+  const readPods = async () => appPods(...(await readDeployment()));
+  const route: Target = { url: `https://${app.host}`, ca, connect: { host: namesAddress(cfg.HOST_IP), port: cfg.HTTPS_PORT } };
+  await verify(`App ${name}: pods of Deployment ${app.namespace}/${app.name} Ready`, async () => checkDeploymentReady(...(await readDeployment())));
+  await verify(`App ${name}: route https://${app.host}/ via ${namesAddress(cfg.HOST_IP)}:${cfg.HTTPS_PORT}`, () => checkRoute(route, '/'));
+  if (app.metricsPort == null) {
+    note(`${name} serves no metrics (deployed without --metrics-port): no scrape to check. \`task app -- <dir> --name ${name} --metrics-port <port>\` adds it.`);
+  } else {
+    await verify(`App ${name}: every Ready pod scraped (up == 1) with ${METRIC_LABELS.join(', ')}, samples fresh`, async () =>
+      checkAppTargets(routes.prometheus, await readPods(), selector),
+    );
+  }
+  await verify(`App ${name}: container logs of every Ready pod in Loki (via Grafana) in the last 5 minutes`, async () =>
+    checkAppLogs(grafana, await readPods(), selector),
+  );
+  await reportFailures(cfg, failed, routes.prometheus, [app.namespace]);
+}
+
+async function validate(cfg: Config): Promise<void> {
+  const argv = process.argv.slice(2);
+  const waitSeconds = parseWait(argv);
+  const appName = parseAppArg(argv);
+  if (appName) return validateApp(cfg, appName, waitSeconds);
+  const { verify, failed } = checkRunner(waitSeconds);
+  const { routes, grafana } = await platformTargets(cfg);
   const items = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
   /** The app's Ready pods, read afresh by each check that needs them (pods come and go while it waits). */
   const readAppPods = async () =>
@@ -883,11 +1048,7 @@ async function validate(cfg: Config): Promise<void> {
     return `metric after ${f.metricSeconds.toFixed(1)}s, log line after ${f.logSeconds.toFixed(1)}s (probe_id=${f.id})`;
   }, false);
 
-  if (failed.length) {
-    note('Diagnostics:');
-    for (const line of await diagnostics(cfg, routes.prometheus)) console.log(indentLines(line, 4));
-    throw new UserError(`${failed.length} check(s) failed: ${failed.join('; ')}. See the messages and diagnostics above.`);
-  }
+  await reportFailures(cfg, failed, routes.prometheus);
 }
 
 if (isMain(import.meta.url)) await runPhase('validate', validate);

@@ -22,6 +22,7 @@ import { describe, expect, it } from 'vitest';
 import { PROJECT_DIR } from './helpers.ts';
 import { type K8sObject, WORKLOADS, containersOf, podSpec, quantity, unboundedContainers } from './workloads.ts';
 import { PINNED, mergeValues, parseConfig } from '../scripts/lib.ts';
+import { CHART_POD_RULES, alloyRules } from './fixtures/apps/scrape.ts';
 import { LOKI_PUSH_URL, NAMESPACE, PROMETHEUS_REMOTE_WRITE_URL, RELEASES, type ReleaseKey, SERVICE_URLS, releaseSpec } from '../scripts/observability.ts';
 
 const chartsDir = process.env.OBS_CHARTS_DIR ?? '';
@@ -263,6 +264,32 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(`http://${svc.metadata.name}.monitoring.svc:3100`).toBe(SERVICE_URLS.loki);
     const workloads = objs.filter((o) => ['Deployment', 'StatefulSet', 'DaemonSet', 'Pod'].includes(o.kind)).map((o) => o.metadata.name);
     expect(workloads).toEqual(['loki']);
+  });
+
+  it("k8s-monitoring: the pod relabel rules tests/app-prometheus.test.ts applies are the rendered chart's, in its order", () => {
+    const metrics = find(render('k8sMonitoring'), 'ConfigMap', 'k8s-monitoring-alloy-metrics').data['config.alloy'] as string;
+    const block = /discovery\.relabel "annotation_autodiscovery_pods" \{([\s\S]*?)\} \/\/ discovery\.relabel "annotation_autodiscovery_pods"/.exec(metrics);
+    expect(block, 'discovery.relabel "annotation_autodiscovery_pods" in alloy-metrics').not.toBeNull();
+    const rendered = alloyRules(block![1]);
+    const repoRules = alloyRules(fs.readFileSync(path.join(PROJECT_DIR, 'alloy', 'annotation-autodiscovery-rules.alloy'), 'utf8'));
+    // The chart's rules, then ours (extraDiscoveryRules).
+    expect(rendered.slice(-repoRules.length)).toEqual(repoRules);
+    const chart = rendered.slice(0, -repoRules.length);
+    // CHART_POD_RULES is the chart's list in order, without the rules that act on what our apps
+    // never set: IPv6 pod addresses, prometheus.io/scheme, k8s.grafana.com/metrics.param_* and the
+    // per-pod scrape interval and timeout (the test scrapes every second).
+    const left = chart.filter((r) => !CHART_POD_RULES.some((c) => JSON.stringify(c) === JSON.stringify(r)));
+    expect(chart.filter((r) => CHART_POD_RULES.some((c) => JSON.stringify(c) === JSON.stringify(r)))).toEqual(CHART_POD_RULES);
+    expect(left.map((r) => `${r.action ?? 'replace'} ${r.target_label ?? r.replacement ?? ''}`)).toEqual([
+      'labelmap __param_$1',
+      'replace __address__', // the IPv6 form; CHART_POD_RULES has the IPv4 one
+      'replace __scheme__',
+      'replace __scrape_interval__',
+      'replace __scrape_interval__',
+      'replace __scrape_timeout__',
+      'replace __scrape_timeout__',
+    ]);
+    expect(left.find((r) => r.target_label === '__address__')?.replacement).toBe('[$2]:$1');
   });
 
   it('k8s-monitoring: prometheus.io annotations, node label, etcd, destinations, no reporting', () => {

@@ -2,13 +2,15 @@
 //   - sample-app/node_modules (`npm ci --prefix sample-app`) when missing or older than its lock file;
 //   - task, prometheus, promtool and alertmanager at the versions of test-tools.mjs, in TOOLS_BIN,
 //     built with Go from the Go module proxy when missing or at another version (the first run takes
-//     ~8-10 min on 2 cores, Alertmanager ~2 of them; later runs a second).
+//     ~8-10 min on 2 cores, Alertmanager ~2 of them; later runs a second);
+//   - the Go example app (examples/go-app) as TOOLS_BIN/go-app-<hash of its sources>, when missing
+//     (binaries of earlier sources removed).
 // Without Go it stops and says what to install: a test that needs a tool is never skipped.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TALOS_MACHINERY, TEST_TOOLS, TOOLS_BIN, talosSchemaPath, toolProblems, versionOutput } from './test-tools.mjs';
+import { GO_APP, TALOS_MACHINERY, TEST_TOOLS, TOOLS_BIN, talosSchemaPath, toolProblems, versionOutput } from './test-tools.mjs';
 
 const projectDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -31,12 +33,13 @@ if (!fs.existsSync(installed) || fs.statSync(installed).mtimeMs < fs.statSync(pa
 
 const missing = TEST_TOOLS.filter((t) => toolProblems([t]).length > 0);
 const schemaMissing = !fs.existsSync(talosSchemaPath());
-if (missing.length === 0 && !schemaMissing) process.exit(0);
+const goAppMissing = !fs.existsSync(GO_APP.binaryPath());
+if (missing.length === 0 && !schemaMissing && !goAppMissing) process.exit(0);
 
 const go = spawnSync('go', ['version'], { encoding: 'utf8' });
 if (go.status !== 0) {
   console.error(
-    `✗ the tests need ${[...missing.map((t) => `${t.name} ${t.version}`), ...(schemaMissing ? [`${TALOS_MACHINERY.module}@${TALOS_MACHINERY.version}`] : [])].join(', ')}, built or fetched once with Go (into ${TOOLS_BIN} and Go's module cache), ` +
+    `✗ the tests need ${[...missing.map((t) => `${t.name} ${t.version}`), ...(schemaMissing ? [`${TALOS_MACHINERY.module}@${TALOS_MACHINERY.version}`] : []), ...(goAppMissing ? ['examples/go-app'] : [])].join(', ')}, built or fetched once with Go (into ${TOOLS_BIN} and Go's module cache), ` +
       'but `go` is not on PATH. Install Go 1.25 or newer (https://go.dev/doc/install, or `brew install go`), then run `npm test` again.',
   );
   process.exit(1);
@@ -59,4 +62,12 @@ for (const t of missing) {
     process.exit(1);
   }
   console.log(`✓ ${t.name} ${t.version} (${s}s)`);
+}
+if (goAppMissing) {
+  fs.mkdirSync(TOOLS_BIN, { recursive: true });
+  const s = run('go', GO_APP.buildArgs(), { cwd: GO_APP.dir });
+  // Binaries of earlier sources (go-app-<12 hex>, named by GO_APP.binaryPath) are ours and stale.
+  const current = path.basename(GO_APP.binaryPath());
+  for (const f of fs.readdirSync(TOOLS_BIN)) if (/^go-app-[0-9a-f]{12}$/.test(f) && f !== current) fs.rmSync(path.join(TOOLS_BIN, f));
+  console.log(`✓ examples/go-app built as ${GO_APP.binaryPath()} (${s}s)`);
 }

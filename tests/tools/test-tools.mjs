@@ -13,7 +13,9 @@
 //                       built from a copy of the module with a one-page placeholder there; the API
 //                       the tests use does not depend on it.
 // and one Go module read as data: Talos's machinery at the pinned Talos tag, for its machine-config
-// JSON schema (the config patches are checked against it).
+// JSON schema (the config patches are checked against it). The Go example app (examples/go-app) is
+// built here too, as TOOLS_BIN/go-app-<hash of its sources>: a changed source is a new binary.
+import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -103,3 +105,23 @@ export const toolProblems = (tools = TEST_TOOLS) =>
     const got = versionOutput(t);
     return got.includes(t.version) ? [] : [`${t.name} ${t.version}: ${got ? `found ${got.trim().split('\n')[0]}` : 'missing'}`];
   });
+
+/** examples/go-app, built by `go build` from its own go.mod (client_golang from the Go module proxy). */
+const goAppDir = path.join(here, '..', '..', 'examples', 'go-app');
+const goAppSources = () =>
+  fs
+    .readdirSync(goAppDir)
+    .filter((f) => f === 'go.mod' || f === 'go.sum' || f.endsWith('.go'))
+    .sort();
+export const GO_APP = {
+  dir: goAppDir,
+  /** TOOLS_BIN/go-app-<first 12 hex of the sources' sha256>: present means built from these sources. */
+  binaryPath() {
+    const hash = createHash('sha256');
+    for (const f of goAppSources()) hash.update(`${f}\0`).update(fs.readFileSync(path.join(goAppDir, f))).update('\0');
+    return path.join(TOOLS_BIN, `go-app-${hash.digest('hex').slice(0, 12)}`);
+  },
+  buildArgs() {
+    return ['build', '-trimpath', '-o', this.binaryPath(), '.'];
+  },
+};
