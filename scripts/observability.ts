@@ -7,10 +7,12 @@
 //      says how to proceed);
 //   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
 //      node-exporter uses the host's namespaces);
-//   3. Prometheus and Loki, in parallel;
-//   4. Grafana's admin Secret `grafana-admin` (random password, generated once, also kept in
-//      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json;
-//   5. Alloy (k8s-monitoring, then waits for its collectors) and Grafana, in parallel.
+//   3. Grafana's admin Secret `grafana-admin` (random password, generated once, also kept in
+//      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json (Grafana's pods
+//      mount both);
+//   4. Prometheus, Loki, Alloy (k8s-monitoring, then waits for its collectors) and Grafana, all
+//      at once: none needs another to be up (Alloy retries its writes, Grafana its datasources; the
+//      charts' hooks only touch their own release).
 // Every release is `helm upgrade --install --wait --timeout` through lib.helmRelease, which does
 // nothing when chart version and values are unchanged. When a release fails, the pods of
 // `monitoring` that are not ready are shown with their recent events and log lines; when the Alloy
@@ -391,16 +393,14 @@ export async function observability(cfg: Config): Promise<void> {
     const r = await applyManifests(cfg, namespaceManifest());
     return r === 'unchanged' ? 'unchanged' : 'applied';
   });
-  await parallel(
-    step(`Prometheus ${PINNED.charts.prometheus.version}`, () => install(cfg, 'prometheus')),
-    step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki')),
-  );
   await step('Grafana admin password', () => ensureAdminPassword(cfg));
   await step(`Dashboards ConfigMap (${dashboards.files.length} from dashboards/)`, async () => {
     const r = await applyManifests(cfg, dashboards.yaml, true);
     return r === 'unchanged' ? `unchanged (${dashboards.files.join(', ') || 'none'})` : `applied ${dashboards.files.join(', ') || '(no dashboards yet)'}`;
   });
   await parallel(
+    step(`Prometheus ${PINNED.charts.prometheus.version}`, () => install(cfg, 'prometheus')),
+    step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki')),
     (async () => {
       await step(`Alloy: k8s-monitoring ${PINNED.charts.k8sMonitoring.version}`, () => install(cfg, 'k8sMonitoring'));
       await check('Alloy collectors running', () => waitForAlloy(cfg));
