@@ -55,6 +55,8 @@ export interface Sandbox {
   state(): any;
   /** A running cluster as `task talos` leaves it (nodes, kubeconfig in the state dir), made by the stand-in talosctl directly. */
   createCluster(): void;
+  /** The environment a run gets: the stand-ins first on PATH, the sandbox's state, the call log `log`. */
+  env(log: string): Record<string, string>;
   /** Runs scripts/<name>.ts with the stand-ins first on PATH; calls holds only this run's calls. */
   run(script: string, args?: string[], env?: Record<string, string>): Promise<ScriptResult>;
 }
@@ -66,6 +68,22 @@ export function makeSandbox(): Sandbox {
   fs.mkdirSync(home);
   const fakeState = path.join(dir, 'fake-state.json');
   const state = () => (fs.existsSync(fakeState) ? deepMerge(defaultState(), JSON.parse(fs.readFileSync(fakeState, 'utf8'))) : defaultState());
+  const envFor = (log: string): Record<string, string> => ({
+    PATH: `${FAKE_BIN}${path.delimiter}${process.env.PATH}`,
+    HOME: home,
+    FAKE_STATE: fakeState,
+    FAKE_TOOLS_LOG: log,
+    STATE_DIR: stateDir,
+    ENV_FILE: path.join(dir, 'no.env'),
+    NO_COLOR: '1',
+    // Ports above 1024 so that the preflight's bind test needs no root; tests that want
+    // a taken port occupy one of these.
+    HTTP_PORT: '18080',
+    HTTPS_PORT: '18443',
+    REGISTRY_PORT: '15001',
+    // The Helm major the stand-in plays in this test run (vitest.config.ts).
+    ...(process.env.FAKE_HELM_MAJOR ? { FAKE_HELM_MAJOR: process.env.FAKE_HELM_MAJOR } : {}),
+  });
   return {
     dir,
     stateDir,
@@ -84,28 +102,13 @@ export function makeSandbox(): Sandbox {
     scenario(partial) {
       fs.writeFileSync(fakeState, JSON.stringify(deepMerge(state(), partial)));
     },
+    env: envFor,
     run(script, args = [], env = {}) {
       const log = path.join(dir, `calls-${Date.now()}-${Math.random().toString(36).slice(2)}.jsonl`);
       return new Promise((resolve) => {
         const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', `${script}.ts`), ...args], {
           cwd: PROJECT_DIR,
-          env: {
-            PATH: `${FAKE_BIN}${path.delimiter}${process.env.PATH}`,
-            HOME: home,
-            FAKE_STATE: fakeState,
-            FAKE_TOOLS_LOG: log,
-            STATE_DIR: stateDir,
-            ENV_FILE: path.join(dir, 'no.env'),
-            NO_COLOR: '1',
-            // Ports above 1024 so that the preflight's bind test needs no root; tests that want
-            // a taken port occupy one of these.
-            HTTP_PORT: '18080',
-            HTTPS_PORT: '18443',
-            REGISTRY_PORT: '15001',
-            // The Helm major the stand-in plays in this test run (vitest.config.ts).
-            ...(process.env.FAKE_HELM_MAJOR ? { FAKE_HELM_MAJOR: process.env.FAKE_HELM_MAJOR } : {}),
-            ...env,
-          },
+          env: { ...envFor(log), ...env },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         let stdout = '';
