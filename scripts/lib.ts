@@ -12,6 +12,8 @@
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
 //     (✓ or ✗ with its duration), and a summary at the end; under `task deploy` (PHASE_LABELS=true,
 //     set by the deploy graph, where phases run side by side) every line starts with "[phase] ";
+//   - parallel(): steps side by side inside a phase (each branch's tool calls see which branch they
+//     belong to in PLATFORM_BRANCH, as they see their phase in PLATFORM_PHASE: bench/ replays them);
 //   - runsInWsl(): whether this Linux runs under WSL (hosts and trust-ca say what Windows needs);
 //   - parseQuantity()/quantityMiB(): Kubernetes quantities (requests, limits, volume sizes) as numbers;
 //   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
@@ -19,6 +21,7 @@
 //     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
@@ -386,7 +389,7 @@ export async function run(cmd: string, args: string[], opts: RunOptions = {}): P
       nothrow: true,
       quiet: true,
       input: opts.input,
-      env: { ...process.env, ...opts.env },
+      env: { ...process.env, PLATFORM_BRANCH: branchPath.getStore() ?? '', ...opts.env },
     })`${cmd} ${args}`;
     result = { code: p.exitCode ?? 1, stdout: p.stdout, stderr: p.stderr };
   } catch (err) {
@@ -688,6 +691,18 @@ export async function step(title: string, fn: () => Promise<string | void>, kind
   }
 }
 
+/** The parallel() branch the current code runs in: "" outside any, "0.1/" in branch 1 of group 0, nested "0.1/2.0/". */
+const branchPath = new AsyncLocalStorage<string>();
+let parallelGroups = 0;
+
+/** Runs branches at the same time; waits for all, then fails with the first failure. */
+export async function parallel(...branches: (() => Promise<unknown>)[]): Promise<void> {
+  const group = `${branchPath.getStore() ?? ''}${parallelGroups++}`;
+  const results = await Promise.allSettled(branches.map((branch, i) => branchPath.run(`${group}.${i}/`, branch)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 /** A step that only reads and verifies: it never counts as a change. */
 export const check = (title: string, fn: () => Promise<string | void>) => step(title, fn, 'check');
 
@@ -723,6 +738,9 @@ export function failureBlock(phase: string, err: Error): string {
 export async function runPhase(phase: string, body: (cfg: Config) => Promise<void>): Promise<void> {
   if (process.env.NO_COLOR) kleur.enabled = false;
   if (process.env.PHASE_LABELS === 'true') phaseLabel = phase;
+  // The tools this phase runs see which phase called them (run() passes process.env on): the
+  // stand-ins' latency log (bench/) attributes their calls by it.
+  process.env.PLATFORM_PHASE = phase;
   const start = Date.now();
   let cfg: Config | undefined;
   let ok = false;

@@ -47,6 +47,7 @@ import {
   kubectl,
   mergeValues,
   note,
+  parallel,
   podDiagnostics,
   quantityMiB,
   readProjectYaml,
@@ -81,7 +82,7 @@ export const DASHBOARDS_DIR = path.join(PROJECT_DIR, 'dashboards');
 /** ConfigMaps hold at most 1 MiB; keep room for metadata. */
 const CONFIGMAP_LIMIT = 1000 * 1024;
 
-/** The four releases, in install order groups: [prometheus, loki] in parallel, then [k8s-monitoring, grafana]. */
+/** The four releases; they are installed side by side (see observability()). */
 export const RELEASES = {
   prometheus: { release: 'prometheus', chart: PINNED.charts.prometheus, valuesFile: 'helm-values/prometheus.yaml', timeout: '10m' },
   loki: { release: 'loki', chart: PINNED.charts.loki, valuesFile: 'helm-values/loki.yaml', timeout: '10m' },
@@ -372,13 +373,6 @@ async function waitForAlloy(cfg: Config): Promise<string> {
   return ALLOY_WORKLOADS.map((w) => w.name).join(', ');
 }
 
-/** Runs steps at the same time; waits for all, then fails with the first failure. */
-async function parallel(...tasks: Promise<void>[]): Promise<void> {
-  const results = await Promise.allSettled(tasks);
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-}
-
 export async function observability(cfg: Config): Promise<void> {
   // Read our own files first: a broken dashboard or values file stops before anything is touched.
   const dashboards = dashboardsConfigMap();
@@ -399,13 +393,13 @@ export async function observability(cfg: Config): Promise<void> {
     return r === 'unchanged' ? `unchanged (${dashboards.files.join(', ') || 'none'})` : `applied ${dashboards.files.join(', ') || '(no dashboards yet)'}`;
   });
   await parallel(
-    step(`Prometheus ${PINNED.charts.prometheus.version}`, () => install(cfg, 'prometheus')),
-    step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki')),
-    (async () => {
+    () => step(`Prometheus ${PINNED.charts.prometheus.version}`, () => install(cfg, 'prometheus')),
+    () => step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki')),
+    async () => {
       await step(`Alloy: k8s-monitoring ${PINNED.charts.k8sMonitoring.version}`, () => install(cfg, 'k8sMonitoring'));
       await check('Alloy collectors running', () => waitForAlloy(cfg));
-    })(),
-    step(`Grafana ${PINNED.charts.grafana.version}`, () => install(cfg, 'grafana')),
+    },
+    () => step(`Grafana ${PINNED.charts.grafana.version}`, () => install(cfg, 'grafana')),
   );
   note(`Grafana: ${ingressUrl(cfg, 'grafana')} (anonymous Viewer; admin password in ${statePath(cfg, GRAFANA_PASSWORD_FILE)})`);
   note(`Prometheus: ${ingressUrl(cfg, 'prometheus')}; retention ${cfg.PROMETHEUS_RETENTION}, volume ${cfg.PROMETHEUS_STORAGE}`);

@@ -2,6 +2,8 @@
 // starts a phase script with the stand-in tools first on PATH.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -132,3 +134,30 @@ export const mutatingLines = (calls: ToolCall[]) => calls.filter(isMutating).map
 /** Calls to one tool whose argv starts with the given words. */
 export const callsOf = (calls: ToolCall[], tool: string, ...prefix: string[]) =>
   calls.filter((c) => c.tool === tool && prefix.every((p, i) => c.argv[i] === p));
+
+/**
+ * A stand-in local registry on 127.0.0.1:`port` (0: any free port): the Registry HTTP API's
+ * GET /v2/ and HEAD/GET /v2/<name>/manifests/<tag>, answered from what the stand-in `docker push`
+ * pushed (state.docker.pushed).
+ */
+export async function startStandInRegistry(pushed: () => Record<string, string>, port = 0) {
+  const requests: string[] = [];
+  let listening = port;
+  const server = http.createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    const m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(req.url ?? '');
+    const digest = m ? pushed()[`localhost:${listening}/${m[1]}:${m[2]}`] : undefined;
+    if (req.url === '/v2/') {
+      res.writeHead(200, { 'docker-distribution-api-version': 'registry/2.0' }).end('{}');
+    } else if (digest) {
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'docker-content-digest': digest });
+      res.end(req.method === 'HEAD' ? undefined : '{"schemaVersion":2}');
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(req.method === 'HEAD' ? undefined : JSON.stringify({ errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] }));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  listening = (server.address() as AddressInfo).port;
+  return { port: listening, requests, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}

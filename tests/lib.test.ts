@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CommandError, type PhaseRecord, commandLine, failureBlock, ingressUrl, labelled, mergeValues, parseConfig, parseQuantity, podDiagnostics, quantityMiB, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
+import { CommandError, type PhaseRecord, commandLine, failureBlock, ingressUrl, labelled, mergeValues, parallel, parseConfig, parseQuantity, podDiagnostics, quantityMiB, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
 import { criticalPath, deployTimes, firstVisitLine, summaryLines } from '../scripts/summary.ts';
 import { deployedCluster, podObj } from './fixtures/validate/cluster.ts';
 import { FAKE_BIN, makeSandbox } from './helpers.ts';
@@ -243,5 +243,34 @@ describe('podDiagnostics (stand-in kubectl)', () => {
     } finally {
       Object.assign(process.env, saved);
     }
+  });
+});
+
+describe('parallel', () => {
+  it('runs branches side by side; the tools of each branch see its path in PLATFORM_BRANCH', async () => {
+    const seen: string[] = [];
+    const echo = async () => void seen.push((await run('sh', ['-c', 'printf %s "$PLATFORM_BRANCH"'])).stdout);
+    await echo();
+    await parallel(echo, async () => {
+      await echo();
+      await parallel(echo);
+    });
+    expect(seen[0]).toBe('');
+    expect(seen.slice(1).sort()).toEqual([expect.stringMatching(/^\d+\.0\/$/), expect.stringMatching(/^\d+\.1\/$/), expect.stringMatching(/^\d+\.1\/\d+\.0\/$/)]);
+  });
+  it('waits for every branch, then fails with the first failure', async () => {
+    let finished = false;
+    await expect(
+      parallel(
+        async () => {
+          throw new Error('first');
+        },
+        async () => {
+          await new Promise((r) => setTimeout(r, 50));
+          finished = true;
+        },
+      ),
+    ).rejects.toThrow('first');
+    expect(finished).toBe(true);
   });
 });

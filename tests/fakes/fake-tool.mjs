@@ -5,7 +5,8 @@
 // scripted failure that matches, runs the tool's handler, saves the state and exits with its code.
 // With FAKE_LATENCY_MODEL (a file like bench/latency-model.yaml), a call the model names first
 // sleeps as long as the model says, scaled, outside the lock: calls of phases that run side by side
-// overlap as on a real machine.
+// overlap as on a real machine. With FAKE_LATENCY_LOG, each call then appends its phase, real start
+// and end and modelled seconds to that file (bench/deploy.ts replays them on a modelled clock).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,11 +47,14 @@ async function main() {
   }
   const handler = (await import(path.join(here, 'tools', `${tool}.mjs`))).default;
   const file = statePath();
+  const started = Date.now();
+  let modelled = 0;
   if (process.env.FAKE_LATENCY_MODEL) {
     const { default: YAML } = await import('yaml');
     const model = YAML.parse(fs.readFileSync(process.env.FAKE_LATENCY_MODEL, 'utf8'));
     const pulled = withLock(file, () => (fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')).latency?.pulled : undefined) ?? []);
     const { seconds, rule } = modelledSeconds(model, tool, argv, pulled);
+    modelled = seconds;
     if (seconds > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, seconds * model.scale * 1000);
     if (rule?.pullMB) {
       // What was pulled once is in the caches (kept by `task destroy`): the next pull is a warm one.
@@ -85,6 +89,11 @@ async function main() {
     fs.writeFileSync(file, JSON.stringify(state, null, 1));
     return exit;
   });
+  if (process.env.FAKE_LATENCY_LOG) {
+    // Which phase and parallel() branch called (PLATFORM_PHASE, PLATFORM_BRANCH: lib.ts), when the call really ran, its modelled seconds.
+    const line = { phase: process.env.PLATFORM_PHASE ?? '', branch: process.env.PLATFORM_BRANCH ?? '', tool, argv, modelled, start: started, end: Date.now() };
+    fs.appendFileSync(process.env.FAKE_LATENCY_LOG, `${JSON.stringify(line)}\n`);
+  }
   process.stdout.write(stdout);
   process.stderr.write(stderr);
   process.exitCode = code;
