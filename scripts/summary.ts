@@ -63,6 +63,8 @@ export function deployTimes(records: PhaseRecord[]): { wallMs: number; sumMs: nu
 /** The summary lines for one run's records. */
 export function summaryLines(records: PhaseRecord[], graph: Record<string, string[]> = {}): string[] {
   if (records.length === 0) return ['no phase ran'];
+  // In the order the phases started (phases.log has them in the order they ended).
+  if (records.every(isTimed)) records = [...records].sort((a, b) => a.start! - b.start!);
   const width = Math.max(...records.map((r) => r.phase.length));
   const origin = Math.min(...records.filter(isTimed).map((r) => r.start));
   const lines = records.map(
