@@ -486,12 +486,14 @@ describe('talos.ts --registry', () => {
 
   it('stops before creating anything when REGISTRY_PORT is taken by something else', async () => {
     const sandbox = makeSandbox();
+    // A port of its own: the sandbox's ports are shared with the tests running beside this one.
     const server = net.createServer();
-    await new Promise<void>((resolve) => server.listen(15001, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
     try {
-      const res = await sandbox.run('talos', ['--registry']);
+      const res = await sandbox.run('talos', ['--registry'], { REGISTRY_PORT: String(port) });
       expect(res.code).toBe(1);
-      expect(res.stdout + res.stderr).toContain('REGISTRY_PORT=15001 is already in use on 127.0.0.1');
+      expect(res.stdout + res.stderr).toContain(`REGISTRY_PORT=${port} is already in use on 127.0.0.1`);
       expect(mutatingLines(res.calls)).toEqual([]);
     } finally {
       server.close();
