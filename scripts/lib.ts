@@ -10,7 +10,10 @@
 //   - run(): a command runner whose errors carry the command line and its output;
 //   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
-//     (✓ or ✗ with its duration), and a summary at the end;
+//     (✓ or ✗ with its duration), and a summary at the end; under `task deploy` (PHASE_LABELS=true,
+//     set by the deploy graph, where phases run side by side) every line starts with "[phase] ";
+//   - parallel(): steps side by side inside a phase (each branch's tool calls see which branch they
+//     belong to in PLATFORM_BRANCH, as they see their phase in PLATFORM_PHASE: bench/ replays them);
 //   - runsInWsl(): whether this Linux runs under WSL (hosts and trust-ca say what Windows needs);
 //   - parseQuantity()/quantityMiB(): Kubernetes quantities (requests, limits, volume sizes) as numbers;
 //   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
@@ -19,6 +22,7 @@
 //     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
@@ -404,20 +408,20 @@ export const commandLine = (cmd: string, args: string[]) => [cmd, ...args].map(q
 /** Runs a command without a shell; a non-zero exit (not in okCodes) throws a CommandError. */
 export async function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   const line = commandLine(cmd, args);
-  if (verbose) console.log(kleur.gray(`    $ ${line}`));
+  if (verbose) say(kleur.gray(`    $ ${line}`));
   let result: RunResult;
   try {
     const p = await $({
       nothrow: true,
       quiet: true,
       input: opts.input,
-      env: { ...process.env, ...opts.env },
+      env: { ...process.env, PLATFORM_BRANCH: branchPath.getStore() ?? '', ...opts.env },
     })`${cmd} ${args}`;
     result = { code: p.exitCode ?? 1, stdout: p.stdout, stderr: p.stderr };
   } catch (err) {
     throw new CommandError(line, null, String((err as Error).message), opts.hint);
   }
-  if (verbose && result.stderr.trim()) console.log(kleur.gray(indent(result.stderr.trim())));
+  if (verbose && result.stderr.trim()) say(kleur.gray(indent(result.stderr.trim())));
   if (result.code !== 0 && !(opts.okCodes ?? []).includes(result.code)) {
     const output = [result.stdout.trim(), result.stderr.trim()].filter(Boolean).join('\n');
     throw new CommandError(line, result.code, output, opts.hint);
@@ -669,6 +673,19 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
 
+/**
+ * The phase whose lines this process prints, when phases run side by side: runPhase sets it when
+ * PHASE_LABELS=true (the deploy graph in Taskfile.yml sets that). Empty otherwise.
+ */
+let phaseLabel = '';
+
+/**
+ * Lines as one text, each line starting with "[phase] " when phases run side by side. One
+ * console.log/console.error call is one write: lines of other phases never land inside it.
+ */
+export const labelled = (text: string, label = phaseLabel) => (label ? text.replace(/^/gm, `${kleur.gray(`[${label}]`)} `) : text);
+const say = (text: string) => console.log(labelled(text));
+
 interface StepRecord {
   title: string;
   ok: boolean;
@@ -681,31 +698,63 @@ const steps: StepRecord[] = [];
 
 /**
  * Runs one named step. Prints "• title …" when it starts and "✓ title (1.2s) detail" or
- * "✗ title (1.2s)" when it ends, whatever happens. The step returns its detail line; an action
- * whose detail starts with "unchanged" or "already" changed nothing.
+ * "✗ title (1.2s)" when it ends, whatever happens, each a line of its own. The step returns its
+ * detail line; an action whose detail starts with "unchanged" or "already" changed nothing.
  */
 export async function step(title: string, fn: () => Promise<string | void>, kind: 'action' | 'check' = 'action'): Promise<void> {
-  console.log(`${kleur.gray('•')} ${title} …`);
+  say(`${kleur.gray('•')} ${title} …`);
   const start = Date.now();
   try {
     const detail = (await fn()) ?? '';
     const ms = Date.now() - start;
     steps.push({ title, ok: true, ms, changed: kind === 'action' && !/^(unchanged|already)/.test(detail) });
-    console.log(`${kleur.green('✓')} ${title} ${kleur.gray(`(${seconds(ms)})`)}${detail ? ` ${detail}` : ''}`);
+    say(`${kleur.green('✓')} ${title} ${kleur.gray(`(${seconds(ms)})`)}${detail ? ` ${detail}` : ''}`);
   } catch (err) {
     const ms = Date.now() - start;
     steps.push({ title, ok: false, ms, changed: false });
-    console.log(`${kleur.red('✗')} ${title} ${kleur.gray(`(${seconds(ms)})`)}`);
+    say(`${kleur.red('✗')} ${title} ${kleur.gray(`(${seconds(ms)})`)}`);
     throw err;
   }
+}
+
+/** The parallel() branch the current code runs in: "" outside any, "0.1/" in branch 1 of group 0, nested "0.1/2.0/". */
+const branchPath = new AsyncLocalStorage<string>();
+let parallelGroups = 0;
+
+/** Runs branches at the same time; waits for all, then fails with the first failure. */
+export async function parallel(...branches: (() => Promise<unknown>)[]): Promise<void> {
+  const group = `${branchPath.getStore() ?? ''}${parallelGroups++}`;
+  const results = await Promise.allSettled(branches.map((branch, i) => branchPath.run(`${group}.${i}/`, branch)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /** A step that only reads and verifies: it never counts as a change. */
 export const check = (title: string, fn: () => Promise<string | void>) => step(title, fn, 'check');
 
 /** Prints a line that is not a step: a hint, a warning or an instruction. */
-export const note = (text: string) => console.log(`  ${kleur.cyan('›')} ${text}`);
-export const warn = (text: string) => console.log(`  ${kleur.yellow('!')} ${text}`);
+export const note = (text: string) => say(`  ${kleur.cyan('›')} ${text}`);
+export const warn = (text: string) => say(`  ${kleur.yellow('!')} ${text}`);
+
+/** What phases.log holds per phase run: the closing summary of `task deploy` reads it (scripts/summary.ts). */
+export interface PhaseRecord {
+  run: string;
+  phase: string;
+  ok: boolean;
+  ms: number;
+  changed: number;
+  /** When the phase started and ended, in ms since the epoch (records of earlier versions lack them). */
+  start?: number;
+  end?: number;
+  /** The phase's longest step: the wait that held it back most. */
+  longest?: { title: string; ms: number };
+}
+
+/** The failure block of a phase: what failed, the command's output and what to do, as one text. */
+export function failureBlock(phase: string, err: Error): string {
+  const expected = err instanceof UserError || err instanceof ConfigError || err instanceof CommandError;
+  return kleur.red(`✗ ${phase} failed: ${err.message}`) + (expected ? '' : `\n${kleur.gray(err.stack ?? '')}`);
+}
 
 /**
  * Runs a phase: loads config, checks that the state directory is not someone else's
@@ -714,32 +763,35 @@ export const warn = (text: string) => console.log(`  ${kleur.yellow('!')} ${text
  */
 export async function runPhase(phase: string, body: (cfg: Config) => Promise<void>): Promise<void> {
   if (process.env.NO_COLOR) kleur.enabled = false;
+  if (process.env.PHASE_LABELS === 'true') phaseLabel = phase;
+  // The tools this phase runs see which phase called them (run() passes process.env on): the
+  // stand-ins' latency log (bench/) attributes their calls by it.
+  process.env.PLATFORM_PHASE = phase;
   const start = Date.now();
   let cfg: Config | undefined;
   let ok = false;
   try {
     cfg = loadConfig();
-    console.log(kleur.bold(`▶ ${phase}`));
+    say(kleur.bold(`▶ ${phase}`));
     checkStateDir(cfg);
     await body(cfg);
     ok = true;
   } catch (err) {
-    console.error(kleur.red(`✗ ${phase} failed: ${(err as Error).message}`));
-    if (!(err instanceof UserError || err instanceof ConfigError || err instanceof CommandError)) {
-      console.error(kleur.gray((err as Error).stack ?? ''));
-    }
+    console.error(labelled(failureBlock(phase, err as Error)));
   }
-  const ms = Date.now() - start;
+  const end = Date.now();
+  const ms = end - start;
   const changed = steps.filter((s) => s.changed).length;
   const failedStep = steps.find((s) => !s.ok);
-  console.log(
+  say(
     ok
       ? `${kleur.green('✓')} ${kleur.bold(phase)} done in ${seconds(ms)}: ${steps.length} steps, ${changed === 0 ? 'nothing changed' : `${changed} changed something`}`
       : `${kleur.red('✗')} ${kleur.bold(phase)} failed in ${seconds(ms)}${failedStep ? ` at "${failedStep.title}"` : ''}`,
   );
   // Only into a folder that is ours, and not after `task clean` removed it: a log line is no reason to create it again.
   if (cfg && process.env.DEPLOY_RUN_ID && fs.existsSync(statePath(cfg, STATE_DIR_MARKER))) {
-    const record = { run: process.env.DEPLOY_RUN_ID, phase, ok, ms, changed };
+    const longest = steps.reduce<StepRecord | undefined>((a, s) => (a && a.ms >= s.ms ? a : s), undefined);
+    const record: PhaseRecord = { run: process.env.DEPLOY_RUN_ID, phase, ok, ms, changed, start, end, ...(longest ? { longest: { title: longest.title, ms: longest.ms } } : {}) };
     fs.appendFileSync(statePath(cfg, 'phases.log'), `${JSON.stringify(record)}\n`);
   }
   process.exitCode = ok ? 0 : 1;
@@ -747,4 +799,3 @@ export async function runPhase(phase: string, body: (cfg: Config) => Promise<voi
 
 /** True when the script file is the process's entry point (not imported by a test). */
 export const isMain = (metaUrl: string) => process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(metaUrl);
-

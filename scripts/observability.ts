@@ -7,10 +7,12 @@
 //      says how to proceed);
 //   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
 //      node-exporter uses the host's namespaces);
-//   3. Prometheus and Loki, in parallel;
-//   4. Grafana's admin Secret `grafana-admin` (random password, generated once, also kept in
-//      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json;
-//   5. Alloy (k8s-monitoring, then waits for its collectors) and Grafana, in parallel.
+//   3. Grafana's admin Secret `grafana-admin` (random password, generated once, also kept in
+//      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json (Grafana's pods
+//      mount both);
+//   4. Prometheus, Loki, Alloy (k8s-monitoring, then waits for its collectors) and Grafana, all
+//      at once: none needs another to be up (Alloy retries its writes, Grafana its datasources; the
+//      charts' hooks only touch their own release).
 // Every release is `helm upgrade --install --wait --timeout` through lib.helmRelease, which does
 // nothing when chart version and values are unchanged. When a release fails, the pods of
 // `monitoring` that are not ready are shown with their recent events and log lines; when the Alloy
@@ -45,6 +47,7 @@ import {
   kubectl,
   mergeValues,
   note,
+  parallel,
   podDiagnostics,
   quantityMiB,
   readProjectYaml,
@@ -79,7 +82,7 @@ export const DASHBOARDS_DIR = path.join(PROJECT_DIR, 'dashboards');
 /** ConfigMaps hold at most 1 MiB; keep room for metadata. */
 const CONFIGMAP_LIMIT = 1000 * 1024;
 
-/** The four releases, in install order groups: [prometheus, loki] in parallel, then [k8s-monitoring, grafana]. */
+/** The four releases; they are installed side by side (see observability()). */
 export const RELEASES = {
   prometheus: { release: 'prometheus', chart: PINNED.charts.prometheus, valuesFile: 'helm-values/prometheus.yaml', timeout: '10m' },
   loki: { release: 'loki', chart: PINNED.charts.loki, valuesFile: 'helm-values/loki.yaml', timeout: '10m' },
@@ -370,13 +373,6 @@ async function waitForAlloy(cfg: Config): Promise<string> {
   return ALLOY_WORKLOADS.map((w) => w.name).join(', ');
 }
 
-/** Runs steps at the same time; waits for all, then fails with the first failure. */
-async function parallel(...tasks: Promise<void>[]): Promise<void> {
-  const results = await Promise.allSettled(tasks);
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-}
-
 export async function observability(cfg: Config): Promise<void> {
   // Read our own files first: a broken dashboard or values file stops before anything is touched.
   const dashboards = dashboardsConfigMap();
@@ -391,21 +387,19 @@ export async function observability(cfg: Config): Promise<void> {
     const r = await applyManifests(cfg, namespaceManifest());
     return r === 'unchanged' ? 'unchanged' : 'applied';
   });
-  await parallel(
-    step(`Prometheus ${PINNED.charts.prometheus.version}`, () => install(cfg, 'prometheus')),
-    step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki')),
-  );
   await step('Grafana admin password', () => ensureAdminPassword(cfg));
   await step(`Dashboards ConfigMap (${dashboards.files.length} from dashboards/)`, async () => {
     const r = await applyManifests(cfg, dashboards.yaml, true);
     return r === 'unchanged' ? `unchanged (${dashboards.files.join(', ') || 'none'})` : `applied ${dashboards.files.join(', ') || '(no dashboards yet)'}`;
   });
   await parallel(
-    (async () => {
+    () => step(`Prometheus ${PINNED.charts.prometheus.version}`, () => install(cfg, 'prometheus')),
+    () => step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki')),
+    async () => {
       await step(`Alloy: k8s-monitoring ${PINNED.charts.k8sMonitoring.version}`, () => install(cfg, 'k8sMonitoring'));
       await check('Alloy collectors running', () => waitForAlloy(cfg));
-    })(),
-    step(`Grafana ${PINNED.charts.grafana.version}`, () => install(cfg, 'grafana')),
+    },
+    () => step(`Grafana ${PINNED.charts.grafana.version}`, () => install(cfg, 'grafana')),
   );
   note(`Grafana: ${ingressUrl(cfg, 'grafana')} (anonymous Viewer; admin password in ${statePath(cfg, GRAFANA_PASSWORD_FILE)})`);
   note(`Prometheus: ${ingressUrl(cfg, 'prometheus')}; retention ${cfg.PROMETHEUS_RETENTION}, volume ${cfg.PROMETHEUS_STORAGE}`);

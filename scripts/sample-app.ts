@@ -46,8 +46,10 @@ export const SAMPLE_APP_SPEC: AppSpec = {
 /** What the sample app adds to a generic app. */
 export const SAMPLE_APP_EXTRAS: AppExtras = {
   env: {
-    // /api/orders: share of requests that fail (500) and that are slow.
-    FAIL_RATE: '0.1',
+    // /api/orders: share of requests that fail (500) and that are slow. 1 % of orders is about
+    // 0.6 % of all requests: inside the 99 % availability SLO of alerts/sample-app.rules.yaml
+    // (10 % would burn its budget at about 6x, the slow alert's bar).
+    FAIL_RATE: '0.01',
     SLOW_RATE: '0.1',
     SLOW_MS: '1200',
     // After SIGTERM, /readyz answers 503 this long before the server closes, so the Service stops
@@ -93,5 +95,5 @@ export async function buildSampleAppImage(cfg: Config): Promise<void> {
 
 if (isMain(import.meta.url)) {
   const imageOnly = process.argv.includes('--image');
-  await runPhase(imageOnly ? 'sample-app:image' : 'sample-app', imageOnly ? buildSampleAppImage : deploySampleApp);
+  await runPhase(imageOnly ? 'sample-app-image' : 'sample-app', imageOnly ? buildSampleAppImage : deploySampleApp);
 }

@@ -3,6 +3,10 @@
 //
 //   npx tsx scripts/talos.ts               preflight, then create or check the cluster (task talos)
 //   npx tsx scripts/talos.ts --preflight   only the preflight checks (task preflight)
+//   npx tsx scripts/talos.ts --registry    only the local registry and the pull-through caches,
+//                                          after the Docker checks they need (task registry; the
+//                                          deploy graph starts with it, so the sample app's image is
+//                                          pushed while the nodes boot); idempotent
 //   npx tsx scripts/talos.ts --destroy [--yes] [--clean]
 //                                          remove the cluster (also one whose creation stopped
 //                                          part-way), its contexts and the state the phases wrote
@@ -697,32 +701,17 @@ interface Preflight {
   dockerHost: string;
 }
 
-async function preflight(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<Preflight> {
-  await check('Tools: docker, talosctl, kubectl, helm', async () => {
-    const problems: string[] = [];
-    for (const tool of ['docker', 'talosctl', 'kubectl', 'helm']) {
-      if (!(await hasTool(tool))) problems.push(`${tool} is not installed (not on PATH). Install it: ${installHint(tool, platform, cfg)}`);
-    }
-    if (problems.length) throw new UserError(problems.join('\n'));
-    const talosctl = await run('talosctl', ['version', '--client', '--short']);
-    const helm = await run('helm', ['version', '--short']);
-    const kubectlVersion = await run('kubectl', ['version', '--client', '--output', 'json']);
-    problems.push(
-      ...[
-        versionProblem('talosctl', talosctl.stdout, cfg),
-        versionProblem('helm', helm.stdout, cfg),
-        versionProblem('kubectl', kubectlVersion.stdout, cfg),
-      ].filter((p): p is string => !!p),
-    );
-    if (problems.length) throw new UserError(problems.join('\n'));
-    return `talosctl ${parseVersion(talosctl.stdout)!.text}, helm ${parseVersion(helm.stdout)!.text}, kubectl ${parseVersion(kubectlVersion.stdout)!.text}`;
-  });
+/** Docker's answer to `docker info`, and where the docker CLI reaches it. */
+interface DockerFound {
+  info: DockerInfo;
+  endpoint: DockerEndpoint;
+}
 
-  let info: DockerInfo | undefined;
-  let endpoint: DockerEndpoint | undefined;
+async function checkDockerDaemon(cfg: Config, platform: NodeJS.Platform): Promise<DockerFound> {
+  let found: DockerFound | undefined;
   await check('Docker daemon', async () => {
     const where = { platform, dockerHostEnv: process.env.DOCKER_HOST || undefined };
-    endpoint = await dockerEndpoint().catch((err: Error) => {
+    const endpoint = await dockerEndpoint().catch((err: Error) => {
       throw new UserError(dockerUnreachable(err instanceof CommandError ? err.output : err.message, where));
     });
     const res = await run('docker', ['info', '--format', '{{json .}}'], { okCodes: [1] });
@@ -732,11 +721,71 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
     }
     const rootless = rootlessProblem(cfg, parsed, endpoint.host);
     if (rootless) throw new UserError(rootless);
-    info = parsed;
+    found = { info: parsed, endpoint };
     return `Docker ${parsed.ServerVersion} (${parsed.OperatingSystem}) at ${endpoint.host}` +
       `${endpoint.context === 'default' ? '' : ` (context ${endpoint.context})`}, ${parsed.NCPU} CPUs, ${gib(parsed.MemTotal / 1024 / 1024)}`;
   });
-  const dockerHost = endpoint!.host;
+  return found!;
+}
+
+async function checkClusterSubnet(cfg: Config): Promise<void> {
+  await check(`Docker network for CLUSTER_SUBNET=${cfg.CLUSTER_SUBNET}`, async () => {
+    const names = (await run('docker', ['network', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter(Boolean);
+    const inspected = names.length ? (await run('docker', ['network', 'inspect', '--format', '{{json .}}', ...names])).stdout : '';
+    const networks = inspected.split('\n').filter(Boolean).map((l) => JSON.parse(l) as DockerNetwork);
+    const problems = networkProblems(cfg, networks);
+    if (problems.length) throw new UserError(problems.join('\n'));
+    return networks.some((n) => isClusterNetwork(cfg, n)) ? `network ${cfg.CLUSTER_NAME} exists` : `free (${networks.length} other networks)`;
+  });
+}
+
+type PortKey = 'HTTP_PORT' | 'HTTPS_PORT' | 'REGISTRY_PORT';
+
+/** The ports of these keys are free on HOST_IP, or published by our own containers. */
+async function checkPorts(cfg: Config, current: Current, keys: PortKey[], platform: NodeJS.Platform): Promise<void> {
+  await check(`Port${keys.length > 1 ? 's' : ''} ${keys.map((k) => cfg[k]).join(', ')} on ${cfg.HOST_IP}`, async () => {
+    const addresses = Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address));
+    const notHere = hostIpProblem(cfg.HOST_IP, addresses, platform);
+    if (notHere) throw new UserError(notHere);
+    const ours = ownPorts(current);
+    const problems: string[] = [];
+    for (const keyName of keys) {
+      const p = cfg[keyName];
+      if (ours.includes(p)) continue;
+      if (await portInUse(cfg.HOST_IP, p)) {
+        problems.push(`${keyName}=${p} is already in use on ${cfg.HOST_IP}. Stop what listens there (\`sudo lsof -iTCP:${p} -sTCP:LISTEN\`) or set another ${keyName} in .env.`);
+      }
+    }
+    if (problems.length) throw new UserError(problems.join('\n'));
+    return ours.length ? 'free (or ours)' : 'free';
+  });
+}
+
+async function checkTools(cfg: Config, tools: string[], platform: NodeJS.Platform): Promise<void> {
+  const problems: string[] = [];
+  for (const tool of tools) {
+    if (!(await hasTool(tool))) problems.push(`${tool} is not installed (not on PATH). Install it: ${installHint(tool, platform, cfg)}`);
+  }
+  if (problems.length) throw new UserError(problems.join('\n'));
+}
+
+async function preflight(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<Preflight> {
+  await check('Tools: docker, talosctl, kubectl, helm', async () => {
+    await checkTools(cfg, ['docker', 'talosctl', 'kubectl', 'helm'], platform);
+    const talosctl = await run('talosctl', ['version', '--client', '--short']);
+    const helm = await run('helm', ['version', '--short']);
+    const kubectlVersion = await run('kubectl', ['version', '--client', '--output', 'json']);
+    const problems = [
+      versionProblem('talosctl', talosctl.stdout, cfg),
+      versionProblem('helm', helm.stdout, cfg),
+      versionProblem('kubectl', kubectlVersion.stdout, cfg),
+    ].filter((p): p is string => !!p);
+    if (problems.length) throw new UserError(problems.join('\n'));
+    return `talosctl ${parseVersion(talosctl.stdout)!.text}, helm ${parseVersion(helm.stdout)!.text}, kubectl ${parseVersion(kubectlVersion.stdout)!.text}`;
+  });
+
+  const { info, endpoint } = await checkDockerDaemon(cfg, platform);
+  const dockerHost = endpoint.host;
 
   // talosctl's Docker client reads DOCKER_HOST only (client.FromEnv), never a docker context.
   await check('talosctl reaches the same Docker', async () => {
@@ -754,33 +803,26 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
     return `DOCKER_HOST=${dockerHost}`;
   });
 
-  await check(`Docker network for CLUSTER_SUBNET=${cfg.CLUSTER_SUBNET}`, async () => {
-    const names = (await run('docker', ['network', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter(Boolean);
-    const inspected = names.length ? (await run('docker', ['network', 'inspect', '--format', '{{json .}}', ...names])).stdout : '';
-    const networks = inspected.split('\n').filter(Boolean).map((l) => JSON.parse(l) as DockerNetwork);
-    const problems = networkProblems(cfg, networks);
-    if (problems.length) throw new UserError(problems.join('\n'));
-    return networks.some((n) => isClusterNetwork(cfg, n)) ? `network ${cfg.CLUSTER_NAME} exists` : `free (${networks.length} other networks)`;
-  });
+  await checkClusterSubnet(cfg);
 
   const current = await readCurrent(cfg);
   const clusterRunning = current.nodes.some((n) => n.State === 'running');
   // Docker on this machine (not in a VM): Linux, and the daemon's hostname is ours.
-  const dockerOnThisMachine = platform === 'linux' && info!.Name === os.hostname();
+  const dockerOnThisMachine = platform === 'linux' && info.Name === os.hostname();
 
   await check('Memory, CPUs and disk', async () => {
     const need = requiredResources(cfg);
     // A running cluster already holds its memory: what is free now says nothing about it.
     const memoryMiB = clusterRunning
       ? undefined
-      : dockerMemoryMiB(Math.floor(info!.MemTotal / 1024 / 1024), dockerOnThisMachine ? { availableMiB: Math.floor(os.freemem() / 1024 / 1024) } : undefined);
+      : dockerMemoryMiB(Math.floor(info.MemTotal / 1024 / 1024), dockerOnThisMachine ? { availableMiB: Math.floor(os.freemem() / 1024 / 1024) } : undefined);
     let diskMiB: number | undefined;
-    const diskDir = dockerOnThisMachine && fs.existsSync(info!.DockerRootDir ?? '') ? info!.DockerRootDir : undefined;
+    const diskDir = dockerOnThisMachine && fs.existsSync(info.DockerRootDir ?? '') ? info.DockerRootDir : undefined;
     if (diskDir) {
       const s = fs.statfsSync(diskDir);
       diskMiB = Math.floor((s.bavail * s.bsize) / 1024 / 1024);
     }
-    const problems = resourceProblems(need, { memoryMiB, cpus: info!.NCPU, diskMiB });
+    const problems = resourceProblems(need, { memoryMiB, cpus: info.NCPU, diskMiB });
     const workerProblem = workerMemoryProblem(cfg);
     if (workerProblem) problems.push(workerProblem);
     if (problems.length) throw new UserError(problems.join('\n'));
@@ -788,21 +830,7 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
       (diskDir ? '' : ' (disk of the Docker VM not visible: not checked)');
   });
 
-  await check(`Ports ${cfg.HTTP_PORT}, ${cfg.HTTPS_PORT}, ${cfg.REGISTRY_PORT} on ${cfg.HOST_IP}`, async () => {
-    const addresses = Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address));
-    const notHere = hostIpProblem(cfg.HOST_IP, addresses, platform);
-    if (notHere) throw new UserError(notHere);
-    const ours = ownPorts(current);
-    const problems: string[] = [];
-    for (const [keyName, p] of [['HTTP_PORT', cfg.HTTP_PORT], ['HTTPS_PORT', cfg.HTTPS_PORT], ['REGISTRY_PORT', cfg.REGISTRY_PORT]] as const) {
-      if (ours.includes(p)) continue;
-      if (await portInUse(cfg.HOST_IP, p)) {
-        problems.push(`${keyName}=${p} is already in use on ${cfg.HOST_IP}. Stop what listens there (\`sudo lsof -iTCP:${p} -sTCP:LISTEN\`) or set another ${keyName} in .env.`);
-      }
-    }
-    if (problems.length) throw new UserError(problems.join('\n'));
-    return ours.length ? 'free (or ours)' : 'free';
-  });
+  await checkPorts(cfg, current, ['HTTP_PORT', 'HTTPS_PORT', 'REGISTRY_PORT'], platform);
 
   if (dockerOnThisMachine && fs.existsSync('/proc/modules')) {
     const modules = fs.readFileSync('/proc/modules', 'utf8');
@@ -811,6 +839,24 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
     }
   }
   return { current, dockerHost };
+}
+
+/**
+ * `--registry` (`task registry`, the first node of the deploy graph): only what the registry and
+ * the caches need (docker, its daemon, CLUSTER_SUBNET, REGISTRY_PORT), then the cluster network
+ * they join and the containers themselves, so that images can be pushed while the nodes boot.
+ */
+async function registryOnly(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<void> {
+  await check('Tools: docker', () => checkTools(cfg, ['docker'], platform));
+  await checkDockerDaemon(cfg, platform);
+  await checkClusterSubnet(cfg);
+  // The nodes publish no registry port: the helpers are all the registry needs to know.
+  const current: Current = { nodes: [], helpers: await dockerPs(`${OWNER_LABEL}=${cfg.CLUSTER_NAME}`) };
+  await checkPorts(cfg, current, ['REGISTRY_PORT'], platform);
+  claimStateDir(cfg);
+  await ensureNetwork(cfg);
+  await ensureHelpers(cfg, current);
+  note(`Images pushed to localhost:${cfg.REGISTRY_PORT}/<name> run in the cluster under the same name.`);
 }
 
 /** The names of the cluster's Docker networks, found by talosctl's labels as talosctl finds and removes them. */
@@ -1131,6 +1177,7 @@ async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void>
 if (isMain(import.meta.url)) {
   const args = process.argv.slice(2);
   if (args.includes('--preflight')) await runPhase('preflight', async (cfg) => void (await preflight(cfg)));
+  else if (args.includes('--registry')) await runPhase('registry', (cfg) => registryOnly(cfg));
   else if (args.includes('--destroy')) await runPhase('destroy', (cfg) => destroy(cfg, args.includes('--clean'), args.includes('--yes')));
   else if (args.includes('--kubeconfig')) await runPhase('kubeconfig', mergeIntoUserKubeconfig);
   else await runPhase('talos', create);

@@ -13,7 +13,7 @@ import { IngressRoute } from '@kubernetes-models/traefik/traefik.io/v1alpha1';
 import YAML from 'yaml';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { type AppSpec, DEFAULT_RESOURCES, appDashboard, appManifests, contentHash, contextFiles, dockerignoreMatcher, parseAppArgs, rootUserHint } from '../scripts/app.ts';
-import { type Sandbox, callsOf, closedPort, makeSandbox, mutatingLines, startRegistry } from './helpers.ts';
+import { type Sandbox, callsOf, closedPort, makeSandbox, mutatingLines, startStandInRegistry } from './helpers.ts';
 
 const tmp = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 /** A folder named `name` with a Dockerfile, a source file and the given extra files. */
@@ -237,13 +237,13 @@ describe('manifests', () => {
 describe('task app (stand-in tools)', { timeout: 90000 }, () => {
   let sb: Sandbox;
   let env: Record<string, string>;
-  const registries: Awaited<ReturnType<typeof startRegistry>>[] = [];
+  const registries: Awaited<ReturnType<typeof startStandInRegistry>>[] = [];
   afterAll(async () => {
     for (const r of registries) await r.close();
   });
   beforeEach(async () => {
     sb = makeSandbox();
-    const registry = await startRegistry(() => sb.state().docker.pushed ?? {});
+    const registry = await startStandInRegistry(() => sb.state().docker.pushed ?? {});
     registries.push(registry);
     env = { REGISTRY_PORT: String(registry.port) };
   });

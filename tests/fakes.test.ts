@@ -1,13 +1,13 @@
 // The stand-in helm and kubectl answer as the supported real versions do. Expected texts were
 // taken from the real binaries (helm v3.17.3 and v4.1.4, kubectl v1.31.9, run without a cluster)
 // and checked against the helm source at v3.21.4 / v4.2.4 and kubectl's at v1.31.0 / v1.36.3.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error: plain ESM module without types
-import { HELM_RELEASES, helmShortVersion } from './fakes/common.mjs';
+import { HELM_RELEASES, helmShortVersion, modelledSeconds } from './fakes/common.mjs';
 import { deployedCluster } from './fixtures/validate/cluster.ts';
 import { FAKE_BIN, makeSandbox } from './helpers.ts';
 
@@ -102,5 +102,40 @@ describe('stand-in kubectl: the flags of kubectl 1.31, the oldest supported', ()
     expect(Object.keys(v.clientVersion)).toEqual(['major', 'minor', 'gitVersion', 'gitCommit', 'gitTreeState', 'buildDate', 'goVersion', 'compiler', 'platform']);
     expect(v).toMatchObject({ clientVersion: { major: '1', minor, gitVersion }, kustomizeVersion: kustomize });
     expect(call('kubectl', ['version', '--client'], {}, sb.fakeState).stdout).toBe(`Client Version: ${gitVersion}\nKustomize Version: ${kustomize}\n`);
+  });
+});
+
+describe('latency model (bench/latency-model.yaml)', () => {
+  const model = {
+    scale: 1,
+    bandwidthMBps: { internet: 10, cache: 100 },
+    commands: [
+      { name: 'loki', tool: 'helm', argv: ['upgrade', 'loki'], seconds: 2, pullMB: 100 },
+      { name: 'boot', tool: 'talosctl', argv: ['cluster', 'create'], seconds: 0.4 },
+    ],
+  };
+  it.each([
+    ['a cold pull at the internet bandwidth', 'helm', ['--kubeconfig', 'k', 'upgrade', '--install', 'loki', 'loki'], [], 12],
+    ['a warm pull from the cache', 'helm', ['upgrade', '--install', 'loki', 'loki'], ['loki'], 3],
+    ['no rule: no time', 'helm', ['list'], [], 0],
+    ['every argv word must be there', 'talosctl', ['cluster', 'show'], [], 0],
+  ])('%s', (_, tool, argv, pulled, want) => {
+    expect(modelledSeconds(model, tool, argv, pulled).seconds).toBeCloseTo(want);
+  });
+
+  it('a stand-in sleeps as the model says, scaled', () => {
+    const sandbox = makeSandbox();
+    const file = path.join(sandbox.dir, 'model.json');
+    fs.writeFileSync(file, JSON.stringify({ ...model, scale: 0.5, commands: [{ name: 'boot', tool: 'talosctl', argv: ['version'], seconds: 1.2, pullMB: 0 }] }));
+    const env = { ...process.env, ...sandbox.env(''), FAKE_LATENCY_MODEL: file };
+    const timed = (latency: boolean) => {
+      const start = Date.now();
+      execFileSync(path.join(FAKE_BIN, 'talosctl'), ['version', '--client', '--short'], { env: latency ? env : { ...env, FAKE_LATENCY_MODEL: '' } });
+      return Date.now() - start;
+    };
+    const without = timed(false);
+    const withModel = timed(true);
+    expect(withModel).toBeGreaterThanOrEqual(600);
+    expect(withModel - without).toBeGreaterThanOrEqual(500);
   });
 });

@@ -57,6 +57,8 @@ export interface Sandbox {
   state(): any;
   /** A running cluster as `task talos` leaves it (nodes, kubeconfig in the state dir), made by the stand-in talosctl directly. */
   createCluster(): void;
+  /** The environment a run gets: the stand-ins first on PATH, the sandbox's state, the call log `log`. */
+  env(log: string): Record<string, string>;
   /** Runs scripts/<name>.ts with the stand-ins first on PATH; calls holds only this run's calls. */
   run(script: string, args?: string[], env?: Record<string, string>): Promise<ScriptResult>;
 }
@@ -68,6 +70,22 @@ export function makeSandbox(): Sandbox {
   fs.mkdirSync(home);
   const fakeState = path.join(dir, 'fake-state.json');
   const state = () => (fs.existsSync(fakeState) ? deepMerge(defaultState(), JSON.parse(fs.readFileSync(fakeState, 'utf8'))) : defaultState());
+  const envFor = (log: string): Record<string, string> => ({
+    PATH: `${FAKE_BIN}${path.delimiter}${process.env.PATH}`,
+    HOME: home,
+    FAKE_STATE: fakeState,
+    FAKE_TOOLS_LOG: log,
+    STATE_DIR: stateDir,
+    ENV_FILE: path.join(dir, 'no.env'),
+    NO_COLOR: '1',
+    // Ports above 1024 so that the preflight's bind test needs no root; tests that want
+    // a taken port occupy one of these.
+    HTTP_PORT: '18080',
+    HTTPS_PORT: '18443',
+    REGISTRY_PORT: '15001',
+    // The Helm major the stand-in plays in this test run (vitest.config.ts).
+    ...(process.env.FAKE_HELM_MAJOR ? { FAKE_HELM_MAJOR: process.env.FAKE_HELM_MAJOR } : {}),
+  });
   return {
     dir,
     stateDir,
@@ -86,28 +104,13 @@ export function makeSandbox(): Sandbox {
     scenario(partial) {
       fs.writeFileSync(fakeState, JSON.stringify(deepMerge(state(), partial)));
     },
+    env: envFor,
     run(script, args = [], env = {}) {
       const log = path.join(dir, `calls-${Date.now()}-${Math.random().toString(36).slice(2)}.jsonl`);
       return new Promise((resolve) => {
         const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', `${script}.ts`), ...args], {
           cwd: PROJECT_DIR,
-          env: {
-            PATH: `${FAKE_BIN}${path.delimiter}${process.env.PATH}`,
-            HOME: home,
-            FAKE_STATE: fakeState,
-            FAKE_TOOLS_LOG: log,
-            STATE_DIR: stateDir,
-            ENV_FILE: path.join(dir, 'no.env'),
-            NO_COLOR: '1',
-            // Ports above 1024 so that the preflight's bind test needs no root; tests that want
-            // a taken port occupy one of these.
-            HTTP_PORT: '18080',
-            HTTPS_PORT: '18443',
-            REGISTRY_PORT: '15001',
-            // The Helm major the stand-in plays in this test run (vitest.config.ts).
-            ...(process.env.FAKE_HELM_MAJOR ? { FAKE_HELM_MAJOR: process.env.FAKE_HELM_MAJOR } : {}),
-            ...env,
-          },
+          env: { ...envFor(log), ...env },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         let stdout = '';
@@ -132,26 +135,31 @@ export const mutatingLines = (calls: ToolCall[]) => calls.filter(isMutating).map
 export const callsOf = (calls: ToolCall[], tool: string, ...prefix: string[]) =>
   calls.filter((c) => c.tool === tool && prefix.every((p, i) => c.argv[i] === p));
 
-/** A stand-in registry: HEAD/GET /v2/<name>/manifests/<tag> answered from the fake docker's pushes. */
-export async function startRegistry(pushed: () => Record<string, string>) {
+/**
+ * A stand-in local registry on 127.0.0.1:`port` (0: any free port): the Registry HTTP API's
+ * GET /v2/ and HEAD/GET /v2/<name>/manifests/<tag>, answered from what the stand-in `docker push`
+ * pushed (state.docker.pushed).
+ */
+export async function startStandInRegistry(pushed: () => Record<string, string>, port = 0) {
   const requests: string[] = [];
-  let port = 0;
+  let listening = port;
   const server = http.createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`);
     const m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(req.url ?? '');
+    const digest = m ? pushed()[`localhost:${listening}/${m[1]}:${m[2]}`] : undefined;
     if (req.url === '/v2/') {
       res.writeHead(200, { 'docker-distribution-api-version': 'registry/2.0' }).end('{}');
-    } else if (m && pushed()[`localhost:${port}/${m[1]}:${m[2]}`]) {
-      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'docker-content-digest': pushed()[`localhost:${port}/${m[1]}:${m[2]}`] });
+    } else if (digest) {
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'docker-content-digest': digest });
       res.end(req.method === 'HEAD' ? undefined : '{"schemaVersion":2}');
     } else {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(req.method === 'HEAD' ? undefined : JSON.stringify({ errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] }));
     }
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as AddressInfo).port;
-  return { port, requests, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  listening = (server.address() as AddressInfo).port;
+  return { port: listening, requests, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
 /** A port on 127.0.0.1 that nothing listens on. */

@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CommandError, commandLine, ingressUrl, mergeValues, parseConfig, parseQuantity, podDiagnostics, quantityMiB, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
-import { firstVisitLine, summaryLines } from '../scripts/summary.ts';
+import { CommandError, type PhaseRecord, commandLine, failureBlock, ingressUrl, labelled, mergeValues, parallel, parseConfig, parseQuantity, podDiagnostics, quantityMiB, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
+import { criticalPath, deployTimes, firstVisitLine, summaryLines } from '../scripts/summary.ts';
 import { deployedCluster, podObj } from './fixtures/validate/cluster.ts';
 import { FAKE_BIN, makeSandbox } from './helpers.ts';
 
@@ -111,7 +111,12 @@ describe('mergeValues', () => {
 });
 
 describe('deploy summary', () => {
-  it('lists each phase and names the failed one', () => {
+  const rec = (phase: string, start: number, end: number, extra: Partial<PhaseRecord> = {}): PhaseRecord => ({
+    run: 'r', phase, ok: true, ms: end - start, changed: 0, start, end, ...extra,
+  });
+  const graph = { registry: [], talos: ['registry'], image: ['registry'], storage: ['talos'], traefik: ['talos'], app: ['traefik', 'image'], validate: ['storage', 'app'] };
+
+  it('lists each phase and names the failed one (records without times: the total is the sum)', () => {
     const lines = summaryLines([
       { run: 'r', phase: 'talos', ok: true, ms: 61000, changed: 0 },
       { run: 'r', phase: 'storage', ok: false, ms: 2000, changed: 0 },
@@ -122,6 +127,59 @@ describe('deploy summary', () => {
   });
   it('says when no phase ran', () => {
     expect(summaryLines([])).toEqual(['no phase ran']);
+  });
+  it('shows start and end offsets, the wall time against the sum, and the critical path', () => {
+    const lines = summaryLines(
+      [
+        rec('image', 3500, 20000),
+        rec('registry', 1000, 3000),
+        rec('talos', 3500, 63500, { longest: { title: 'Talos cluster', ms: 55000 } }),
+        rec('storage', 64000, 70000),
+        rec('traefik', 64000, 80000),
+        rec('app', 80500, 90500),
+        rec('validate', 91000, 101000),
+      ],
+      graph,
+    );
+    // In the order they started, whatever order phases.log has them in.
+    expect(lines[0]).toMatch(/^✓ registry/);
+    expect(lines[2]).toMatch(/✓ talos\s+60.0s\s+unchanged\s+2.5s →\s+62.5s/);
+    expect(lines[7]).toContain('deploy finished in 100.0s (the phases add up to 120.5s: 20.5s saved by running them side by side)');
+    expect(lines[8]).toBe('critical path: registry 2.0s → talos 60.0s → traefik 16.0s → app 10.0s → validate 10.0s; longest wait in it: talos "Talos cluster" 55.0s');
+  });
+});
+
+describe('criticalPath and deployTimes', () => {
+  const rec = (phase: string, start: number, end: number): PhaseRecord => ({ run: 'r', phase, ok: true, ms: end - start, changed: 0, start, end });
+  const graph = { a: [], b: ['a'], c: ['a'], d: ['b', 'c'] };
+  it.each([
+    ['the later of two deps held d back', [rec('a', 0, 10), rec('b', 10, 50), rec('c', 10, 30), rec('d', 50, 60)], ['a', 'b', 'd']],
+    ['the other branch when it ends later', [rec('a', 0, 10), rec('b', 10, 20), rec('c', 10, 45), rec('d', 45, 60)], ['a', 'c', 'd']],
+    ['a failed deploy: the chain ends at the last phase that ended', [rec('a', 0, 10), rec('b', 10, 20), rec('c', 10, 40)], ['a', 'c']],
+    ['a phase outside the graph stands alone', [rec('x', 0, 10)], ['x']],
+    ['records without times: no path', [{ run: 'r', phase: 'a', ok: true, ms: 5, changed: 0 }], []],
+  ])('%s', (_, records, want) => {
+    expect(criticalPath(records as PhaseRecord[], graph).map((r) => r.phase)).toEqual(want);
+  });
+  it.each([
+    ['side by side', [rec('a', 0, 10), rec('b', 5, 20)], { wallMs: 20, sumMs: 25 }],
+    ['one after another', [rec('a', 100, 110), rec('b', 110, 130)], { wallMs: 30, sumMs: 30 }],
+    ['a record without times: the sum', [rec('a', 0, 10), { run: 'r', phase: 'b', ok: true, ms: 7, changed: 0 }], { wallMs: 17, sumMs: 17 }],
+  ])('%s', (_, records, want) => {
+    expect(deployTimes(records as PhaseRecord[])).toEqual(want);
+  });
+});
+
+describe('labelled', () => {
+  it.each([
+    ['no label: unchanged', 'a\nb', '', 'a\nb'],
+    ['every line of a block starts with the phase', '✗ storage failed: x\n    output\nhint', 'storage', '[storage] ✗ storage failed: x\n[storage]     output\n[storage] hint'],
+  ])('%s', (_, text, label, want) => {
+    expect(labelled(text, label).replace(/\x1b\[[0-9;]*m/g, '')).toBe(want);
+  });
+  it('a failure block is one text: the message with the command, its output and the hint', () => {
+    const block = failureBlock('storage', new CommandError('kubectl apply -f -', 1, 'error: boom', 'Run `task talos` first.'));
+    expect(block.replace(/\x1b\[[0-9;]*m/g, '')).toBe('✗ storage failed: command failed (exit 1): kubectl apply -f -\n    error: boom\nRun `task talos` first.');
   });
 });
 
@@ -187,5 +245,34 @@ describe('podDiagnostics (stand-in kubectl)', () => {
     } finally {
       Object.assign(process.env, saved);
     }
+  });
+});
+
+describe('parallel', () => {
+  it('runs branches side by side; the tools of each branch see its path in PLATFORM_BRANCH', async () => {
+    const seen: string[] = [];
+    const echo = async () => void seen.push((await run('sh', ['-c', 'printf %s "$PLATFORM_BRANCH"'])).stdout);
+    await echo();
+    await parallel(echo, async () => {
+      await echo();
+      await parallel(echo);
+    });
+    expect(seen[0]).toBe('');
+    expect(seen.slice(1).sort()).toEqual([expect.stringMatching(/^\d+\.0\/$/), expect.stringMatching(/^\d+\.1\/$/), expect.stringMatching(/^\d+\.1\/\d+\.0\/$/)]);
+  });
+  it('waits for every branch, then fails with the first failure', async () => {
+    let finished = false;
+    await expect(
+      parallel(
+        async () => {
+          throw new Error('first');
+        },
+        async () => {
+          await new Promise((r) => setTimeout(r, 50));
+          finished = true;
+        },
+      ),
+    ).rejects.toThrow('first');
+    expect(finished).toBe(true);
   });
 });

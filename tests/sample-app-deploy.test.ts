@@ -13,7 +13,7 @@ import YAML from 'yaml';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { appDashboard, appManifests, contentHash, contextFiles, imageRef, registryHasTag, registryUrl } from '../scripts/app.ts';
 import { APP_DIR, SAMPLE_APP_EXTRAS, SAMPLE_APP_SPEC, trafficManifest } from '../scripts/sample-app.ts';
-import { PROJECT_DIR, type Sandbox, callsOf, closedPort, isMutating, makeSandbox, startRegistry } from './helpers.ts';
+import { PROJECT_DIR, type Sandbox, callsOf, closedPort, isMutating, makeSandbox, startStandInRegistry } from './helpers.ts';
 
 const TAG = contentHash(APP_DIR);
 
@@ -179,7 +179,7 @@ describe('manifests', () => {
 
 describe('registryHasTag', () => {
   it('answers from the registry API: 200 yes, 404 no, refused or another answer is an error naming task talos or the port', async () => {
-    const reg = await startRegistry(() => ({ [`localhost:${reg.port}/sample-app:aaa`]: 'sha256:1' }));
+    const reg = await startStandInRegistry(() => ({ [`localhost:${reg.port}/sample-app:aaa`]: 'sha256:1' }));
     const base = `http://127.0.0.1:${reg.port}`;
     expect(await registryHasTag(base, 'sample-app', 'aaa')).toBe(true);
     expect(await registryHasTag(base, 'sample-app', 'bbb')).toBe(false);
@@ -202,7 +202,7 @@ const mutating = (calls: { tool: string; argv: string[] }[]) => calls.filter(isM
 
 describe('task sample-app (stand-in tools)', { timeout: 60000 }, () => {
   let sb: Sandbox;
-  let registry: Awaited<ReturnType<typeof startRegistry>>;
+  let registry: Awaited<ReturnType<typeof startStandInRegistry>>;
   let env: Record<string, string>;
   let ref: string;
   const registries: (typeof registry)[] = [];
@@ -212,7 +212,7 @@ describe('task sample-app (stand-in tools)', { timeout: 60000 }, () => {
 
   beforeEach(async () => {
     sb = makeSandbox();
-    registry = await startRegistry(() => sb.state().docker.pushed ?? {});
+    registry = await startStandInRegistry(() => sb.state().docker.pushed ?? {});
     registries.push(registry);
     env = { REGISTRY_PORT: String(registry.port) };
     ref = `localhost:${registry.port}/sample-app:${TAG}`;
@@ -298,7 +298,7 @@ describe('task sample-app (stand-in tools)', { timeout: 60000 }, () => {
     expect(mutating(again.calls)).toEqual([]);
 
     const fresh = makeSandbox();
-    const reg2 = await startRegistry(() => fresh.state().docker.pushed ?? {});
+    const reg2 = await startStandInRegistry(() => fresh.state().docker.pushed ?? {});
     registries.push(reg2);
     fresh.createCluster();
     const f = await fresh.run('sample-app', [], { REGISTRY_PORT: String(reg2.port), SAMPLE_TRAFFIC: 'false' });

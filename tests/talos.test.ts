@@ -460,3 +460,43 @@ describe('destroy, clean and kubeconfig', () => {
     expect(fs.existsSync(sandbox.stateDir)).toBe(false);
   });
 });
+
+describe('talos.ts --registry', () => {
+  it('creates only the network, the registry and the caches, then changes nothing on a re-run; plain talos then keeps them', async () => {
+    const sandbox = makeSandbox();
+    const res = await sandbox.run('talos', ['--registry']);
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    expect(res.calls.every((c) => c.tool === 'docker'), JSON.stringify(res.calls)).toBe(true);
+    const m = mutatingLines(res.calls);
+    expect(m[0]).toMatch(/^docker network create .* talos-local$/);
+    expect(callsOf(res.calls, 'docker', 'run')).toHaveLength(6);
+    expect(sandbox.state().docker.containers['talos-local-controlplane-1']).toBeUndefined();
+    expect(fs.existsSync(path.join(sandbox.stateDir, STATE_DIR_MARKER))).toBe(true);
+
+    const again = await sandbox.run('talos', ['--registry']);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(mutatingLines(again.calls)).toEqual([]);
+    expect(again.stdout).toMatch(/registry done in .*nothing changed/);
+
+    const talos = await sandbox.run('talos');
+    expect(talos.code, talos.stdout + talos.stderr).toBe(0);
+    expect(mutatingLines(talos.calls).filter((c) => c.startsWith('docker run') || c.startsWith('docker network create'))).toEqual([]);
+    expect(callsOf(talos.calls, 'talosctl', 'cluster', 'create', 'docker')).toHaveLength(1);
+  }, 60_000);
+
+  it('stops before creating anything when REGISTRY_PORT is taken by something else', async () => {
+    const sandbox = makeSandbox();
+    // A port of its own: the sandbox's ports are shared with the tests running beside this one.
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const res = await sandbox.run('talos', ['--registry'], { REGISTRY_PORT: String(port) });
+      expect(res.code).toBe(1);
+      expect(res.stdout + res.stderr).toContain(`REGISTRY_PORT=${port} is already in use on 127.0.0.1`);
+      expect(mutatingLines(res.calls)).toEqual([]);
+    } finally {
+      server.close();
+    }
+  }, 60_000);
+});

@@ -5,9 +5,18 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { PROJECT_DIR } from './helpers.ts';
+import { deployGraph } from '../scripts/summary.ts';
+import { PROJECT_DIR, makeSandbox } from './helpers.ts';
 
 const PHASES = ['talos', 'storage', 'traefik', 'observability', 'sample-app', 'validate'];
+
+/** The order the deploy graph must keep, as task names in the dry run: [before, after]. */
+const DEPLOY_EDGES = [
+  ['registry', 'talos'], ['registry', 'sample-app:image'],
+  ['talos', 'storage'], ['talos', 'traefik'], ['storage', 'observability'],
+  ['traefik', 'sample-app'], ['sample-app:image', 'sample-app'], ['talos', 'sample-app'],
+  ['observability', 'validate'], ['sample-app', 'validate'], ['traefik', 'validate'], ['storage', 'validate'],
+];
 
 function taskBinary(): string {
   const candidates = [...(process.env.PATH ?? '').split(path.delimiter).map((d) => path.join(d, 'task')), path.join(os.homedir(), 'go', 'bin', 'task')];
@@ -32,19 +41,68 @@ describe('Taskfile.yml', () => {
   it('task --list describes every phase and lifecycle task', () => {
     const res = task(['--list']);
     expect(res.status, res.stderr).toBe(0);
-    for (const name of [...PHASES, 'deploy', 'preflight', 'destroy', 'clean', 'kubeconfig', 'test']) {
+    for (const name of [...PHASES, 'deploy', 'registry', 'sample-app:image', 'preflight', 'destroy', 'clean', 'kubeconfig', 'test', 'bench']) {
       expect(res.stdout).toMatch(new RegExp(`^\\* ${name}:\\s+\\S`, 'm'));
     }
   });
 
-  it('task --dry deploy runs the phases in order', () => {
+  it('task --dry deploy runs each phase once, after the phases it needs, and the summary last', () => {
     const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'taskfile-'));
     fs.writeFileSync(path.join(stateDir, 'kubeconfig'), '');
     const res = task(['--dry', 'deploy'], { STATE_DIR: stateDir });
     expect(res.status, res.stderr).toBe(0);
-    const ran = [...res.stderr.matchAll(/task: \[([\w-]+)\] npx --no-install tsx scripts\/([\w-]+)\.ts/g)].map((m) => m[2]);
-    expect(ran).toEqual([...PHASES, 'summary']);
+    // Each node prints its command only after its deps finished, also in a dry run.
+    const ran = [...res.stderr.matchAll(/task: \[([\w:-]+)\] npx --no-install tsx scripts\/([\w-]+)\.ts ?([\w-]*)/g)].map((m) => m[1]);
+    expect([...ran].sort()).toEqual(['observability', 'registry', 'sample-app', 'sample-app:image', 'storage', 'summary', 'talos', 'traefik', 'validate']);
+    const before = (a: string, b: string) => expect(ran.indexOf(a), `${a} before ${b}`).toBeLessThan(ran.indexOf(b));
+    for (const [a, b] of DEPLOY_EDGES) before(a, b);
+    expect(ran.at(-1)).toBe('summary');
   });
+
+  it('the deploy graph is the one the README and summary describe', () => {
+    const doc = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, 'Taskfile.yml'), 'utf8'));
+    const graph = deployGraph(doc);
+    expect(graph).toEqual({
+      registry: [],
+      talos: ['registry'],
+      'sample-app-image': ['registry'],
+      storage: ['talos'],
+      traefik: ['talos'],
+      observability: ['storage'],
+      'sample-app': ['traefik', 'sample-app-image'],
+      validate: ['observability', 'sample-app'],
+    });
+    for (const [name, t] of Object.entries(doc.tasks as Record<string, { run?: string; internal?: boolean }>)) {
+      if (name.startsWith('deploy:')) expect({ name, run: t.run, internal: t.internal }).toEqual({ name, run: 'once', internal: true });
+    }
+  });
+
+  it('a failed phase stops the phases that need it; the others finish, and the summary runs', () => {
+    const sandbox = makeSandbox();
+    // storage fails: observability and validate (which need it) never start; traefik does.
+    sandbox.scenario({ failures: [{ tool: 'kubectl', argv: ['kustomize'], code: 1, stderr: 'error: scripted kustomize failure' }] });
+    const log = path.join(sandbox.dir, 'calls.jsonl');
+    const res = task(['deploy'], sandbox.env(log));
+    expect(res.status).not.toBe(0);
+    const phases = fs.readFileSync(path.join(sandbox.stateDir, 'phases.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const byPhase = Object.fromEntries(phases.map((p) => [p.phase, p.ok]));
+    expect(byPhase).toMatchObject({ registry: true, talos: true, storage: false, traefik: true });
+    expect(byPhase).not.toHaveProperty('observability');
+    expect(byPhase).not.toHaveProperty('validate');
+    expect(res.stdout).toContain('Summary');
+    expect(res.stdout).toMatch(/deploy failed at .*storage/);
+    // Each phase's lines carry its name while phases run side by side.
+    expect(res.stdout).toMatch(/^\[storage\] ✗ storage failed/m);
+    expect(res.stdout).toMatch(/^\[traefik\] ✓ traefik done in/m);
+  }, 240_000);
+
+  it('each phase still runs alone, unlabelled', () => {
+    const sandbox = makeSandbox();
+    const res = task(['registry'], sandbox.env(path.join(sandbox.dir, 'calls.jsonl')));
+    expect(res.status, res.stdout + res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/^✓ registry done in/m);
+    expect(res.stdout).not.toContain('[registry]');
+  }, 120_000);
 
   it('install is up to date once npm ci ran, so tasks do not reinstall every time', () => {
     const res = task(['--status', 'install']);

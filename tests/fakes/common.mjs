@@ -55,6 +55,20 @@ export function defaultState() {
   };
 }
 
+/**
+ * The modelled duration of one call under a latency model (bench/latency-model.yaml): the first rule
+ * whose tool matches and whose argv words all appear in the call, its fixed seconds plus its image
+ * pull (pullMB at the internet bandwidth, or at the cache's once `pulled` names the rule). 0 when no
+ * rule matches.
+ */
+export function modelledSeconds(model, tool, argv, pulled = []) {
+  const rule = (model.commands ?? []).find((r) => r.tool === tool && (r.argv ?? []).every((a) => argv.includes(a)));
+  if (!rule) return { seconds: 0, rule: undefined };
+  const warm = pulled.includes(rule.name);
+  const pull = rule.pullMB ? rule.pullMB / (warm ? model.bandwidthMBps.cache : model.bandwidthMBps.internet) : 0;
+  return { seconds: (rule.seconds ?? 0) + pull, rule, warm };
+}
+
 export function deepMerge(base, over) {
   if (Array.isArray(over) || typeof over !== 'object' || over === null) return over;
   const out = { ...base };

@@ -3,11 +3,15 @@
 // Each call: appends {"tool","argv"} to $FAKE_TOOLS_LOG, takes the lock on the scenario state
 // ($FAKE_STATE, a JSON file; defaults describe a healthy machine with no cluster), applies any
 // scripted failure that matches, runs the tool's handler, saves the state and exits with its code.
+// With FAKE_LATENCY_MODEL (a file like bench/latency-model.yaml), a call the model names first
+// sleeps as long as the model says, scaled, outside the lock: calls of phases that run side by side
+// overlap as on a real machine. With FAKE_LATENCY_LOG, each call then appends its phase, real start
+// and end and modelled seconds to that file (bench/deploy.ts replays them on a modelled clock).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deepMerge, defaultState } from './common.mjs';
+import { deepMerge, defaultState, modelledSeconds } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -43,6 +47,24 @@ async function main() {
   }
   const handler = (await import(path.join(here, 'tools', `${tool}.mjs`))).default;
   const file = statePath();
+  const started = Date.now();
+  let modelled = 0;
+  if (process.env.FAKE_LATENCY_MODEL) {
+    const { default: YAML } = await import('yaml');
+    const model = YAML.parse(fs.readFileSync(process.env.FAKE_LATENCY_MODEL, 'utf8'));
+    const pulled = withLock(file, () => (fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')).latency?.pulled : undefined) ?? []);
+    const { seconds, rule } = modelledSeconds(model, tool, argv, pulled);
+    modelled = seconds;
+    if (seconds > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, seconds * model.scale * 1000);
+    if (rule?.pullMB) {
+      // What was pulled once is in the caches (kept by `task destroy`): the next pull is a warm one.
+      withLock(file, () => {
+        const saved = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {};
+        saved.latency = { pulled: [...new Set([...(saved.latency?.pulled ?? []), rule.name])] };
+        fs.writeFileSync(file, JSON.stringify(saved, null, 1));
+      });
+    }
+  }
   let stdout = '';
   let stderr = '';
   const code = withLock(file, () => {
@@ -67,6 +89,11 @@ async function main() {
     fs.writeFileSync(file, JSON.stringify(state, null, 1));
     return exit;
   });
+  if (process.env.FAKE_LATENCY_LOG) {
+    // Which phase and parallel() branch called (PLATFORM_PHASE, PLATFORM_BRANCH: lib.ts), when the call really ran, its modelled seconds.
+    const line = { phase: process.env.PLATFORM_PHASE ?? '', branch: process.env.PLATFORM_BRANCH ?? '', tool, argv, modelled, start: started, end: Date.now() };
+    fs.appendFileSync(process.env.FAKE_LATENCY_LOG, `${JSON.stringify(line)}\n`);
+  }
   process.stdout.write(stdout);
   process.stderr.write(stderr);
   process.exitCode = code;
