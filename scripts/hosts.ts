@@ -1,4 +1,4 @@
-// `task hosts` / `task hosts:remove`: names for the routes (grafana, prometheus, traefik, app
+// `task hosts` / `task hosts:remove`: names for the routes (grafana, prometheus, alertmanager, traefik, app
 // .<DOMAIN>) in the hosts file, between our marker lines.
 //
 //   - Renders hosts/hosts.block.tmpl and hosts/dnsmasq.conf.tmpl into <stateDir>/hosts/ (the block

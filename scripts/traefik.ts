@@ -11,7 +11,7 @@
 //   3. Secret traefik/platform-tls and TLSStore "default" (manifests/traefik/tlsstore.yaml): the
 //      certificate every route serves.
 //   4. IngressRoutes (manifests/traefik/ingressroutes.yaml, with DOMAIN) for grafana, prometheus,
-//      traefik (dashboard) and app, each in its Service's namespace. A namespace that a later phase
+//      alertmanager, traefik (dashboard) and app, each in its Service's namespace. A namespace that a later phase
 //      owns and that does not exist yet is created first (manifests/traefik/backend-namespaces.yaml),
 //      so the routes apply now and start serving when their Services appear.
 //   Idempotent: helm only when chart or values differ, kubectl apply only after kubectl diff.
