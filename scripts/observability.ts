@@ -1,13 +1,18 @@
-// Phase "observability" (`task observability`): Prometheus, Loki, Alloy (grafana/k8s-monitoring) and
-// Grafana in namespace `monitoring`, each a pinned Helm release (versions in PINNED.charts, lib.ts).
+// Phase "observability" (`task observability`): Prometheus (with its Alertmanager subchart), Loki,
+// Alloy (grafana/k8s-monitoring) and Grafana in namespace `monitoring`, each a pinned Helm release
+// (versions in PINNED.charts, lib.ts).
 //
 // What it does, in order:
+//   0. reads dashboards/*.json, alerts/*.rules.yaml and helm-values/*.yaml: a broken one stops the
+//      phase before any tool is called, naming the file;
 //   1. checks that the cluster in the state directory answers, and that PROMETHEUS_STORAGE and
 //      LOKI_STORAGE match the deployed volumes (local-path volumes cannot be resized: it stops and
 //      says how to proceed);
 //   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
 //      node-exporter uses the host's namespaces);
-//   3. Prometheus and Loki, in parallel;
+//   3. the Secret alertmanager-webhook holding ALERT_WEBHOOK_URL (empty when unset; Alertmanager
+//      reads it from a file, so the URL is never in values, a command line or the output), then
+//      Prometheus (every alerts/*.rules.yaml as a rule file, and Alertmanager) and Loki, in parallel;
 //   4. Grafana's admin Secret `grafana-admin` (random password, generated once, also kept in
 //      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json;
 //   5. Alloy (k8s-monitoring, then waits for its collectors) and Grafana, in parallel.
@@ -18,11 +23,12 @@
 //
 // Values: helm-values/<release>.yaml hold everything structural; this script layers on top the
 // settings that have one source elsewhere: .env knobs (below), the service URLs (SERVICE_URLS,
-// defined once here) and the Alloy snippets in alloy/*.alloy.
+// defined once here), the Alloy snippets in alloy/*.alloy and the rule files in alerts/.
 //
 // .env keys: PROMETHEUS_RETENTION, PROMETHEUS_STORAGE (volume, and 80 % of it as size retention),
 //            LOKI_RETENTION (retention, and the oldest line Loki accepts), LOKI_STORAGE, DOMAIN,
-//            HTTPS_PORT (public URLs), CLUSTER_NAME (cluster label), STATE_DIR.
+//            HTTPS_PORT (public URLs), CLUSTER_NAME (cluster label), STATE_DIR, ALERT_WEBHOOK_URL
+//            (Alertmanager's receiver: Slack for hooks.slack.com, else a webhook).
 // Tools: kubectl, helm.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
