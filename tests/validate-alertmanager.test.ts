@@ -5,7 +5,8 @@
 // `--alerts` (measureAlert) runs against a stand-in app that plays the sample app's error injection
 // contract (POST/DELETE /admin/errors) and exposes its error ratio; a test rule on it fires and
 // resolves in the real pair. With ALERT_WEBHOOK_URL set, the deployed routing sends that alert to
-// the webhook (read from the mounted file, as in the pod) and keeps Watchdog local.
+// the webhook (read from the mounted file, as in the pod) and keeps Watchdog local; a Slack URL gets
+// Slack messages from the same file.
 // Every check is shown to fail when the thing it names is broken.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -185,6 +186,33 @@ describe('measureAlert (validate --alerts): injection → firing → resolved, i
       await fetch(`${app.url}/admin/errors`, { method: 'DELETE' });
     }
     expect(webhook.received.map((r) => r.alertname)).not.toContain('Watchdog');
+  });
+
+  it('ALERT_WEBHOOK_URL of Slack: the deployed config loads and sends Slack messages (attachments) to the URL in the mounted file', async () => {
+    const bodies: any[] = [];
+    const slack = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        bodies.push(JSON.parse(body));
+        res.writeHead(200).end('ok');
+      });
+    });
+    await new Promise<void>((r) => slack.listen(0, '127.0.0.1', () => r()));
+    const urlFile = path.join(dir, 'slack-url');
+    fs.writeFileSync(urlFile, `http://127.0.0.1:${(slack.address() as net.AddressInfo).port}/services/T000/B000/XXXX\n`);
+    const slackAm = await startAlertmanager(deployedAlertmanagerConfig({ ALERT_WEBHOOK_URL: 'https://hooks.slack.com/services/T000/B000/XXXX' }, urlFile));
+    try {
+      const now = Date.now();
+      const alert = { labels: { alertname: TEST_ALERT, severity: 'warning' }, startsAt: new Date(now).toISOString(), endsAt: new Date(now + 600000).toISOString() };
+      const post = await fetch(`${slackAm.url}/api/v2/alerts`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify([alert]) });
+      expect(post.status).toBe(200);
+      await waitFor(() => bodies.length > 0 || undefined, 20000, 'a Slack message');
+      expect(bodies[0].attachments[0].title).toContain(TEST_ALERT);
+    } finally {
+      await slackAm.stop();
+      await new Promise<void>((r) => slack.close(() => r()));
+    }
   });
 
   it('an alert that never fires: fails after the timeout and still ends the injection', async () => {
