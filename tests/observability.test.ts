@@ -439,7 +439,7 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(sandbox.state().kubectl.objects[`Secret/monitoring/${ALERT_WEBHOOK.secret}`].data.url).toBe('');
     expect(upgrades(unset.calls).map(releaseOf)).toEqual(['prometheus']);
     expect(sandbox.state().helm.releases['monitoring/prometheus'].values.alertmanager.config.route.receiver).toBe('local');
-  });
+  }, 150_000); // four runs of the phase
 
   it('a changed volume size stops before any change, with both ways out', async () => {
     expect((await sandbox.run('observability')).code).toBe(0);
