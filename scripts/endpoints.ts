@@ -3,7 +3,7 @@
 // certificate to trust, the local registry, and the line that points kubectl at the cluster.
 // It only reads configuration and checks which state files exist; it calls no tool.
 //
-// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, REGISTRY_PORT, STATE_DIR.
+// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, REGISTRY_PORT, STATE_DIR, ALERT_WEBHOOK_URL (only whether it is set).
 // Tools: none.
 import fs from 'node:fs';
 import kleur from 'kleur';
@@ -23,6 +23,7 @@ export function endpointLines(cfg: Config, exists: (file: string) => boolean = f
     `               user admin, password in ${password}${missing(password, 'observability')}`,
     `               (cat ${password}, or: kubectl -n monitoring get secret grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d)`,
     `  Prometheus   ${ingressUrl(cfg, 'prometheus', '/')}`,
+    `  Alertmanager ${ingressUrl(cfg, 'alertmanager', '/')}   (alerts and silences; ${cfg.ALERT_WEBHOOK_URL ? 'also sent to ALERT_WEBHOOK_URL' : 'no receiver outside this machine: ALERT_WEBHOOK_URL not set'})`,
     `  Traefik      ${ingressUrl(cfg, 'traefik', '/dashboard/')}`,
     `  Sample app   ${ingressUrl(cfg, 'app', '/')}`,
     ...others.map((a) => `  App ${a.name.padEnd(8)} ${ingressUrl(cfg, a.host.slice(0, -cfg.DOMAIN.length - 1), '/')}   dashboard ${ingressUrl(cfg, 'grafana', `/d/${a.dashboard}`)}`),

@@ -1,5 +1,5 @@
-// `task hosts` / `task hosts:remove`: names for the routes (grafana, prometheus, traefik, app
-// .<DOMAIN>, and the host of each app in STATE_DIR/apps/*.json) in the hosts file, between our marker lines.
+// `task hosts` / `task hosts:remove`: names for the routes (grafana, prometheus, alertmanager, traefik,
+// app.<DOMAIN>, and the host of each app in STATE_DIR/apps/*.json) in the hosts file, between our marker lines.
 //
 //   - Renders hosts/hosts.block.tmpl and hosts/dnsmasq.conf.tmpl into <stateDir>/hosts/ (the block
 //     this script installs, and a dnsmasq snippet for a wildcard instead: address=/<DOMAIN>/<address>).

@@ -59,7 +59,7 @@ export const PINNED = {
 export const INGRESS_NODE_PORTS = { http: 30080, https: 30443 } as const;
 
 /** The names Traefik routes, each under DOMAIN: grafana.<DOMAIN> and so on (certificates, hosts block, routes). */
-export const INGRESS_HOSTS = ['grafana', 'prometheus', 'traefik', 'app'] as const;
+export const INGRESS_HOSTS = ['grafana', 'prometheus', 'alertmanager', 'traefik', 'app'] as const;
 
 /**
  * The address the routed names resolve to: HOST_IP, except 127.0.0.1 for HOST_IP=0.0.0.0 (the
@@ -87,6 +87,8 @@ interface KeySpec<T> {
   allowed: string;
   /** Returns the typed value, or undefined when the raw text is not allowed. */
   parse: (raw: string) => T | undefined;
+  /** A credential: error messages show only its first characters, never the whole value. */
+  secret?: boolean;
 }
 
 const key = <T>(spec: KeySpec<T>) => spec;
@@ -135,6 +137,18 @@ const privateSubnet = (raw: string) => {
   const isNetworkAddress = first % 2 ** (32 - bits) === 0;
   const isPrivate = PRIVATE_RANGES.some(([start, end]) => first >= start && last <= end);
   return bits >= 16 && bits <= 24 && isNetworkAddress && isPrivate ? raw : undefined;
+};
+
+/** '' (not set), or an absolute http(s) URL with a host and no spaces. */
+const optionalHttpUrl = (raw: string) => {
+  if (raw === '') return raw;
+  if (/\s/.test(raw)) return undefined;
+  try {
+    const u = new URL(raw);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' ? raw : undefined;
+  } catch {
+    return undefined;
+  }
 };
 
 /** Every .env key, its default and what it allows. .env.example documents exactly these. */
@@ -199,6 +213,12 @@ export const CONFIG_KEYS = {
   }),
   LOKI_STORAGE: key({ default: '5Gi', allowed: 'a volume size such as 5Gi or 512Mi', parse: quantity }),
   SAMPLE_TRAFFIC: key({ default: 'true', allowed: 'true or false', parse: bool }),
+  ALERT_WEBHOOK_URL: key({
+    default: '',
+    allowed: 'empty (alerts stay in Alertmanager and Grafana), or an http:// or https:// URL such as https://hooks.slack.com/services/T000/B000/XXXX',
+    parse: optionalHttpUrl,
+    secret: true,
+  }),
 };
 
 type Keys = typeof CONFIG_KEYS;
@@ -222,9 +242,10 @@ export function parseConfig(raw: Record<string, string | undefined>): Config {
     const text = given === undefined || given === '' ? spec.default : given.trim();
     const value = spec.parse(text);
     if (value === undefined) {
+      const shown = spec.secret ? `${name} (${text.length} characters, starting "${text.slice(0, 8)}…")` : `${name}="${given}"`;
       problems.push(
-        `${name}="${given}" is not allowed: expected ${spec.allowed}. ` +
-          `Fix it in .env (or your shell), or remove it to use the default "${spec.default}".`,
+        `${shown} is not allowed: expected ${spec.allowed}. ` +
+          `Fix it in .env (or your shell), or remove it to use the default${spec.default === '' ? ' (not set)' : ` "${spec.default}"`}.`,
       );
     }
     out[name] = value;

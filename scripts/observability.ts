@@ -1,18 +1,24 @@
-// Phase "observability" (`task observability`): Prometheus, Loki, Alloy (grafana/k8s-monitoring) and
-// Grafana in namespace `monitoring`, each a pinned Helm release (versions in PINNED.charts, lib.ts).
+// Phase "observability" (`task observability`): Prometheus (with its Alertmanager subchart), Loki,
+// Alloy (grafana/k8s-monitoring) and Grafana in namespace `monitoring`, each a pinned Helm release
+// (versions in PINNED.charts, lib.ts).
 //
 // What it does, in order:
+//   0. reads dashboards/*.json, alerts/*.rules.yaml and helm-values/*.yaml: a broken one stops the
+//      phase before any tool is called, naming the file;
 //   1. checks that the cluster in the state directory answers, and that PROMETHEUS_STORAGE and
 //      LOKI_STORAGE match the deployed volumes (local-path volumes cannot be resized: it stops and
 //      says how to proceed);
 //   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
 //      node-exporter uses the host's namespaces);
-//   3. Grafana's admin Secret `grafana-admin` (random password, generated once, also kept in
+//   3. the Secret alertmanager-webhook holding ALERT_WEBHOOK_URL (empty when unset; Alertmanager
+//      reads it from a file, so the URL is never in values, a command line or the output), Grafana's
+//      admin Secret `grafana-admin` (random password, generated once, also kept in
 //      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json (Grafana's pods
 //      mount both);
-//   4. Prometheus, Loki, Alloy (k8s-monitoring, then waits for its collectors) and Grafana, all
-//      at once: none needs another to be up (Alloy retries its writes, Grafana its datasources; the
-//      charts' hooks only touch their own release).
+//   4. Prometheus (every alerts/*.rules.yaml as a rule file, and Alertmanager), Loki, Alloy
+//      (k8s-monitoring, then waits for its collectors) and Grafana, all at once: none needs another
+//      to be up (Alloy retries its writes, Grafana its datasources; the charts' hooks only touch
+//      their own release).
 // Every release is `helm upgrade --install --wait --timeout` through lib.helmRelease, which does
 // nothing when chart version and values are unchanged. When a release fails, the pods of
 // `monitoring` that are not ready are shown with their recent events and log lines; when the Alloy
@@ -20,11 +26,12 @@
 //
 // Values: helm-values/<release>.yaml hold everything structural; this script layers on top the
 // settings that have one source elsewhere: .env knobs (below), the service URLs (SERVICE_URLS,
-// defined once here) and the Alloy snippets in alloy/*.alloy.
+// defined once here), the Alloy snippets in alloy/*.alloy and the rule files in alerts/.
 //
 // .env keys: PROMETHEUS_RETENTION, PROMETHEUS_STORAGE (volume, and 80 % of it as size retention),
 //            LOKI_RETENTION (retention, and the oldest line Loki accepts), LOKI_STORAGE, DOMAIN,
-//            HTTPS_PORT (public URLs), CLUSTER_NAME (cluster label), STATE_DIR.
+//            HTTPS_PORT (public URLs), CLUSTER_NAME (cluster label), STATE_DIR, ALERT_WEBHOOK_URL
+//            (Alertmanager's receiver: Slack for hooks.slack.com, else a webhook).
 // Tools: kubectl, helm.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -68,6 +75,8 @@ export const SERVICE_URLS = {
   loki: `http://loki.${NAMESPACE}.svc:3100`,
   /** grafana-community/grafana: Service grafana, port 80. */
   grafana: `http://grafana.${NAMESPACE}.svc:80`,
+  /** The prometheus chart's alertmanager subchart: Service prometheus-alertmanager, port 9093. */
+  alertmanager: `http://prometheus-alertmanager.${NAMESPACE}.svc:9093`,
 } as const;
 export const PROMETHEUS_REMOTE_WRITE_URL = `${SERVICE_URLS.prometheus}/api/v1/write`;
 export const LOKI_PUSH_URL = `${SERVICE_URLS.loki}/loki/api/v1/push`;
@@ -124,19 +133,96 @@ export function prometheusRetentionSize(storage: string): string {
   return `${Math.floor(quantityMiB(storage) * PROMETHEUS_VOLUME_SHARE)}MB`;
 }
 
+/** Alert and recording rules: every alerts/*.rules.yaml, loaded unchanged into Prometheus. */
+export const ALERTS_DIR = path.join(PROJECT_DIR, 'alerts');
+/** Where the prometheus chart mounts its ConfigMap (serverFiles) in the server: its config-volume. */
+const PROMETHEUS_CONFIG_DIR = '/etc/config';
+
+/** A rule file: its name (the ConfigMap key) and its parsed content. */
+export type RuleFiles = Record<string, unknown>;
+
+/**
+ * Reads alerts/*.rules.yaml (sorted). Each must be YAML with a list of `groups` (Prometheus' rule
+ * file format); a broken one stops the phase before anything changes, naming the file.
+ */
+export function alertRuleFiles(dir: string = ALERTS_DIR): RuleFiles {
+  const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.rules.yaml')).sort() : [];
+  const out: RuleFiles = {};
+  for (const f of files) {
+    const where = `alerts/${f}`;
+    if (!/^[-._a-zA-Z0-9]+$/.test(f)) throw new UserError(`${where}: a ConfigMap key allows only letters, digits, "-", "_" and "."; rename the file.`);
+    let content: unknown;
+    try {
+      content = YAML.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+    } catch (err) {
+      throw new UserError(`${where} is not valid YAML (${(err as Error).message.split('\n')[0]}); fix the file and run again.`);
+    }
+    const groups = (content as { groups?: unknown } | null)?.groups;
+    if (!Array.isArray(groups)) {
+      throw new UserError(`${where} has no list of "groups": a Prometheus rule file starts with "groups:" (see the existing files); fix it and run again.`);
+    }
+    out[f] = content;
+  }
+  return out;
+}
+
+/** Alertmanager's receiver of ALERT_WEBHOOK_URL: a Secret mounted into its pod (the URL never sits in values or a ConfigMap). */
+export const ALERT_WEBHOOK = {
+  secret: 'alertmanager-webhook',
+  key: 'url',
+  /** The secret's mount in the alertmanager container: helm-values/prometheus.yaml alertmanager.extraSecretMounts. */
+  dir: '/etc/alertmanager-webhook',
+  receiver: 'webhook',
+} as const;
+
+/** The Secret holding ALERT_WEBHOOK_URL (empty when unset, so a removed URL leaves nothing behind). */
+export function webhookSecretManifest(url: string): string {
+  return YAML.stringify({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    type: 'Opaque',
+    metadata: { name: ALERT_WEBHOOK.secret, namespace: NAMESPACE, labels: { 'app.kubernetes.io/part-of': 'platform' } },
+    data: { [ALERT_WEBHOOK.key]: Buffer.from(url, 'utf8').toString('base64') },
+  });
+}
+
+/**
+ * The receiver for ALERT_WEBHOOK_URL, reading the URL from the mounted Secret at each notification:
+ * a Slack incoming webhook (hooks.slack.com) gets Slack messages (slack_configs), any other URL
+ * Alertmanager's webhook JSON (webhook_configs). Undefined when the key is not set.
+ */
+export function webhookReceiver(url: string): Record<string, unknown> | undefined {
+  if (!url) return undefined;
+  const file = `${ALERT_WEBHOOK.dir}/${ALERT_WEBHOOK.key}`;
+  return new URL(url).hostname === 'hooks.slack.com'
+    ? { name: ALERT_WEBHOOK.receiver, slack_configs: [{ api_url_file: file, send_resolved: true }] }
+    : { name: ALERT_WEBHOOK.receiver, webhook_configs: [{ url_file: file, send_resolved: true }] };
+}
+
 /** Builds a nested object from a key path: ['a','b'] + v -> {a: {b: v}}. */
 const nest = (keys: readonly string[], value: unknown): Record<string, unknown> =>
   keys.reduceRight<unknown>((acc, k) => ({ [k]: acc }), value) as Record<string, unknown>;
 
 const readText = (relPath: string) => fs.readFileSync(path.join(PROJECT_DIR, relPath), 'utf8');
 
-/** The values layered over helm-values/<release>.yaml: every .env knob, URL and Alloy snippet. */
-export function overrides(cfg: Config, read: (relPath: string) => string = readText): Record<ReleaseKey, Record<string, unknown>> {
+/**
+ * The values layered over helm-values/<release>.yaml: every .env knob, URL, Alloy snippet and rule
+ * file (alerts/*.rules.yaml, each a serverFiles key listed in rule_files).
+ */
+export function overrides(
+  cfg: Config,
+  read: (relPath: string) => string = readText,
+  rules: RuleFiles = alertRuleFiles(),
+): Record<ReleaseKey, Record<string, unknown>> {
   const alloy = ALLOY_SNIPPETS.map((s) => nest(s.valuePath, read(s.file)));
+  const prometheusFile = YAML.parse(read(RELEASES.prometheus.valuesFile)) as {
+    alertmanager?: { config?: { receivers?: { name: string }[] } };
+  };
+  const webhook = webhookReceiver(cfg.ALERT_WEBHOOK_URL);
   const grafanaFile = YAML.parse(read(RELEASES.grafana.valuesFile)) as {
     datasources?: { 'datasources.yaml'?: { datasources?: { type: string }[] } };
   };
-  const urlFor: Record<string, string> = { prometheus: SERVICE_URLS.prometheus, loki: SERVICE_URLS.loki };
+  const urlFor: Record<string, string> = { prometheus: SERVICE_URLS.prometheus, loki: SERVICE_URLS.loki, alertmanager: SERVICE_URLS.alertmanager };
   const datasources = (grafanaFile.datasources?.['datasources.yaml']?.datasources ?? []).map((ds) => {
     if (!urlFor[ds.type]) throw new Error(`${RELEASES.grafana.valuesFile}: datasource type "${ds.type}" has no service URL`);
     return { ...ds, url: urlFor[ds.type] };
@@ -148,6 +234,20 @@ export function overrides(cfg: Config, read: (relPath: string) => string = readT
         retentionSize: prometheusRetentionSize(cfg.PROMETHEUS_STORAGE),
         persistentVolume: { size: cfg.PROMETHEUS_STORAGE },
         baseURL: ingressUrl(cfg, 'prometheus'),
+      },
+      serverFiles: {
+        ...rules,
+        'prometheus.yml': { rule_files: Object.keys(rules).map((f) => `${PROMETHEUS_CONFIG_DIR}/${f}`) },
+      },
+      alertmanager: {
+        baseURL: ingressUrl(cfg, 'alertmanager'),
+        // Without ALERT_WEBHOOK_URL the file's receivers and route stand; with it, alerts go to the webhook.
+        ...(webhook && {
+          config: {
+            receivers: [...(prometheusFile.alertmanager?.config?.receivers ?? []), webhook],
+            route: { receiver: ALERT_WEBHOOK.receiver },
+          },
+        }),
       },
     },
     loki: {
@@ -171,10 +271,15 @@ export function overrides(cfg: Config, read: (relPath: string) => string = readT
 }
 
 /** Everything helmRelease needs for one release: values file, then the overrides. */
-export function releaseSpec(cfg: Config, key: ReleaseKey, read: (relPath: string) => string = readText): HelmReleaseSpec {
+export function releaseSpec(
+  cfg: Config,
+  key: ReleaseKey,
+  read: (relPath: string) => string = readText,
+  rules: RuleFiles = alertRuleFiles(),
+): HelmReleaseSpec {
   const r = RELEASES[key];
   const fileValues = (YAML.parse(read(r.valuesFile)) ?? {}) as Record<string, unknown>;
-  return { release: r.release, namespace: NAMESPACE, chart: r.chart, values: [fileValues, overrides(cfg, read)[key]], timeout: r.timeout };
+  return { release: r.release, namespace: NAMESPACE, chart: r.chart, values: [fileValues, overrides(cfg, read, rules)[key]], timeout: r.timeout };
 }
 
 /**
@@ -277,8 +382,8 @@ export function dashboardsConfigMap(dir: string = DASHBOARDS_DIR): { yaml: strin
 }
 
 /** helmRelease, with the pods' own story added when it fails. */
-async function install(cfg: Config, key: ReleaseKey): Promise<string> {
-  const spec = releaseSpec(cfg, key);
+async function install(cfg: Config, key: ReleaseKey, rules: RuleFiles): Promise<string> {
+  const spec = releaseSpec(cfg, key, readText, rules);
   try {
     return await helmRelease(cfg, spec);
   } catch (err) {
@@ -374,8 +479,9 @@ async function waitForAlloy(cfg: Config): Promise<string> {
 }
 
 export async function observability(cfg: Config): Promise<void> {
-  // Read our own files first: a broken dashboard or values file stops before anything is touched.
+  // Read our own files first: a broken dashboard, rule or values file stops before anything is touched.
   const dashboards = dashboardsConfigMap();
+  const rules = alertRuleFiles();
   for (const key of Object.keys(RELEASES) as ReleaseKey[]) readProjectYaml(RELEASES[key].valuesFile);
 
   await check('Cluster reachable', async () => {
@@ -387,23 +493,34 @@ export async function observability(cfg: Config): Promise<void> {
     const r = await applyManifests(cfg, namespaceManifest());
     return r === 'unchanged' ? 'unchanged' : 'applied';
   });
+  await step(`Alertmanager webhook Secret ${ALERT_WEBHOOK.secret} (ALERT_WEBHOOK_URL ${cfg.ALERT_WEBHOOK_URL ? 'set' : 'not set'})`, async () => {
+    const r = await applyManifests(cfg, webhookSecretManifest(cfg.ALERT_WEBHOOK_URL), true);
+    return r === 'unchanged' ? 'unchanged' : 'applied';
+  });
   await step('Grafana admin password', () => ensureAdminPassword(cfg));
   await step(`Dashboards ConfigMap (${dashboards.files.length} from dashboards/)`, async () => {
     const r = await applyManifests(cfg, dashboards.yaml, true);
     return r === 'unchanged' ? `unchanged (${dashboards.files.join(', ') || 'none'})` : `applied ${dashboards.files.join(', ') || '(no dashboards yet)'}`;
   });
   await parallel(
-    () => step(`Prometheus ${PINNED.charts.prometheus.version}`, () => install(cfg, 'prometheus')),
-    () => step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki')),
+    () =>
+      step(`Prometheus ${PINNED.charts.prometheus.version} with Alertmanager and ${Object.keys(rules).length} rule files from alerts/`, () =>
+        install(cfg, 'prometheus', rules),
+      ),
+    () => step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki', rules)),
     async () => {
-      await step(`Alloy: k8s-monitoring ${PINNED.charts.k8sMonitoring.version}`, () => install(cfg, 'k8sMonitoring'));
+      await step(`Alloy: k8s-monitoring ${PINNED.charts.k8sMonitoring.version}`, () => install(cfg, 'k8sMonitoring', rules));
       await check('Alloy collectors running', () => waitForAlloy(cfg));
     },
-    () => step(`Grafana ${PINNED.charts.grafana.version}`, () => install(cfg, 'grafana')),
+    () => step(`Grafana ${PINNED.charts.grafana.version}`, () => install(cfg, 'grafana', rules)),
   );
   note(`Grafana: ${ingressUrl(cfg, 'grafana')} (anonymous Viewer; admin password in ${statePath(cfg, GRAFANA_PASSWORD_FILE)})`);
   note(`Prometheus: ${ingressUrl(cfg, 'prometheus')}; retention ${cfg.PROMETHEUS_RETENTION}, volume ${cfg.PROMETHEUS_STORAGE}`);
   note(`Loki: ${SERVICE_URLS.loki} (in-cluster); retention ${cfg.LOKI_RETENTION}, volume ${cfg.LOKI_STORAGE}`);
+  note(
+    `Alertmanager: ${ingressUrl(cfg, 'alertmanager')}; rules: ${Object.keys(rules).join(', ') || 'none'}; ` +
+      (cfg.ALERT_WEBHOOK_URL ? `alerts also go to ALERT_WEBHOOK_URL (${webhookReceiver(cfg.ALERT_WEBHOOK_URL)?.slack_configs ? 'Slack' : 'webhook'})` : 'alerts stay in Alertmanager and Grafana (ALERT_WEBHOOK_URL not set)'),
+  );
 }
 
 if (isMain(import.meta.url)) await runPhase('observability', observability);

@@ -1,10 +1,10 @@
 // `task status`: one line per component (cluster, storage, each Helm release — traefik, prometheus,
-// loki, k8s-monitoring, grafana — the sample app, and each app `task app` deployed, from
-// STATE_DIR/apps/*.json) with its state and version, read from kubectl and helm. Changes nothing.
-// Exit code 0 when every component is ok, 1 otherwise.
+// loki, k8s-monitoring, grafana —, Alertmanager (the prometheus release's StatefulSet), the sample
+// app, and each app `task app` deployed, from STATE_DIR/apps/*.json) with its state and version, read
+// from kubectl and helm. Changes nothing. Exit code 0 when every component is ok, 1 otherwise.
 //
 // .env keys: STATE_DIR (kubeconfig, app records), CLUSTER_NAME (messages).
-// Tools: kubectl (get nodes, deployments, pods), helm 3.17+ or 4 (list).
+// Tools: kubectl (get nodes, deployments, statefulsets, pods), helm 3.17+ or 4 (list).
 import fs from 'node:fs';
 import kleur from 'kleur';
 import { type Config, HELM_LIST_EVERY_STATE, PINNED, appRecords, helm, isMain, kubeconfigPath, kubectl, loadConfig } from './lib.ts';
@@ -48,8 +48,11 @@ export function clusterStatus(nodes: KObject[]): ComponentStatus {
   };
 }
 
-/** A Deployment's line: ready replicas against wanted ones, version from the image tag. */
-export function deploymentStatus(name: string, d: KObject | undefined, missingHint: string): ComponentStatus {
+/** Alertmanager: the StatefulSet of the prometheus chart's alertmanager subchart (contract). */
+export const ALERTMANAGER = { namespace: 'monitoring', statefulSet: 'prometheus-alertmanager' } as const;
+
+/** A Deployment's or StatefulSet's line: ready replicas against wanted ones, version from the image tag. */
+export function workloadStatus(name: string, d: KObject | undefined, missingHint: string): ComponentStatus {
   if (!d) return { name, state: 'missing', version: '-', detail: missingHint };
   const want = d.spec?.replicas ?? 1;
   const ready = d.status?.readyReplicas ?? 0;
@@ -85,7 +88,7 @@ export function formatStatus(list: ComponentStatus[]): string[] {
 
 async function collect(cfg: Config): Promise<ComponentStatus[]> {
   const apps = appRecords(cfg).filter((a) => a.name !== 'sample-app');
-  const names = ['cluster', 'storage', ...RELEASES.map((r) => r.release), 'app', ...apps.map((a) => `app ${a.name}`)];
+  const names = ['cluster', 'storage', ...RELEASES.map((r) => r.release), 'alertmanager', 'app', ...apps.map((a) => `app ${a.name}`)];
   const downAll = (why: string) => names.map((name, i) => ({ name, state: 'down' as State, version: '-', detail: i === 0 ? why : 'cluster not reachable' }));
   if (!fs.existsSync(kubeconfigPath(cfg))) return downAll(`no cluster "${cfg.CLUSTER_NAME}" (no ${kubeconfigPath(cfg)}): run \`task talos\``);
   const items = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
@@ -97,7 +100,7 @@ async function collect(cfg: Config): Promise<ComponentStatus[]> {
   }
   const out = [clusterStatus(nodes)];
   const deployment = async (ns: string, name: string) => (await items(['get', 'deployments', '--namespace', ns])).find((d) => d.metadata.name === name);
-  out.push(deploymentStatus('storage', await deployment('local-path-storage', 'local-path-provisioner'), 'local-path-provisioner not installed: run `task storage`'));
+  out.push(workloadStatus('storage', await deployment('local-path-storage', 'local-path-provisioner'), 'local-path-provisioner not installed: run `task storage`'));
   const listed: Record<string, any[]> = {};
   const pods: Record<string, KObject[]> = {};
   for (const ns of [...new Set(RELEASES.map((r) => r.namespace))]) {
@@ -105,11 +108,13 @@ async function collect(cfg: Config): Promise<ComponentStatus[]> {
     pods[ns] = await items(['get', 'pods', '--namespace', ns]);
   }
   for (const spec of RELEASES) out.push(releaseStatus(spec, listed[spec.namespace], pods[spec.namespace]));
-  const app = deploymentStatus('app', await deployment('sample-app', 'sample-app'), 'sample app not deployed: run `task sample-app`');
+  const alertmanager = (await items(['get', 'statefulsets', '--namespace', ALERTMANAGER.namespace])).find((o) => o.metadata.name === ALERTMANAGER.statefulSet);
+  out.push(workloadStatus('alertmanager', alertmanager, `StatefulSet ${ALERTMANAGER.statefulSet} not found: run \`task observability\``));
+  const app = workloadStatus('app', await deployment('sample-app', 'sample-app'), 'sample app not deployed: run `task sample-app`');
   const traffic = await deployment('sample-app', 'sample-app-traffic');
   out.push({ ...app, detail: `${app.detail}; traffic generator ${traffic ? `${traffic.status?.readyReplicas ?? 0}/${traffic.spec?.replicas ?? 1} ready` : 'off'}` });
   for (const a of apps) {
-    const line = deploymentStatus(`app ${a.name}`, await deployment(a.namespace, a.name), `recorded but not in the cluster: \`task app\` again, or \`task app -- --remove ${a.name}\``);
+    const line = workloadStatus(`app ${a.name}`, await deployment(a.namespace, a.name), `recorded but not in the cluster: \`task app\` again, or \`task app -- --remove ${a.name}\``);
     out.push({ ...line, detail: `${line.detail}; https://${a.host}` });
   }
   return out;

@@ -11,10 +11,10 @@
 //      publishes on HOST_IP:HTTP_PORT/HTTPS_PORT. HTTP redirects to HTTPS (not permanently).
 //   3. Secret traefik/platform-tls and TLSStore "default" (manifests/traefik/tlsstore.yaml): the
 //      certificate every route serves.
-//   4. IngressRoutes (manifests/traefik/ingressroutes.yaml, with DOMAIN) for grafana, prometheus and
-//      traefik (dashboard), each in its Service's namespace. A namespace that a later phase owns and
-//      that does not exist yet is created first (manifests/traefik/backend-namespaces.yaml), so the
-//      routes apply now and start serving when their Services appear. The sample app's route
+//   4. IngressRoutes (manifests/traefik/ingressroutes.yaml, with DOMAIN) for grafana, prometheus,
+//      alertmanager and traefik (dashboard), each in its Service's namespace. A namespace that a later
+//      phase owns and that does not exist yet is created first (manifests/traefik/backend-namespaces.yaml),
+//      so the routes apply now and start serving when their Services appear. The sample app's route
 //      app.<DOMAIN> and every other app's are made with the app (scripts/app.ts).
 //   Idempotent: helm only when chart or values differ, kubectl apply only after kubectl diff.
 //

@@ -6,7 +6,7 @@
 //   1. all nodes Ready; every pod in local-path-storage, traefik, monitoring, sample-app Ready;
 //      the PersistentVolumeClaims of Prometheus and Loki Bound;
 //   2. storage smoke test (`scripts/storage.ts --smoke`);
-//   3. every route (grafana, prometheus, traefik, app .<DOMAIN>) answers through Traefik on
+//   3. every route (grafana, prometheus, alertmanager, traefik, app .<DOMAIN>) answers through Traefik on
 //      HOST_IP:HTTPS_PORT over HTTPS with our certificate (<stateDir>/certs/ca.crt is the only CA
 //      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts);
 //   4. Prometheus (https://prometheus.<DOMAIN>): every Ready pod of the sample app's Deployment has
@@ -22,7 +22,12 @@
 //      data (/api/ds/query);
 //   7. freshness: a unique marked GET /api/probe?id=<uuid> to the app, then the seconds until its
 //      metric (http_requests_total{route="/api/probe",synthetic="validate"} grows) and its log line
-//      (probe_id=<uuid>, app container) can be queried.
+//      (probe_id=<uuid>, app container) can be queried;
+//   8. alerting: `Watchdog` (always firing, alerts/platform.rules.yaml) is active in Alertmanager
+//      (https://alertmanager.<DOMAIN>/api/v2/alerts), which proves rules → Prometheus → Alertmanager;
+//   9. with `--alerts` (slow: a few minutes): POST /admin/errors?ratio=1&seconds=<n> to the app
+//      (https://app.<DOMAIN>), the seconds until SampleAppErrorRatioHigh is active in Alertmanager,
+//      then DELETE /admin/errors (also when it does not fire) and the seconds until it resolves.
 //
 // `task validate -- --app <name>` checks one app of `task app` instead, from its record
 // <stateDir>/apps/<name>.json (scripts/app.ts): its Deployment's pods Ready, its route
@@ -39,6 +44,7 @@
 // Assumed contracts: Grafana datasource uids `prometheus` and `loki` (DATASOURCE_UIDS below);
 // Grafana user admin with the password in <stateDir>/grafana-admin-password.
 // .env keys: DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
+// Arguments: --wait N (see above), --alerts (step 9).
 // Tools: kubectl (cluster state, the app's Deployment and pods, diagnostics), node (storage smoke test through tsx).
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -287,6 +293,7 @@ export function appPods(deployment: KObject, pods: KObject[]): AppPods {
 export const ROUTES = [
   { name: 'grafana', path: '/api/health' },
   { name: 'prometheus', path: '/-/ready' },
+  { name: 'alertmanager', path: '/-/ready' },
   { name: 'traefik', path: '/dashboard/' },
   { name: 'app', path: '/healthz' },
 ] as const;
@@ -839,6 +846,99 @@ export async function checkAppLogs(grafana: Target, app: AppPods, selector: stri
 }
 
 // ---------------------------------------------------------------------------------------------
+// 8, 9. Alerting: Alertmanager's API (v2), and the sample app's error injection
+// ---------------------------------------------------------------------------------------------
+
+/** Alert names other code relies on (alerts/*.rules.yaml; the contract between the alerting parts). */
+export const ALERTS = { watchdog: 'Watchdog', appErrors: 'SampleAppErrorRatioHigh' } as const;
+/** Alerts Alertmanager would notify about now: firing, neither silenced nor inhibited. */
+export const ACTIVE_ALERTS_PATH = '/api/v2/alerts?active=true&silenced=false&inhibited=false';
+
+interface AmAlert {
+  labels: Record<string, string>;
+  status?: { state?: string };
+  startsAt?: string;
+}
+
+/** The active alerts Alertmanager holds (GET /api/v2/alerts), each with its labels and state. */
+export async function activeAlerts(am: Target): Promise<AmAlert[]> {
+  const list = await getJson<AmAlert[]>(am, ACTIVE_ALERTS_PATH);
+  if (!Array.isArray(list)) throw new CheckError(`${new URL(ACTIVE_ALERTS_PATH, am.url).href} answered no list of alerts`);
+  return list.filter((a) => a.status?.state === 'active');
+}
+
+const alertNames = (alerts: AmAlert[]) => [...new Set(alerts.map((a) => a.labels?.alertname ?? '?'))].sort();
+
+/** Watchdog is active in Alertmanager: Prometheus evaluates the rules and its alerts reach Alertmanager. */
+export async function checkWatchdog(am: Target): Promise<string> {
+  const alerts = await activeAlerts(am);
+  const watchdog = alerts.find((a) => a.labels?.alertname === ALERTS.watchdog);
+  if (!watchdog) {
+    throw new CheckError(
+      `${ALERTS.watchdog} is not active in Alertmanager (active: ${alertNames(alerts).join(', ') || 'none'}): Prometheus does not evaluate ` +
+        "alerts/platform.rules.yaml, or does not reach Alertmanager, or Watchdog is silenced. See Prometheus' /alerts and /rules pages " +
+        'and `task status`.',
+    );
+  }
+  const others = alertNames(alerts).filter((n) => n !== ALERTS.watchdog);
+  return `${ALERTS.watchdog} active since ${watchdog.startsAt ?? '?'}; ${others.length ? `also active: ${others.join(', ')}` : 'no other alert active'}`;
+}
+
+export interface AlertTiming {
+  /** Seconds from the injection's answer to the alert being active in Alertmanager. */
+  firingSeconds: number;
+  /** Seconds from the end of the injection to the alert leaving Alertmanager's active alerts. */
+  resolvedSeconds: number;
+}
+
+/** Seconds of an error injection that validate --alerts asks for: it ends by itself if validate is stopped. */
+export const INJECTION_SECONDS = 600;
+
+/**
+ * Makes the sample app answer every /api/* request with 500 (POST /admin/errors?ratio=1&seconds=N,
+ * through its route), measures the seconds until SampleAppErrorRatioHigh is active in Alertmanager,
+ * ends the injection (DELETE /admin/errors, whatever happened) and measures the seconds until the
+ * alert is no longer active. The traffic generator's requests are what raise the error ratio.
+ */
+export async function measureAlert(
+  app: Target,
+  am: Target,
+  opts: { injectSeconds?: number; fireTimeoutMs?: number; resolveTimeoutMs?: number; pollMs?: number; alertname?: string } = {},
+): Promise<AlertTiming> {
+  const alertname = opts.alertname ?? ALERTS.appErrors;
+  const pollMs = opts.pollMs ?? 5000;
+  const isActive = async () => (await activeAlerts(am)).some((a) => a.labels?.alertname === alertname);
+  if (await isActive()) throw new CheckError(`${alertname} is already active before any injection: wait until it resolves, then run validate --alerts again`);
+  const injectSeconds = opts.injectSeconds ?? INJECTION_SECONDS;
+  const injected = await request(app, `/admin/errors?ratio=1&seconds=${injectSeconds}`, { method: 'POST' });
+  if (injected.status !== 200) {
+    throw new CheckError(`POST ${new URL('/admin/errors', app.url).href} answered HTTP ${injected.status}: ${injected.body.trim().slice(0, 200)}`);
+  }
+  const start = Date.now();
+  let firingSeconds: number;
+  try {
+    const fireTimeoutMs = opts.fireTimeoutMs ?? 360000;
+    firingSeconds = await poll(async () => ((await isActive()) ? (Date.now() - start) / 1000 : undefined), fireTimeoutMs, pollMs, `${alertname} active in Alertmanager after errors were injected`);
+  } finally {
+    const ended = await request(app, '/admin/errors', { method: 'DELETE' }).catch((err: Error) => ({ status: 0, body: err.message }));
+    if (ended.status < 200 || ended.status > 299) {
+      warn(`DELETE ${new URL('/admin/errors', app.url).href} answered ${ended.status ? `HTTP ${ended.status}` : 'nothing'} (${ended.body.trim().slice(0, 200)}): the injection ends by itself ${injectSeconds}s after it started`);
+    }
+  }
+  const stopped = Date.now();
+  const resolvedSeconds = await poll(
+    async () => ((await isActive()) ? undefined : (Date.now() - stopped) / 1000),
+    opts.resolveTimeoutMs ?? 600000,
+    pollMs,
+    `${alertname} resolved after the injection ended`,
+  );
+  return { firingSeconds, resolvedSeconds };
+}
+
+/** Reads `--alerts` from the arguments. */
+export const parseAlerts = (argv: string[]) => argv.includes('--alerts');
+
+// ---------------------------------------------------------------------------------------------
 // Diagnostics (kubectl), printed when a check failed
 // ---------------------------------------------------------------------------------------------
 
@@ -887,7 +987,7 @@ export async function diagnostics(cfg: Config, prom: Target | undefined, namespa
 /** The route targets: https://<name>.<DOMAIN>, dialled at HOST_IP:HTTPS_PORT, trusting only our CA. */
 export function routeTargets(cfg: Config, ca: string): Record<RouteName, Target> {
   const t = (name: string): Target => ({ url: `https://${name}.${cfg.DOMAIN}`, ca, connect: { host: namesAddress(cfg.HOST_IP), port: cfg.HTTPS_PORT } });
-  return { grafana: t('grafana'), prometheus: t('prometheus'), traefik: t('traefik'), app: t('app') };
+  return { grafana: t('grafana'), prometheus: t('prometheus'), alertmanager: t('alertmanager'), traefik: t('traefik'), app: t('app') };
 }
 
 function readStateFile(cfg: Config, name: string, fix: string): string {
@@ -990,6 +1090,7 @@ async function validateApp(cfg: Config, name: string, waitSeconds: number): Prom
 async function validate(cfg: Config): Promise<void> {
   const argv = process.argv.slice(2);
   const waitSeconds = parseWait(argv);
+  const withAlerts = parseAlerts(argv);
   const appName = parseAppArg(argv);
   if (appName) return validateApp(cfg, appName, waitSeconds);
   const { verify, failed } = checkRunner(waitSeconds);
@@ -1047,6 +1148,18 @@ async function validate(cfg: Config): Promise<void> {
     const f = await measureFreshness(routes.app, routes.prometheus, grafana, await readAppPods());
     return `metric after ${f.metricSeconds.toFixed(1)}s, log line after ${f.logSeconds.toFixed(1)}s (probe_id=${f.id})`;
   }, false);
+  // 8, 9. Alerting
+  await verify(`Alertmanager: ${ALERTS.watchdog} active (rules → Prometheus → Alertmanager)`, () => checkWatchdog(routes.alertmanager));
+  if (withAlerts) {
+    await verify(`Alert ${ALERTS.appErrors}: fires on injected errors, resolves after (--alerts)`, async () => {
+      if (failed.some((t) => t.startsWith('Alertmanager:'))) throw new CheckError('not measured: the Alertmanager check failed above');
+      note(`injecting errors into the sample app (up to ${INJECTION_SECONDS}s), waiting for ${ALERTS.appErrors}: usually 2-3 minutes, then a few to resolve`);
+      const t = await measureAlert(routes.app, routes.alertmanager);
+      return `active ${t.firingSeconds.toFixed(0)}s after the injection, resolved ${t.resolvedSeconds.toFixed(0)}s after it ended`;
+    }, false);
+  } else {
+    note('`task validate -- --alerts` also proves that an alert fires on injected app errors and resolves (a few minutes)');
+  }
 
   await reportFailures(cfg, failed, routes.prometheus);
 }

@@ -56,7 +56,7 @@ describe('ensureCertificates with the real openssl', () => {
     const cert = new X509Certificate(read(f.crt));
     expect(ca.ca).toBe(true);
     expect(cert.ca).toBe(false);
-    expect(dnsNames(cert)).toEqual(['*.local.dev', 'local.dev', 'grafana.local.dev', 'prometheus.local.dev', 'traefik.local.dev', 'app.local.dev']);
+    expect(dnsNames(cert)).toEqual(['*.local.dev', 'local.dev', 'grafana.local.dev', 'prometheus.local.dev', 'alertmanager.local.dev', 'traefik.local.dev', 'app.local.dev']);
     // Chain: issued by and signed with the CA.
     expect(cert.checkIssued(ca)).toBe(true);
     expect(cert.verify(ca.publicKey)).toBe(true);
@@ -155,8 +155,8 @@ describe('caProblem / certProblem on bad input', () => {
 
 describe('wantedNames', () => {
   it.each([
-    ['local.dev', ['*.local.dev', 'local.dev', 'grafana.local.dev', 'prometheus.local.dev', 'traefik.local.dev', 'app.local.dev']],
-    ['localhost', ['*.localhost', 'localhost', 'grafana.localhost', 'prometheus.localhost', 'traefik.localhost', 'app.localhost']],
+    ['local.dev', ['*.local.dev', 'local.dev', 'grafana.local.dev', 'prometheus.local.dev', 'alertmanager.local.dev', 'traefik.local.dev', 'app.local.dev']],
+    ['localhost', ['*.localhost', 'localhost', 'grafana.localhost', 'prometheus.localhost', 'alertmanager.localhost', 'traefik.localhost', 'app.localhost']],
   ])('%s', (domain, want) => {
     expect(wantedNames(domain)).toEqual(want);
   });

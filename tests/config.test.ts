@@ -42,6 +42,9 @@ describe('parseConfig', () => {
     ['PROMETHEUS_RETENTION', '2w', '2w'],
     ['LOKI_STORAGE', '512Mi', '512Mi'],
     ['WORKERS', ' 4 ', 4],
+    ['ALERT_WEBHOOK_URL', '', ''],
+    ['ALERT_WEBHOOK_URL', 'https://hooks.slack.com/services/T000/B000/XXXX', 'https://hooks.slack.com/services/T000/B000/XXXX'],
+    ['ALERT_WEBHOOK_URL', 'http://10.0.0.5:8080/alerts?token=abc', 'http://10.0.0.5:8080/alerts?token=abc'],
   ])('%s=%j parses to %j', (name, raw, want) => {
     expect(parseConfig({ [name]: raw })[name as keyof typeof CONFIG_KEYS]).toEqual(want);
   });
@@ -68,6 +71,25 @@ describe('parseConfig', () => {
   ])('names under localhost need the UIs on 127.0.0.1: %j', (raw, problem) => {
     if (problem) expect(() => parseConfig(raw)).toThrow(problem);
     else expect(() => parseConfig(raw)).not.toThrow();
+  });
+
+  it.each([
+    'hooks.slack.com/services/T000/B000/SECRETPART',
+    'ftp://example.com/hook',
+    'https://',
+    'https://example.com/a b',
+    'not a url',
+  ])('ALERT_WEBHOOK_URL=%j is refused without printing the whole value (a webhook URL is a credential)', (raw) => {
+    let error: unknown;
+    try {
+      parseConfig({ ALERT_WEBHOOK_URL: raw });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const [problem] = (error as ConfigError).problems;
+    expect(problem).toMatch(/^ALERT_WEBHOOK_URL \(\d+ characters, starting ".{1,8}…"\) is not allowed: expected empty .*http:\/\/ or https:\/\/ URL.*remove it to use the default \(not set\)/);
+    if (raw.length > 8) expect(problem).not.toContain(raw);
   });
 
   it('rejects two keys on one port', () => {
@@ -125,6 +147,7 @@ const INVALID: [string, string][] = [
   ['LOKI_RETENTION', '36h'],
   ['LOKI_STORAGE', '0Gi'],
   ['SAMPLE_TRAFFIC', 'on'],
+  ['ALERT_WEBHOOK_URL', 'hooks.slack.com/services/T000/B000/XXXX'],
 ];
 
 describe('invalid .env values stop the talos phase before anything changes', () => {
@@ -132,7 +155,7 @@ describe('invalid .env values stop the talos phase before anything changes', () 
     const sandbox = makeSandbox();
     const res = await sandbox.run('talos', [], { [name]: value });
     expect(res.code).not.toBe(0);
-    expect(res.stderr).toContain(`${name}="${value}" is not allowed`);
+    expect(res.stderr).toContain(CONFIG_KEYS[name as keyof typeof CONFIG_KEYS].secret ? `${name} (` : `${name}="${value}" is not allowed`);
     expect(res.stderr).toMatch(/expected .+default/);
     expect(res.calls.filter(isMutating)).toEqual([]);
     expect(res.calls).toEqual([]);
@@ -144,6 +167,15 @@ describe('invalid .env values stop the talos phase before anything changes', () 
     const res = await sandbox.run('talos');
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain('WORKER_MEMORY="lots" is not allowed');
+    expect(res.calls).toEqual([]);
+  });
+
+  it('a bad ALERT_WEBHOOK_URL stops the observability phase before any tool call, without printing it', async () => {
+    const sandbox = makeSandbox();
+    const res = await sandbox.run('observability', [], { ALERT_WEBHOOK_URL: 'htps://hooks.slack.com/services/T000/B000/SECRETPART' });
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('ALERT_WEBHOOK_URL (52 characters, starting "htps://h…") is not allowed');
+    expect(res.stdout + res.stderr).not.toContain('SECRETPART');
     expect(res.calls).toEqual([]);
   });
 

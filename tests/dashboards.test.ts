@@ -348,7 +348,9 @@ function collectQueries(d: Dashboard, problems: string[]): Query[] {
 
 const UID_RE = /^[A-Za-z0-9_-]{1,40}$/;
 /** Core Grafana panel plugins; anything else would need a plugin installed. */
-const PANEL_TYPES = new Set(['row', 'timeseries', 'stat', 'table', 'bargauge', 'gauge', 'logs', 'text', 'barchart', 'piechart', 'heatmap', 'state-timeline', 'status-history']);
+const PANEL_TYPES = new Set(['row', 'timeseries', 'stat', 'table', 'bargauge', 'gauge', 'logs', 'text', 'barchart', 'piechart', 'heatmap', 'state-timeline', 'status-history', 'alertlist']);
+/** Panels that run no query of their own: rows, and the alert list (it reads the alert rules of the datasources). */
+const QUERYLESS_PANEL_TYPES = new Set(['row', 'alertlist']);
 
 function overlaps(a: GridPos, b: GridPos): boolean {
   return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
@@ -429,7 +431,10 @@ export function lintDashboard(d: Dashboard, cat: Catalogue): Analysis {
       placed.push({ title: String(p.title), pos: g });
     }
     if (!PANEL_TYPES.has(String(p.type))) problems.push(`${name}: panel type ${JSON.stringify(p.type)} is not a core Grafana panel`);
-    if (p.type === 'row') continue;
+    if (QUERYLESS_PANEL_TYPES.has(String(p.type))) {
+      if (p.targets?.length) problems.push(`${name}: ${p.type} panels run no queries of their own, but it has targets`);
+      continue;
+    }
     const refIds = (p.targets ?? []).map((t) => t.refId);
     if (refIds.some((r, i) => typeof r !== 'string' || r === '' || refIds.indexOf(r) !== i)) problems.push(`${name}: target refIds ${JSON.stringify(refIds)} are not unique`);
     const panelVar = referencedVariable(p.datasource);
@@ -759,6 +764,7 @@ describe('negative: the linter catches broken dashboards', () => {
     ['no Prometheus datasource variable', (d) => { d.templating!.list = d.templating!.list!.filter((v) => v.name !== 'datasource'); }, /no variable "datasource"/],
     ['a duplicate target refId', (d) => { const p = allPanels(d).find((x) => (x.targets?.length ?? 0) > 1)!; p.targets![1].refId = p.targets![0].refId; }, /target refIds .* are not unique/],
     ['a misspelt panel type', (d) => { firstPromPanel(d).type = 'timeseris'; }, /panel type "timeseris" is not a core Grafana panel/],
+    ['targets on an alert list panel', (d) => { firstPromPanel(d).type = 'alertlist'; }, /alertlist panels run no queries of their own, but it has targets/],
     ['a target without expr', (d) => { delete firstPromPanel(d).targets![0].expr; }, /target A: no expr/],
     ['a host-level metric on a panel that does not say so', (d) => { const p = firstPromPanel(d); p.title = 'Memory'; p.description = ''; p.targets![0].expr = 'sum(node_memory_MemTotal_bytes)'; }, /node_memory_MemTotal_bytes is host-level .* do not say "host-level"/],
   ])('%s', (_name, breakIt, complaint) => {

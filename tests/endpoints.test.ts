@@ -16,12 +16,12 @@ const cfg = (over: Record<string, string> = {}) => parseConfig({ STATE_DIR: '/tm
 describe('endpoints', () => {
   it('lists every URL, the password file, the CA and the KUBECONFIG line; names what is missing', () => {
     const text = endpointLines(cfg({ HTTPS_PORT: '8443', HOST_IP: '192.168.1.20', DOMAIN: 'local.dev' }), (f) => f !== '/tmp/st/grafana-admin-password').join('\n');
-    for (const u of ['https://grafana.local.dev:8443/', 'https://prometheus.local.dev:8443/', 'https://traefik.local.dev:8443/dashboard/', 'https://app.local.dev:8443/']) {
+    for (const u of ['https://grafana.local.dev:8443/', 'https://prometheus.local.dev:8443/', 'https://alertmanager.local.dev:8443/', 'https://traefik.local.dev:8443/dashboard/', 'https://app.local.dev:8443/']) {
       expect(text).toContain(u);
     }
     expect(text).toContain('user admin, password in /tmp/st/grafana-admin-password (not there yet: run `task observability`)');
     expect(text).toContain('CA certificate /tmp/st/certs/ca.crt\n');
-    expect(text).toContain('192.168.1.20 grafana.local.dev prometheus.local.dev traefik.local.dev app.local.dev');
+    expect(text).toContain('192.168.1.20 grafana.local.dev prometheus.local.dev alertmanager.local.dev traefik.local.dev app.local.dev');
     expect(text).toContain('localhost:5001');
     expect(text).toMatch(/^ {2}export KUBECONFIG=\/tmp\/st\/kubeconfig$/m);
   });

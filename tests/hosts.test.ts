@@ -133,7 +133,8 @@ describe('hostsEntries and dnsmasqSnippet', () => {
   });
   it('one line per routed name at HOST_IP', () => {
     expect(hostsEntries({ DOMAIN: 'local.dev', HOST_IP: '192.168.1.10' })).toEqual([
-      '192.168.1.10 grafana.local.dev', '192.168.1.10 prometheus.local.dev', '192.168.1.10 traefik.local.dev', '192.168.1.10 app.local.dev',
+      '192.168.1.10 grafana.local.dev', '192.168.1.10 prometheus.local.dev', '192.168.1.10 alertmanager.local.dev', '192.168.1.10 traefik.local.dev',
+      '192.168.1.10 app.local.dev',
     ]);
   });
   it('the apps\' hosts (task app records) follow, each once, only under DOMAIN', () => {

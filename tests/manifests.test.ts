@@ -74,6 +74,7 @@ describe('manifests/traefik', () => {
     expect(table).toEqual({
       'Host(`grafana.local.dev`)': 'monitoring/grafana:80',
       'Host(`prometheus.local.dev`)': 'monitoring/prometheus-server:80',
+      'Host(`alertmanager.local.dev`)': 'monitoring/prometheus-alertmanager:9093',
       'Host(`traefik.local.dev`)': 'traefik/api@internal:TraefikService',
     });
     // app.<DOMAIN> is routed by the sample app itself (scripts/app.ts), like every app.

@@ -23,7 +23,17 @@ import { PROJECT_DIR } from './helpers.ts';
 import { type K8sObject, WORKLOADS, containersOf, podSpec, quantity, unboundedContainers } from './workloads.ts';
 import { PINNED, mergeValues, parseConfig } from '../scripts/lib.ts';
 import { CHART_POD_RULES, alloyRules } from './fixtures/apps/scrape.ts';
-import { LOKI_PUSH_URL, NAMESPACE, PROMETHEUS_REMOTE_WRITE_URL, RELEASES, type ReleaseKey, SERVICE_URLS, releaseSpec } from '../scripts/observability.ts';
+import {
+  ALERT_WEBHOOK,
+  LOKI_PUSH_URL,
+  NAMESPACE,
+  PROMETHEUS_REMOTE_WRITE_URL,
+  RELEASES,
+  type ReleaseKey,
+  SERVICE_URLS,
+  alertRuleFiles,
+  releaseSpec,
+} from '../scripts/observability.ts';
 
 const chartsDir = process.env.OBS_CHARTS_DIR ?? '';
 const helmBin = process.env.HELM ?? 'helm';
@@ -37,7 +47,7 @@ const chartDir: Record<ReleaseKey, string> = {
 };
 
 // Knobs away from their defaults, so every fact below proves the knob reached the chart.
-const cfg = parseConfig({
+const RENDER_ENV = {
   STATE_DIR: '/tmp/st',
   HTTP_PORT: '18080',
   HTTPS_PORT: '18443',
@@ -48,7 +58,8 @@ const cfg = parseConfig({
   LOKI_STORAGE: '3Gi',
   DOMAIN: 'example.test',
   CLUSTER_NAME: 'render-check',
-});
+};
+const cfg = parseConfig(RENDER_ENV);
 
 function render(key: ReleaseKey, extraValues?: Record<string, unknown>): K8sObject[] {
   const spec = releaseSpec(cfg, key);
@@ -245,7 +256,62 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(promConfig.scrape_configs ?? []).toEqual([]);
     expect(find(objs, 'Service', 'prometheus-server').spec.ports[0].port).toBe(80);
     const workloads = objs.filter((o) => ['Deployment', 'StatefulSet', 'DaemonSet'].includes(o.kind)).map((o) => o.metadata.name);
-    expect(workloads).toEqual(['prometheus-server']);
+    expect(workloads).toEqual(['prometheus-server', 'prometheus-alertmanager']);
+  });
+
+  it('prometheus: every alerts/*.rules.yaml is a rule file of the server, unchanged, and the chart sends alerts to its Alertmanager', () => {
+    const objs = render('prometheus');
+    const cm = find(objs, 'ConfigMap', 'prometheus-server');
+    const rules = alertRuleFiles();
+    expect(Object.keys(rules).length).toBeGreaterThan(0);
+    for (const [file, content] of Object.entries(rules)) expect(YAML.parse(cm.data[file]), file).toEqual(content);
+    const promConfig = YAML.parse(cm.data['prometheus.yml']);
+    expect(promConfig.rule_files).toEqual(Object.keys(rules).map((f) => `/etc/config/${f}`));
+    // The server mounts that ConfigMap at /etc/config (the config reloader watches it).
+    const server = find(objs, 'Deployment', 'prometheus-server').spec.template.spec;
+    const mount = server.containers.find((c: any) => c.name === 'prometheus-server').volumeMounts.find((m: any) => m.mountPath === '/etc/config');
+    expect(server.volumes.find((v: any) => v.name === mount.name).configMap.name).toBe('prometheus-server');
+    // alerting.alertmanagers: the pods of the alertmanager subchart of this release, in this namespace, on 9093.
+    const [am] = promConfig.alerting.alertmanagers;
+    expect(am.kubernetes_sd_configs).toEqual([{ role: 'pod' }]);
+    const keep = Object.fromEntries(am.relabel_configs.map((r: any) => [r.source_labels[0], r.regex]));
+    const pod = find(objs, 'StatefulSet', 'prometheus-alertmanager').spec.template;
+    expect(keep).toEqual({
+      __meta_kubernetes_namespace: NAMESPACE,
+      __meta_kubernetes_pod_label_app_kubernetes_io_instance: pod.metadata.labels['app.kubernetes.io/instance'],
+      __meta_kubernetes_pod_label_app_kubernetes_io_name: pod.metadata.labels['app.kubernetes.io/name'],
+      __meta_kubernetes_pod_container_port_number: '9093',
+    });
+    expect(pod.spec.containers[0].ports[0].containerPort).toBe(9093);
+    // Prometheus may discover those pods: its ClusterRole lists pods.
+    const role = find(objs, 'ClusterRole', 'prometheus-server');
+    expect(role.rules.some((r: any) => r.resources.includes('pods') && r.verbs.includes('list') && r.verbs.includes('watch'))).toBe(true);
+  });
+
+  it('alertmanager: StatefulSet and Service of the contract, silences on a local-path volume, external URL, webhook only from the Secret', () => {
+    const objs = render('prometheus');
+    const sts = find(objs, 'StatefulSet', 'prometheus-alertmanager');
+    const c = sts.spec.template.spec.containers.find((x: any) => x.name === 'alertmanager');
+    expect(c.image).toBe('quay.io/prometheus/alertmanager:v0.34.0');
+    expect(c.args).toEqual(expect.arrayContaining(['--storage.path=/alertmanager', '--web.external-url=https://alertmanager.example.test:18443']));
+    expect(sts.spec.volumeClaimTemplates[0].spec).toMatchObject({ storageClassName: 'local-path', resources: { requests: { storage: '256Mi' } } });
+    expect(c.volumeMounts.find((m: any) => m.mountPath === '/alertmanager').name).toBe('storage');
+    const svc = find(objs, 'Service', 'prometheus-alertmanager');
+    expect(svc.spec.ports[0].port).toBe(9093);
+    expect(`http://${svc.metadata.name}.${NAMESPACE}.svc:${svc.spec.ports[0].port}`).toBe(SERVICE_URLS.alertmanager);
+    // The webhook URL's Secret, mounted where the receiver reads it; the pod starts without a URL too (the Secret is always written).
+    const mount = c.volumeMounts.find((m: any) => m.mountPath === ALERT_WEBHOOK.dir);
+    expect(sts.spec.template.spec.volumes.find((v: any) => v.name === mount.name).secret.secretName).toBe(ALERT_WEBHOOK.secret);
+    const config = YAML.parse(find(objs, 'ConfigMap', 'prometheus-alertmanager').data['alertmanager.yml']);
+    expect(config.route.receiver).toBe('local');
+    expect(config.receivers).toEqual([{ name: 'local' }]);
+
+    const url = 'https://hooks.slack.com/services/T000/B000/RENDERSECRET';
+    const withHook = helmTemplate('prometheus', path.join(chartsDir, 'prometheus'), mergeValues(...releaseSpec(parseConfig({ ...RENDER_ENV, ALERT_WEBHOOK_URL: url }), 'prometheus').values));
+    const hookConfig = YAML.parse(find(withHook, 'ConfigMap', 'prometheus-alertmanager').data['alertmanager.yml']);
+    expect(hookConfig.route.receiver).toBe('webhook');
+    expect(hookConfig.receivers[1]).toEqual({ name: 'webhook', slack_configs: [{ api_url_file: `${ALERT_WEBHOOK.dir}/${ALERT_WEBHOOK.key}`, send_resolved: true }] });
+    expect(JSON.stringify(withHook)).not.toContain('RENDERSECRET');
   });
 
   it('loki: monolithic, filesystem, retention by the compactor, volume size, nothing extra', () => {
@@ -395,7 +461,7 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     const k8s = render('k8sMonitoring');
     const objs = [...render('prometheus'), ...render('loki'), ...render('grafana'), ...k8s, ...renderAlloyWorkloads(k8s)];
     const kinds = new Set(objs.filter((o) => WORKLOADS.includes(o.kind)).map((o) => `${o.kind}/${o.metadata.name}`));
-    for (const w of ['Deployment/prometheus-server', 'StatefulSet/loki', 'Deployment/grafana', 'Deployment/k8s-monitoring-alloy-operator',
+    for (const w of ['Deployment/prometheus-server', 'StatefulSet/prometheus-alertmanager', 'StatefulSet/loki', 'Deployment/grafana', 'Deployment/k8s-monitoring-alloy-operator',
       'Deployment/k8s-monitoring-kube-state-metrics', 'DaemonSet/k8s-monitoring-node-exporter', 'StatefulSet/k8s-monitoring-alloy-metrics',
       'DaemonSet/k8s-monitoring-alloy-logs']) {
       expect(kinds, w).toContain(w);
@@ -426,7 +492,9 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(ds.map((d: any) => [d.name, d.type, d.uid, d.url, Boolean(d.isDefault)])).toEqual([
       ['Prometheus', 'prometheus', 'prometheus', SERVICE_URLS.prometheus, true],
       ['Loki', 'loki', 'loki', SERVICE_URLS.loki, false],
+      ['Alertmanager', 'alertmanager', 'alertmanager', SERVICE_URLS.alertmanager, false],
     ]);
+    expect(ds[2].jsonData).toEqual({ implementation: 'prometheus', handleGrafanaManagedAlerts: false });
     const ini = cm.data['grafana.ini'] as string;
     expect(ini).toMatch(/\[auth\.anonymous\]\s*\nenabled = true\s*\norg_role = Viewer/);
     expect(ini).toMatch(/\[analytics\][^[]*reporting_enabled = false/);

@@ -6,6 +6,7 @@ import YAML from 'yaml';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { PINNED, UserError, mergeValues, parseConfig } from '../scripts/lib.ts';
 import {
+  ALERT_WEBHOOK,
   ALLOY_SNIPPETS,
   DASHBOARDS_CONFIGMAP,
   GRAFANA_ADMIN,
@@ -14,6 +15,7 @@ import {
   RELEASES,
   SERVICE_URLS,
   adminSecretManifest,
+  alertRuleFiles,
   alloyStatusLines,
   dashboardsConfigMap,
   namespaceManifest,
@@ -21,6 +23,8 @@ import {
   prometheusRetentionSize,
   releaseSpec,
   volumeSizeProblem,
+  webhookReceiver,
+  webhookSecretManifest,
 } from '../scripts/observability.ts';
 import { PROJECT_DIR, type Sandbox, type ToolCall, isMutating, makeSandbox } from './helpers.ts';
 
@@ -72,6 +76,7 @@ describe('service URLs, defined once', () => {
       prometheus: 'http://prometheus-server.monitoring.svc:80',
       loki: 'http://loki.monitoring.svc:3100',
       grafana: 'http://grafana.monitoring.svc:80',
+      alertmanager: 'http://prometheus-alertmanager.monitoring.svc:9093',
     });
   });
   it('feed Alloy destinations and Grafana datasources', () => {
@@ -84,6 +89,7 @@ describe('service URLs, defined once', () => {
     expect(ds.map((d: any) => [d.uid, d.url, d.isDefault])).toEqual([
       ['prometheus', SERVICE_URLS.prometheus, true],
       ['loki', SERVICE_URLS.loki, false],
+      ['alertmanager', SERVICE_URLS.alertmanager, false],
     ]);
   });
   it('reject a datasource type without a URL', () => {
@@ -92,6 +98,92 @@ describe('service URLs, defined once', () => {
         ? YAML.stringify({ datasources: { 'datasources.yaml': { datasources: [{ name: 'T', type: 'tempo' }] } } })
         : fs.readFileSync(path.join(PROJECT_DIR, rel), 'utf8');
     expect(() => releaseSpec(cfgWith(), 'grafana', read)).toThrow(/tempo/);
+  });
+});
+
+describe('alert rules from alerts/*.rules.yaml', () => {
+  const dir = (files: Record<string, string>) => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'alerts-'));
+    for (const [f, text] of Object.entries(files)) fs.writeFileSync(path.join(d, f), text);
+    return d;
+  };
+  const watchdog = 'groups:\n  - name: platform\n    rules:\n      - alert: Watchdog\n        expr: vector(1)\n';
+
+  it('reads every *.rules.yaml (sorted), parsed, and nothing else', () => {
+    const rules = alertRuleFiles(dir({ 'b.rules.yaml': watchdog, 'a.rules.yaml': 'groups: []\n', 'notes.md': '# no', 'x.yaml': 'groups: []' }));
+    expect(Object.keys(rules)).toEqual(['a.rules.yaml', 'b.rules.yaml']);
+    expect((rules['b.rules.yaml'] as any).groups[0].rules[0]).toEqual({ alert: 'Watchdog', expr: 'vector(1)' });
+  });
+
+  it.each([
+    ['broken.rules.yaml', 'groups:\n  - name: x\n   rules: [', /^alerts\/broken\.rules\.yaml is not valid YAML \(.+\); fix the file/],
+    ['nogroups.rules.yaml', 'rules:\n  - alert: X\n', /^alerts\/nogroups\.rules\.yaml has no list of "groups"/],
+    ['empty.rules.yaml', '', /^alerts\/empty\.rules\.yaml has no list of "groups"/],
+    ['map.rules.yaml', 'groups:\n  platform: {}\n', /^alerts\/map\.rules\.yaml has no list of "groups"/],
+    ['bad name.rules.yaml', watchdog, /^alerts\/bad name\.rules\.yaml: a ConfigMap key allows only/],
+  ])('refuses %s, naming the file', (file, text, want) => {
+    const d = dir({ 'good.rules.yaml': watchdog, [file]: text });
+    expect(() => alertRuleFiles(d)).toThrow(UserError);
+    expect(() => alertRuleFiles(d)).toThrow(want);
+  });
+
+  it('no folder: no rule files', () => {
+    expect(alertRuleFiles(path.join(os.tmpdir(), 'no-such-alerts-dir'))).toEqual({});
+  });
+
+  it('each file is a serverFiles key of its own, unchanged, and listed in rule_files; a new file needs no code', () => {
+    const rules = { 'platform.rules.yaml': { groups: [{ name: 'p', rules: [] }] }, 'mine.rules.yaml': { groups: [] } };
+    const v = mergeValues(...releaseSpec(cfgWith(), 'prometheus', undefined, rules).values) as any;
+    expect(v.serverFiles['platform.rules.yaml']).toEqual(rules['platform.rules.yaml']);
+    expect(v.serverFiles['mine.rules.yaml']).toEqual(rules['mine.rules.yaml']);
+    expect(v.serverFiles['prometheus.yml'].rule_files).toEqual(['/etc/config/platform.rules.yaml', '/etc/config/mine.rules.yaml']);
+  });
+
+  it("the repository's alerts/ load, with Watchdog", () => {
+    const rules = alertRuleFiles();
+    expect(Object.keys(rules)).toContain('platform.rules.yaml');
+    const alerts = Object.values(rules).flatMap((r: any) => r.groups.flatMap((g: any) => g.rules.map((x: any) => x.alert)));
+    expect(alerts).toContain('Watchdog');
+    expect(merged({}, 'prometheus').serverFiles['prometheus.yml'].rule_files).toEqual(Object.keys(rules).map((f) => `/etc/config/${f}`));
+  });
+});
+
+describe('Alertmanager receivers and ALERT_WEBHOOK_URL', () => {
+  const file = `${ALERT_WEBHOOK.dir}/${ALERT_WEBHOOK.key}`;
+  it.each([
+    ['', undefined],
+    ['https://hooks.slack.com/services/T000/B000/XXXX', { name: 'webhook', slack_configs: [{ api_url_file: file, send_resolved: true }] }],
+    ['https://example.com/alerts?token=abc', { name: 'webhook', webhook_configs: [{ url_file: file, send_resolved: true }] }],
+    ['http://10.0.0.5:9000/hook', { name: 'webhook', webhook_configs: [{ url_file: file, send_resolved: true }] }],
+  ])('webhookReceiver(%j)', (url, want) => {
+    expect(webhookReceiver(url)).toEqual(want);
+  });
+
+  it('without the key: one receiver with no target, Watchdog included', () => {
+    const am = merged({}, 'prometheus').alertmanager;
+    expect(am.enabled).toBe(true);
+    expect(am.config.receivers).toEqual([{ name: 'local' }]);
+    expect(am.config.route.receiver).toBe('local');
+    expect(am.baseURL).toBe('https://alertmanager.localhost:18443');
+  });
+
+  it('with the key: the default route goes to the webhook, Watchdog stays local, the URL is in no value', () => {
+    const url = 'https://example.com/hook/SECRET-TOKEN';
+    const v = merged({ ALERT_WEBHOOK_URL: url }, 'prometheus');
+    expect(v.alertmanager.config.receivers).toEqual([{ name: 'local' }, webhookReceiver(url)]);
+    expect(v.alertmanager.config.route.receiver).toBe('webhook');
+    expect(v.alertmanager.config.route.routes).toEqual([{ receiver: 'local', matchers: ['alertname="Watchdog"'] }]);
+    expect(v.alertmanager.extraSecretMounts).toEqual([
+      { name: 'webhook', secretName: ALERT_WEBHOOK.secret, mountPath: ALERT_WEBHOOK.dir, readOnly: true },
+    ]);
+    expect(JSON.stringify(v)).not.toContain('SECRET-TOKEN');
+  });
+
+  it('the Secret holds the URL, or an empty value when the key is not set', () => {
+    const s = YAML.parse(webhookSecretManifest('https://example.com/x'));
+    expect(s.metadata).toMatchObject({ name: 'alertmanager-webhook', namespace: 'monitoring' });
+    expect(Buffer.from(s.data.url, 'base64').toString()).toBe('https://example.com/x');
+    expect(YAML.parse(webhookSecretManifest('')).data.url).toBe('');
   });
 });
 
@@ -317,6 +409,38 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(res.stdout + res.stderr).toMatch(want);
     expect(upgrades(res.calls).map(releaseOf)).toEqual([]);
   });
+
+  it('ALERT_WEBHOOK_URL: into the Secret only (never an argument, the values file or the output, even --verbose); a changed URL changes only the Secret', async () => {
+    const url = 'https://example.com/hooks/SECRET-TOKEN-1';
+    const res = await sandbox.run('observability', ['--verbose'], { ALERT_WEBHOOK_URL: url });
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    const secret = sandbox.state().kubectl.objects[`Secret/monitoring/${ALERT_WEBHOOK.secret}`];
+    expect(Buffer.from(secret.data.url, 'base64').toString()).toBe(url);
+    expect(res.stdout).toContain('$ helm'); // --verbose printed the command lines
+    expect(res.stdout + res.stderr).not.toContain('SECRET-TOKEN');
+    expect(JSON.stringify(res.calls)).not.toContain('SECRET-TOKEN');
+    const valuesFile = fs.readFileSync(path.join(sandbox.stateDir, 'helm', 'prometheus.values.yaml'), 'utf8');
+    expect(valuesFile).not.toContain('SECRET-TOKEN');
+    expect(YAML.parse(valuesFile).alertmanager.config.route.receiver).toBe('webhook');
+    // The Secret comes before the release that mounts it.
+    const secretApply = res.calls.findIndex((c) => c.tool === 'kubectl' && c.argv.includes('apply') && c.argv.includes('--server-side'));
+    const promUpgrade = res.calls.findIndex((c) => c.tool === 'helm' && c.argv.includes('upgrade') && releaseOf(c) === 'prometheus');
+    expect(secretApply).toBeGreaterThanOrEqual(0);
+    expect(secretApply).toBeLessThan(promUpgrade);
+
+    const same = await sandbox.run('observability', [], { ALERT_WEBHOOK_URL: url });
+    expect(same.calls.filter(isMutating).map(line)).toEqual([]);
+    const other = await sandbox.run('observability', [], { ALERT_WEBHOOK_URL: 'https://example.com/hooks/SECRET-TOKEN-2' });
+    expect(other.code, other.stdout + other.stderr).toBe(0);
+    expect(other.calls.filter(isMutating).map((c) => c.argv.slice(2, 4).join(' '))).toEqual(['apply --server-side']);
+    expect(upgrades(other.calls)).toEqual([]);
+    // Unset again: the Secret is emptied and the route goes back to the local receiver.
+    const unset = await sandbox.run('observability');
+    expect(unset.code, unset.stdout + unset.stderr).toBe(0);
+    expect(sandbox.state().kubectl.objects[`Secret/monitoring/${ALERT_WEBHOOK.secret}`].data.url).toBe('');
+    expect(upgrades(unset.calls).map(releaseOf)).toEqual(['prometheus']);
+    expect(sandbox.state().helm.releases['monitoring/prometheus'].values.alertmanager.config.route.receiver).toBe('local');
+  }, 150_000); // four runs of the phase
 
   it('a changed volume size stops before any change, with both ways out', async () => {
     expect((await sandbox.run('observability')).code).toBe(0);

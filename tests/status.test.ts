@@ -23,10 +23,11 @@ describe('task status', () => {
       'cluster ok Kubernetes v1.36.3 3/3 nodes Ready',
       'storage ok v0.0.37 1/1 replicas ready',
       'traefik ok traefik-41.3.0 (app v3.6.2) deployed, 2/2 pods Ready',
-      'prometheus ok prometheus-29.27.0 (app v3.8.0) deployed, 1/1 pods Ready',
+      'prometheus ok prometheus-29.27.0 (app v3.8.0) deployed, 2/2 pods Ready',
       'loki ok loki-18.11.0 (app 3.6.0) deployed, 1/1 pods Ready',
       'k8s-monitoring ok k8s-monitoring-4.4.0 (app 4.4.0) deployed, 2/2 pods Ready',
       'grafana ok grafana-12.11.1 (app 12.3.0) deployed, 1/1 pods Ready',
+      'alertmanager ok v0.34.0 1/1 replicas ready',
       'app ok 3f9a1c2b7d4e 2/2 replicas ready; traffic generator 1/1 ready',
     ]);
     expect(r.calls.filter(isMutating)).toEqual([]);
@@ -36,6 +37,7 @@ describe('task status', () => {
     const sb = makeSandbox();
     const objects = healthyObjects()
       .filter((o) => !(o.kind === 'Deployment' && o.metadata.name === 'sample-app-traffic'))
+      .filter((o) => !(o.kind === 'StatefulSet' && o.metadata.name === 'prometheus-alertmanager'))
       .map((o) =>
         o.metadata.name === 'grafana-6c7d-abcde'
           ? podObj('monitoring', o.metadata.name, false, { 'app.kubernetes.io/instance': 'grafana' })
@@ -57,6 +59,7 @@ describe('task status', () => {
     expect(out).toContain('k8s-monitoring missing - not installed in monitoring (run the phase that installs it)');
     expect(out).toContain('grafana degraded grafana-12.11.1 (app 12.3.0) deployed, 0/1 pods Ready');
     expect(out).toContain('app degraded 3f9a1c2b7d4e 1/2 replicas ready; traffic generator off');
+    expect(out).toContain('alertmanager missing - StatefulSet prometheus-alertmanager not found: run `task observability`');
   });
 
   it('a line per app task app recorded (not the sample app twice); one recorded but gone is missing', async () => {
@@ -105,7 +108,7 @@ describe('task status', () => {
     const r = await sb.run('status');
     expect(r.code).toBe(1);
     const out = lines(r.stdout);
-    expect(out).toHaveLength(8);
+    expect(out).toHaveLength(9);
     expect(out[0]).toMatch(/^cluster down - no cluster "talos-local" \(no .*\/state\/kubeconfig\): run `task talos`$/);
     expect(out.slice(1).every((l) => / down - cluster not reachable$/.test(l))).toBe(true);
     expect(r.calls).toEqual([]);

@@ -69,6 +69,10 @@ describe('traefik phase against the stand-in tools', { timeout: 60_000 }, () => 
     expect(o['IngressRoute/monitoring/grafana'].spec.routes[0].match).toBe('Host(`grafana.localhost`)');
     // app.<DOMAIN> comes with the sample app (scripts/app.ts), not from this phase.
     expect(o['IngressRoute/sample-app/app']).toBeUndefined();
+    expect(o['IngressRoute/monitoring/alertmanager'].spec.routes[0]).toMatchObject({
+      match: 'Host(`alertmanager.localhost`)',
+      services: [{ name: 'prometheus-alertmanager', port: 9093 }],
+    });
     expect(o['IngressRoute/traefik/dashboard'].spec.routes[0].services[0]).toEqual({ name: 'api@internal', kind: 'TraefikService' });
     expect(o['Namespace//monitoring'].metadata.labels['pod-security.kubernetes.io/enforce']).toBe('privileged');
     expect(o['Namespace//sample-app']).toBeUndefined();

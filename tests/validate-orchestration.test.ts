@@ -1,7 +1,8 @@
 // `task validate` as a whole, with the stand-in tools for kubectl/helm and one real HTTPS server
 // standing in for Traefik on HOST_IP:HTTPS_PORT: it presents a certificate signed by the CA in the
 // state dir and routes by Host to a stand-in Grafana (with Loki behind its datasource proxy), a
-// stand-in Prometheus API, the Traefik dashboard and the app. Checks: the order of the check lines,
+// stand-in Prometheus API, a stand-in Alertmanager API, the Traefik dashboard and the app (with the
+// error injection of --alerts, which makes the stand-in Alertmanager hold SampleAppErrorRatioHigh). Checks: the order of the check lines,
 // the exit code, the diagnostics on failure, and that validate changes nothing in the cluster
 // (only the storage smoke test creates and removes its claim and pod).
 import fs from 'node:fs';
@@ -31,7 +32,13 @@ let port: number;
  * What the stand-ins answer; each test sets it. `requests` counts the app's requests marked
  * synthetic="validate" on /, per pod (the stand-in Service sends them round robin).
  */
-let world: { grafana: FakeGrafanaOptions; down: boolean; probes: string[]; requests: number[] };
+let world: { grafana: FakeGrafanaOptions; down: boolean; probes: string[]; requests: number[]; alerts?: string[]; injections?: string[] };
+
+/** Alertmanager's GET /api/v2/alerts answer: the active alerts, SampleAppErrorRatioHigh while errors are injected. */
+function alertmanagerAnswer() {
+  const names = [...(world.alerts ?? ['Watchdog']), ...(world.injections?.at(-1)?.startsWith('POST') ? ['SampleAppErrorRatioHigh'] : [])];
+  return names.map((alertname) => ({ labels: { alertname, severity: 'none' }, status: { state: 'active', silencedBy: [], inhibitedBy: [] }, startsAt: '2026-11-30T04:00:00.000Z' }));
+}
 
 /** The stand-in Prometheus: the app's series as Alloy delivers them, per pod. */
 function prometheusAnswer(query: string) {
@@ -62,6 +69,10 @@ beforeAll(async () => {
       if (u.pathname === '/-/ready') return res.writeHead(200).end('Prometheus Server is Ready.\n');
       if (u.pathname === '/api/v1/query') return json(200, prometheusAnswer(u.searchParams.get('query') ?? ''));
     }
+    if (host === `alertmanager.${DOMAIN}`) {
+      if (u.pathname === '/-/ready') return res.writeHead(200).end('OK');
+      if (u.pathname === '/api/v2/alerts' && u.search === '?active=true&silenced=false&inhibited=false') return json(200, alertmanagerAnswer());
+    }
     if (host === `traefik.${DOMAIN}` && u.pathname === '/dashboard/') return res.writeHead(200).end('<html>traefik</html>');
     if (host === `app.${DOMAIN}`) {
       const marked = req.headers['x-synthetic'] === 'validate';
@@ -74,6 +85,10 @@ beforeAll(async () => {
         return json(200, { service: 'sample-app' });
       }
       if (u.pathname === '/healthz') return res.writeHead(200).end('ok\n');
+      if (u.pathname === '/admin/errors' && (req.method === 'POST' || req.method === 'DELETE')) {
+        (world.injections ??= []).push(`${req.method} ${u.search}`);
+        return json(200, req.method === 'POST' ? { ratio: 1, until: new Date(Date.now() + 600000).toISOString() } : { ratio: 0 });
+      }
     }
     res.writeHead(404).end('404 page not found\n');
   });
@@ -140,6 +155,7 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
       '✓ Storage smoke test (scripts/storage.ts --smoke)',
       `✓ Route https://grafana.${DOMAIN}/api/health via 127.0.0.1:${port}`,
       `✓ Route https://prometheus.${DOMAIN}/-/ready via 127.0.0.1:${port}`,
+      `✓ Route https://alertmanager.${DOMAIN}/-/ready via 127.0.0.1:${port}`,
       `✓ Route https://traefik.${DOMAIN}/dashboard/ via 127.0.0.1:${port}`,
       `✓ Route https://app.${DOMAIN}/healthz via 127.0.0.1:${port}`,
       '✓ Prometheus: every Ready sample app pod scraped (up == 1) with namespace, pod, container, node, job',
@@ -151,8 +167,12 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
       '✓ Grafana has every dashboard of dashboards/',
       ...titles,
       '✓ Freshness: probe request → metric and log line queryable',
+      '✓ Alertmanager: Watchdog active (rules → Prometheus → Alertmanager)',
     ]);
     expect(titles.length).toBeGreaterThan(0);
+    expect(r.stdout).toContain('Watchdog active since 2026-11-30T04:00:00.000Z; no other alert active');
+    expect(r.stdout).toContain('`task validate -- --alerts` also proves that an alert fires');
+    expect(world.injections ?? []).toEqual([]);
     expect(r.stdout).toMatch(/Freshness: probe request → metric and log line queryable \(\d+\.\ds\) metric after \d+\.\ds, log line after \d+\.\ds \(probe_id=[0-9a-f-]{36}\)/);
     expect(world.probes).toHaveLength(1);
     expect(r.stdout).toMatch(/✓ validate done in .*nothing changed/);
@@ -168,6 +188,7 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
       down: true,
       probes: [],
       requests: [100, 40],
+      alerts: ['KubePodCrashLooping'],
     };
     const objects = [
       ...healthyObjects().filter((o) => o.metadata.name !== 'sample-app-6d4b75cb6d-q9w8e' && !(o.kind === 'Deployment' && o.metadata.name === 'sample-app')),
@@ -203,8 +224,10 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(lines).toContain('✗ Pods Ready in local-path-storage, traefik, monitoring, sample-app');
     expect(lines).toContain('✗ Grafana datasource "loki" healthy');
     expect(lines).toContain('✗ Grafana has every dashboard of dashboards/');
-    expect(lines.at(-1)).toBe('✓ Freshness: probe request → metric and log line queryable');
-    expect(lines.filter((l) => l.startsWith('✗'))).toHaveLength(3);
+    expect(lines).toContain('✓ Freshness: probe request → metric and log line queryable');
+    expect(lines.at(-1)).toBe('✗ Alertmanager: Watchdog active (rules → Prometheus → Alertmanager)');
+    expect(lines.filter((l) => l.startsWith('✗'))).toHaveLength(4);
+    expect(r.stdout).toContain('Watchdog is not active in Alertmanager (active: KubePodCrashLooping)');
     expect(r.stdout).toContain('not Ready: sample-app/sample-app-6d4b75cb6d-q9w8e (Pending; app: CrashLoopBackOff)');
     expect(r.stdout).toContain(`missing in Grafana: ${missing.title} (uid ${missing.uid}, ${missing.file})`);
     // Diagnostics, after the checks.
@@ -219,7 +242,10 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(diag).toContain('alloy k8s-monitoring-alloy-logs-abcde: no error or warning lines in the last 300');
     expect(diag).toContain('scrape targets (Alloy → Prometheus): sample-app=2, integrations/kubernetes/kubelet=3');
     expect(diag).toMatch(/targets down:\n\s+\{__name__="up",job="integrations\/kubernetes\/kubelet",instance="10\.5\.0\.3:10250"\}/);
-    expect(r.stderr).toContain('✗ validate failed: 3 check(s) failed: Pods Ready in local-path-storage, traefik, monitoring, sample-app; Grafana datasource "loki" healthy; Grafana has every dashboard of dashboards/.');
+    expect(r.stderr).toContain(
+      '✗ validate failed: 4 check(s) failed: Pods Ready in local-path-storage, traefik, monitoring, sample-app; Grafana datasource "loki" healthy; ' +
+        'Grafana has every dashboard of dashboards/; Alertmanager: Watchdog active (rules → Prometheus → Alertmanager).',
+    );
     expect(r.calls.filter(isMutating).every(smokeCall)).toBe(true);
   }, 60000);
 
@@ -265,7 +291,33 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(r.code, r.stdout).toBe(0);
     expect(r.stdout).toMatch(/› not yet, retrying for up to \d+s: not Ready: sample-app\/sample-app-6d4b75cb6d-q9w8e \(Pending; app: ContainerCreating\)/);
     expect(r.stdout.match(/not yet, retrying/g)).toHaveLength(1);
-    expect(r.stdout).toMatch(/✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app \(([3-9]|\d\d)\.\ds\) 11 pods Ready/);
+    expect(r.stdout).toMatch(/✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app \(([3-9]|\d\d)\.\ds\) 12 pods Ready/);
+  }, 60000);
+
+  it('--alerts: injects errors through the app route, prints the seconds to firing and to resolved, ends the injection', async () => {
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: [100, 40], injections: [] };
+    const sb = sandboxWithPlatform();
+    const r = await sb.run('validate', ['--alerts'], env());
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(checkLines(r.stdout).slice(-2)).toEqual([
+      '✓ Alertmanager: Watchdog active (rules → Prometheus → Alertmanager)',
+      '✓ Alert SampleAppErrorRatioHigh: fires on injected errors, resolves after (--alerts)',
+    ]);
+    expect(r.stdout).toMatch(/✓ Alert SampleAppErrorRatioHigh: .* active \d+s after the injection, resolved \d+s after it ended/);
+    expect(world.injections).toEqual(['POST ?ratio=1&seconds=600', 'DELETE ']);
+  }, 60000);
+
+  it('--alerts without Alertmanager: not measured, nothing injected', async () => {
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: [100, 40], alerts: [], injections: [] };
+    const sb = sandboxWithPlatform();
+    const r = await sb.run('validate', ['--alerts', '--wait', '0'], env());
+    expect(r.code).toBe(1);
+    expect(checkLines(r.stdout).slice(-2)).toEqual([
+      '✗ Alertmanager: Watchdog active (rules → Prometheus → Alertmanager)',
+      '✗ Alert SampleAppErrorRatioHigh: fires on injected errors, resolves after (--alerts)',
+    ]);
+    expect(r.stdout).toContain('not measured: the Alertmanager check failed above');
+    expect(world.injections).toEqual([]);
   }, 60000);
 
   it('--wait with a bad value stops before any check', async () => {

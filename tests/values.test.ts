@@ -38,10 +38,20 @@ describe('every values file', () => {
 });
 
 describe('prometheus.yaml', () => {
-  it('turns off every subchart', () => {
-    for (const sub of ['alertmanager', 'kube-state-metrics', 'prometheus-node-exporter', 'prometheus-pushgateway']) {
+  it('turns off every subchart but Alertmanager (Alloy brings kube-state-metrics and node-exporter)', () => {
+    for (const sub of ['kube-state-metrics', 'prometheus-node-exporter', 'prometheus-pushgateway']) {
       expect(prometheus[sub], sub).toEqual({ enabled: false });
     }
+    expect(prometheus.alertmanager.enabled).toBe(true);
+  });
+  it('Alertmanager: a small local-path volume for silences, requests and a memory limit, no receiver outside the laptop', () => {
+    const am = prometheus.alertmanager;
+    expect(am.persistence).toEqual({ enabled: true, storageClass: 'local-path', size: '256Mi' });
+    expect(am.resources.requests.cpu).toBeDefined();
+    expect(am.resources.limits.memory).toBeDefined();
+    expect(am.config.receivers).toEqual([{ name: 'local' }]);
+    expect(am.config.route.receiver).toBe('local');
+    expect(JSON.stringify(am)).not.toMatch(/https?:\/\//);
   });
   it('disables every default scrape job of the scrapeConfigs map', () => {
     const jobs = Object.entries(prometheus.scrapeConfigs as Record<string, { enabled: boolean }>);
@@ -202,12 +212,14 @@ describe('grafana.yaml', () => {
     expect(grafana.admin).toEqual({ existingSecret: 'grafana-admin', userKey: 'admin-user', passwordKey: 'admin-password' });
     expect(grafana.adminPassword).toBeUndefined();
   });
-  it('provisions Prometheus (default) and Loki with fixed uids, URLs left to the script', () => {
+  it('provisions Prometheus (default), Loki and Alertmanager with fixed uids, URLs left to the script', () => {
     const ds = grafana.datasources['datasources.yaml'].datasources as Record<string, unknown>[];
     expect(ds.map((d) => [d.name, d.type, d.uid, d.isDefault])).toEqual([
       ['Prometheus', 'prometheus', 'prometheus', true],
       ['Loki', 'loki', 'loki', false],
+      ['Alertmanager', 'alertmanager', 'alertmanager', false],
     ]);
+    expect(ds[2].jsonData).toMatchObject({ implementation: 'prometheus' });
     expect(ds.every((d) => d.url === undefined)).toBe(true);
   });
   it('provisions the dashboards ConfigMap into the Platform folder', () => {
