@@ -32,7 +32,7 @@ describe('endpoints', () => {
     const text = endpointLines(cfg({ DOMAIN: 'local.dev' }), () => true, [sample, shop]).join('\n');
     expect(text).toMatch(/App shop +https:\/\/shop\.local\.dev\/ +dashboard https:\/\/grafana\.local\.dev\/d\/app-shop/);
     expect(text).not.toMatch(/App sample-app/);
-    expect(text).toContain('127.0.0.1 grafana.local.dev prometheus.local.dev traefik.local.dev app.local.dev shop.local.dev');
+    expect(text).toContain('127.0.0.1 grafana.local.dev prometheus.local.dev alertmanager.local.dev traefik.local.dev app.local.dev shop.local.dev');
   });
 
   it('DOMAIN=localhost (the default) needs no hosts line', () => {

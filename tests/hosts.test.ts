@@ -20,6 +20,7 @@ import {
   upsertBlock,
 } from '../scripts/hosts.ts';
 import { makeSandbox, type Sandbox } from './helpers.ts';
+import { INGRESS_HOSTS } from '../scripts/lib.ts';
 
 const ENTRIES = ['127.0.0.1 grafana.local.dev', '127.0.0.1 app.local.dev'];
 
@@ -139,7 +140,7 @@ describe('hostsEntries and dnsmasqSnippet', () => {
   });
   it('the apps\' hosts (task app records) follow, each once, only under DOMAIN', () => {
     const entries = hostsEntries({ DOMAIN: 'local.dev', HOST_IP: '192.168.1.10' }, ['shop.local.dev', 'app.local.dev', 'shop.local.dev', 'old.localhost']);
-    expect(entries.slice(4)).toEqual(['192.168.1.10 shop.local.dev']);
+    expect(entries.slice(INGRESS_HOSTS.length)).toEqual(['192.168.1.10 shop.local.dev']);
   });
   it('dnsmasq: a wildcard address line', () => {
     expect(dnsmasqSnippet({ DOMAIN: 'local.dev', HOST_IP: '127.0.0.1' })).toMatch(/^address=\/local\.dev\/127\.0\.0\.1$/m);
