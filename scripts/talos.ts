@@ -29,6 +29,7 @@
 // config patches), talos/clusters (talosctl's own state) and talos/docker-endpoint (the Docker it
 // was created through: when the docker CLI later points elsewhere, create and destroy stop rather
 // than drop the credentials of a cluster that may still run there).
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -40,6 +41,7 @@ import {
   type Config,
   INGRESS_NODE_PORTS,
   PINNED,
+  PROJECT_DIR,
   STATE_DIR_MARKER,
   claimStateDir,
   STATE_ENTRIES,
@@ -94,11 +96,24 @@ export interface HelperContainer {
   role: 'registry' | 'cache';
   ip: string;
   volume: string;
-  /** For the registry: HOST_IP:REGISTRY_PORT (and 127.0.0.1, where `docker push localhost:…` goes) on port 5000. */
-  publish?: string[];
+  /**
+   * For the registry: HOST_IP:REGISTRY_PORT (and 127.0.0.1, where `docker push localhost:…` goes) on port 5000.
+   * For a cache: 127.0.0.1 at a port Docker picks, where the prefill (scripts/images.ts) reaches it on every host.
+   */
+  publish: string[];
   /** For a cache: the upstream it proxies. */
   remote?: string;
 }
+
+/** A cache's port 5000 on the host's loopback, at an ephemeral port (read back from `docker ps`). */
+export const CACHE_PUBLISH = '127.0.0.1::5000';
+
+/** Whether a published port ("127.0.0.1:49153:5000") is the one asked for ("127.0.0.1::5000": any host port). */
+export const publishMatches = (want: string, published: string) => {
+  const [ip, hostPort, containerPort] = want.split(':');
+  const [gotIp, gotHostPort, gotContainerPort] = published.split(':');
+  return ip === gotIp && containerPort === gotContainerPort && (hostPort === '' || hostPort === gotHostPort);
+};
 
 /** The registry, and the caches when PULL_THROUGH_CACHE is on. */
 export function helperContainers(cfg: Config): HelperContainer[] {
@@ -114,6 +129,7 @@ export function helperContainers(cfg: Config): HelperContainer[] {
     role: 'cache',
     ip: subnetAddress(cfg, u.offset),
     volume: `${cfg.CLUSTER_NAME}-cache-${u.registry.replace(/\./g, '-')}`,
+    publish: [CACHE_PUBLISH],
     remote: u.remote,
   }));
   return cfg.PULL_THROUGH_CACHE ? [registry, ...caches] : [registry];
@@ -127,7 +143,7 @@ export function dockerRunArgs(cfg: Config, c: HelperContainer): string[] {
     '--label', `${OWNER_LABEL}=${cfg.CLUSTER_NAME}`,
     '--label', `${ROLE_LABEL}=${c.role}`,
     '--volume', `${c.volume}:/var/lib/registry`,
-    ...(c.publish ?? []).flatMap((p) => ['--publish', p]),
+    ...c.publish.flatMap((p) => ['--publish', p]),
     ...(c.remote ? ['--env', `REGISTRY_PROXY_REMOTEURL=${c.remote}`] : []),
     PINNED.registryImage,
   ];
@@ -839,14 +855,16 @@ async function ensureHelpers(cfg: Config, current: Current): Promise<void> {
     const actions: string[] = [];
     for (const c of wanted) {
       const row = current.helpers.find((h) => h.Names === c.name);
+      // Docker shows the published ports of a running container only; a stopped one is started and checked on the next run.
       const published = parsePorts(row?.Ports ?? '').map((p) => `${p.hostIp}:${p.hostPort}:${p.containerPort}`);
-      const wrongPort = row && (c.publish ?? []).some((want) => !published.includes(want));
+      const wrongPort = row?.State === 'running' && c.publish.some((want) => !published.some((p) => publishMatches(want, p)));
       if (!row || wrongPort) {
         // A registry's data is in its volume, so a new container with the new port loses nothing.
         if (wrongPort) await run('docker', ['rm', '--force', c.name]);
         await run('docker', dockerRunArgs(cfg, c));
         await run('docker', ['network', 'connect', '--ip', c.ip, cfg.CLUSTER_NAME, c.name]);
-        actions.push(wrongPort ? `recreated ${c.name} (REGISTRY_PORT or HOST_IP changed)` : `created ${c.name}`);
+        const why = c.role === 'registry' ? 'REGISTRY_PORT or HOST_IP changed' : `now published on ${CACHE_PUBLISH}, for the prefill; its volume is kept`;
+        actions.push(wrongPort ? `recreated ${c.name} (${why})` : `created ${c.name}`);
         continue;
       }
       if (row.State !== 'running') {
@@ -899,7 +917,38 @@ export function otherDockerProblem(cfg: Config, recorded: string | undefined, cu
 
 const readRecordedEndpoint = (cfg: Config) => (fs.existsSync(dockerEndpointFile(cfg)) ? fs.readFileSync(dockerEndpointFile(cfg), 'utf8').trim() : undefined);
 
-async function ensureCluster(cfg: Config, current: Current, dockerHost: string): Promise<void> {
+/** The cache prefill running beside `talosctl cluster create`: its outcome (never a rejection), and a way to stop it. */
+interface BackgroundPrefill {
+  outcome: Promise<{ ok: boolean; line: string }>;
+  stop(): void;
+}
+
+/**
+ * Starts `scripts/images.ts --prefill` as a process of its own (this node with this script's loader
+ * flags), so that the caches fill while the nodes boot. Its last line is its result: what it fetched
+ * and what was cached already, or why it stopped.
+ */
+function startPrefill(): BackgroundPrefill {
+  const child = spawn(process.execPath, [...process.execArgv, path.join(PROJECT_DIR, 'scripts', 'images.ts'), '--prefill'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: process.env,
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const lastLine = (text: string) => text.trim().split('\n').at(-1)?.replace(/^✗ images --prefill: /, '') ?? '';
+  const outcome = new Promise<{ ok: boolean; line: string }>((resolve) => {
+    child.once('error', (err) => resolve({ ok: false, line: err.message }));
+    child.once('close', (code, signal) =>
+      resolve(code === 0 ? { ok: true, line: lastLine(stdout) } : { ok: false, line: lastLine(stderr) || lastLine(stdout) || `stopped (${signal ?? `exit ${code}`})` }),
+    );
+  });
+  return { outcome, stop: () => void child.kill() };
+}
+
+/** Creates the cluster (with the cache prefill beside it when the caches are on, kept in `background`), or checks the one there. */
+async function ensureCluster(cfg: Config, current: Current, dockerHost: string, background: { prefill?: BackgroundPrefill }): Promise<void> {
   const talosconfig = statePath(cfg, 'talosconfig');
   await step(`Talos cluster ${cfg.CLUSTER_NAME}: 1 control plane + ${cfg.WORKERS} workers`, async () => {
     if (current.nodes.length === 0) {
@@ -917,6 +966,7 @@ async function ensureCluster(cfg: Config, current: Current, dockerHost: string):
         fs.rmSync(stale, { recursive: true, force: true });
       }
       writeFileAtomic(dockerEndpointFile(cfg), `${dockerHost}\n`);
+      if (cfg.PULL_THROUGH_CACHE) background.prefill = startPrefill();
       await run('talosctl', clusterCreateArgs(cfg, statePath(cfg, 'talos', 'patches')), {
         env: { KUBECONFIG: kubeconfigPath(cfg), DOCKER_HOST: dockerHost },
         hint: `Nothing of a half-created cluster is lost by retrying: \`task destroy -- --yes && task talos\`.`,
@@ -980,7 +1030,21 @@ async function create(cfg: Config): Promise<void> {
   await ensureNetwork(cfg);
   await ensureHelpers(cfg, current);
   await step('Talos config patches', async () => writePatches(cfg, current.nodes.length > 0));
-  await ensureCluster(cfg, current, dockerHost);
+  const background: { prefill?: BackgroundPrefill } = {};
+  try {
+    await ensureCluster(cfg, current, dockerHost, background);
+  } catch (err) {
+    background.prefill?.stop();
+    throw err;
+  }
+  const { prefill } = background;
+  if (prefill) {
+    // A prefill that did not finish costs only time: the nodes pull through the caches themselves.
+    await step('Pull-through caches prefilled while the nodes booted', async () => {
+      const { ok, line } = await prefill.outcome;
+      return ok ? line : `not finished, the deploy goes on (pods pull through the caches as usual): ${line}`;
+    });
+  }
   note(`export KUBECONFIG=${kubeconfigPath(cfg)}`);
   note(`export TALOSCONFIG=${statePath(cfg, 'talosconfig')}`);
   note(`Images pushed to localhost:${cfg.REGISTRY_PORT}/<name> run in the cluster under the same name.`);
