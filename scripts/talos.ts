@@ -631,10 +631,15 @@ interface Current {
 /** The labels talosctl puts on a cluster's containers and network, and finds and removes them by. */
 const talosLabels = (cfg: Config) => ['talos.owned=true', `talos.cluster.name=${cfg.CLUSTER_NAME}`];
 
-const readCurrent = async (cfg: Config): Promise<Current> => ({
-  nodes: await dockerPs(...talosLabels(cfg)),
-  helpers: await dockerPs(`${OWNER_LABEL}=${cfg.CLUSTER_NAME}`),
-});
+/** The labels of a `docker ps` row ("k=v,k=v"; our values and talosctl's hold no comma) as a set of "k=v". */
+const rowLabels = (row: ContainerRow) => new Set(row.Labels.split(','));
+
+/** Our nodes and helpers, from one `docker ps` of every container (Docker ANDs label filters: one query cannot ask for both). */
+const readCurrent = async (cfg: Config): Promise<Current> => {
+  const rows = await dockerPs();
+  const withAll = (...labels: string[]) => rows.filter((r) => labels.every((l) => rowLabels(r).has(l)));
+  return { nodes: withAll(...talosLabels(cfg)), helpers: withAll(`${OWNER_LABEL}=${cfg.CLUSTER_NAME}`) };
+};
 
 const expectedNodeNames = (cfg: Config) => [
   `${cfg.CLUSTER_NAME}-controlplane-1`,
@@ -711,6 +716,8 @@ interface DockerInfo {
 interface Preflight {
   current: Current;
   dockerHost: string;
+  /** Whether the cluster's Docker network (talosctl's labels) exists already. */
+  networkExists: boolean;
 }
 
 async function preflight(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<Preflight> {
@@ -770,13 +777,15 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
     return `DOCKER_HOST=${dockerHost}`;
   });
 
+  let networkExists = false;
   await check(`Docker network for CLUSTER_SUBNET=${cfg.CLUSTER_SUBNET}`, async () => {
     const names = (await run('docker', ['network', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter(Boolean);
     const inspected = names.length ? (await run('docker', ['network', 'inspect', '--format', '{{json .}}', ...names])).stdout : '';
     const networks = inspected.split('\n').filter(Boolean).map((l) => JSON.parse(l) as DockerNetwork);
     const problems = networkProblems(cfg, networks);
     if (problems.length) throw new UserError(problems.join('\n'));
-    return networks.some((n) => isClusterNetwork(cfg, n)) ? `network ${cfg.CLUSTER_NAME} exists` : `free (${networks.length} other networks)`;
+    networkExists = networks.some((n) => isClusterNetwork(cfg, n));
+    return networkExists ? `network ${cfg.CLUSTER_NAME} exists` : `free (${networks.length} other networks)`;
   });
 
   const current = await readCurrent(cfg);
@@ -826,7 +835,7 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
       warn('br_netfilter is not loaded; Flannel needs it for Service traffic: `sudo modprobe br_netfilter`');
     }
   }
-  return { current, dockerHost };
+  return { current, dockerHost, networkExists };
 }
 
 /** The names of the cluster's Docker networks, found by talosctl's labels as talosctl finds and removes them. */
@@ -835,9 +844,10 @@ async function clusterNetworks(cfg: Config): Promise<string[]> {
   return ls.stdout.split('\n').filter(Boolean);
 }
 
-async function ensureNetwork(cfg: Config): Promise<void> {
+/** Creates the cluster's network unless preflight found it. */
+async function ensureNetwork(cfg: Config, exists: boolean): Promise<void> {
   await step(`Docker network ${cfg.CLUSTER_NAME} (${cfg.CLUSTER_SUBNET})`, async () => {
-    if ((await clusterNetworks(cfg)).length) return 'already exists';
+    if (exists) return 'already exists';
     await run('docker', [
       'network', 'create',
       ...talosLabels(cfg).flatMap((l) => ['--label', l]),
@@ -1025,9 +1035,9 @@ async function ensureCluster(cfg: Config, current: Current, dockerHost: string, 
 }
 
 async function create(cfg: Config): Promise<void> {
-  const { current, dockerHost } = await preflight(cfg);
+  const { current, dockerHost, networkExists } = await preflight(cfg);
   claimStateDir(cfg);
-  await ensureNetwork(cfg);
+  await ensureNetwork(cfg, networkExists);
   await ensureHelpers(cfg, current);
   await step('Talos config patches', async () => writePatches(cfg, current.nodes.length > 0));
   const background: { prefill?: BackgroundPrefill } = {};
