@@ -7,7 +7,8 @@
 //   - STATE_DIR ownership: the marker file, the list of entries the phases write (STATE_ENTRIES),
 //     checkStateDir() (every phase, before anything: a folder that is not ours is refused) and
 //     claimStateDir() (before a phase first writes there: create it or mark it);
-//   - run(): a command runner whose errors carry the command line and its output;
+//   - run(): a command runner whose errors carry the command line and its output (and counts the
+//     calls: `--verbose` prints a phase's count);
 //   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
 //     (✓ or ✗ with its duration), and a summary at the end;
@@ -15,7 +16,8 @@
 //   - parseQuantity()/quantityMiB(): Kubernetes quantities (requests, limits, volume sizes) as numbers;
 //   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
 //   - small shared actions: applyManifests() (diff first, apply only the difference),
-//     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
+//     helmRelease() (install or upgrade only when chart or values differ; deployedReleases() and
+//     deployedValues() read Helm once per process), requireCluster(),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
 import fs from 'node:fs';

@@ -1,5 +1,8 @@
 // Phase 1: a Talos Kubernetes cluster in Docker (1 control plane + WORKERS workers), with a local
-// image registry and pull-through caches for the nodes.
+// image registry and pull-through caches for the nodes. The caches also publish their port on
+// 127.0.0.1 (a port Docker picks); while `talosctl cluster create` boots the nodes, scripts/images.ts
+// --prefill fills them in a process of its own with every image the platform runs (a failure there
+// is one line, never a failed phase).
 //
 //   npx tsx scripts/talos.ts               preflight, then create or check the cluster (task talos)
 //   npx tsx scripts/talos.ts --preflight   only the preflight checks (task preflight)
@@ -17,7 +20,8 @@
 //   CONTROLPLANE_MEMORY WORKER_CPUS WORKER_MEMORY CLUSTER_SUBNET HOST_IP HTTP_PORT HTTPS_PORT
 //   REGISTRY_PORT PULL_THROUGH_CACHE STATE_DIR (and PROMETHEUS_STORAGE, LOKI_STORAGE for the disk
 //   estimate). The docker CLI honours DOCKER_HOST and DOCKER_CONTEXT from the environment as usual.
-// Tools: docker, talosctl, kubectl (helm only for the preflight version check). talosctl reads no
+// Tools: docker, talosctl, kubectl (helm only for the preflight version check; the prefill process
+//   calls helm template and docker, see scripts/images.ts). talosctl reads no
 //   docker context, only DOCKER_HOST: it is given the endpoint the docker CLI uses, so both talk to
 //   the same Docker (Docker Desktop, Colima, OrbStack, a plain engine).
 //
