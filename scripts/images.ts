@@ -424,6 +424,8 @@ export function formatImages(cfg: Config, images: PlatformImage[], status: Map<s
 
 export interface PrefillResult {
   images: number;
+  /** Images whose every blob went through its cache. */
+  imagesDone: number;
   failed: { ref: string; reason: string }[];
   blobsCached: number;
   bytesCached: number;
@@ -452,8 +454,9 @@ export const PREFILL_PARALLEL_BLOBS = 4;
 export async function prefill(
   images: { ref: string; base: string }[],
   platform: { os: string; architecture: string },
+  /** Filled as blobs arrive, so that a prefill stopped part-way can say what it did. */
+  result: PrefillResult = { images: images.length, imagesDone: 0, failed: [], blobsCached: 0, bytesCached: 0, blobsFetched: 0, bytesFetched: 0 },
 ): Promise<PrefillResult> {
-  const result: PrefillResult = { images: images.length, failed: [], blobsCached: 0, bytesCached: 0, blobsFetched: 0, bytesFetched: 0 };
   const blobTasks: (() => Promise<void>)[] = [];
   const failedRefs = new Map<string, string>();
   const seen = new Set<string>();
@@ -466,10 +469,11 @@ export async function prefill(
         if (!entry) throw new Error(`no ${platform.os}/${platform.architecture} image in its index`);
         json = (await getManifest(image.base, ref.repository, entry.digest)).json;
       }
-      for (const blob of blobsOf(json)) {
-        const key = `${image.base}/${ref.repository}@${blob.digest}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
+      const blobs = blobsOf(json).filter((b) => !seen.has(`${image.base}/${ref.repository}@${b.digest}`));
+      let pending = blobs.length;
+      if (pending === 0) result.imagesDone++;
+      for (const blob of blobs) {
+        seen.add(`${image.base}/${ref.repository}@${blob.digest}`);
         blobTasks.push(async () => {
           if (failedRefs.has(image.ref)) return;
           const url = `${image.base}/v2/${ref.repository}/blobs/${blob.digest}`;
@@ -483,6 +487,7 @@ export async function prefill(
               result.blobsFetched++;
               result.bytesFetched += res.bytes;
             }
+            if (--pending === 0 && !failedRefs.has(image.ref)) result.imagesDone++;
           } catch (err) {
             failedRefs.set(image.ref, (err as Error).message);
           }
@@ -498,7 +503,7 @@ export async function prefill(
 }
 
 export const prefillSummary = (r: PrefillResult, seconds: number) =>
-  `${r.images - r.failed.length} of ${r.images} images in the caches: ${formatBytes(r.bytesCached)} were cached already (${r.blobsCached} blobs), ` +
+  `${r.imagesDone} of ${r.images} images in the caches: ${formatBytes(r.bytesCached)} were cached already (${r.blobsCached} blobs), ` +
   `${formatBytes(r.bytesFetched)} fetched (${r.blobsFetched} blobs) in ${seconds.toFixed(0)}s`;
 
 async function runPrefill(cfg: Config): Promise<void> {
@@ -517,7 +522,13 @@ async function runPrefill(cfg: Config): Promise<void> {
     if (base) reachable.push({ ref: image.ref, base });
     else unreachable.push(image.ref);
   }
-  const result = await prefill(reachable, platform);
+  const result: PrefillResult = { images: reachable.length, imagesDone: 0, failed: [], blobsCached: 0, bytesCached: 0, blobsFetched: 0, bytesFetched: 0 };
+  // The talos phase stops a prefill that outlasts the nodes' boot by its grace: say what was done.
+  process.once('SIGTERM', () => {
+    console.error(`✗ images --prefill: stopped once the nodes were Ready (${prefillSummary(result, (Date.now() - start) / 1000)})`);
+    process.exit(1);
+  });
+  await prefill(reachable, platform, result);
   result.images += unreachable.length;
   result.failed.push(...unreachable.map((ref) => ({ ref, reason: 'its cache publishes no port on 127.0.0.1' })));
   console.log(prefillSummary(result, (Date.now() - start) / 1000));

@@ -2,7 +2,7 @@
 // image registry and pull-through caches for the nodes. The caches also publish their port on
 // 127.0.0.1 (a port Docker picks); while `talosctl cluster create` boots the nodes, scripts/images.ts
 // --prefill fills them in a process of its own with every image the platform runs (a failure there
-// is one line, never a failed phase).
+// is one line, never a failed phase; once the nodes are Ready it gets PREFILL_GRACE_SECONDS more).
 //
 //   npx tsx scripts/talos.ts               preflight, then create or check the cluster (task talos)
 //   npx tsx scripts/talos.ts --preflight   only the preflight checks (task preflight)
@@ -931,6 +931,12 @@ export function otherDockerProblem(cfg: Config, recorded: string | undefined, cu
 
 const readRecordedEndpoint = (cfg: Config) => (fs.existsSync(dockerEndpointFile(cfg)) ? fs.readFileSync(dockerEndpointFile(cfg), 'utf8').trim() : undefined);
 
+/**
+ * How long the phase waits for the prefill once the nodes are Ready (PREFILL_GRACE_SECONDS in the
+ * environment overrides it, for tests): what it has not fetched by then, pods pull through the caches.
+ */
+const PREFILL_GRACE_SECONDS = 120;
+
 /** The cache prefill running beside `talosctl cluster create`: its outcome (never a rejection), and a way to stop it. */
 interface BackgroundPrefill {
   outcome: Promise<{ ok: boolean; line: string }>;
@@ -958,7 +964,7 @@ function startPrefill(): BackgroundPrefill {
       resolve(code === 0 ? { ok: true, line: lastLine(stdout) } : { ok: false, line: lastLine(stderr) || lastLine(stdout) || `stopped (${signal ?? `exit ${code}`})` }),
     );
   });
-  return { outcome, stop: () => void child.kill() };
+  return { outcome, stop: () => void (child.exitCode === null && child.signalCode === null && child.kill()) };
 }
 
 /** Creates the cluster (with the cache prefill beside it when the caches are on, kept in `background`), or checks the one there. */
@@ -1055,6 +1061,11 @@ async function create(cfg: Config): Promise<void> {
   if (prefill) {
     // A prefill that did not finish costs only time: the nodes pull through the caches themselves.
     await step('Pull-through caches prefilled while the nodes booted', async () => {
+      const graceMs = Number(process.env.PREFILL_GRACE_SECONDS ?? PREFILL_GRACE_SECONDS) * 1000;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([prefill.outcome, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+      prefill.stop();
       const { ok, line } = await prefill.outcome;
       return ok ? line : `not finished, the deploy goes on (pods pull through the caches as usual): ${line}`;
     });

@@ -68,6 +68,8 @@ class StandInCache {
   readonly stored = new Set<string>();
   /** Paths that answer this HTTP status instead (a registry error upstream). */
   readonly failing = new Map<string, number>();
+  /** Requests under these paths are never answered (a stalled upstream). */
+  readonly stalling: string[] = [];
   onBlob?: () => void;
   private server = http.createServer((req, res) => this.answer(req, res));
   port = 0;
@@ -91,6 +93,7 @@ class StandInCache {
   private answer(req: http.IncomingMessage, res: http.ServerResponse) {
     const url = req.url ?? '';
     this.requests.push({ method: req.method ?? '', url, at: Date.now() });
+    if (this.stalling.some((p) => url.includes(p))) return;
     const failure = [...this.failing].find(([p]) => url.includes(p));
     if (failure) {
       res.writeHead(failure[1], { 'content-type': 'application/json' }).end('{"errors":[{"code":"UNKNOWN","message":"upstream said no"}]}');
@@ -279,6 +282,22 @@ describe('the cache prefill during talosctl cluster create', () => {
     expect(lines[0]).toMatch(/not finished, the deploy goes on \(pods pull through the caches as usual\)/);
     expect(lines[0]).toMatch(reason);
     expect(res.stdout).toMatch(/✓ Nodes Ready/);
+    expect(res.stdout).toMatch(/talos done in/);
+  }, 120_000);
+
+  it('a prefill still running a grace after the nodes are Ready is stopped, saying what it did; the phase passes', async () => {
+    const sandbox = makeSandbox();
+    const caches = await startCaches(sandbox);
+    caches['docker.io'].stalling.push('/blobs/');
+    const res = await run(sandbox, 'talos', { PREFILL_GRACE_SECONDS: '2' });
+    expect(res.code, res.stderr + res.stdout).toBe(0);
+    expect(res.stdout).toMatch(
+      /✓ Pull-through caches prefilled while the nodes booted \(\d+\.\ds\) not finished, the deploy goes on \(pods pull through the caches as usual\): stopped once the nodes were Ready \([0-8] of 9 images in the caches: .* fetched \(\d+ blobs\)/,
+    );
+    // What it fetched before it was stopped is in the caches, and counted.
+    const fetched = Object.values(caches).reduce((n, c) => n + c.stored.size, 0);
+    expect(fetched).toBeGreaterThan(0);
+    expect(res.stdout).toContain(`fetched (${fetched} blobs)`);
     expect(res.stdout).toMatch(/talos done in/);
   }, 120_000);
 
