@@ -46,7 +46,7 @@ describe('a second deploy changes nothing, within the tool-call budget', { timeo
   const closers: (() => void)[] = [];
   afterAll(() => closers.forEach((close) => close()));
 
-  it('every phase twice: the second run makes no mutating call and at most NOOP_BUDGET calls', async () => {
+  it('every phase twice: the second run makes no mutating call and stays within each phase ceiling', async () => {
     const sandbox = makeSandbox();
     // Ports of this test's own: the sandbox's defaults are held on purpose by other tests ("a port taken").
     const env = { REGISTRY_PORT: String(await freePort()), HTTP_PORT: '38080', HTTPS_PORT: '38443', PULL_THROUGH_CACHE: 'false' };
