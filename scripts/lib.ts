@@ -7,7 +7,8 @@
 //   - STATE_DIR ownership: the marker file, the list of entries the phases write (STATE_ENTRIES),
 //     checkStateDir() (every phase, before anything: a folder that is not ours is refused) and
 //     claimStateDir() (before a phase first writes there: create it or mark it);
-//   - run(): a command runner whose errors carry the command line and its output;
+//   - run(): a command runner whose errors carry the command line and its output (and counts the
+//     calls: `--verbose` prints a phase's count);
 //   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
 //     (✓ or ✗ with its duration), and a summary at the end; under `task deploy` (PHASE_LABELS=true,
@@ -19,7 +20,8 @@
 //   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
 //   - appRecords(): the apps `task app` deployed, from STATE_DIR/apps/*.json;
 //   - small shared actions: applyManifests() (diff first, apply only the difference),
-//     helmRelease() (install or upgrade only when chart or values differ), requireCluster(),
+//     helmRelease() (install or upgrade only when chart or values differ; deployedReleases() and
+//     deployedValues() read Helm once per process), requireCluster(),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -426,8 +428,12 @@ const indent = (text: string) => text.replace(/^/gm, '    ');
 const quoteArg = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
 export const commandLine = (cmd: string, args: string[]) => [cmd, ...args].map(quoteArg).join(' ');
 
+/** Commands this process has run (a phase's tool calls: `--verbose` prints them and their count). */
+let commandsRun = 0;
+
 /** Runs a command without a shell; a non-zero exit (not in okCodes) throws a CommandError. */
 export async function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  commandsRun++;
   const line = commandLine(cmd, args);
   if (verbose) say(kleur.gray(`    $ ${line}`));
   let result: RunResult;
@@ -514,14 +520,20 @@ export const readProjectYaml = (relPath: string) => YAML.parse(fs.readFileSync(p
 
 /**
  * Applies manifests only when `kubectl diff` sees a difference. Returns "unchanged" or "applied".
- * Namespaces go first, in a diff/apply of their own: the server-side dry run behind `kubectl diff`
- * rejects an object whose Namespace does not exist yet, even when the same input creates it.
+ * One diff of everything first (a re-run ends there); when it sees a difference or fails, namespaces
+ * go first, in a diff/apply of their own: the server-side dry run behind `kubectl diff` rejects an
+ * object whose Namespace does not exist yet, even when the same input creates it.
  */
 export async function applyManifests(cfg: Config, yamlText: string, serverSide = false): Promise<'unchanged' | 'applied'> {
   const ss = serverSide ? ['--server-side', '--force-conflicts'] : [];
   const docs = YAML.parseAllDocuments(yamlText).filter((d) => d.contents !== null);
   const isNamespace = (d: YAML.Document) => d.get('kind') === 'Namespace';
   const batches = [docs.filter(isNamespace), docs.filter((d) => !isNamespace(d))].filter((b) => b.length > 0);
+  if (batches.length > 1) {
+    // On a re-run every namespace exists, and one diff of everything says nothing differs.
+    const whole = await kubectl(cfg, ['diff', ...ss, '-f', '-'], { input: docs.map((d) => d.toString()).join('---\n'), okCodes: [1] }).catch(() => undefined);
+    if (whole?.code === 0) return 'unchanged';
+  }
   let result: 'unchanged' | 'applied' = 'unchanged';
   for (const batch of batches) {
     const input = batch.map((d) => d.toString()).join('---\n');
@@ -643,6 +655,38 @@ export function mergeValues(...layers: Record<string, unknown>[]): Record<string
   return out;
 }
 
+/** A release as `helm list --output json` shows it. */
+export interface HelmListEntry {
+  name: string;
+  namespace: string;
+  chart: string;
+  status: string;
+}
+
+// What a phase read from Helm, once per process: the releases of every namespace, and the values of each.
+let releasesRead: Promise<HelmListEntry[]> | undefined;
+const valuesRead = new Map<string, Promise<Record<string, unknown> | undefined>>();
+
+/** Every release in every state, from one `helm list --all-namespaces` per process (reread after a change). */
+export function deployedReleases(cfg: Config): Promise<HelmListEntry[]> {
+  releasesRead ??= helm(cfg, ['list', '--all-namespaces', ...HELM_LIST_EVERY_STATE, '--output', 'json']).then((r) => JSON.parse(r.stdout || '[]') as HelmListEntry[]);
+  return releasesRead;
+}
+
+/** The user values of a deployed release (`helm get values`, once per process), or undefined when it is not installed. */
+export function deployedValues(cfg: Config, release: string, namespace: string): Promise<Record<string, unknown> | undefined> {
+  const key = `${namespace}/${release}`;
+  if (!valuesRead.has(key)) {
+    valuesRead.set(
+      key,
+      helm(cfg, ['get', 'values', release, '--namespace', namespace, '--output', 'json'], { okCodes: [1] }).then((r) =>
+        r.code === 0 ? ((JSON.parse(r.stdout || 'null') ?? {}) as Record<string, unknown>) : undefined,
+      ),
+    );
+  }
+  return valuesRead.get(key)!;
+}
+
 /**
  * Installs or upgrades a release only when the deployed one differs in chart version, status or
  * values. Returns what it did and why, for the step's status line.
@@ -653,10 +697,7 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
   // Helm reads YAML 1.1, where an unquoted no/on/yes is a boolean: write it so that strings stay strings.
   writeFileAtomic(valuesFile, YAML.stringify(values, { version: '1.1' }));
 
-  const list = await helm(cfg, ['list', '--namespace', spec.namespace, '--filter', `^${spec.release}$`, ...HELM_LIST_EVERY_STATE, '--output', 'json']);
-  const current = (JSON.parse(list.stdout || '[]') as { name: string; chart: string; status: string }[]).find(
-    (r) => r.name === spec.release,
-  );
+  const current = (await deployedReleases(cfg)).find((r) => r.name === spec.release && r.namespace === spec.namespace);
   const wantChart = `${spec.chart.chart}-${spec.chart.version}`;
   let reason = 'not installed';
   if (current?.status.startsWith('pending-')) {
@@ -670,13 +711,14 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
     );
   }
   if (current) {
-    const got = await helm(cfg, ['get', 'values', spec.release, '--namespace', spec.namespace, '--output', 'json']);
-    const deployedValues = JSON.parse(got.stdout || '{}') ?? {};
+    const deployed = (await deployedValues(cfg, spec.release, spec.namespace)) ?? {};
     if (current.chart !== wantChart) reason = `chart ${current.chart} → ${wantChart}`;
     else if (current.status !== 'deployed') reason = `status ${current.status}`;
-    else if (!isDeepStrictEqual(deployedValues, JSON.parse(JSON.stringify(values)))) reason = 'values changed';
+    else if (!isDeepStrictEqual(deployed, JSON.parse(JSON.stringify(values)))) reason = 'values changed';
     else return `unchanged (${wantChart})`;
   }
+  releasesRead = undefined;
+  valuesRead.delete(`${spec.namespace}/${spec.release}`);
   await helm(cfg, [
     'upgrade', '--install', spec.release, spec.chart.chart,
     '--repo', spec.chart.repo,
@@ -809,6 +851,7 @@ export async function runPhase(phase: string, body: (cfg: Config) => Promise<voi
       ? `${kleur.green('✓')} ${kleur.bold(phase)} done in ${seconds(ms)}: ${steps.length} steps, ${changed === 0 ? 'nothing changed' : `${changed} changed something`}`
       : `${kleur.red('✗')} ${kleur.bold(phase)} failed in ${seconds(ms)}${failedStep ? ` at "${failedStep.title}"` : ''}`,
   );
+  if (verbose) note(`${commandsRun} tool calls (docker, talosctl, kubectl, helm …)`);
   // Only into a folder that is ours, and not after `task clean` removed it: a log line is no reason to create it again.
   if (cfg && process.env.DEPLOY_RUN_ID && fs.existsSync(statePath(cfg, STATE_DIR_MARKER))) {
     const longest = steps.reduce<StepRecord | undefined>((a, s) => (a && a.ms >= s.ms ? a : s), undefined);

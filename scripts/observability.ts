@@ -45,8 +45,8 @@ import {
   UserError,
   applyManifests,
   check,
+  deployedValues,
   failureReason,
-  helm,
   helmRelease,
   ingressUrl,
   isMain,
@@ -399,8 +399,8 @@ async function install(cfg: Config, key: ReleaseKey, rules: RuleFiles): Promise<
 async function checkVolumeSizes(cfg: Config): Promise<string> {
   const sizes: string[] = [];
   for (const key of Object.keys(VOLUMES) as (keyof typeof VOLUMES)[]) {
-    const got = await helm(cfg, ['get', 'values', RELEASES[key].release, '--namespace', NAMESPACE, '--output', 'json'], { okCodes: [1] });
-    const problem = got.code === 0 ? volumeSizeProblem(cfg, key, JSON.parse(got.stdout || 'null')) : undefined;
+    const deployed = await deployedValues(cfg, RELEASES[key].release, NAMESPACE);
+    const problem = deployed ? volumeSizeProblem(cfg, key, deployed) : undefined;
     if (problem) throw new UserError(problem);
     sizes.push(`${RELEASES[key].release} ${cfg[VOLUMES[key].key]}`);
   }

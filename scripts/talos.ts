@@ -1,5 +1,8 @@
 // Phase 1: a Talos Kubernetes cluster in Docker (1 control plane + WORKERS workers), with a local
-// image registry and pull-through caches for the nodes.
+// image registry and pull-through caches for the nodes. The caches also publish their port on
+// 127.0.0.1 (a port Docker picks); while `talosctl cluster create` boots the nodes, scripts/images.ts
+// --prefill fills them in a process of its own with every image the platform runs (a failure there
+// is one line, never a failed phase; once the nodes are Ready it gets PREFILL_GRACE_SECONDS more).
 //
 //   npx tsx scripts/talos.ts               preflight, then create or check the cluster (task talos)
 //   npx tsx scripts/talos.ts --preflight   only the preflight checks (task preflight)
@@ -21,7 +24,8 @@
 //   CONTROLPLANE_MEMORY WORKER_CPUS WORKER_MEMORY CLUSTER_SUBNET HOST_IP HTTP_PORT HTTPS_PORT
 //   REGISTRY_PORT PULL_THROUGH_CACHE STATE_DIR (and PROMETHEUS_STORAGE, LOKI_STORAGE for the disk
 //   estimate). The docker CLI honours DOCKER_HOST and DOCKER_CONTEXT from the environment as usual.
-// Tools: docker, talosctl, kubectl (helm only for the preflight version check). talosctl reads no
+// Tools: docker, talosctl, kubectl (helm only for the preflight version check; the prefill process
+//   calls helm template and docker, see scripts/images.ts). talosctl reads no
 //   docker context, only DOCKER_HOST: it is given the endpoint the docker CLI uses, so both talk to
 //   the same Docker (Docker Desktop, Colima, OrbStack, a plain engine).
 //
@@ -33,6 +37,7 @@
 // config patches), talos/clusters (talosctl's own state) and talos/docker-endpoint (the Docker it
 // was created through: when the docker CLI later points elsewhere, create and destroy stop rather
 // than drop the credentials of a cluster that may still run there).
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -44,6 +49,7 @@ import {
   type Config,
   INGRESS_NODE_PORTS,
   PINNED,
+  PROJECT_DIR,
   STATE_DIR_MARKER,
   claimStateDir,
   STATE_ENTRIES,
@@ -98,11 +104,24 @@ export interface HelperContainer {
   role: 'registry' | 'cache';
   ip: string;
   volume: string;
-  /** For the registry: HOST_IP:REGISTRY_PORT (and 127.0.0.1, where `docker push localhost:…` goes) on port 5000. */
-  publish?: string[];
+  /**
+   * For the registry: HOST_IP:REGISTRY_PORT (and 127.0.0.1, where `docker push localhost:…` goes) on port 5000.
+   * For a cache: 127.0.0.1 at a port Docker picks, where the prefill (scripts/images.ts) reaches it on every host.
+   */
+  publish: string[];
   /** For a cache: the upstream it proxies. */
   remote?: string;
 }
+
+/** A cache's port 5000 on the host's loopback, at an ephemeral port (read back from `docker ps`). */
+export const CACHE_PUBLISH = '127.0.0.1::5000';
+
+/** Whether a published port ("127.0.0.1:49153:5000") is the one asked for ("127.0.0.1::5000": any host port). */
+export const publishMatches = (want: string, published: string) => {
+  const [ip, hostPort, containerPort] = want.split(':');
+  const [gotIp, gotHostPort, gotContainerPort] = published.split(':');
+  return ip === gotIp && containerPort === gotContainerPort && (hostPort === '' || hostPort === gotHostPort);
+};
 
 /** The registry, and the caches when PULL_THROUGH_CACHE is on. */
 export function helperContainers(cfg: Config): HelperContainer[] {
@@ -118,6 +137,7 @@ export function helperContainers(cfg: Config): HelperContainer[] {
     role: 'cache',
     ip: subnetAddress(cfg, u.offset),
     volume: `${cfg.CLUSTER_NAME}-cache-${u.registry.replace(/\./g, '-')}`,
+    publish: [CACHE_PUBLISH],
     remote: u.remote,
   }));
   return cfg.PULL_THROUGH_CACHE ? [registry, ...caches] : [registry];
@@ -131,7 +151,7 @@ export function dockerRunArgs(cfg: Config, c: HelperContainer): string[] {
     '--label', `${OWNER_LABEL}=${cfg.CLUSTER_NAME}`,
     '--label', `${ROLE_LABEL}=${c.role}`,
     '--volume', `${c.volume}:/var/lib/registry`,
-    ...(c.publish ?? []).flatMap((p) => ['--publish', p]),
+    ...c.publish.flatMap((p) => ['--publish', p]),
     ...(c.remote ? ['--env', `REGISTRY_PROXY_REMOTEURL=${c.remote}`] : []),
     PINNED.registryImage,
   ];
@@ -619,10 +639,15 @@ interface Current {
 /** The labels talosctl puts on a cluster's containers and network, and finds and removes them by. */
 const talosLabels = (cfg: Config) => ['talos.owned=true', `talos.cluster.name=${cfg.CLUSTER_NAME}`];
 
-const readCurrent = async (cfg: Config): Promise<Current> => ({
-  nodes: await dockerPs(...talosLabels(cfg)),
-  helpers: await dockerPs(`${OWNER_LABEL}=${cfg.CLUSTER_NAME}`),
-});
+/** The labels of a `docker ps` row ("k=v,k=v"; our values and talosctl's hold no comma) as a set of "k=v". */
+const rowLabels = (row: ContainerRow) => new Set(row.Labels.split(','));
+
+/** Our nodes and helpers, from one `docker ps` of every container (Docker ANDs label filters: one query cannot ask for both). */
+const readCurrent = async (cfg: Config): Promise<Current> => {
+  const rows = await dockerPs();
+  const withAll = (...labels: string[]) => rows.filter((r) => labels.every((l) => rowLabels(r).has(l)));
+  return { nodes: withAll(...talosLabels(cfg)), helpers: withAll(`${OWNER_LABEL}=${cfg.CLUSTER_NAME}`) };
+};
 
 const expectedNodeNames = (cfg: Config) => [
   `${cfg.CLUSTER_NAME}-controlplane-1`,
@@ -699,6 +724,8 @@ interface DockerInfo {
 interface Preflight {
   current: Current;
   dockerHost: string;
+  /** Whether the cluster's Docker network (talosctl's labels) exists already. */
+  networkExists: boolean;
 }
 
 /** Docker's answer to `docker info`, and where the docker CLI reaches it. */
@@ -728,15 +755,19 @@ async function checkDockerDaemon(cfg: Config, platform: NodeJS.Platform): Promis
   return found!;
 }
 
-async function checkClusterSubnet(cfg: Config): Promise<void> {
+/** CLUSTER_SUBNET overlaps no other Docker network; returns whether our cluster network exists. */
+async function checkClusterSubnet(cfg: Config): Promise<boolean> {
+  let networkExists = false;
   await check(`Docker network for CLUSTER_SUBNET=${cfg.CLUSTER_SUBNET}`, async () => {
     const names = (await run('docker', ['network', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter(Boolean);
     const inspected = names.length ? (await run('docker', ['network', 'inspect', '--format', '{{json .}}', ...names])).stdout : '';
     const networks = inspected.split('\n').filter(Boolean).map((l) => JSON.parse(l) as DockerNetwork);
     const problems = networkProblems(cfg, networks);
     if (problems.length) throw new UserError(problems.join('\n'));
-    return networks.some((n) => isClusterNetwork(cfg, n)) ? `network ${cfg.CLUSTER_NAME} exists` : `free (${networks.length} other networks)`;
+    networkExists = networks.some((n) => isClusterNetwork(cfg, n));
+    return networkExists ? `network ${cfg.CLUSTER_NAME} exists` : `free (${networks.length} other networks)`;
   });
+  return networkExists;
 }
 
 type PortKey = 'HTTP_PORT' | 'HTTPS_PORT' | 'REGISTRY_PORT';
@@ -803,7 +834,7 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
     return `DOCKER_HOST=${dockerHost}`;
   });
 
-  await checkClusterSubnet(cfg);
+  const networkExists = await checkClusterSubnet(cfg);
 
   const current = await readCurrent(cfg);
   const clusterRunning = current.nodes.some((n) => n.State === 'running');
@@ -838,7 +869,7 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
       warn('br_netfilter is not loaded; Flannel needs it for Service traffic: `sudo modprobe br_netfilter`');
     }
   }
-  return { current, dockerHost };
+  return { current, dockerHost, networkExists };
 }
 
 /**
@@ -849,12 +880,12 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
 async function registryOnly(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<void> {
   await check('Tools: docker', () => checkTools(cfg, ['docker'], platform));
   await checkDockerDaemon(cfg, platform);
-  await checkClusterSubnet(cfg);
+  const networkExists = await checkClusterSubnet(cfg);
   // The nodes publish no registry port: the helpers are all the registry needs to know.
   const current: Current = { nodes: [], helpers: await dockerPs(`${OWNER_LABEL}=${cfg.CLUSTER_NAME}`) };
   await checkPorts(cfg, current, ['REGISTRY_PORT'], platform);
   claimStateDir(cfg);
-  await ensureNetwork(cfg);
+  await ensureNetwork(cfg, networkExists);
   await ensureHelpers(cfg, current);
   note(`Images pushed to localhost:${cfg.REGISTRY_PORT}/<name> run in the cluster under the same name.`);
 }
@@ -865,9 +896,10 @@ async function clusterNetworks(cfg: Config): Promise<string[]> {
   return ls.stdout.split('\n').filter(Boolean);
 }
 
-async function ensureNetwork(cfg: Config): Promise<void> {
+/** Creates the cluster's network unless preflight found it. */
+async function ensureNetwork(cfg: Config, exists: boolean): Promise<void> {
   await step(`Docker network ${cfg.CLUSTER_NAME} (${cfg.CLUSTER_SUBNET})`, async () => {
-    if ((await clusterNetworks(cfg)).length) return 'already exists';
+    if (exists) return 'already exists';
     await run('docker', [
       'network', 'create',
       ...talosLabels(cfg).flatMap((l) => ['--label', l]),
@@ -885,14 +917,16 @@ async function ensureHelpers(cfg: Config, current: Current): Promise<void> {
     const actions: string[] = [];
     for (const c of wanted) {
       const row = current.helpers.find((h) => h.Names === c.name);
+      // Docker shows the published ports of a running container only; a stopped one is started and checked on the next run.
       const published = parsePorts(row?.Ports ?? '').map((p) => `${p.hostIp}:${p.hostPort}:${p.containerPort}`);
-      const wrongPort = row && (c.publish ?? []).some((want) => !published.includes(want));
+      const wrongPort = row?.State === 'running' && c.publish.some((want) => !published.some((p) => publishMatches(want, p)));
       if (!row || wrongPort) {
         // A registry's data is in its volume, so a new container with the new port loses nothing.
         if (wrongPort) await run('docker', ['rm', '--force', c.name]);
         await run('docker', dockerRunArgs(cfg, c));
         await run('docker', ['network', 'connect', '--ip', c.ip, cfg.CLUSTER_NAME, c.name]);
-        actions.push(wrongPort ? `recreated ${c.name} (REGISTRY_PORT or HOST_IP changed)` : `created ${c.name}`);
+        const why = c.role === 'registry' ? 'REGISTRY_PORT or HOST_IP changed' : `now published on ${CACHE_PUBLISH}, for the prefill; its volume is kept`;
+        actions.push(wrongPort ? `recreated ${c.name} (${why})` : `created ${c.name}`);
         continue;
       }
       if (row.State !== 'running') {
@@ -945,7 +979,44 @@ export function otherDockerProblem(cfg: Config, recorded: string | undefined, cu
 
 const readRecordedEndpoint = (cfg: Config) => (fs.existsSync(dockerEndpointFile(cfg)) ? fs.readFileSync(dockerEndpointFile(cfg), 'utf8').trim() : undefined);
 
-async function ensureCluster(cfg: Config, current: Current, dockerHost: string): Promise<void> {
+/**
+ * How long the phase waits for the prefill once the nodes are Ready (PREFILL_GRACE_SECONDS in the
+ * environment overrides it, for tests): what it has not fetched by then, pods pull through the caches.
+ */
+const PREFILL_GRACE_SECONDS = 120;
+
+/** The cache prefill running beside `talosctl cluster create`: its outcome (never a rejection), and a way to stop it. */
+interface BackgroundPrefill {
+  outcome: Promise<{ ok: boolean; line: string }>;
+  stop(): void;
+}
+
+/**
+ * Starts `scripts/images.ts --prefill` as a process of its own (this node with this script's loader
+ * flags), so that the caches fill while the nodes boot. Its last line is its result: what it fetched
+ * and what was cached already, or why it stopped.
+ */
+function startPrefill(): BackgroundPrefill {
+  const child = spawn(process.execPath, [...process.execArgv, path.join(PROJECT_DIR, 'scripts', 'images.ts'), '--prefill'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: process.env,
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const lastLine = (text: string) => text.trim().split('\n').at(-1)?.replace(/^✗ images --prefill: /, '') ?? '';
+  const outcome = new Promise<{ ok: boolean; line: string }>((resolve) => {
+    child.once('error', (err) => resolve({ ok: false, line: err.message }));
+    child.once('close', (code, signal) =>
+      resolve(code === 0 ? { ok: true, line: lastLine(stdout) } : { ok: false, line: lastLine(stderr) || lastLine(stdout) || `stopped (${signal ?? `exit ${code}`})` }),
+    );
+  });
+  return { outcome, stop: () => void (child.exitCode === null && child.signalCode === null && child.kill()) };
+}
+
+/** Creates the cluster (with the cache prefill beside it when the caches are on, kept in `background`), or checks the one there. */
+async function ensureCluster(cfg: Config, current: Current, dockerHost: string, background: { prefill?: BackgroundPrefill }): Promise<void> {
   const talosconfig = statePath(cfg, 'talosconfig');
   await step(`Talos cluster ${cfg.CLUSTER_NAME}: 1 control plane + ${cfg.WORKERS} workers`, async () => {
     if (current.nodes.length === 0) {
@@ -963,6 +1034,7 @@ async function ensureCluster(cfg: Config, current: Current, dockerHost: string):
         fs.rmSync(stale, { recursive: true, force: true });
       }
       writeFileAtomic(dockerEndpointFile(cfg), `${dockerHost}\n`);
+      if (cfg.PULL_THROUGH_CACHE) background.prefill = startPrefill();
       await run('talosctl', clusterCreateArgs(cfg, statePath(cfg, 'talos', 'patches')), {
         env: { KUBECONFIG: kubeconfigPath(cfg), DOCKER_HOST: dockerHost },
         hint: `Nothing of a half-created cluster is lost by retrying: \`task destroy -- --yes && task talos\`.`,
@@ -1021,12 +1093,31 @@ async function ensureCluster(cfg: Config, current: Current, dockerHost: string):
 }
 
 async function create(cfg: Config): Promise<void> {
-  const { current, dockerHost } = await preflight(cfg);
+  const { current, dockerHost, networkExists } = await preflight(cfg);
   claimStateDir(cfg);
-  await ensureNetwork(cfg);
+  await ensureNetwork(cfg, networkExists);
   await ensureHelpers(cfg, current);
   await step('Talos config patches', async () => writePatches(cfg, current.nodes.length > 0));
-  await ensureCluster(cfg, current, dockerHost);
+  const background: { prefill?: BackgroundPrefill } = {};
+  try {
+    await ensureCluster(cfg, current, dockerHost, background);
+  } catch (err) {
+    background.prefill?.stop();
+    throw err;
+  }
+  const { prefill } = background;
+  if (prefill) {
+    // A prefill that did not finish costs only time: the nodes pull through the caches themselves.
+    await step('Pull-through caches prefilled while the nodes booted', async () => {
+      const graceMs = Number(process.env.PREFILL_GRACE_SECONDS ?? PREFILL_GRACE_SECONDS) * 1000;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([prefill.outcome, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+      prefill.stop();
+      const { ok, line } = await prefill.outcome;
+      return ok ? line : `not finished, the deploy goes on (pods pull through the caches as usual): ${line}`;
+    });
+  }
   note(`export KUBECONFIG=${kubeconfigPath(cfg)}`);
   note(`export TALOSCONFIG=${statePath(cfg, 'talosconfig')}`);
   note(`Images pushed to localhost:${cfg.REGISTRY_PORT}/<name> run in the cluster under the same name.`);

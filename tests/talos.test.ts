@@ -186,7 +186,7 @@ describe('talos phase', () => {
       'docker run --detach --name talos-local-registry --restart unless-stopped --label talos-local.cluster=talos-local --label talos-local.role=registry --volume talos-local-registry:/var/lib/registry --publish 127.0.0.1:15001:5000 registry:2.8.3',
     );
     expect(m).toContain(
-      'docker run --detach --name talos-local-cache-docker-io --restart unless-stopped --label talos-local.cluster=talos-local --label talos-local.role=cache --volume talos-local-cache-docker-io:/var/lib/registry --env REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io registry:2.8.3',
+      'docker run --detach --name talos-local-cache-docker-io --restart unless-stopped --label talos-local.cluster=talos-local --label talos-local.role=cache --volume talos-local-cache-docker-io:/var/lib/registry --publish 127.0.0.1::5000 --env REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io registry:2.8.3',
     );
     expect(m).toContain('docker network connect --ip 10.5.0.249 talos-local talos-local-registry');
     expect(callsOf(res.calls, 'docker', 'run')).toHaveLength(6);

@@ -41,6 +41,7 @@ export function defaultState() {
         NCPU: 8,
         MemTotal: 32 * 1024 ** 3,
         DockerRootDir: '/var/lib/docker',
+        Architecture: 'x86_64',
       },
       containers: {},
       networks: {},

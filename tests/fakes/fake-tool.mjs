@@ -1,6 +1,7 @@
 // Entry point of the stand-in tools (tests/fakes/bin/*). See tests/fakes/README.md for the contract.
 //
-// Each call: appends {"tool","argv"} to $FAKE_TOOLS_LOG, takes the lock on the scenario state
+// Each call: appends {"tool","argv"} to $FAKE_TOOLS_LOG, waits as the tool's beforeLock() says (outside
+// the lock), takes the lock on the scenario state
 // ($FAKE_STATE, a JSON file; defaults describe a healthy machine with no cluster), applies any
 // scripted failure that matches, runs the tool's handler, saves the state and exits with its code.
 // With FAKE_LATENCY_MODEL (a file like bench/latency-model.yaml), a call the model names first
@@ -45,7 +46,8 @@ async function main() {
   if (process.env.FAKE_TOOLS_LOG) {
     fs.appendFileSync(process.env.FAKE_TOOLS_LOG, `${JSON.stringify({ tool, argv })}\n`);
   }
-  const handler = (await import(path.join(here, 'tools', `${tool}.mjs`))).default;
+  const mod = await import(path.join(here, 'tools', `${tool}.mjs`));
+  const handler = mod.default;
   const file = statePath();
   const started = Date.now();
   let modelled = 0;
@@ -64,6 +66,11 @@ async function main() {
         fs.writeFileSync(file, JSON.stringify(saved, null, 1));
       });
     }
+  }
+  // Time a call takes without holding the lock (talosctl's node boot), so that other calls run meanwhile.
+  if (mod.beforeLock) {
+    const snapshot = fs.existsSync(file) ? deepMerge(defaultState(), JSON.parse(fs.readFileSync(file, 'utf8'))) : defaultState();
+    await mod.beforeLock(argv, snapshot);
   }
   let stdout = '';
   let stderr = '';

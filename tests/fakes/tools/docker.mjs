@@ -73,8 +73,9 @@ const inspectContext = (name, host) => ({
   Storage: name === 'default' ? { MetadataPath: '<IN MEMORY>', TLSPath: '<IN MEMORY>' } : { MetadataPath: `~/.docker/contexts/meta/${name}`, TLSPath: `~/.docker/contexts/tls/${name}` },
 });
 
+/** The Ports column of `docker ps`: a container that does not run publishes nothing. */
 const portsText = (c) =>
-  c.ports.map((p) => `${p.hostIp}:${p.hostPort}->${p.containerPort}/${p.proto}`).join(', ');
+  (c.state === 'running' ? c.ports : []).map((p) => `${p.hostIp}:${p.hostPort}->${p.containerPort}/${p.proto}`).join(', ');
 
 const labelsText = (labels) =>
   Object.entries(labels)
@@ -99,6 +100,18 @@ export function parsePort(spec, defaultIp = '0.0.0.0') {
   const parts = addr.split(':');
   const [hostIp, hostPort, containerPort] = parts.length === 3 ? parts : [defaultIp, ...parts];
   return { hostIp, hostPort: Number(hostPort), containerPort: Number(containerPort), proto };
+}
+
+/**
+ * A published port as Docker binds it: an empty host port ("127.0.0.1::5000") gets an ephemeral port,
+ * the next of scenario `docker.ephemeralPorts` (a test's own servers) or else from 32768 up.
+ */
+function withHostPort(d, p) {
+  if (p.hostPort) return p;
+  const taken = Object.values(d.containers).flatMap((c) => c.ports.map((x) => x.hostPort));
+  let port = d.ephemeralPorts?.shift();
+  for (let n = 32768; port === undefined; n++) if (!taken.includes(n)) port = n;
+  return { ...p, hostPort: port };
 }
 
 /** Adds a container to the state; shared with the talosctl stand-in. */
@@ -249,7 +262,7 @@ export default function docker(argv, ctx) {
         restart: one(flags, '--restart'),
         env: all(flags, '-e', '--env'),
         mounts: all(flags, '-v', '--volume'),
-        ports: all(flags, '-p', '--publish').map((p) => parsePort(p)),
+        ports: all(flags, '-p', '--publish').map((p) => withHostPort(d, parsePort(p))),
         networks: network ? { [network]: { ip: one(flags, '--ip') ?? '172.18.0.9' } } : { bridge: { ip: '172.17.0.9' } },
       });
       out(`id-${name}\n`);
@@ -271,6 +284,32 @@ export default function docker(argv, ctx) {
         return 1;
       }
       out(bound.flatMap((p) => [`${p.hostIp}:${p.hostPort}\n`, ...(p.hostIp === '0.0.0.0' ? [`[::]:${p.hostPort}\n`] : [])]).join(''));
+      return 0;
+    }
+    case 'exec': {
+      // docker exec CONTAINER COMMAND…: the stand-in plays `find <dir> -type f -name link` over the
+      // container's files (scenario `docker.containers[name].files`, absolute paths).
+      const [name, ...command] = rest; // options of docker exec itself are not played
+      const c = d.containers[name];
+      if (!c) {
+        err(`Error response from daemon: No such container: ${name}\n`);
+        return 1;
+      }
+      if (c.state !== 'running') {
+        err(`Error response from daemon: container id-${name} is not running\n`);
+        return 1;
+      }
+      const [tool, root, ...tests] = command;
+      if (tool !== 'find' || tests.join(' ') !== '-type f -name link') {
+        err(`fake docker: exec command not played by the stand-in: ${command.join(' ')}\n`);
+        return 2;
+      }
+      const under = (c.files ?? []).filter((f) => f.startsWith(`${root}/`));
+      if (under.length === 0) {
+        err(`find: ${root}: No such file or directory\n`);
+        return 1;
+      }
+      out(under.filter((f) => f.endsWith('/link')).map((f) => `${f}\n`).join(''));
       return 0;
     }
     case 'start':

@@ -24,6 +24,10 @@ const UPGRADE_COMMON = 'create-namespace i/install devel hide-secret no-hooks di
   `description= dependency-update enable-dns take-ownership dry-run? force ${CHART_PATH} ${VALUES} ${OUTPUT} ${POST_RENDER}`;
 const LIST_COMMON = 'q/short no-headers time-format= d/date r/reverse uninstalled superseded uninstalling deployed failed pending A/all-namespaces m/max= offset= f/filter= l/selector= ' + OUTPUT;
 const UNINSTALL_COMMON = 'dry-run no-hooks ignore-not-found keep-history cascade= timeout= description=';
+/** template.go: its own flags, the install flags (install.go addInstallFlags) and the chart, values and post-render flags. */
+const TEMPLATE_COMMON = 's/show-only= output-dir= validate include-crds skip-tests is-upgrade kube-version= a/api-versions= release-name ' +
+  'create-namespace dry-run? no-hooks replace timeout= wait-for-jobs g/generate-name name-template= description= devel dependency-update ' +
+  `disable-openapi-validation atomic skip-crds render-subchart-notes hide-notes skip-schema-validation l/labels= enable-dns hide-secret take-ownership ${CHART_PATH} ${VALUES} ${POST_RENDER}`;
 
 /** The commands the phases use, per major: flags of each (list.go, get_values.go, status.go, upgrade.go, uninstall.go, version.go). */
 const COMMANDS = {
@@ -33,6 +37,7 @@ const COMMANDS = {
     status: `revision= show-desc show-resources ${OUTPUT}`,
     upgrade: `${UPGRADE_COMMON} recreate-pods wait`,
     uninstall: `${UNINSTALL_COMMON} wait`,
+    template: `${TEMPLATE_COMMON} wait`,
     version: 'short template= c/client',
   },
   4: {
@@ -43,11 +48,12 @@ const COMMANDS = {
     status: `revision= ${OUTPUT}`,
     upgrade: `${UPGRADE_COMMON} force-replace force-conflicts server-side= rollback-on-failure wait?`,
     uninstall: `${UNINSTALL_COMMON} wait?`,
+    template: `${TEMPLATE_COMMON} wait? force-replace force-conflicts server-side= rollback-on-failure`,
     version: 'short template=',
   },
 };
 /** Arguments each command takes (negative: at least that many) and its usage line. */
-const ARITY = { list: [0, ''], 'get values': [1, 'RELEASE_NAME'], status: [1, 'RELEASE_NAME'], upgrade: [2, '[RELEASE] [CHART]'], uninstall: [-1, 'RELEASE_NAME [...]'], version: [0, ''] };
+const ARITY = { list: [0, ''], 'get values': [1, 'RELEASE_NAME'], status: [1, 'RELEASE_NAME'], upgrade: [2, '[RELEASE] [CHART]'], uninstall: [-1, 'RELEASE_NAME [...]'], template: [-1, '[NAME] [CHART]'], version: [0, ''] };
 const ALIASES = { ls: 'list', un: 'uninstall', delete: 'uninstall', del: 'uninstall' };
 /** Every top-level command of helm (both majors), for "unknown command" versus "not played here". */
 const HELM_COMMANDS = ['completion', 'create', 'dependency', 'env', 'get', 'help', 'history', 'install', 'lint', 'list', 'package', 'plugin', 'pull',
@@ -110,6 +116,26 @@ function releaseJson(major, r) {
   };
 }
 
+/**
+ * `helm template [NAME] CHART`: needs no cluster. The stand-in renders nothing itself: it prints the
+ * scenario's `helm.charts["<repo>|<chart>|<version>"]` (RELEASE-NAME replaced by the release name;
+ * the values are not applied), and fails as helm does without a network when the chart is not there.
+ */
+function template(args, flags, { state, out, err }) {
+  const [name, chart] = args.length >= 2 ? args : ['release-name', args[0]];
+  const repo = one(flags, 'repo');
+  const rendered = state.helm.charts?.[`${repo ?? ''}|${chart}|${one(flags, 'version') ?? ''}`];
+  if (rendered === undefined) {
+    if (repo) {
+      const host = new URL(repo).host;
+      err(`Error: looks like "${repo}" is not a valid chart repository or cannot be reached: Get "${repo.replace(/\/$/, '')}/index.yaml": dial tcp: lookup ${host}: no such host\n`);
+    } else err(`Error: path "${chart}" not found\n`);
+    return 1;
+  }
+  out(rendered.replaceAll('RELEASE-NAME', name));
+  return 0;
+}
+
 export default function helm(argv, ctx) {
   const { state, out, err } = ctx;
   const major = helmMajor(state);
@@ -154,6 +180,7 @@ export default function helm(argv, ctx) {
     }
     return 0;
   }
+  if (verb === 'template') return template(args, flags, ctx);
   const kubeconfig = one(flags, 'kubeconfig');
   const unreachable = `Error: ${major === 4 ? 'kubernetes' : 'Kubernetes'} cluster unreachable: `;
   if (!kubeconfig) {

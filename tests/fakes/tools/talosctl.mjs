@@ -260,6 +260,18 @@ function clusterShow(rest, ctx) {
   return 0;
 }
 
+/**
+ * Scenario `talosctl.createWaitsFor` (a file path): `cluster create` boots its nodes until that file
+ * exists (at most 20 s), without holding the state lock, so that calls made meanwhile (the cache
+ * prefill) run while create runs; create then records in `talosctl.createSawFile` whether it appeared.
+ */
+export async function beforeLock(argv, state) {
+  const file = state.talosctl.createWaitsFor;
+  if (!file || !argv.join(' ').startsWith('cluster create docker')) return;
+  const deadline = Date.now() + 20000;
+  while (!fs.existsSync(file) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+}
+
 export default function talosctl(argv, ctx) {
   const { state, out, err } = ctx;
   const joined = argv.join(' ');
@@ -267,7 +279,10 @@ export default function talosctl(argv, ctx) {
     out(argv.includes('--short') ? `Client:\nTalos ${state.talosctl.version}\n` : `Client:\n\tTag:         ${state.talosctl.version}\n`);
     return 0;
   }
-  if (joined.startsWith('cluster create docker')) return clusterCreate(argv.slice(3), ctx);
+  if (joined.startsWith('cluster create docker')) {
+    if (state.talosctl.createWaitsFor) state.talosctl.createSawFile = fs.existsSync(state.talosctl.createWaitsFor);
+    return clusterCreate(argv.slice(3), ctx);
+  }
   if (argv[0] === 'cluster' && (argv[1] === 'destroy' || argv[1] === 'show')) {
     const unreachable = connectError(state, ctx.env.DOCKER_HOST || DEFAULT_DOCKER_HOST);
     if (unreachable) {

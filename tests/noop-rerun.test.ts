@@ -1,0 +1,84 @@
+// A no-op re-run: every phase of `task deploy` but validate run twice against the stand-in tools; the
+// second run must change nothing (no mutating call) and stay within each phase's tool-call ceiling.
+// validate is left out: its checks need the stand-in HTTPS servers of tests/validate-orchestration.test.ts,
+// and it is never mutation-free (its storage smoke test creates and removes a claim and a pod).
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type ToolCall, isMutating, makeSandbox } from './helpers.ts';
+
+/** The phases `task deploy` runs before validate, in its order. */
+const PHASES = ['talos', 'storage', 'traefik', 'observability', 'sample-app'] as const;
+/**
+ * Tool calls each phase's no-op re-run may make: a ceiling at what it makes now (68 with validate's 19
+ * before the cuts of issue 13, 60 now). Issue 13 asks for at most 20 for a whole second `task deploy`:
+ * not reached (README, "A no-op re-run").
+ */
+const NOOP_CEILING: Record<(typeof PHASES)[number], number> = { talos: 10, storage: 5, traefik: 7, observability: 13, 'sample-app': 6 };
+
+/** A port nothing listens on now. */
+async function freePort(): Promise<number> {
+  const s = http.createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((resolve) => s.close(resolve));
+  return port;
+}
+
+/**
+ * The local registry on the port the registry container publishes (started once the talos phase
+ * made that container, as the real one is): HEAD /v2/<name>/manifests/<tag> from what `docker push` pushed.
+ */
+async function startRegistry(port: number, pushed: () => Record<string, string>) {
+  const server = http.createServer((req, res) => {
+    const m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(req.url ?? '');
+    const digest = m && pushed()[`localhost:${port}/${m[1]}:${m[2]}`];
+    if (digest) res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'docker-content-digest': digest }).end();
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { close: () => server.close() };
+}
+
+const line = (c: ToolCall) => `${c.tool} ${c.argv.join(' ')}`;
+
+describe('a second deploy changes nothing, within the tool-call budget', { timeout: 300_000 }, () => {
+  const closers: (() => void)[] = [];
+  afterAll(() => closers.forEach((close) => close()));
+
+  it('every phase twice: the second run makes no mutating call and stays within each phase ceiling', async () => {
+    const sandbox = makeSandbox();
+    // Ports of this test's own: the sandbox's defaults are held on purpose by other tests ("a port taken").
+    const env = { REGISTRY_PORT: String(await freePort()), HTTP_PORT: '38080', HTTPS_PORT: '38443', PULL_THROUGH_CACHE: 'false' };
+    for (const phase of PHASES) {
+      const first = await sandbox.run(phase, [], env);
+      expect(first.code, `${phase}: ${first.stdout}${first.stderr}`).toBe(0);
+      if (phase === 'talos') closers.push((await startRegistry(Number(env.REGISTRY_PORT), () => sandbox.state().docker.pushed ?? {})).close);
+    }
+    const perPhase: Record<string, string[]> = {};
+    for (const phase of PHASES) {
+      const again = await sandbox.run(phase, [], env);
+      expect(again.code, `${phase}: ${again.stdout}${again.stderr}`).toBe(0);
+      expect(again.calls.filter(isMutating).map(line), phase).toEqual([]);
+      expect(again.stdout, phase).toMatch(new RegExp(`${phase} done in .*nothing changed`));
+      perPhase[phase] = again.calls.map(line);
+    }
+    console.log(Object.entries(perPhase).map(([p, calls]) => `${p}: ${calls.length}\n  ${calls.join('\n  ')}`).join('\n'));
+    for (const phase of PHASES) expect(perPhase[phase].length, `${phase}:\n${perPhase[phase].join('\n')}`).toBeLessThanOrEqual(NOOP_CEILING[phase]);
+    // What the cuts are: one `helm list` of every namespace per phase, each release's values read once,
+    // one `docker ps` for nodes and helpers, the cluster network found by preflight's own listing.
+    const all = Object.values(perPhase).flat();
+    for (const phase of ['traefik', 'observability']) {
+      expect(perPhase[phase].filter((c) => / list /.test(c)), phase).toEqual([expect.stringMatching(/^helm .* list --all-namespaces /)]);
+      const values = perPhase[phase].filter((c) => / get values /.test(c));
+      expect(new Set(values).size, phase).toBe(values.length);
+    }
+    expect(perPhase.talos.filter((c) => c.startsWith('docker ps'))).toHaveLength(1);
+    expect(perPhase.talos.filter((c) => c.startsWith('docker network ls'))).toHaveLength(1);
+    expect(all.length).toBeLessThanOrEqual(Object.values(NOOP_CEILING).reduce((a, b) => a + b, 0));
+
+    // --verbose prints how many tool calls the phase made.
+    const verbose = await sandbox.run('observability', ['--verbose'], env);
+    expect(verbose.stdout).toContain(`› ${verbose.calls.length} tool calls`);
+  });
+});
