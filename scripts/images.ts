@@ -39,7 +39,8 @@ import YAML from 'yaml';
 import kleur from 'kleur';
 import { type Config, PINNED, UserError, failureReason, isMain, loadConfig, mergeValues, run } from './lib.ts';
 import { NAMESPACE as MONITORING_NAMESPACE, RELEASES, type ReleaseKey, releaseSpec } from './observability.ts';
-import { APP_DIR, REPOSITORY as APP_REPOSITORY, contentHash, imageRef as appImageRef, registryHasTag, registryUrl } from './sample-app.ts';
+import { contentHash, imageRef, registryHasTag, registryUrl } from './app.ts';
+import { APP_DIR, SAMPLE_APP_SPEC } from './sample-app.ts';
 import { OWNER_LABEL, UPSTREAMS, helperContainers, parsePorts, talosImage } from './talos.ts';
 import { TRAEFIK_NAMESPACE, traefikValues } from './traefik.ts';
 
@@ -265,7 +266,7 @@ export async function platformImages(cfg: Config, render: Render = helmTemplate(
   }
   add([`docker.io/rancher/local-path-provisioner:${PINNED.localPathProvisioner}`], 'PINNED.localPathProvisioner (storage)');
   add([PINNED.busyboxImage], 'PINNED.busyboxImage (storage helper pods, smoke test)');
-  add([appImageRef(cfg, contentHash(APP_DIR))], 'sample-app/ (content-hash tag)');
+  add([imageRef(cfg, SAMPLE_APP_SPEC.name, contentHash(APP_DIR))], 'sample-app/ (content-hash tag)');
   add([PINNED.registryImage], 'PINNED.registryImage (registry and caches)', { kind: 'host-docker' });
   add([talosImage(cfg)], 'TALOS_VERSION (the nodes)', { kind: 'host-docker' });
 
@@ -391,7 +392,7 @@ export async function imageStatus(cfg: Config, images: PlatformImage[]): Promise
       const res = await run('docker', ['image', 'inspect', '--format', '{{.Id}}', image.ref], { okCodes: [1] });
       status.set(image.ref, res.code === 0 ? 'yes' : 'no');
     } else if (s.kind === 'local-registry') {
-      const has = await registryHasTag(registryUrl(cfg), APP_REPOSITORY, parseImageRef(image.ref).tag!).catch((err: Error) => err.message);
+      const has = await registryHasTag(registryUrl(cfg), SAMPLE_APP_SPEC.name, parseImageRef(image.ref).tag!).catch((err: Error) => err.message);
       status.set(image.ref, has === true ? 'yes' : has === false ? 'no (task sample-app pushes it)' : has);
     } else {
       const cache = caches.get(s.container);
