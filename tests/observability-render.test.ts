@@ -390,6 +390,17 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     find(objs, 'DaemonSet', 'k8s-monitoring-node-exporter');
   });
 
+  it("k8s-monitoring: kube-state-metrics' allow list keeps every metric dashboards/metrics-catalogue.yaml lists for it", () => {
+    const metrics = find(render('k8sMonitoring'), 'ConfigMap', 'k8s-monitoring-alloy-metrics').data['config.alloy'] as string;
+    const keep = [...metrics.matchAll(/regex\s*=\s*"([^"]*kube_pod_owner[^"]*)"/g)].map((m) => m[1]);
+    expect(keep).toHaveLength(1);
+    const kept = new RegExp(`^(?:${keep[0]})$`);
+    const listed = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, 'dashboards', 'metrics-catalogue.yaml'), 'utf8')).sources['kube-state-metrics'].metrics as { name: string }[];
+    expect(listed.map((m) => m.name)).toContain('kube_pod_status_ready');
+    expect(listed.filter((m) => !kept.test(m.name)).map((m) => m.name)).toEqual([]);
+    expect(kept.test('kube_pod_status_ready_time')).toBe(false);
+  });
+
   it('pod logs: whole files from the first line, positions on the node, backfill bounded by Loki', () => {
     const objs = render('k8sMonitoring');
     const logs = parseAlloy(find(objs, 'ConfigMap', 'k8s-monitoring-alloy-logs').data['config.alloy']);
