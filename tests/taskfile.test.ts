@@ -131,3 +131,22 @@ describe('Taskfile.yml', () => {
     }
   });
 });
+
+describe('.github/workflows/e2e.yml (never run here: only its shape is checked)', () => {
+  const workflow = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, '.github', 'workflows', 'e2e.yml'), 'utf8'));
+  const taskfile = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, 'Taskfile.yml'), 'utf8'));
+  const steps = workflow.jobs['deploy-validate-destroy'].steps as { name?: string; run?: string }[];
+  const runs = steps.map((s) => s.run ?? '').join('\n');
+
+  it('parses as YAML and every `task <name>` it runs is a task of the Taskfile', () => {
+    const called = [...runs.matchAll(/(?:^|[\s;&|(])task ([a-z][a-z0-9:-]*)/g)].map((m) => m[1]);
+    expect(called.length).toBeGreaterThan(5);
+    expect(called.filter((name) => !(name in taskfile.tasks))).toEqual([]);
+  });
+
+  it('runs deploy, validate (plain, --alerts, --app), app and its removal, images, the no-op re-run and destroy', () => {
+    for (const line of ['task deploy', 'task validate -- --alerts', 'task validate -- --app go-app', 'task app -- examples/go-app', 'task app -- --remove go-app', 'task images', 'task destroy -- --yes']) {
+      expect(runs).toContain(line);
+    }
+  });
+});
