@@ -61,6 +61,7 @@ const KIND_ALIASES = {
   ds: 'DaemonSet', daemonset: 'DaemonSet', daemonsets: 'DaemonSet',
   sts: 'StatefulSet', statefulset: 'StatefulSet', statefulsets: 'StatefulSet',
   pvc: 'PersistentVolumeClaim', persistentvolumeclaim: 'PersistentVolumeClaim', persistentvolumeclaims: 'PersistentVolumeClaim',
+  pv: 'PersistentVolume', persistentvolume: 'PersistentVolume', persistentvolumes: 'PersistentVolume',
   sc: 'StorageClass', storageclass: 'StorageClass', storageclasses: 'StorageClass',
   secret: 'Secret', secrets: 'Secret', configmap: 'ConfigMap', configmaps: 'ConfigMap', cm: 'ConfigMap',
   ingressroute: 'IngressRoute', ingressroutes: 'IngressRoute',
