@@ -65,6 +65,7 @@ import {
   namesAddress,
   note,
   parseQuantity,
+  pendingRollouts,
   podDiagnostics,
   renderTemplate,
   requireCluster,
@@ -591,8 +592,10 @@ export async function deployApp(
   await step(`Certificate names ${record.host}`, () => ensureCertificateCovers(cfg, record.host));
   const waitFor = [spec.name, ...(opts.afterApply ? await opts.afterApply(image) : [])];
   await check('Rollout', async () => {
-    for (const d of waitFor) await waitRollout(cfg, spec.namespace, d);
-    return `${waitFor.join(', ')} ready`;
+    // One read of the Deployments; a wait only for one not rolled out (a changed one always is not).
+    const pending = await pendingRollouts(cfg, spec.namespace, waitFor.map((name) => ({ kind: 'deployment', name })));
+    for (const d of waitFor) if (pending.has(`deployment/${d}`)) await waitRollout(cfg, spec.namespace, d);
+    return `${waitFor.join(', ')} ready${pending.size === 0 ? ' (rolled out already)' : ''}`;
   });
   return record;
 }

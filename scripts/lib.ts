@@ -581,6 +581,65 @@ export function unreadyPods(pods: PodJson[]): { namespace: string; name: string;
     });
 }
 
+/** A Deployment, StatefulSet or DaemonSet as `kubectl get -o json` shows it. */
+export interface WorkloadJson {
+  kind?: string;
+  metadata: { name: string; namespace?: string; generation?: number };
+  spec?: any;
+  status?: any;
+}
+
+/**
+ * Why a workload's rollout is not complete, or undefined when it is: the rules of `kubectl rollout
+ * status` (kubectl pkg/polymorphichelpers/rollout_status.go), stricter for a partitioned
+ * StatefulSet (every pod at the update revision). A spec change raises metadata.generation in the
+ * same write, so a rollout the controller has not seen yet is never complete here.
+ */
+export function rolloutPending(w: WorkloadJson): string | undefined {
+  const st = w.status ?? {};
+  const generation = w.metadata.generation ?? 0;
+  if (!st.observedGeneration || generation > st.observedGeneration) return 'spec update not observed yet';
+  const strategy = w.spec?.updateStrategy?.type ?? 'RollingUpdate';
+  switch (w.kind) {
+    case 'Deployment': {
+      const wanted = w.spec?.replicas ?? 1;
+      if ((st.conditions ?? []).some((c: any) => c.type === 'Progressing' && c.reason === 'ProgressDeadlineExceeded')) return 'progress deadline exceeded';
+      if ((st.updatedReplicas ?? 0) < wanted) return `${st.updatedReplicas ?? 0} of ${wanted} replicas updated`;
+      if ((st.replicas ?? 0) > (st.updatedReplicas ?? 0)) return `${st.replicas - st.updatedReplicas} old replicas pending termination`;
+      if ((st.availableReplicas ?? 0) < (st.updatedReplicas ?? 0)) return `${st.availableReplicas ?? 0} of ${st.updatedReplicas} updated replicas available`;
+      return undefined;
+    }
+    case 'DaemonSet':
+      if (strategy !== 'RollingUpdate') return `update strategy ${strategy}`;
+      if ((st.updatedNumberScheduled ?? 0) < (st.desiredNumberScheduled ?? 0)) return `${st.updatedNumberScheduled ?? 0} of ${st.desiredNumberScheduled} pods updated`;
+      if ((st.numberAvailable ?? 0) < (st.desiredNumberScheduled ?? 0)) return `${st.numberAvailable ?? 0} of ${st.desiredNumberScheduled} pods available`;
+      return undefined;
+    case 'StatefulSet': {
+      const wanted = w.spec?.replicas ?? 1;
+      if (strategy !== 'RollingUpdate') return `update strategy ${strategy}`;
+      if ((st.readyReplicas ?? 0) < wanted) return `${st.readyReplicas ?? 0} of ${wanted} pods ready`;
+      if (st.updateRevision !== st.currentRevision) return `pods not all at revision ${st.updateRevision}`;
+      return undefined;
+    }
+    default:
+      return `not a workload kind kubectl rolls out: ${w.kind}`;
+  }
+}
+
+/**
+ * Which of these workloads of one namespace still need `kubectl rollout status`: one `kubectl get`
+ * of their kinds reads them all; a workload missing or not rolled out (rolloutPending) is returned,
+ * one rolled out is not. So a re-run with nothing to roll out makes one read instead of a wait per
+ * workload, and a changed one is still waited for.
+ */
+export async function pendingRollouts(cfg: Config, namespace: string, workloads: readonly { kind: string; name: string }[]): Promise<Set<string>> {
+  const kinds = [...new Set(workloads.map((w) => w.kind.toLowerCase()))];
+  const items: WorkloadJson[] = JSON.parse((await kubectl(cfg, ['get', kinds.join(','), '--namespace', namespace, '--output', 'json'])).stdout).items ?? [];
+  const ref = (kind: string, name: string) => `${kind.toLowerCase()}/${name}`;
+  const rolledOut = new Set(items.filter((w) => rolloutPending(w) === undefined).map((w) => ref(w.kind ?? '', w.metadata.name)));
+  return new Set(workloads.map((w) => ref(w.kind, w.name)).filter((r) => !rolledOut.has(r)));
+}
+
 const lastLines = (text: string, n: number) => text.trim().split('\n').filter(Boolean).slice(-n);
 
 /** What a failed command itself said (kubectl's "Error from server …"), rather than our "command failed" line. */

@@ -55,6 +55,7 @@ import {
   mergeValues,
   note,
   parallel,
+  pendingRollouts,
   podDiagnostics,
   quantityMiB,
   readProjectYaml,
@@ -462,10 +463,16 @@ async function alloyOperatorDiagnostics(cfg: Config): Promise<string> {
   return [...lines, ...(log.length ? log : ['alloy-operator log: (empty; is the operator running? see the pods below)'])].join('\n');
 }
 
-/** Waits for the Alloy workloads the operator creates from the release's Alloy objects. */
+/**
+ * Waits for the Alloy workloads the operator creates from the release's Alloy objects: one read of
+ * both, then a wait (creation, rollout) only for one missing or not rolled out.
+ */
 async function waitForAlloy(cfg: Config): Promise<string> {
+  const pending = await pendingRollouts(cfg, NAMESPACE, ALLOY_WORKLOADS);
+  if (pending.size === 0) return `${ALLOY_WORKLOADS.map((w) => w.name).join(', ')} (rolled out already)`;
   for (const w of ALLOY_WORKLOADS) {
     const ref = `${w.kind}/${w.name}`;
+    if (!pending.has(ref)) continue;
     const hint = `The Alloy Operator did not create or roll out ${ref}.`;
     try {
       await kubectl(cfg, ['wait', '--for=create', ref, '--namespace', NAMESPACE, '--timeout=5m']);

@@ -4,8 +4,12 @@
 //
 // Checks, in order:
 //   1. all nodes Ready; every pod in local-path-storage, traefik, monitoring, sample-app Ready;
-//      the PersistentVolumeClaims of Prometheus and Loki Bound;
-//   2. storage smoke test (`scripts/storage.ts --smoke`);
+//      the PersistentVolumeClaims of Prometheus and Loki Bound, each to a PersistentVolume of the
+//      local-path StorageClass that names it as its claim;
+//   2. storage, read-only: Prometheus writes to its local-path volume (prometheus_tsdb_head_series > 0
+//      through its route); with `--smoke` also the storage smoke test (`scripts/storage.ts --smoke`:
+//      it creates and deletes a claim and a pod, so a plain validate, and a no-op `task deploy`,
+//      changes nothing);
 //   3. every route (grafana, prometheus, alertmanager, traefik, app .<DOMAIN>) answers through Traefik on
 //      HOST_IP:HTTPS_PORT over HTTPS with our certificate (<stateDir>/certs/ca.crt is the only CA
 //      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts);
@@ -44,8 +48,10 @@
 // Assumed contracts: Grafana datasource uids `prometheus` and `loki` (DATASOURCE_UIDS below);
 // Grafana user admin with the password in <stateDir>/grafana-admin-password.
 // .env keys: DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
-// Arguments: --wait N (see above), --alerts (step 9).
-// Tools: kubectl (cluster state, the app's Deployment and pods, diagnostics), node (storage smoke test through tsx).
+// Arguments: --wait N (see above), --alerts (step 9), --smoke (step 2).
+// Tools: kubectl (one read of nodes, pods, claims, volumes and Deployments, again only after a check
+// failed and retries or after CLUSTER_READ_MAX_AGE_MS; diagnostics), node (`--smoke`: the storage
+// smoke test through tsx).
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -190,6 +196,7 @@ export async function poll<T>(fn: () => Promise<T | undefined>, timeoutMs: numbe
 // ---------------------------------------------------------------------------------------------
 
 interface KObject {
+  kind?: string;
   metadata: { name: string; namespace?: string; labels?: Record<string, string>; deletionTimestamp?: string };
   status?: any;
   spec?: any;
@@ -219,15 +226,29 @@ export function checkPods(items: KObject[], namespaces: readonly string[] = OUR_
   return `${counted.length} pods Ready in ${namespaces.join(', ')}`;
 }
 
-/** The claims whose name contains "prometheus" and "loki" exist and are Bound. */
-export function checkVolumes(items: KObject[]): string {
+/** The StorageClass of the storage phase (scripts/storage.ts STORAGE_CLASS): the workloads' volumes must be of it. */
+export const VOLUME_CLASS = 'local-path';
+
+/**
+ * The claims in monitoring whose name contains "prometheus" and "loki" exist and are Bound, each to
+ * a PersistentVolume (`volumes`) of VOLUME_CLASS whose claimRef is that claim: the real workloads
+ * write to local-path volumes (what the storage smoke test proves with a claim of its own).
+ */
+export function checkVolumes(claimsIn: KObject[], volumes: KObject[]): string {
   const problems: string[] = [];
   const found: string[] = [];
+  const items = claimsIn.filter((c) => c.metadata.namespace === 'monitoring');
   for (const app of ['prometheus', 'loki']) {
     const claims = items.filter((c) => c.metadata.name.includes(app));
     if (claims.length === 0) problems.push(`no PersistentVolumeClaim for ${app}`);
     for (const c of claims) {
-      if (c.status?.phase !== 'Bound') problems.push(`${c.metadata.namespace}/${c.metadata.name} is ${c.status?.phase ?? 'without status'}`);
+      const name = `${c.metadata.namespace}/${c.metadata.name}`;
+      const pv = volumes.find((v) => v.metadata.name === c.spec?.volumeName);
+      const ref = pv?.spec?.claimRef;
+      if (c.status?.phase !== 'Bound') problems.push(`${name} is ${c.status?.phase ?? 'without status'}`);
+      else if (!pv) problems.push(`${name} is Bound to PersistentVolume "${c.spec?.volumeName ?? ''}", which does not exist`);
+      else if (pv.spec?.storageClassName !== VOLUME_CLASS) problems.push(`${name} is on PersistentVolume ${pv.metadata.name} of StorageClass "${pv.spec?.storageClassName ?? ''}", not ${VOLUME_CLASS}`);
+      else if (ref?.namespace !== c.metadata.namespace || ref?.name !== c.metadata.name) problems.push(`PersistentVolume ${pv.metadata.name} is claimed by ${ref?.namespace}/${ref?.name}, not ${name}`);
       else found.push(`${c.metadata.name} ${c.status?.capacity?.storage ?? ''}`.trim());
     }
   }
@@ -996,6 +1017,42 @@ function readStateFile(cfg: Config, name: string, fix: string): string {
   return fs.readFileSync(file, 'utf8').trim();
 }
 
+/**
+ * Prometheus writes its TSDB (head and WAL) on its volume: prometheus_tsdb_head_series of the server
+ * (scraped by Alloy, job="prometheus"; dashboards/metrics-catalogue.yaml) is above 0.
+ */
+export async function checkPrometheusWrites(prom: Target): Promise<string> {
+  const series = await promQuery(prom, PROMETHEUS_HEAD_SERIES);
+  const top = Math.max(0, ...series.map((s) => s.value));
+  if (top <= 0) throw new CheckError(series.length ? `${PROMETHEUS_HEAD_SERIES} is 0: Prometheus holds no series` : `no ${PROMETHEUS_HEAD_SERIES} series: Prometheus is not scraped yet`);
+  return `${top} series in its head`;
+}
+export const PROMETHEUS_HEAD_SERIES = 'prometheus_tsdb_head_series{job="prometheus"}';
+
+/** What validate's cluster checks read, by kind: one `kubectl get` of CLUSTER_KINDS. */
+export interface ClusterRead {
+  nodes: KObject[];
+  pods: KObject[];
+  claims: KObject[];
+  volumes: KObject[];
+  deployments: KObject[];
+}
+export const CLUSTER_KINDS = 'nodes,pods,persistentvolumeclaims,persistentvolumes,deployments';
+/** Splits the List of `kubectl get CLUSTER_KINDS --all-namespaces -o json` by kind. */
+export function splitClusterRead(items: KObject[]): ClusterRead {
+  const of = (kind: string) => items.filter((o) => o.kind === kind);
+  return { nodes: of('Node'), pods: of('Pod'), claims: of('PersistentVolumeClaim'), volumes: of('PersistentVolume'), deployments: of('Deployment') };
+}
+/** A cluster read older than this is read again (checks in between take seconds to a scrape interval). */
+export const CLUSTER_READ_MAX_AGE_MS = 30_000;
+
+/** The sample app's Deployment (and its pods) from a cluster read. */
+export function sampleAppPods(read: ClusterRead): AppPods {
+  const deployment = read.deployments.find((d) => d.metadata.namespace === APP_NAMESPACE && d.metadata.name === APP_DEPLOYMENT);
+  if (!deployment) throw new CheckError(`no Deployment ${APP_NAMESPACE}/${APP_DEPLOYMENT}: run \`task sample-app\``);
+  return appPods(deployment, read.pods.filter((p) => p.metadata.namespace === APP_NAMESPACE));
+}
+
 /** Seconds the platform may take to settle (pods Ready, targets discovered, first scrape): `--wait N`. */
 export const DEFAULT_WAIT_SECONDS = 180;
 const RETRY_MS = 3000;
@@ -1016,7 +1073,7 @@ export function parseWait(argv: string[]): number {
  * settle deadline (`--wait`) a failing check is retried (a freshly deployed platform needs a scrape
  * interval or two); after it, a failure is noted and the next check runs.
  */
-function checkRunner(waitSeconds: number) {
+function checkRunner(waitSeconds: number, onRetry: () => void = () => {}) {
   const settleUntil = Date.now() + waitSeconds * 1000;
   const failed: string[] = [];
   const verify = async (title: string, fn: () => Promise<string | void>, retry = true) => {
@@ -1031,6 +1088,7 @@ function checkRunner(waitSeconds: number) {
             if (!told) note(`not yet, retrying for up to ${Math.round((settleUntil - Date.now()) / 1000)}s: ${(err as Error).message.split('\n')[0]}`);
             told = true;
             await sleep(RETRY_MS);
+            onRetry();
           }
         }
       });
@@ -1091,28 +1149,40 @@ async function validate(cfg: Config): Promise<void> {
   const argv = process.argv.slice(2);
   const waitSeconds = parseWait(argv);
   const withAlerts = parseAlerts(argv);
+  const withSmoke = argv.includes('--smoke');
   const appName = parseAppArg(argv);
   if (appName) return validateApp(cfg, appName, waitSeconds);
-  const { verify, failed } = checkRunner(waitSeconds);
+  // One read of the cluster serves every check; read again when a check retries (what it read may
+  // be what it waits for) or when older than CLUSTER_READ_MAX_AGE_MS (pods come and go).
+  let cached: { at: number; read: Promise<ClusterRead> } | undefined;
+  const cluster = () => {
+    if (!cached || Date.now() - cached.at > CLUSTER_READ_MAX_AGE_MS) {
+      const read = kubectl(cfg, ['get', CLUSTER_KINDS, '--all-namespaces', '-o', 'json']).then((r) => splitClusterRead(JSON.parse(r.stdout).items));
+      cached = { at: Date.now(), read };
+      read.catch(() => (cached = undefined));
+    }
+    return cached.read;
+  };
+  const { verify, failed } = checkRunner(waitSeconds, () => (cached = undefined));
   const { routes, grafana } = await platformTargets(cfg);
-  const items = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
-  /** The app's Ready pods, read afresh by each check that needs them (pods come and go while it waits). */
-  const readAppPods = async () =>
-    appPods(
-      JSON.parse((await kubectl(cfg, ['get', 'deployment', APP_DEPLOYMENT, '--namespace', APP_NAMESPACE, '-o', 'json'])).stdout),
-      await items(['get', 'pods', '--namespace', APP_NAMESPACE]),
-    );
+  const readAppPods = async () => sampleAppPods(await cluster());
 
   // 1. Cluster state
-  await verify('Nodes Ready', async () => checkNodes(await items(['get', 'nodes'])));
-  await verify(`Pods Ready in ${OUR_NAMESPACES.join(', ')}`, async () => checkPods(await items(['get', 'pods', '--all-namespaces'])));
-  await verify('Prometheus and Loki volumes Bound', async () => checkVolumes(await items(['get', 'pvc', '--namespace', 'monitoring'])));
-  // 2. Storage
-  await verify('Storage smoke test (scripts/storage.ts --smoke)', async () => {
-    // Its own phase record would count as a phase of `task deploy`: DEPLOY_RUN_ID is cleared.
-    await run(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', 'storage.ts'), '--smoke'], { env: { DEPLOY_RUN_ID: '' } });
-    return 'a pod wrote and read back a file on a local-path volume';
-  }, false);
+  await verify('Nodes Ready', async () => checkNodes((await cluster()).nodes));
+  await verify(`Pods Ready in ${OUR_NAMESPACES.join(', ')}`, async () => checkPods((await cluster()).pods));
+  await verify(`Prometheus and Loki volumes Bound to ${VOLUME_CLASS} volumes`, async () => {
+    const { claims, volumes } = await cluster();
+    return checkVolumes(claims, volumes);
+  });
+  // 2. Storage: read-only unless --smoke
+  await verify('Prometheus: writes its TSDB to its volume (prometheus_tsdb_head_series > 0)', () => checkPrometheusWrites(routes.prometheus));
+  if (withSmoke) {
+    await verify('Storage smoke test (scripts/storage.ts --smoke)', async () => {
+      // Its own phase record would count as a phase of `task deploy`: DEPLOY_RUN_ID is cleared.
+      await run(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', 'storage.ts'), '--smoke'], { env: { DEPLOY_RUN_ID: '' } });
+      return 'a pod wrote and read back a file on a local-path volume';
+    }, false);
+  }
   // 3. Routes
   for (const r of ROUTES) {
     await verify(`Route https://${r.name}.${cfg.DOMAIN}${r.path} via ${namesAddress(cfg.HOST_IP)}:${cfg.HTTPS_PORT}`, () => checkRoute(routes[r.name], r.path));

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CommandError, type PhaseRecord, commandLine, failureBlock, ingressUrl, labelled, mergeValues, parallel, parseConfig, parseQuantity, podDiagnostics, quantityMiB, renderTemplate, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
+import { CommandError, type PhaseRecord, commandLine, failureBlock, ingressUrl, labelled, mergeValues, parallel, parseConfig, parseQuantity, podDiagnostics, quantityMiB, renderTemplate, rolloutPending, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
 import { criticalPath, deployTimes, firstVisitLine, summaryLines } from '../scripts/summary.ts';
 import { deployedCluster, podObj } from './fixtures/validate/cluster.ts';
 import { FAKE_BIN, makeSandbox } from './helpers.ts';
@@ -275,4 +275,23 @@ describe('parallel', () => {
     ).rejects.toThrow('first');
     expect(finished).toBe(true);
   });
+});
+
+describe('rolloutPending: kubectl rollout status rules (pkg/polymorphichelpers/rollout_status.go)', () => {
+  const meta = (generation: number) => ({ name: 'w', namespace: 'n', generation });
+  it.each([
+    { name: 'deployment rolled out', w: { kind: 'Deployment', metadata: meta(2), spec: { replicas: 2 }, status: { observedGeneration: 2, replicas: 2, updatedReplicas: 2, availableReplicas: 2 } }, want: undefined },
+    { name: 'deployment: new generation not observed', w: { kind: 'Deployment', metadata: meta(3), spec: { replicas: 2 }, status: { observedGeneration: 2, replicas: 2, updatedReplicas: 2, availableReplicas: 2 } }, want: 'spec update not observed yet' },
+    { name: 'deployment without status', w: { kind: 'Deployment', metadata: meta(1), spec: {} }, want: 'spec update not observed yet' },
+    { name: 'deployment: replicas not updated', w: { kind: 'Deployment', metadata: meta(2), spec: { replicas: 2 }, status: { observedGeneration: 2, replicas: 3, updatedReplicas: 1, availableReplicas: 2 } }, want: '1 of 2 replicas updated' },
+    { name: 'deployment: old replica terminating', w: { kind: 'Deployment', metadata: meta(2), spec: { replicas: 2 }, status: { observedGeneration: 2, replicas: 3, updatedReplicas: 2, availableReplicas: 2 } }, want: '1 old replicas pending termination' },
+    { name: 'deployment: updated not available', w: { kind: 'Deployment', metadata: meta(2), spec: { replicas: 2 }, status: { observedGeneration: 2, replicas: 2, updatedReplicas: 2, availableReplicas: 1 } }, want: '1 of 2 updated replicas available' },
+    { name: 'deployment: progress deadline', w: { kind: 'Deployment', metadata: meta(2), spec: { replicas: 1 }, status: { observedGeneration: 2, replicas: 1, updatedReplicas: 1, availableReplicas: 1, conditions: [{ type: 'Progressing', reason: 'ProgressDeadlineExceeded' }] } }, want: 'progress deadline exceeded' },
+    { name: 'daemonset rolled out', w: { kind: 'DaemonSet', metadata: meta(1), spec: { updateStrategy: { type: 'RollingUpdate' } }, status: { observedGeneration: 1, desiredNumberScheduled: 3, updatedNumberScheduled: 3, numberAvailable: 3 } }, want: undefined },
+    { name: 'daemonset: a node not updated', w: { kind: 'DaemonSet', metadata: meta(1), spec: {}, status: { observedGeneration: 1, desiredNumberScheduled: 3, updatedNumberScheduled: 2, numberAvailable: 3 } }, want: '2 of 3 pods updated' },
+    { name: 'daemonset: OnDelete (rollout status refuses it: waited for, so it says so)', w: { kind: 'DaemonSet', metadata: meta(1), spec: { updateStrategy: { type: 'OnDelete' } }, status: { observedGeneration: 1 } }, want: 'update strategy OnDelete' },
+    { name: 'statefulset rolled out', w: { kind: 'StatefulSet', metadata: meta(1), spec: { replicas: 1 }, status: { observedGeneration: 1, readyReplicas: 1, currentRevision: 'a', updateRevision: 'a' } }, want: undefined },
+    { name: 'statefulset: pod at the old revision', w: { kind: 'StatefulSet', metadata: meta(2), spec: { replicas: 1 }, status: { observedGeneration: 2, readyReplicas: 1, currentRevision: 'a', updateRevision: 'b' } }, want: 'pods not all at revision b' },
+    { name: 'statefulset: not ready', w: { kind: 'StatefulSet', metadata: meta(1), spec: { replicas: 2 }, status: { observedGeneration: 1, readyReplicas: 1, currentRevision: 'a', updateRevision: 'a' } }, want: '1 of 2 pods ready' },
+  ])('$name', ({ w, want }) => expect(rolloutPending(w)).toBe(want));
 });

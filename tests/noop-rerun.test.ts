@@ -1,20 +1,62 @@
-// A no-op re-run: every phase of `task deploy` but validate run twice against the stand-in tools; the
-// second run must change nothing (no mutating call) and stay within each phase's tool-call ceiling.
-// validate is left out: its checks need the stand-in HTTPS servers of tests/validate-orchestration.test.ts,
-// and it is never mutation-free (its storage smoke test creates and removes a claim and a pod).
+// A no-op re-run: the whole graph of `task deploy` (registry, talos, sample-app image, storage, traefik,
+// observability, sample-app, validate, in an order the graph allows) run twice against the stand-in
+// tools; the second run must change nothing (no mutating call) and stay within the tool-call budget.
+// validate runs with `--wait 0`: against the stand-ins its checks that need real servers (routes,
+// Prometheus, Loki, Grafana, Alertmanager through Traefik) fail, and only those may; its tool calls
+// count all the same.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
+import { healthyObjects } from './fixtures/validate/cluster.ts';
 import { type ToolCall, isMutating, makeSandbox } from './helpers.ts';
 
-/** The phases `task deploy` runs before validate, in its order. */
-const PHASES = ['talos', 'storage', 'traefik', 'observability', 'sample-app'] as const;
+/** The processes of `task deploy` in an order its graph allows: [record name, script, arguments]. */
+const GRAPH = [
+  ['registry', 'talos', ['--registry']],
+  ['talos', 'talos', []],
+  ['sample-app-image', 'sample-app', ['--image']],
+  ['storage', 'storage', []],
+  ['traefik', 'traefik', []],
+  ['observability', 'observability', []],
+  ['sample-app', 'sample-app', []],
+  ['validate', 'validate', ['--wait', '0']],
+] as const;
+type Phase = (typeof GRAPH)[number][0];
 /**
- * Tool calls each phase's no-op re-run may make: a ceiling at what it makes now (68 with validate's 19
- * before the cuts of issue 13, 62 now: observability's 14 include the Alertmanager webhook Secret's diff, sample-app's 7 the app dashboard's metric-name query). Issue 13 asks for at most 20 for a whole second `task deploy`:
- * not reached (README, "A no-op re-run").
+ * Tool calls each phase's no-op re-run may make: a ceiling at what it makes now. Issue 13 asks for at
+ * most 20 for a whole second `task deploy` (README, "A no-op re-run", says which calls remain).
  */
-const NOOP_CEILING: Record<(typeof PHASES)[number], number> = { talos: 10, storage: 5, traefik: 7, observability: 14, 'sample-app': 7 };
+const NOOP_CEILING: Record<Phase, number> = {
+  registry: 5,
+  talos: 10,
+  'sample-app-image': 0,
+  storage: 5,
+  traefik: 7,
+  observability: 11,
+  'sample-app': 6,
+  validate: 2,
+};
+/** The whole second `task deploy` (issue 13 asks for 20). */
+const NOOP_BUDGET = 46;
+/**
+ * validate's diagnostics, printed only after a failed check (here: the checks that need servers):
+ * from its first per-namespace pod listing on. A no-op deploy whose checks pass does not make them.
+ */
+const diagnosticsFrom = (calls: string[]) => {
+  const i = calls.findIndex((c) => / get pods --namespace \S+ --output json$/.test(c));
+  return i < 0 ? calls.length : i;
+};
+/** validate's checks that need the real servers behind Traefik: the only ones allowed to fail here. */
+const NEEDS_SERVERS = /^(Route |Prometheus: |Loki |Grafana |Dashboard |Freshness|Alertmanager: )/;
+
+const byKey = (objects: any[]) => Object.fromEntries(objects.map((o) => [`${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`, o]));
+/** Alloy's workloads as the Alloy Operator creates them (rolled out: the stand-in controller's default). */
+const alloyWorkload = (kind: string, name: string) => ({ apiVersion: 'apps/v1', kind, metadata: { namespace: 'monitoring', name }, spec: { selector: { matchLabels: { app: name } } } });
+/** What the real charts start after a phase and the stand-ins do not: their workloads, pods, claims and volumes. */
+const STARTED_BY_CHARTS: Partial<Record<Phase, () => any[]>> = {
+  observability: () => [alloyWorkload('StatefulSet', 'k8s-monitoring-alloy-metrics'), alloyWorkload('DaemonSet', 'k8s-monitoring-alloy-logs')],
+  'sample-app': () => healthyObjects().filter((o) => ['Pod', 'PersistentVolumeClaim', 'PersistentVolume'].includes(o.kind)),
+};
 
 /** A port nothing listens on now. */
 async function freePort(): Promise<number> {
@@ -46,36 +88,50 @@ describe('a second deploy changes nothing, within the tool-call budget', { timeo
   const closers: (() => void)[] = [];
   afterAll(() => closers.forEach((close) => close()));
 
-  it('every phase twice: the second run makes no mutating call and stays within each phase ceiling', async () => {
+  it('the whole graph twice: the second run makes no mutating call and stays within the budget', async () => {
     const sandbox = makeSandbox();
     // Ports of this test's own: the sandbox's defaults are held on purpose by other tests ("a port taken").
     const env = { REGISTRY_PORT: String(await freePort()), HTTP_PORT: '38080', HTTPS_PORT: '38443', PULL_THROUGH_CACHE: 'false' };
-    for (const phase of PHASES) {
-      const first = await sandbox.run(phase, [], env);
-      expect(first.code, `${phase}: ${first.stdout}${first.stderr}`).toBe(0);
-      if (phase === 'talos') closers.push((await startRegistry(Number(env.REGISTRY_PORT), () => sandbox.state().docker.pushed ?? {})).close);
+    const deploy = async (runId: string) => {
+      const results: Partial<Record<Phase, Awaited<ReturnType<typeof sandbox.run>>>> = {};
+      for (const [phase, script, args] of GRAPH) {
+        const r = await sandbox.run(script, [...args], { ...env, DEPLOY_RUN_ID: runId });
+        results[phase] = r;
+        if (phase === 'validate') {
+          // Only the checks that need real servers may fail (the failure names them all).
+          const failure = /\d+ check\(s\) failed: (.*)\. See the messages/.exec(r.stdout + r.stderr);
+          expect(r.code === 0 || failure !== null, `validate ran its checks: ${r.stdout}${r.stderr}`).toBe(true);
+          expect((failure?.[1].split('; ') ?? []).filter((t) => !NEEDS_SERVERS.test(t)), `${r.stdout}${r.stderr}`).toEqual([]);
+        } else expect(r.code, `${phase}: ${r.stdout}${r.stderr}`).toBe(0);
+        // The stand-in helm starts no workloads: what the charts (and the Alloy Operator) make.
+        if (runId === 'first' && STARTED_BY_CHARTS[phase]) sandbox.scenario({ kubectl: { objects: byKey(STARTED_BY_CHARTS[phase]()) } });
+        if (phase === 'registry' && runId === 'first') closers.push((await startRegistry(Number(env.REGISTRY_PORT), () => sandbox.state().docker.pushed ?? {})).close);
+      }
+      return results as Record<Phase, Awaited<ReturnType<typeof sandbox.run>>>;
+    };
+    await deploy('first');
+    const again = await deploy('second');
+    const perPhase = Object.fromEntries(GRAPH.map(([phase]) => [phase, again[phase].calls.map(line)])) as Record<Phase, string[]>;
+    const diagnostics = perPhase.validate.splice(diagnosticsFrom(perPhase.validate));
+    expect(diagnostics.filter((c) => !/ (get pods --namespace|logs --namespace) /.test(c)), 'validate diagnostics').toEqual([]);
+    const listing = Object.entries(perPhase).map(([p, calls]) => `${p}: ${calls.length}\n  ${calls.join('\n  ')}`).join('\n');
+    const all = Object.values(perPhase).flat();
+    console.log(`${all.length} tool calls\n${listing}\n(validate's diagnostics, after the checks that need servers failed: ${diagnostics.length})`);
+    for (const [phase] of GRAPH) {
+      expect(again[phase].calls.filter(isMutating).map(line), phase).toEqual([]);
+      if (phase !== 'validate') expect(again[phase].stdout, phase).toMatch(new RegExp(`${phase} done in .*nothing changed`));
+      expect(perPhase[phase].length, `${phase}:\n${perPhase[phase].join('\n')}`).toBeLessThanOrEqual(NOOP_CEILING[phase]);
     }
-    const perPhase: Record<string, string[]> = {};
-    for (const phase of PHASES) {
-      const again = await sandbox.run(phase, [], env);
-      expect(again.code, `${phase}: ${again.stdout}${again.stderr}`).toBe(0);
-      expect(again.calls.filter(isMutating).map(line), phase).toEqual([]);
-      expect(again.stdout, phase).toMatch(new RegExp(`${phase} done in .*nothing changed`));
-      perPhase[phase] = again.calls.map(line);
-    }
-    console.log(Object.entries(perPhase).map(([p, calls]) => `${p}: ${calls.length}\n  ${calls.join('\n  ')}`).join('\n'));
-    for (const phase of PHASES) expect(perPhase[phase].length, `${phase}:\n${perPhase[phase].join('\n')}`).toBeLessThanOrEqual(NOOP_CEILING[phase]);
+    expect(all.length, `the whole no-op deploy:\n${listing}`).toBeLessThanOrEqual(NOOP_BUDGET);
     // What the cuts are: one `helm list` of every namespace per phase, each release's values read once,
     // one `docker ps` for nodes and helpers, the cluster network found by preflight's own listing.
-    const all = Object.values(perPhase).flat();
-    for (const phase of ['traefik', 'observability']) {
+    for (const phase of ['traefik', 'observability'] as const) {
       expect(perPhase[phase].filter((c) => / list /.test(c)), phase).toEqual([expect.stringMatching(/^helm .* list --all-namespaces /)]);
       const values = perPhase[phase].filter((c) => / get values /.test(c));
       expect(new Set(values).size, phase).toBe(values.length);
     }
     expect(perPhase.talos.filter((c) => c.startsWith('docker ps'))).toHaveLength(1);
     expect(perPhase.talos.filter((c) => c.startsWith('docker network ls'))).toHaveLength(1);
-    expect(all.length).toBeLessThanOrEqual(Object.values(NOOP_CEILING).reduce((a, b) => a + b, 0));
 
     // --verbose prints how many tool calls the phase made.
     const verbose = await sandbox.run('observability', ['--verbose'], env);

@@ -523,6 +523,33 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(out).toContain(`alloy-operator log: {"level":"error","msg":"Reconciler error","error":"${failed}"}`);
   });
 
+  it('Alloy: waits only for a workload missing or not rolled out, one read when both are rolled out', async () => {
+    const workload = (kind: string, name: string) => ({ apiVersion: 'apps/v1', kind, metadata: { namespace: 'monitoring', name }, spec: {} });
+    const waits = (calls: ToolCall[]) => calls.filter((c) => c.tool === 'kubectl' && (c.argv.includes('wait') || c.argv.includes('rollout'))).map((c) => c.argv.find((a) => /^(statefulset|daemonset)\//.test(a)));
+    // Neither exists yet (the operator has not created them): wait for both, creation and rollout.
+    const fresh = await sandbox.run('observability');
+    expect(fresh.code, fresh.stdout + fresh.stderr).toBe(0);
+    expect(waits(fresh.calls)).toEqual(['statefulset/k8s-monitoring-alloy-metrics', 'statefulset/k8s-monitoring-alloy-metrics', 'daemonset/k8s-monitoring-alloy-logs', 'daemonset/k8s-monitoring-alloy-logs']);
+    // Both rolled out (the stand-in controller's default for objects it was given): no wait.
+    sandbox.scenario({ kubectl: { objects: {
+      'StatefulSet/monitoring/k8s-monitoring-alloy-metrics': workload('StatefulSet', 'k8s-monitoring-alloy-metrics'),
+      'DaemonSet/monitoring/k8s-monitoring-alloy-logs': workload('DaemonSet', 'k8s-monitoring-alloy-logs'),
+    } } });
+    const done = await sandbox.run('observability');
+    expect(done.code, done.stdout + done.stderr).toBe(0);
+    expect(waits(done.calls)).toEqual([]);
+    expect(done.stdout).toContain('(rolled out already)');
+    // The DaemonSet's pods on one node not updated yet: only it is waited for.
+    sandbox.scenario({ kubectl: { objects: { 'DaemonSet/monitoring/k8s-monitoring-alloy-logs': {
+      ...workload('DaemonSet', 'k8s-monitoring-alloy-logs'),
+      metadata: { namespace: 'monitoring', name: 'k8s-monitoring-alloy-logs', generation: 2 },
+      status: { observedGeneration: 2, desiredNumberScheduled: 3, updatedNumberScheduled: 2, numberAvailable: 3 },
+    } } } });
+    const rolling = await sandbox.run('observability');
+    expect(rolling.code, rolling.stdout + rolling.stderr).toBe(0);
+    expect(waits(rolling.calls)).toEqual(['daemonset/k8s-monitoring-alloy-logs', 'daemonset/k8s-monitoring-alloy-logs']);
+  });
+
   it('without a cluster it says to run task talos and touches nothing', async () => {
     const bare = makeSandbox();
     const res = await bare.run('observability');

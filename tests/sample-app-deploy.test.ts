@@ -13,7 +13,7 @@ import YAML from 'yaml';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { appDashboard, appManifests, contentHash, contextFiles, imageRef, registryHasTag, registryUrl } from '../scripts/app.ts';
 import { APP_DIR, SAMPLE_APP_EXTRAS, SAMPLE_APP_SPEC, trafficManifest } from '../scripts/sample-app.ts';
-import { PROJECT_DIR, type Sandbox, callsOf, closedPort, isMutating, makeSandbox, startStandInRegistry } from './helpers.ts';
+import { PROJECT_DIR, type Sandbox, type ToolCall, callsOf, closedPort, isMutating, makeSandbox, startStandInRegistry } from './helpers.ts';
 
 const TAG = contentHash(APP_DIR);
 
@@ -254,6 +254,21 @@ describe('task sample-app (stand-in tools)', { timeout: 60000 }, () => {
     expect(r.stdout).toMatch(/nothing changed/);
   });
 
+  it('a re-run waits only for a Deployment not rolled out: rolled out ones take one read, no wait', async () => {
+    sb.createCluster();
+    expect((await sb.run('sample-app', [], env)).code).toBe(0);
+    const rollouts = (calls: ToolCall[]) => calls.filter((c) => c.tool === 'kubectl' && c.argv.includes('rollout')).map((c) => c.argv.find((a) => a.startsWith('deployment/')));
+    const again = await sb.run('sample-app', [], env);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(rollouts(again.calls)).toEqual([]);
+    expect(again.stdout).toContain('sample-app, sample-app-traffic ready (rolled out already)');
+    // The app's controller has not rolled out its generation (a pod replaced, not yet available).
+    sb.scenario({ kubectl: { observed: { 'Deployment/sample-app/sample-app': 0 } } });
+    const waiting = await sb.run('sample-app', [], env);
+    expect(waiting.code, waiting.stdout + waiting.stderr).toBe(0);
+    expect(rollouts(waiting.calls)).toEqual(['deployment/sample-app']);
+  });
+
   it('a source change (deployed tag differs): builds and pushes the new tag and rolls the Deployments to it', async () => {
     sb.createCluster();
     expect((await sb.run('sample-app', [], env)).code).toBe(0);
@@ -267,6 +282,8 @@ describe('task sample-app (stand-in tools)', { timeout: 60000 }, () => {
     expect(callsOf(r.calls, 'docker', 'push').map((c) => c.argv[1])).toEqual([ref]);
     expect(obj(sb, 'Deployment/sample-app/sample-app').spec.template.spec.containers[0].image).toBe(ref);
     expect(obj(sb, 'Deployment/sample-app/sample-app-traffic').spec.template.spec.containers[0].image).toBe(ref);
+    // A changed Deployment has a new generation: its rollout is waited for.
+    expect(r.calls.filter((c) => c.tool === 'kubectl' && c.argv.includes('rollout')).map((c) => c.argv.find((a) => a.startsWith('deployment/')))).toEqual(['deployment/sample-app', 'deployment/sample-app-traffic']);
   });
 
   it('image built but missing from the registry (registry wiped): pushes without rebuilding', async () => {

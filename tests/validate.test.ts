@@ -18,6 +18,7 @@ import {
   checkPods,
   checkRoute,
   checkVolumes,
+  VOLUME_CLASS,
   appPods,
   counterIncrease,
   framesRows,
@@ -37,6 +38,7 @@ import {
   type Target,
 } from '../scripts/validate.ts';
 import YAML from 'yaml';
+import { STORAGE_CLASS } from '../scripts/storage.ts';
 import { INGRESS_HOSTS, PROJECT_DIR } from '../scripts/lib.ts';
 import { applyLogQL, type FakeGrafana, type FakeGrafanaOptions, makeCerts, startFakeGrafana } from './fixtures/validate/servers.ts';
 
@@ -76,15 +78,30 @@ describe('cluster state checks', () => {
     else expect(checkPods(pods)).toBe(want);
   });
 
-  const pvc = (name: string, phase?: string) => ({ metadata: { namespace: 'monitoring', name }, status: phase ? { phase, capacity: { storage: '5Gi' } } : undefined });
-  it.each([
-    { name: 'both bound', pvcs: [pvc('prometheus-server', 'Bound'), pvc('storage-loki-0', 'Bound')], want: 'Bound: prometheus-server 5Gi, storage-loki-0 5Gi' },
-    { name: 'loki pending', pvcs: [pvc('prometheus-server', 'Bound'), pvc('storage-loki-0', 'Pending')], err: 'monitoring/storage-loki-0 is Pending' },
-    { name: 'prometheus missing', pvcs: [pvc('storage-loki-0', 'Bound')], err: 'no PersistentVolumeClaim for prometheus' },
-  ])('volumes: $name', ({ pvcs, want, err }) => {
-    if (err) expect(() => checkVolumes(pvcs)).toThrow(err);
-    else expect(checkVolumes(pvcs)).toBe(want);
+  const pvc = (name: string, phase?: string, namespace = 'monitoring') => ({
+    metadata: { namespace, name },
+    spec: { storageClassName: 'local-path', volumeName: `pvc-${name}` },
+    status: phase ? { phase, capacity: { storage: '5Gi' } } : undefined,
   });
+  const pv = (claim: string, storageClassName = 'local-path', claimNamespace = 'monitoring') => ({
+    metadata: { name: `pvc-${claim}` },
+    spec: { storageClassName, claimRef: { namespace: claimNamespace, name: claim } },
+    status: { phase: 'Bound' },
+  });
+  const bothPvs = [pv('prometheus-server'), pv('storage-loki-0')];
+  it.each([
+    { name: 'both bound', pvcs: [pvc('prometheus-server', 'Bound'), pvc('storage-loki-0', 'Bound')], pvs: bothPvs, want: 'Bound: prometheus-server 5Gi, storage-loki-0 5Gi' },
+    { name: 'loki pending', pvcs: [pvc('prometheus-server', 'Bound'), pvc('storage-loki-0', 'Pending')], pvs: bothPvs, err: 'monitoring/storage-loki-0 is Pending' },
+    { name: 'prometheus missing', pvcs: [pvc('storage-loki-0', 'Bound')], pvs: bothPvs, err: 'no PersistentVolumeClaim for prometheus' },
+    { name: 'a claim in another namespace does not count', pvcs: [pvc('prometheus-server', 'Bound', 'default'), pvc('storage-loki-0', 'Bound')], pvs: bothPvs, err: 'no PersistentVolumeClaim for prometheus' },
+    { name: 'its volume is gone', pvcs: [pvc('prometheus-server', 'Bound'), pvc('storage-loki-0', 'Bound')], pvs: [pv('storage-loki-0')], err: 'monitoring/prometheus-server is Bound to PersistentVolume "pvc-prometheus-server", which does not exist' },
+    { name: 'volume of another class', pvcs: [pvc('prometheus-server', 'Bound'), pvc('storage-loki-0', 'Bound')], pvs: [pv('prometheus-server'), pv('storage-loki-0', 'hostpath')], err: 'monitoring/storage-loki-0 is on PersistentVolume pvc-storage-loki-0 of StorageClass "hostpath", not local-path' },
+    { name: 'volume claimed by another claim', pvcs: [pvc('prometheus-server', 'Bound'), pvc('storage-loki-0', 'Bound')], pvs: [pv('prometheus-server', 'local-path', 'default'), pv('storage-loki-0')], err: 'PersistentVolume pvc-prometheus-server is claimed by default/prometheus-server, not monitoring/prometheus-server' },
+  ])('volumes: $name', ({ pvcs, pvs, want, err }) => {
+    if (err) expect(() => checkVolumes(pvcs, pvs)).toThrow(err);
+    else expect(checkVolumes(pvcs, pvs)).toBe(want);
+  });
+  it('the volumes class is the storage phase\'s', () => expect(VOLUME_CLASS).toBe(STORAGE_CLASS));
 });
 
 describe('appPods: the Ready pods of the app Deployment', () => {

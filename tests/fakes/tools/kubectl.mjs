@@ -61,6 +61,7 @@ const KIND_ALIASES = {
   ds: 'DaemonSet', daemonset: 'DaemonSet', daemonsets: 'DaemonSet',
   sts: 'StatefulSet', statefulset: 'StatefulSet', statefulsets: 'StatefulSet',
   pvc: 'PersistentVolumeClaim', persistentvolumeclaim: 'PersistentVolumeClaim', persistentvolumeclaims: 'PersistentVolumeClaim',
+  pv: 'PersistentVolume', persistentvolume: 'PersistentVolume', persistentvolumes: 'PersistentVolume',
   sc: 'StorageClass', storageclass: 'StorageClass', storageclasses: 'StorageClass',
   secret: 'Secret', secrets: 'Secret', configmap: 'ConfigMap', configmaps: 'ConfigMap', cm: 'ConfigMap',
   ingressroute: 'IngressRoute', ingressroutes: 'IngressRoute',
@@ -108,6 +109,32 @@ function readDocs(ctx, file) {
     .map((d) => d.toJSON())
     .filter(Boolean)
     .flatMap((d) => (d.kind === 'List' ? d.items : [d]));
+}
+
+/** Kinds whose controller rolls out a pod template (what `kubectl rollout status` waits for). */
+const WORKLOAD_KINDS = new Set(['Deployment', 'StatefulSet', 'DaemonSet']);
+
+/**
+ * A workload as the API server shows it, its controller done with every generation `kubectl rollout
+ * status` waited for: metadata.generation counts the applies that changed it
+ * (state.kubectl.generations[key], 1 when never applied), status.observedGeneration is the generation
+ * rollout status last saw (state.kubectl.observed[key]; a workload never applied counts as rolled
+ * out). A status the object carries (a scenario's) is shown as it is.
+ */
+function withController(state, o) {
+  if (!WORKLOAD_KINDS.has(o.kind) || o.status) return o;
+  const key = objectKey(o);
+  const generation = state.kubectl.generations?.[key] ?? 1;
+  const observedGeneration = state.kubectl.generations?.[key] ? state.kubectl.observed?.[key] ?? 0 : 1;
+  const done = observedGeneration >= generation;
+  const replicas = o.kind === 'DaemonSet' ? nodes(state).length : o.spec?.replicas ?? 1;
+  const updated = done ? replicas : 0;
+  const status = o.kind === 'DaemonSet'
+    ? { observedGeneration, desiredNumberScheduled: replicas, currentNumberScheduled: replicas, updatedNumberScheduled: updated, numberAvailable: replicas, numberReady: replicas }
+    : o.kind === 'StatefulSet'
+      ? { observedGeneration, replicas, readyReplicas: replicas, availableReplicas: replicas, updatedReplicas: updated, currentReplicas: updated, currentRevision: `${o.metadata.name}-${done ? generation : observedGeneration}`, updateRevision: `${o.metadata.name}-${generation}` }
+      : { observedGeneration, replicas, readyReplicas: replicas, availableReplicas: replicas, updatedReplicas: updated };
+  return { ...o, metadata: { ...o.metadata, generation }, status };
 }
 
 function list(state, kind, ns) {
@@ -273,10 +300,10 @@ export default function kubectl(argv, ctx) {
           err(`Error from server (NotFound): ${words[0]} "${words[1]}" not found\n`);
           return 1;
         }
-        out(output === 'json' ? JSON.stringify(found) : `${found.metadata.name}\n`);
+        out(output === 'json' ? JSON.stringify(withController(state, found)) : `${found.metadata.name}\n`);
         return 0;
       }
-      const items = kinds.flatMap((k) => list(state, k, flags['all-namespaces'] ? undefined : ns ?? 'default'));
+      const items = kinds.flatMap((k) => list(state, k, flags['all-namespaces'] ? undefined : ns ?? 'default')).map((o) => withController(state, o));
       out(output === 'json' ? JSON.stringify({ apiVersion: 'v1', kind: 'List', items }) : items.map((o) => `${o.metadata.name}\n`).join(''));
       return 0;
     }
@@ -322,6 +349,10 @@ export default function kubectl(argv, ctx) {
       for (const d of docs) {
         const k = objectKey(d, ns);
         const verbText = !objects[k] ? 'created' : changed.includes(d) ? 'configured' : 'unchanged';
+        // A new or changed workload has a new generation, which its controller has yet to roll out.
+        if (WORKLOAD_KINDS.has(d.kind) && verbText !== 'unchanged') {
+          state.kubectl.generations = { ...state.kubectl.generations, [k]: (state.kubectl.generations?.[k] ?? 0) + 1 };
+        }
         objects[k] = d;
         out(`${d.kind.toLowerCase()}/${d.metadata.name} ${verbText}\n`);
       }
@@ -342,9 +373,14 @@ export default function kubectl(argv, ctx) {
       }
       return 0;
     }
-    case 'rollout':
+    case 'rollout': {
+      // status waits until the controller has rolled out the workload's generation.
+      const [kindWord, name] = words[0].split('/');
+      const k = objectKey({ kind: kindOf(kindWord), metadata: { name, namespace: ns ?? 'default' } });
+      if (state.kubectl.generations?.[k]) state.kubectl.observed = { ...state.kubectl.observed, [k]: state.kubectl.generations[k] };
       out(`${words[0]} successfully rolled out\n`);
       return 0;
+    }
     case 'logs': {
       // Scenario log lines per pod: state.kubectl.logs["namespace/pod"] (none by default). A
       // container without a log fails the call with the kubelet's reason, after the others' lines.
