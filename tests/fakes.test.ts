@@ -154,3 +154,16 @@ describe('latency model (bench/latency-model.yaml)', () => {
     expect(withModel - without).toBeGreaterThanOrEqual(500);
   });
 });
+
+describe('stand-in talosctl cluster destroy', () => {
+  it('takes what the cluster held with it: its API objects and Helm releases (kept, a warm redeploy would find them installed)', () => {
+    const sandbox = makeSandbox();
+    sandbox.createCluster();
+    sandbox.scenario({ kubectl: { objects: { 'v1/ConfigMap/monitoring/x': { kind: 'ConfigMap' } } }, helm: { releases: { 'monitoring/loki': { name: 'loki' } } } });
+    const env = { HOME: sandbox.home };
+    const destroyed = call('talosctl', ['cluster', 'destroy', '--name', 'talos-local'], env, sandbox.fakeState);
+    expect(destroyed.code, destroyed.stderr).toBe(0);
+    expect(sandbox.state().kubectl.objects).toEqual({});
+    expect(sandbox.state().helm.releases).toEqual({});
+  });
+});
