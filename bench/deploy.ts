@@ -183,7 +183,8 @@ export function modelledDeploy(
   const wall = Math.max(0, ...Object.values(phases).map((p) => p.end));
   const sum = Object.values(phases).reduce((n, p) => n + p.seconds, 0);
   const criticalPath: string[] = [];
-  let last = names.find((p) => phases[p].end === wall && wall > 0);
+  // The phase that ended last (of those ending together, the one that started last: it waited for the others).
+  let last = wall > 0 ? [...names].sort((a, b) => phases[b].end - phases[a].end || phases[b].start - phases[a].start)[0] : undefined;
   while (last) {
     criticalPath.unshift(last);
     const deps = (graph[last] ?? []).filter((d) => names.includes(d));
