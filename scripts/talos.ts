@@ -983,7 +983,7 @@ const readRecordedEndpoint = (cfg: Config) => (fs.existsSync(dockerEndpointFile(
  * How long the phase waits for the prefill once the nodes are Ready (PREFILL_GRACE_SECONDS in the
  * environment overrides it, for tests): what it has not fetched by then, pods pull through the caches.
  */
-const PREFILL_GRACE_SECONDS = 120;
+export const PREFILL_GRACE_SECONDS = 120;
 
 /** The cache prefill running beside `talosctl cluster create`: its outcome (never a rejection), and a way to stop it. */
 interface BackgroundPrefill {

@@ -109,24 +109,39 @@ describe('latency model (bench/latency-model.yaml)', () => {
   const model = {
     scale: 1,
     bandwidthMBps: { internet: 10, cache: 100 },
+    images: { 'loki:1': { MB: 100 }, 'gateway:1': { MB: 20 } },
     commands: [
-      { name: 'loki', tool: 'helm', argv: ['upgrade', 'loki'], seconds: 2, pullMB: 100 },
+      { name: 'loki', tool: 'helm', argv: ['upgrade', 'loki'], seconds: 2, images: ['loki:1', 'gateway:1'] },
       { name: 'boot', tool: 'talosctl', argv: ['cluster', 'create'], seconds: 0.4 },
+      { name: 'unsized', tool: 'helm', argv: ['upgrade', 'grafana'], images: ['grafana:1'] },
     ],
   };
   it.each([
-    ['a cold pull at the internet bandwidth', 'helm', ['--kubeconfig', 'k', 'upgrade', '--install', 'loki', 'loki'], [], 12],
-    ['a warm pull from the cache', 'helm', ['upgrade', '--install', 'loki', 'loki'], ['loki'], 3],
+    ['cold pulls at the internet bandwidth', 'helm', ['--kubeconfig', 'k', 'upgrade', '--install', 'loki', 'loki'], [], 2 + 10 + 2],
+    ['warm pulls from the cache', 'helm', ['upgrade', '--install', 'loki', 'loki'], ['loki:1', 'gateway:1'], 2 + 1 + 0.2],
+    ['each image warm or cold on its own', 'helm', ['upgrade', '--install', 'loki', 'loki'], ['loki:1'], 2 + 1 + 2],
+    ['no images: the fixed seconds', 'talosctl', ['cluster', 'create', 'docker'], [], 0.4],
     ['no rule: no time', 'helm', ['list'], [], 0],
     ['every argv word must be there', 'talosctl', ['cluster', 'show'], [], 0],
   ])('%s', (_, tool, argv, pulled, want) => {
     expect(modelledSeconds(model, tool, argv, pulled).seconds).toBeCloseTo(want);
   });
 
+  it('says what each image cost, and names an image the model does not size', () => {
+    expect(modelledSeconds(model, 'helm', ['upgrade', 'loki'], ['gateway:1'])).toMatchObject({
+      fixed: 2,
+      pulls: [
+        { image: 'loki:1', MB: 100, warm: false, seconds: 10 },
+        { image: 'gateway:1', MB: 20, warm: true, seconds: 0.2 },
+      ],
+    });
+    expect(() => modelledSeconds(model, 'helm', ['upgrade', 'grafana'])).toThrow(/rule "unsized" pulls image "grafana:1", which its images: section does not size/);
+  });
+
   it('a stand-in sleeps as the model says, scaled', () => {
     const sandbox = makeSandbox();
     const file = path.join(sandbox.dir, 'model.json');
-    fs.writeFileSync(file, JSON.stringify({ ...model, scale: 0.5, commands: [{ name: 'boot', tool: 'talosctl', argv: ['version'], seconds: 1.2, pullMB: 0 }] }));
+    fs.writeFileSync(file, JSON.stringify({ ...model, scale: 0.5, commands: [{ name: 'boot', tool: 'talosctl', argv: ['version'], seconds: 1.2 }] }));
     const env = { ...process.env, ...sandbox.env(''), FAKE_LATENCY_MODEL: file };
     const timed = (latency: boolean) => {
       const start = Date.now();
@@ -137,5 +152,18 @@ describe('latency model (bench/latency-model.yaml)', () => {
     const withModel = timed(true);
     expect(withModel).toBeGreaterThanOrEqual(600);
     expect(withModel - without).toBeGreaterThanOrEqual(500);
+  });
+});
+
+describe('stand-in talosctl cluster destroy', () => {
+  it('takes what the cluster held with it: its API objects and Helm releases (kept, a warm redeploy would find them installed)', () => {
+    const sandbox = makeSandbox();
+    sandbox.createCluster();
+    sandbox.scenario({ kubectl: { objects: { 'v1/ConfigMap/monitoring/x': { kind: 'ConfigMap' } } }, helm: { releases: { 'monitoring/loki': { name: 'loki' } } } });
+    const env = { HOME: sandbox.home };
+    const destroyed = call('talosctl', ['cluster', 'destroy', '--name', 'talos-local'], env, sandbox.fakeState);
+    expect(destroyed.code, destroyed.stderr).toBe(0);
+    expect(sandbox.state().kubectl.objects).toEqual({});
+    expect(sandbox.state().helm.releases).toEqual({});
   });
 });

@@ -58,16 +58,22 @@ export function defaultState() {
 
 /**
  * The modelled duration of one call under a latency model (bench/latency-model.yaml): the first rule
- * whose tool matches and whose argv words all appear in the call, its fixed seconds plus its image
- * pull (pullMB at the internet bandwidth, or at the cache's once `pulled` names the rule). 0 when no
- * rule matches.
+ * whose tool matches and whose argv words all appear in the call, its fixed seconds plus the pull of
+ * each image it names (the image's MB in the model's `images`, at the internet bandwidth, or at the
+ * cache's once `pulled` names the image). 0 when no rule matches. `pulls` says what each image cost,
+ * so that the bench can price an image the prefill cached before the call again (bench/deploy.ts).
  */
 export function modelledSeconds(model, tool, argv, pulled = []) {
   const rule = (model.commands ?? []).find((r) => r.tool === tool && (r.argv ?? []).every((a) => argv.includes(a)));
-  if (!rule) return { seconds: 0, rule: undefined };
-  const warm = pulled.includes(rule.name);
-  const pull = rule.pullMB ? rule.pullMB / (warm ? model.bandwidthMBps.cache : model.bandwidthMBps.internet) : 0;
-  return { seconds: (rule.seconds ?? 0) + pull, rule, warm };
+  if (!rule) return { seconds: 0, rule: undefined, fixed: 0, pulls: [] };
+  const pulls = (rule.images ?? []).map((image) => {
+    const MB = model.images?.[image]?.MB;
+    if (typeof MB !== 'number') throw new Error(`latency model: rule "${rule.name}" pulls image "${image}", which its images: section does not size (add "${image}: { MB: <n>, source: ... }")`);
+    const warm = pulled.includes(image);
+    return { image, MB, warm, seconds: MB / (warm ? model.bandwidthMBps.cache : model.bandwidthMBps.internet) };
+  });
+  const fixed = rule.seconds ?? 0;
+  return { seconds: fixed + pulls.reduce((n, p) => n + p.seconds, 0), rule, fixed, pulls };
 }
 
 export function deepMerge(base, over) {

@@ -51,18 +51,20 @@ async function main() {
   const file = statePath();
   const started = Date.now();
   let modelled = 0;
+  let modelParts = { fixed: 0, pulls: [] };
   if (process.env.FAKE_LATENCY_MODEL) {
     const { default: YAML } = await import('yaml');
     const model = YAML.parse(fs.readFileSync(process.env.FAKE_LATENCY_MODEL, 'utf8'));
     const pulled = withLock(file, () => (fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')).latency?.pulled : undefined) ?? []);
-    const { seconds, rule } = modelledSeconds(model, tool, argv, pulled);
+    const { seconds, fixed, pulls } = modelledSeconds(model, tool, argv, pulled);
     modelled = seconds;
+    modelParts = { fixed, pulls: pulls.map(({ image, MB, warm }) => ({ image, MB, warm })) };
     if (seconds > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, seconds * model.scale * 1000);
-    if (rule?.pullMB) {
+    if (pulls.length) {
       // What was pulled once is in the caches (kept by `task destroy`): the next pull is a warm one.
       withLock(file, () => {
         const saved = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {};
-        saved.latency = { pulled: [...new Set([...(saved.latency?.pulled ?? []), rule.name])] };
+        saved.latency = { pulled: [...new Set([...(saved.latency?.pulled ?? []), ...pulls.map((p) => p.image)])] };
         fs.writeFileSync(file, JSON.stringify(saved, null, 1));
       });
     }
@@ -97,8 +99,9 @@ async function main() {
     return exit;
   });
   if (process.env.FAKE_LATENCY_LOG) {
-    // Which phase and parallel() branch called (PLATFORM_PHASE, PLATFORM_BRANCH: lib.ts), when the call really ran, its modelled seconds.
-    const line = { phase: process.env.PLATFORM_PHASE ?? '', branch: process.env.PLATFORM_BRANCH ?? '', tool, argv, modelled, start: started, end: Date.now() };
+    // Which phase and parallel() branch called (PLATFORM_PHASE, PLATFORM_BRANCH: lib.ts), when the call really ran, its modelled
+    // seconds and their parts (the fixed wait, and each image pulled: its MB and whether it was warm).
+    const line = { phase: process.env.PLATFORM_PHASE ?? '', branch: process.env.PLATFORM_BRANCH ?? '', tool, argv, modelled, ...modelParts, start: started, end: Date.now() };
     fs.appendFileSync(process.env.FAKE_LATENCY_LOG, `${JSON.stringify(line)}\n`);
   }
   process.stdout.write(stdout);

@@ -241,6 +241,10 @@ function clusterDestroy(rest, ctx) {
   // Destroy removes the cluster's StatePath, which Reflect sets to the --state folder itself, not
   // <state>/<name> (pkg/provision/providers/docker/reflect.go, destroy.go, result.go at v1.13.9).
   fs.rmSync(stateRoot, { recursive: true, force: true });
+  // What the cluster held (its API objects and the Helm releases, whose records are Secrets in it) was
+  // in the control plane's etcd, which went with its container.
+  state.kubectl.objects = {};
+  state.helm.releases = {};
   return 0;
 }
 
