@@ -2,10 +2,8 @@
 // second run must change nothing (no mutating call) and stay within each phase's tool-call ceiling.
 // validate is left out: its checks need the stand-in HTTPS servers of tests/validate-orchestration.test.ts,
 // and it is never mutation-free (its storage smoke test creates and removes a claim and a pod).
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type ToolCall, isMutating, makeSandbox } from './helpers.ts';
+import { type ToolCall, isMutating, makeSandbox, startStandInRegistry } from './helpers.ts';
 
 /** The phases `task deploy` runs before validate, in its order. */
 const PHASES = ['talos', 'storage', 'traefik', 'observability', 'sample-app'] as const;
@@ -16,44 +14,20 @@ const PHASES = ['talos', 'storage', 'traefik', 'observability', 'sample-app'] as
  */
 const NOOP_CEILING: Record<(typeof PHASES)[number], number> = { talos: 10, storage: 5, traefik: 7, observability: 14, 'sample-app': 7 };
 
-/** A port nothing listens on now. */
-async function freePort(): Promise<number> {
-  const s = http.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
-
-/**
- * The local registry on the port the registry container publishes (started once the talos phase
- * made that container, as the real one is): HEAD /v2/<name>/manifests/<tag> from what `docker push` pushed.
- */
-async function startRegistry(port: number, pushed: () => Record<string, string>) {
-  const server = http.createServer((req, res) => {
-    const m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(req.url ?? '');
-    const digest = m && pushed()[`localhost:${port}/${m[1]}:${m[2]}`];
-    if (digest) res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'docker-content-digest': digest }).end();
-    else res.writeHead(404).end();
-  });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return { close: () => server.close() };
-}
-
 const line = (c: ToolCall) => `${c.tool} ${c.argv.join(' ')}`;
 
 describe('a second deploy changes nothing, within the tool-call budget', { timeout: 300_000 }, () => {
-  const closers: (() => void)[] = [];
-  afterAll(() => closers.forEach((close) => close()));
+  const closers: (() => Promise<void>)[] = [];
+  afterAll(() => Promise.all(closers.map((close) => close())));
 
   it('every phase twice: the second run makes no mutating call and stays within each phase ceiling', async () => {
     const sandbox = makeSandbox();
-    // Ports of this test's own: the sandbox's defaults are held on purpose by other tests ("a port taken").
-    const env = { REGISTRY_PORT: String(await freePort()), HTTP_PORT: '38080', HTTPS_PORT: '38443', PULL_THROUGH_CACHE: 'false' };
+    const env = { PULL_THROUGH_CACHE: 'false' };
     for (const phase of PHASES) {
       const first = await sandbox.run(phase, [], env);
       expect(first.code, `${phase}: ${first.stdout}${first.stderr}`).toBe(0);
-      if (phase === 'talos') closers.push((await startRegistry(Number(env.REGISTRY_PORT), () => sandbox.state().docker.pushed ?? {})).close);
+      // The local registry answers on REGISTRY_PORT once the talos phase made its container, as the real one does.
+      if (phase === 'talos') closers.push((await startStandInRegistry(() => sandbox.state().docker.pushed ?? {}, sandbox.ports.REGISTRY_PORT)).close);
     }
     const perPhase: Record<string, string[]> = {};
     for (const phase of PHASES) {
