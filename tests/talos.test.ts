@@ -282,14 +282,16 @@ describe('talos phase', () => {
     expect(mutatingLines(res.calls)).toEqual([]);
   });
 
-  const otherHttpPort = freePortsSync(1)[0];
+  // Another HTTP_PORT than the sandbox's, and none of its other ports (four free ports: one of them is none of the three).
+  const spare = freePortsSync(4);
+  const otherHttpPort = (s: Sandbox) => spare.find((p) => !Object.values(s.ports).includes(p))!;
   it.each([
-    ['WORKERS', { WORKERS: '3' }, () => /WORKERS=3 asks for .*talos-local-worker-3/],
-    ['HTTP_PORT', { HTTP_PORT: String(otherHttpPort) }, (s: Sandbox) => new RegExp(`publishes 127\\.0\\.0\\.1:${s.ports.HTTP_PORT} for port 30080 but HTTP_PORT=${otherHttpPort}`)],
-    ['TALOS_VERSION', { TALOS_VERSION: 'v1.13.8' }, () => /runs ghcr.io\/siderolabs\/talos:v1.13.9 but TALOS_VERSION=v1.13.8/],
+    ['WORKERS', () => ({ WORKERS: '3' }), () => /WORKERS=3 asks for .*talos-local-worker-3/],
+    ['HTTP_PORT', (s: Sandbox) => ({ HTTP_PORT: String(otherHttpPort(s)) }), (s: Sandbox) => new RegExp(`publishes 127\\.0\\.0\\.1:${s.ports.HTTP_PORT} for port 30080 but HTTP_PORT=${otherHttpPort(s)}`)],
+    ['TALOS_VERSION', () => ({ TALOS_VERSION: 'v1.13.8' }), () => /runs ghcr.io\/siderolabs\/talos:v1.13.9 but TALOS_VERSION=v1.13.8/],
   ])('reports a cluster that differs from .env (%s) and touches nothing', async (_, env, want) => {
     const sandbox = await deployed();
-    const res = await sandbox.run('talos', [], env);
+    const res = await sandbox.run('talos', [], env(sandbox));
     expect(res.code).not.toBe(0);
     expect(res.stderr).toMatch(want(sandbox));
     expect(mutatingLines(res.calls)).toEqual([]);
