@@ -285,6 +285,11 @@ describe('the cache prefill during talosctl cluster create', () => {
     const sandbox = makeSandbox();
     const caches = await startCaches(sandbox);
     caches['docker.io'].stalling.push('/blobs/');
+    // The nodes boot once the prefill has fetched a blob, so the grace decides when it is stopped, not
+    // how fast a loaded machine starts it (stopped before it began, it has nothing to say).
+    const fetchedOne = path.join(sandbox.dir, 'prefill-fetched-a-blob');
+    sandbox.scenario({ talosctl: { createWaitsFor: fetchedOne } });
+    for (const c of Object.values(caches)) c.onBlob = () => fs.writeFileSync(fetchedOne, '');
     const res = await sandbox.run('talos', [], { PREFILL_GRACE_SECONDS: '2' });
     expect(res.code, res.stderr + res.stdout).toBe(0);
     expect(res.stdout).toMatch(
