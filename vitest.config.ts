@@ -27,6 +27,9 @@ const PATH = `${TOOLS_BIN}${path.delimiter}${process.env.PATH}`;
 
 export default defineConfig({
   test: {
+    // Hooks start real servers (Prometheus, the apps): on a loaded machine that takes longer than
+    // the 10 s default; as long as a test may take (`npm test` passes --testTimeout=60000).
+    hookTimeout: 60000,
     globalSetup: ['tests/tools/require-test-tools.ts'],
     projects: [
       { extends: true, test: { name: 'helm4', include: ['tests/**/*.test.ts'], env: { PATH, FAKE_HELM_MAJOR: '4' } } },

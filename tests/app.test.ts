@@ -272,7 +272,7 @@ describe('task app (stand-in tools)', { timeout: 90000 }, () => {
     expect(record('shop')).toEqual({ name: 'shop', namespace: 'shop', host: 'shop.localhost', image: ref, metricsPort: 8080, metricsPath: '/metrics', dashboard: 'app-shop' });
     // Prometheus does not answer (no endpoints): the dashboard of the declared kind, said so.
     expect(r.stdout).toMatch(/Dashboard: Prometheus could not be asked .*so it assumes the usual HTTP metrics/);
-    expect(r.stdout).toContain('https://shop.localhost:18443/');
+    expect(r.stdout).toContain(`https://shop.localhost:${sb.ports.HTTPS_PORT}/`);
 
     const again = await sb.run('app', [dir, '--metrics-port', '8080'], env);
     expect(again.code, again.stdout + again.stderr).toBe(0);

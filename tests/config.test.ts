@@ -181,9 +181,9 @@ describe('invalid .env values stop the talos phase before anything changes', () 
 
   it('a duplicate port too', async () => {
     const sandbox = makeSandbox();
-    const res = await sandbox.run('talos', [], { HTTPS_PORT: '18080' });
+    const res = await sandbox.run('talos', [], { HTTPS_PORT: String(sandbox.ports.HTTP_PORT) });
     expect(res.code).not.toBe(0);
-    expect(res.stderr).toContain('HTTP_PORT and HTTPS_PORT are both 18080');
+    expect(res.stderr).toContain(`HTTP_PORT and HTTPS_PORT are both ${sandbox.ports.HTTP_PORT}`);
     expect(res.calls).toEqual([]);
   });
 });

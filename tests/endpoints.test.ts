@@ -49,7 +49,7 @@ describe('endpoints', () => {
     expect(ok.code).toBe(0);
     expect(ok.stdout).toContain(`password in ${path.join(sb.stateDir, 'grafana-admin-password')}\n`);
     expect(ok.stdout).toContain(`export KUBECONFIG=${path.join(sb.stateDir, 'kubeconfig')} (not there yet: run \`task talos\`)`);
-    expect(ok.stdout).toContain('https://grafana.localhost:18443/');
+    expect(ok.stdout).toContain(`https://grafana.localhost:${sb.ports.HTTPS_PORT}/`);
     expect(ok.calls).toEqual([]);
     const bad = await sb.run('endpoints', [], { DOMAIN: 'Bad_Domain' });
     expect(bad.code).toBe(1);

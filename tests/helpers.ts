@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { STATE_DIR_MARKER } from '../scripts/lib.ts';
 // @ts-expect-error: plain ESM module without types
 import { deepMerge, defaultState } from './fakes/common.mjs';
@@ -46,8 +47,17 @@ export function isMutating(call: ToolCall): boolean {
   }
 }
 
+/** The host ports a sandbox's runs get unless a test sets them. */
+export interface SandboxPorts {
+  HTTP_PORT: number;
+  HTTPS_PORT: number;
+  REGISTRY_PORT: number;
+}
+
 export interface Sandbox {
   dir: string;
+  /** Free ports on 127.0.0.1 picked for this sandbox: expected strings are built from these, never from a number. */
+  ports: SandboxPorts;
   stateDir: string;
   home: string;
   fakeState: string;
@@ -63,7 +73,35 @@ export interface Sandbox {
   run(script: string, args?: string[], env?: Record<string, string>): Promise<ScriptResult>;
 }
 
+/**
+ * `count` distinct ports on 127.0.0.1 that were free a moment ago, chosen by the OS (listen on port 0),
+ * synchronously: a worker thread binds and closes them while this thread waits. Test files run in
+ * parallel (and other suites may run on the same machine), so no test may count on a fixed port.
+ */
+export function freePortsSync(count: number): number[] {
+  const shared = new Int32Array(new SharedArrayBuffer(4 * (count + 1)));
+  const worker = new Worker(
+    `const { workerData } = require('node:worker_threads');
+     const net = require('node:net');
+     const shared = new Int32Array(workerData.buffer);
+     const servers = Array.from({ length: workerData.count }, () => net.createServer());
+     const done = (status) => { Atomics.store(shared, 0, status); Atomics.notify(shared, 0); };
+     Promise.all(servers.map((s) => new Promise((resolve, reject) => s.once('error', reject).listen(0, '127.0.0.1', () => resolve(s.address().port)))))
+       .then(async (ports) => {
+         await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+         ports.forEach((p, i) => (shared[i + 1] = p));
+         done(1);
+       }, () => done(2));`,
+    { eval: true, workerData: { buffer: shared.buffer, count } },
+  );
+  worker.unref();
+  if (Atomics.wait(shared, 0, 0, 30000) === 'timed-out' || shared[0] !== 1) throw new Error('freePortsSync: could not bind free ports on 127.0.0.1');
+  return Array.from(shared.subarray(1));
+}
+
 export function makeSandbox(): Sandbox {
+  const [HTTP_PORT, HTTPS_PORT, REGISTRY_PORT] = freePortsSync(3);
+  const ports: SandboxPorts = { HTTP_PORT, HTTPS_PORT, REGISTRY_PORT };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'platform-test-'));
   const stateDir = path.join(dir, 'state');
   const home = path.join(dir, 'home');
@@ -78,16 +116,18 @@ export function makeSandbox(): Sandbox {
     STATE_DIR: stateDir,
     ENV_FILE: path.join(dir, 'no.env'),
     NO_COLOR: '1',
-    // Ports above 1024 so that the preflight's bind test needs no root; tests that want
-    // a taken port occupy one of these.
-    HTTP_PORT: '18080',
-    HTTPS_PORT: '18443',
-    REGISTRY_PORT: '15001',
+    // Free ports of this sandbox (above 1024, so the preflight's bind test needs no root): test files
+    // run in parallel, so a fixed port would be taken by another file's test. A test that wants a taken
+    // port binds a free one itself and sets it.
+    HTTP_PORT: String(HTTP_PORT),
+    HTTPS_PORT: String(HTTPS_PORT),
+    REGISTRY_PORT: String(REGISTRY_PORT),
     // The Helm major the stand-in plays in this test run (vitest.config.ts).
     ...(process.env.FAKE_HELM_MAJOR ? { FAKE_HELM_MAJOR: process.env.FAKE_HELM_MAJOR } : {}),
   });
   return {
     dir,
+    ports,
     stateDir,
     home,
     fakeState,

@@ -51,10 +51,6 @@ function standInCaches(): Record<string, StandInCache> {
   return Object.fromEntries(UPSTREAMS.map((u) => [u.registry, new StandInCache(images[u.registry])]));
 }
 
-/** Ports of this file's own (the sandbox's defaults are taken by other tests on purpose, e.g. "a port taken"). */
-const PORTS = { HTTP_PORT: '28080', HTTPS_PORT: '28443', REGISTRY_PORT: '25001' };
-const run = (sandbox: Sandbox, script: string, env: Record<string, string> = {}) => sandbox.run(script, [], { ...PORTS, ...env });
-
 const running: StandInCache[] = [];
 afterEach(() => running.splice(0).forEach((c) => c.stop()));
 
@@ -88,7 +84,7 @@ describe('the cache prefill during talosctl cluster create', () => {
     let served = 0;
     for (const c of Object.values(caches)) c.onBlob = () => ++served === expected && fs.writeFileSync(booted, '');
 
-    const res = await run(sandbox, 'talos');
+    const res = await sandbox.run('talos');
     expect(res.code, res.stderr + res.stdout).toBe(0);
 
     // Every amd64 blob of every image, once, from the cache of its registry; nothing of arm64.
@@ -130,7 +126,7 @@ describe('the cache prefill during talosctl cluster create', () => {
     const sandbox = makeSandbox();
     const caches = await startCaches(sandbox);
     breakIt(caches, sandbox);
-    const res = await run(sandbox, 'talos');
+    const res = await sandbox.run('talos');
     expect(res.code, res.stderr + res.stdout).toBe(0);
     const lines = res.stdout.split('\n').filter((l) => l.includes('prefilled while the nodes booted') && l.startsWith('✓'));
     expect(lines).toHaveLength(1);
@@ -144,7 +140,12 @@ describe('the cache prefill during talosctl cluster create', () => {
     const sandbox = makeSandbox();
     const caches = await startCaches(sandbox);
     caches['docker.io'].stalling.push('/blobs/');
-    const res = await run(sandbox, 'talos', { PREFILL_GRACE_SECONDS: '2' });
+    // The nodes boot once the prefill has fetched a blob, so the grace decides when it is stopped, not
+    // how fast a loaded machine starts it (stopped before it began, it has nothing to say).
+    const fetchedOne = path.join(sandbox.dir, 'prefill-fetched-a-blob');
+    sandbox.scenario({ talosctl: { createWaitsFor: fetchedOne } });
+    for (const c of Object.values(caches)) c.onBlob = () => fs.writeFileSync(fetchedOne, '');
+    const res = await sandbox.run('talos', [], { PREFILL_GRACE_SECONDS: '2' });
     expect(res.code, res.stderr + res.stdout).toBe(0);
     expect(res.stdout).toMatch(
       /✓ Pull-through caches prefilled while the nodes booted \(\d+\.\ds\) not finished, the deploy goes on \(pods pull through the caches as usual\): stopped once the nodes were Ready \([0-8] of 9 images in the caches: .* fetched \(\d+ blobs\)/,
@@ -159,14 +160,14 @@ describe('the cache prefill during talosctl cluster create', () => {
   it('is not started when the cluster exists, nor without caches', async () => {
     const sandbox = makeSandbox();
     await startCaches(sandbox);
-    expect((await run(sandbox, 'talos')).code).toBe(0);
-    const again = await run(sandbox, 'talos');
+    expect((await sandbox.run('talos')).code).toBe(0);
+    const again = await sandbox.run('talos');
     expect(again.code).toBe(0);
     expect(callsOf(again.calls, 'helm', 'template')).toEqual([]);
     expect(again.stdout).not.toContain('prefilled');
 
     const noCaches = makeSandbox();
-    const res = await run(noCaches, 'talos', { PULL_THROUGH_CACHE: 'false' });
+    const res = await noCaches.run('talos', [], { PULL_THROUGH_CACHE: 'false' });
     expect(res.code).toBe(0);
     expect(callsOf(res.calls, 'helm', 'template')).toEqual([]);
   }, 120_000);
@@ -174,7 +175,7 @@ describe('the cache prefill during talosctl cluster create', () => {
   it('upgrades caches of an earlier version (no published port): recreates only them, keeps their volumes', async () => {
     const sandbox = makeSandbox();
     await startCaches(sandbox);
-    expect((await run(sandbox, 'talos')).code).toBe(0);
+    expect((await sandbox.run('talos')).code).toBe(0);
     // As the earlier version left them: the caches published nothing.
     const state = sandbox.state();
     for (const c of Object.values(state.docker.containers) as { name: string; ports: unknown[]; labels: Record<string, string> }[]) {
@@ -183,7 +184,7 @@ describe('the cache prefill during talosctl cluster create', () => {
     fs.writeFileSync(sandbox.fakeState, JSON.stringify(state));
     const volumesBefore = Object.keys(state.docker.volumes).sort();
 
-    const res = await run(sandbox, 'talos');
+    const res = await sandbox.run('talos');
     expect(res.code, res.stderr).toBe(0);
     const changed = mutatingLines(res.calls);
     const caches = UPSTREAMS.map((u) => `talos-local-cache-${u.registry.replace(/\./g, '-')}`);
@@ -198,7 +199,7 @@ describe('the cache prefill during talosctl cluster create', () => {
     expect(res.stdout).toContain('now published on 127.0.0.1::5000, for the prefill; its volume is kept');
 
     // And the run after that changes nothing.
-    const third = await run(sandbox, 'talos');
+    const third = await sandbox.run('talos');
     expect(mutatingLines(third.calls)).toEqual([]);
   }, 120_000);
 });
@@ -207,7 +208,7 @@ describe('task images', () => {
   it('lists every image with its source, what serves it and whether that holds it, reading only', async () => {
     const sandbox = makeSandbox();
     const caches = await startCaches(sandbox);
-    expect((await run(sandbox, 'talos', { PULL_THROUGH_CACHE: 'true' })).code).toBe(0);
+    expect((await sandbox.run('talos', [], { PULL_THROUGH_CACHE: 'true' })).code).toBe(0);
     // What the caches hold now (the prefill fetched everything): loki only in part, busybox not at all.
     const loki = caches['docker.io'].images.find((i) => i.repository === 'grafana/loki')!;
     const busybox = caches['docker.io'].images.find((i) => i.repository === 'library/busybox')!;
@@ -218,7 +219,7 @@ describe('task images', () => {
     fs.writeFileSync(sandbox.fakeState, JSON.stringify(state));
     for (const c of Object.values(caches)) c.requests.length = 0;
 
-    const res = await run(sandbox, 'images');
+    const res = await sandbox.run('images');
     expect(res.code, res.stderr).toBe(0);
     const row = (ref: string) => res.stdout.split('\n').find((l) => l.startsWith(`${ref} `)) ?? '';
     expect(row('docker.io/grafana/grafana:13.2.0')).toMatch(/cache docker\.io\s+yes \(\d+ KiB\)\s+chart grafana 12\.11\.1$/);
@@ -228,7 +229,8 @@ describe('task images', () => {
     expect(row('busybox:1.37.0')).toMatch(/cache docker\.io\s+no\s+PINNED\.busyboxImage/);
     expect(row('ghcr.io/siderolabs/talos:v1.13.9')).toMatch(/Docker on the host\s+yes/);
     expect(row(PINNED.registryImage)).toMatch(/Docker on the host\s+no/);
-    expect(res.stdout).toMatch(/^localhost:25001\/sample-app:[0-9a-f]{12} +local registry :25001 +The local registry at http:\/\/127\.0\.0\.1:25001 does not answer/m);
+    const registry = sandbox.ports.REGISTRY_PORT;
+    expect(res.stdout).toMatch(new RegExp(`^localhost:${registry}/sample-app:[0-9a-f]{12} +local registry :${registry} +The local registry at http://127\\.0\\.0\\.1:${registry} does not answer`, 'm'));
     expect(res.stdout).toMatch(/8 of 12 images held where the nodes get them/);
     // Read only: no mutating call; of the caches, only manifests by digest (a proxy answers those
     // from its storage), never a tag or a blob, which a proxy fetches upstream.
@@ -241,10 +243,10 @@ describe('task images', () => {
   it('says where nothing can be known yet: no caches, no cluster', async () => {
     const sandbox = makeSandbox();
     sandbox.scenario({ helm: { charts: CHARTS } });
-    const res = await run(sandbox, 'images');
+    const res = await sandbox.run('images');
     expect(res.code, res.stderr).toBe(0);
     expect(res.stdout).toMatch(/^docker\.io\/grafana\/loki:3\.7\.6 +cache docker\.io +no cache yet \(task talos creates it\)/m);
-    const off = await run(sandbox, 'images', { PULL_THROUGH_CACHE: 'false' });
+    const off = await sandbox.run('images', [], { PULL_THROUGH_CACHE: 'false' });
     expect(off.stdout).toMatch(/^docker\.io\/grafana\/loki:3\.7\.6 +upstream +pulled upstream \(no cache for its registry\)/m);
   }, 120_000);
 });

@@ -4,11 +4,9 @@
 // validate runs with `--wait 0`: against the stand-ins its checks that need real servers (routes,
 // Prometheus, Loki, Grafana, Alertmanager through Traefik) fail, and only those may; its tool calls
 // count all the same.
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { healthyObjects } from './fixtures/validate/cluster.ts';
-import { type ToolCall, isMutating, makeSandbox } from './helpers.ts';
+import { type ToolCall, isMutating, makeSandbox, startStandInRegistry } from './helpers.ts';
 
 /** The processes of `task deploy` in an order its graph allows: [record name, script, arguments]. */
 const GRAPH = [
@@ -58,40 +56,15 @@ const STARTED_BY_CHARTS: Partial<Record<Phase, () => any[]>> = {
   'sample-app': () => healthyObjects().filter((o) => ['Pod', 'PersistentVolumeClaim', 'PersistentVolume'].includes(o.kind)),
 };
 
-/** A port nothing listens on now. */
-async function freePort(): Promise<number> {
-  const s = http.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
-
-/**
- * The local registry on the port the registry container publishes (started once the talos phase
- * made that container, as the real one is): HEAD /v2/<name>/manifests/<tag> from what `docker push` pushed.
- */
-async function startRegistry(port: number, pushed: () => Record<string, string>) {
-  const server = http.createServer((req, res) => {
-    const m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(req.url ?? '');
-    const digest = m && pushed()[`localhost:${port}/${m[1]}:${m[2]}`];
-    if (digest) res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'docker-content-digest': digest }).end();
-    else res.writeHead(404).end();
-  });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return { close: () => server.close() };
-}
-
 const line = (c: ToolCall) => `${c.tool} ${c.argv.join(' ')}`;
 
 describe('a second deploy changes nothing, within the tool-call budget', { timeout: 300_000 }, () => {
-  const closers: (() => void)[] = [];
-  afterAll(() => closers.forEach((close) => close()));
+  const closers: (() => Promise<void>)[] = [];
+  afterAll(() => Promise.all(closers.map((close) => close())));
 
   it('the whole graph twice: the second run makes no mutating call and stays within the budget', async () => {
     const sandbox = makeSandbox();
-    // Ports of this test's own: the sandbox's defaults are held on purpose by other tests ("a port taken").
-    const env = { REGISTRY_PORT: String(await freePort()), HTTP_PORT: '38080', HTTPS_PORT: '38443', PULL_THROUGH_CACHE: 'false' };
+    const env = { PULL_THROUGH_CACHE: 'false' };
     const deploy = async (runId: string) => {
       const results: Partial<Record<Phase, Awaited<ReturnType<typeof sandbox.run>>>> = {};
       for (const [phase, script, args] of GRAPH) {
@@ -105,7 +78,8 @@ describe('a second deploy changes nothing, within the tool-call budget', { timeo
         } else expect(r.code, `${phase}: ${r.stdout}${r.stderr}`).toBe(0);
         // The stand-in helm starts no workloads: what the charts (and the Alloy Operator) make.
         if (runId === 'first' && STARTED_BY_CHARTS[phase]) sandbox.scenario({ kubectl: { objects: byKey(STARTED_BY_CHARTS[phase]()) } });
-        if (phase === 'registry' && runId === 'first') closers.push((await startRegistry(Number(env.REGISTRY_PORT), () => sandbox.state().docker.pushed ?? {})).close);
+        // The local registry answers on REGISTRY_PORT once the registry phase made its container, as the real one does.
+        if (phase === 'registry' && runId === 'first') closers.push((await startStandInRegistry(() => sandbox.state().docker.pushed ?? {}, sandbox.ports.REGISTRY_PORT)).close);
       }
       return results as Record<Phase, Awaited<ReturnType<typeof sandbox.run>>>;
     };

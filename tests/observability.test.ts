@@ -384,7 +384,7 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(r['monitoring/prometheus'].values.server).toMatchObject({ retention: '30d', persistentVolume: { size: '20Gi' } });
     expect(r['monitoring/loki'].values.loki.limits_config.retention_period).toBe('48h');
     expect(r['monitoring/loki'].values.singleBinary.persistence.size).toBe('2Gi');
-    expect(r['monitoring/grafana'].values['grafana.ini'].server.root_url).toBe('https://grafana.example.test:18443');
+    expect(r['monitoring/grafana'].values['grafana.ini'].server.root_url).toBe(`https://grafana.example.test:${sandbox.ports.HTTPS_PORT}`);
     expect(r['monitoring/k8s-monitoring'].values.cluster.name).toBe('talos-local');
   });
 

@@ -114,15 +114,15 @@ const FOREIGN_NETWORK = { name: 'someone-elses-net', labels: { 'com.example.app'
 const FOREIGN_VOLUME = { name: 'someone-elses-data', labels: {} };
 
 type Setup = (sandbox: Sandbox) => void;
-const stops: [string, Setup, RegExp][] = [
-  ['the Talos image pull', (s) => s.scenario({ talosctl: { createStopsAt: 'image-pull' } }), /ghcr\.io\/v2\/.*Client\.Timeout/],
+const stops: [string, Setup, (sandbox: Sandbox) => RegExp][] = [
+  ['the Talos image pull', (s) => s.scenario({ talosctl: { createStopsAt: 'image-pull' } }), () => /ghcr\.io\/v2\/.*Client\.Timeout/],
   [
     'the control plane start (a host port held by another container)',
-    (s) => s.scenario({ docker: { containers: { 'port-holder': { ...FOREIGN_CONTAINER, name: 'port-holder', networks: {}, mounts: [], ports: [{ hostIp: '127.0.0.1', hostPort: 18080, containerPort: 80, proto: 'tcp' }] } } } }),
-    /Bind for 127\.0\.0\.1:18080 failed: port is already allocated/,
+    (s) => s.scenario({ docker: { containers: { 'port-holder': { ...FOREIGN_CONTAINER, name: 'port-holder', networks: {}, mounts: [], ports: [{ hostIp: '127.0.0.1', hostPort: s.ports.HTTP_PORT, containerPort: 80, proto: 'tcp' }] } } } }),
+    (s) => new RegExp(`Bind for 127\\.0\\.0\\.1:${s.ports.HTTP_PORT} failed: port is already allocated`),
   ],
-  ['a worker start', (s) => s.scenario({ talosctl: { createStopsAt: 'worker-start' } }), /OCI runtime create failed/],
-  ['the health checks (after state.yaml)', (s) => s.scenario({ talosctl: { createStopsAt: 'health' } }), /context deadline exceeded/],
+  ['a worker start', (s) => s.scenario({ talosctl: { createStopsAt: 'worker-start' } }), () => /OCI runtime create failed/],
+  ['the health checks (after state.yaml)', (s) => s.scenario({ talosctl: { createStopsAt: 'health' } }), () => /context deadline exceeded/],
 ];
 
 describe('a cluster made through another Docker than the one the CLI uses now', SLOW, () => {
@@ -173,7 +173,7 @@ describe('destroy after a create that stopped part-way', SLOW, () => {
 
     const create = await sandbox.run('talos');
     expect(create.code).not.toBe(0);
-    expect(create.stderr).toMatch(failure);
+    expect(create.stderr).toMatch(failure(sandbox));
 
     const destroy = await sandbox.run('talos', ['--destroy', '--yes']);
     expect(destroy.code, destroy.stdout + destroy.stderr).toBe(0);

@@ -17,7 +17,7 @@ import {
   talosPatches,
   versionProblem,
 } from '../scripts/talos.ts';
-import { FAKE_BIN, type Sandbox, callsOf, makeSandbox, mutatingLines } from './helpers.ts';
+import { FAKE_BIN, type Sandbox, callsOf, freePortsSync, makeSandbox, mutatingLines } from './helpers.ts';
 
 const cfg = parseConfig({ STATE_DIR: '/tmp/st', HTTP_PORT: '18080', HTTPS_PORT: '18443', REGISTRY_PORT: '15001' });
 
@@ -183,7 +183,7 @@ describe('talos phase', () => {
     const m = mutatingLines(res.calls);
     expect(m[0]).toBe('docker network create --label talos.owned=true --label talos.cluster.name=talos-local --subnet 10.5.0.0/24 --opt com.docker.network.driver.mtu=1500 talos-local');
     expect(m).toContain(
-      'docker run --detach --name talos-local-registry --restart unless-stopped --label talos-local.cluster=talos-local --label talos-local.role=registry --volume talos-local-registry:/var/lib/registry --publish 127.0.0.1:15001:5000 registry:2.8.3',
+      `docker run --detach --name talos-local-registry --restart unless-stopped --label talos-local.cluster=talos-local --label talos-local.role=registry --volume talos-local-registry:/var/lib/registry --publish 127.0.0.1:${sandbox.ports.REGISTRY_PORT}:5000 registry:2.8.3`,
     );
     expect(m).toContain(
       'docker run --detach --name talos-local-cache-docker-io --restart unless-stopped --label talos-local.cluster=talos-local --label talos-local.role=cache --volume talos-local-cache-docker-io:/var/lib/registry --publish 127.0.0.1::5000 --env REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io registry:2.8.3',
@@ -194,7 +194,7 @@ describe('talos phase', () => {
     const create = m.findIndex((c) => c.startsWith('talosctl cluster create docker'));
     expect(create).toBe(m.length - 1);
     expect(callsOf(res.calls, 'talosctl', 'cluster', 'create', 'docker')[0].argv).toEqual(
-      clusterCreateArgs({ ...cfg, stateDir: sandbox.stateDir }, path.join(sandbox.stateDir, 'talos', 'patches')),
+      clusterCreateArgs({ ...cfg, ...sandbox.ports, stateDir: sandbox.stateDir }, path.join(sandbox.stateDir, 'talos', 'patches')),
     );
 
     // The patches are what Talos expects.
@@ -203,7 +203,7 @@ describe('talos phase', () => {
     expect(patch('registry-mirrors.yaml')[0]).toEqual({
       apiVersion: 'v1alpha1',
       kind: 'RegistryMirrorConfig',
-      name: 'localhost:15001',
+      name: `localhost:${sandbox.ports.REGISTRY_PORT}`,
       endpoints: [{ url: 'http://10.5.0.249:5000' }],
       skipFallback: true,
     });
@@ -282,15 +282,18 @@ describe('talos phase', () => {
     expect(mutatingLines(res.calls)).toEqual([]);
   });
 
+  // Another HTTP_PORT than the sandbox's, and none of its other ports (four free ports: one of them is none of the three).
+  const spare = freePortsSync(4);
+  const otherHttpPort = (s: Sandbox) => spare.find((p) => !Object.values(s.ports).includes(p))!;
   it.each([
-    [{ WORKERS: '3' }, /WORKERS=3 asks for .*talos-local-worker-3/],
-    [{ HTTP_PORT: '18081' }, /publishes 127.0.0.1:18080 for port 30080 but HTTP_PORT=18081/],
-    [{ TALOS_VERSION: 'v1.13.8' }, /runs ghcr.io\/siderolabs\/talos:v1.13.9 but TALOS_VERSION=v1.13.8/],
-  ])('reports a cluster that differs from .env (%j) and touches nothing', async (env, want) => {
+    ['WORKERS', () => ({ WORKERS: '3' }), () => /WORKERS=3 asks for .*talos-local-worker-3/],
+    ['HTTP_PORT', (s: Sandbox) => ({ HTTP_PORT: String(otherHttpPort(s)) }), (s: Sandbox) => new RegExp(`publishes 127\\.0\\.0\\.1:${s.ports.HTTP_PORT} for port 30080 but HTTP_PORT=${otherHttpPort(s)}`)],
+    ['TALOS_VERSION', () => ({ TALOS_VERSION: 'v1.13.8' }), () => /runs ghcr.io\/siderolabs\/talos:v1.13.9 but TALOS_VERSION=v1.13.8/],
+  ])('reports a cluster that differs from .env (%s) and touches nothing', async (_, env, want) => {
     const sandbox = await deployed();
-    const res = await sandbox.run('talos', [], env);
+    const res = await sandbox.run('talos', [], env(sandbox));
     expect(res.code).not.toBe(0);
-    expect(res.stderr).toMatch(want);
+    expect(res.stderr).toMatch(want(sandbox));
     expect(mutatingLines(res.calls)).toEqual([]);
   });
 
@@ -322,11 +325,12 @@ describe('preflight failures stop before anything changes', () => {
 
   it('a port taken', async () => {
     const server = net.createServer();
-    await new Promise<void>((resolve) => server.listen(18443, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
     try {
-      const res = await makeSandbox().run('talos');
+      const res = await makeSandbox().run('talos', [], { HTTPS_PORT: String(port) });
       expectStopped(res);
-      expect(res.stderr).toMatch(/HTTPS_PORT=18443 is already in use on 127.0.0.1.*set another HTTPS_PORT in .env/);
+      expect(res.stderr).toMatch(new RegExp(`HTTPS_PORT=${port} is already in use on 127\\.0\\.0\\.1.*set another HTTPS_PORT in \\.env`));
     } finally {
       server.close();
     }
@@ -486,7 +490,7 @@ describe('talos.ts --registry', () => {
 
   it('stops before creating anything when REGISTRY_PORT is taken by something else', async () => {
     const sandbox = makeSandbox();
-    // A port of its own: the sandbox's ports are shared with the tests running beside this one.
+    // A port of its own, taken by this test.
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as net.AddressInfo).port;

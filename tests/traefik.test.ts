@@ -58,8 +58,8 @@ describe('traefik phase against the stand-in tools', { timeout: 60_000 }, () => 
     expect(rel.chart).toBe(`traefik-${PINNED.charts.traefik.version}`);
     expect(rel.values.deployment.kind).toBe('DaemonSet');
     expect(rel.values.service.spec.type).toBe('NodePort');
-    expect(rel.values.ports.websecure).toMatchObject({ nodePort: 30443, exposedPort: 18443 });
-    expect(rel.values.ports.web).toMatchObject({ nodePort: 30080, exposedPort: 18080 });
+    expect(rel.values.ports.websecure).toMatchObject({ nodePort: 30443, exposedPort: sb.ports.HTTPS_PORT });
+    expect(rel.values.ports.web).toMatchObject({ nodePort: 30080, exposedPort: sb.ports.HTTP_PORT });
 
     const o = objects(sb);
     expect(o['TLSStore/traefik/default'].spec.defaultCertificate.secretName).toBe('platform-tls');
@@ -76,7 +76,7 @@ describe('traefik phase against the stand-in tools', { timeout: 60_000 }, () => 
     expect(o['IngressRoute/traefik/dashboard'].spec.routes[0].services[0]).toEqual({ name: 'api@internal', kind: 'TraefikService' });
     expect(o['Namespace//monitoring'].metadata.labels['pod-security.kubernetes.io/enforce']).toBe('privileged');
     expect(o['Namespace//sample-app']).toBeUndefined();
-    expect(r.stdout).toMatch(/https:\/\/grafana\.localhost:18443\//);
+    expect(r.stdout).toContain(`https://grafana.localhost:${sb.ports.HTTPS_PORT}/`);
     expect(r.stdout).toMatch(/\*\.localhost resolves to 127\.0\.0\.1 by itself .*Safari: `task hosts -- --force`/);
     expect(r.stdout).toMatch(/task trust-ca/);
 
