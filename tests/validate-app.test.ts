@@ -4,8 +4,6 @@
 // proxy, and the app. Passing and failing: no record, pods not ready, route 404 and 502, target
 // down, samples stale, no logs; and the record's and the argument's bad values.
 import fs from 'node:fs';
-import https from 'node:https';
-import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -13,7 +11,7 @@ import { type AppRecord, parseConfig } from '../scripts/lib.ts';
 import { checkDeploymentReady, parseAppArg, readAppRecord } from '../scripts/validate.ts';
 import { isMutating, makeSandbox } from './helpers.ts';
 import { deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
-import { applyLogQL, type FakeGrafanaOptions, grafanaHandler, makeCerts } from './fixtures/validate/servers.ts';
+import { applyLogQL, type FakeGrafanaOptions, checkLines, grafanaHandler, makeCerts, startHttpsFront, writeValidateState } from './fixtures/validate/servers.ts';
 
 vi.setConfig({ testTimeout: 60000 });
 
@@ -26,9 +24,8 @@ const SELECTOR = { 'app.kubernetes.io/name': NAME, 'app.kubernetes.io/component'
 const LABELS = { namespace: NAME, container: 'app', node: 'talos-local-worker-1', job: NAME };
 const RECORD: AppRecord = { name: NAME, namespace: NAME, host: `${NAME}.${DOMAIN}`, image: 'localhost:5001/go-app:0f1e2d3c4b5a', metricsPort: 9090, metricsPath: '/metrics', dashboard: `app-${NAME}` };
 
-let dir: string;
+let front: Awaited<ReturnType<typeof startHttpsFront>>;
 let certs: ReturnType<typeof makeCerts>;
-let server: https.Server;
 let port: number;
 /** What the stand-ins answer; each test sets it. */
 let world: {
@@ -72,9 +69,7 @@ function grafana(): FakeGrafanaOptions {
 }
 
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'validate-app-'));
-  certs = makeCerts(dir, DOMAIN);
-  server = https.createServer({ cert: certs.cert, key: certs.key }, (req, res) => {
+  front = await startHttpsFront('validate-app-', DOMAIN, (req, res) => {
     const host = req.headers.host ?? '';
     const u = new URL(req.url!, `https://${host}`);
     if (host === `grafana.${DOMAIN}`) return grafanaHandler(grafana())(req, res);
@@ -87,14 +82,10 @@ beforeAll(async () => {
     }
     res.writeHead(404).end('404 page not found\n');
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  port = (server.address() as net.AddressInfo).port;
+  ({ certs, port } = front);
 });
 
-afterAll(async () => {
-  await new Promise<void>((r) => server.close(() => r()));
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => front.close());
 
 const healthy = () => ({ route: 200 as const, up: { [PODS[0]]: 1, [PODS[1]]: 1 }, sampleAge: 14, logging: [...PODS] });
 
@@ -109,20 +100,13 @@ function sandboxWithApp(opts: { readyPods?: string[]; record?: unknown } = {}) {
       podObj(NAME, p, ready.includes(p), SELECTOR, ready.includes(p) ? {} : { containerStatuses: [{ name: 'app', state: { waiting: { reason: 'CrashLoopBackOff' } }, restartCount: 4 }] }),
     ),
   ]);
-  fs.mkdirSync(path.join(sb.stateDir, 'certs'), { recursive: true });
-  fs.writeFileSync(path.join(sb.stateDir, 'certs', 'ca.crt'), certs.ca);
-  fs.writeFileSync(path.join(sb.stateDir, 'grafana-admin-password'), `${PASSWORD}\n`);
+  writeValidateState(sb.stateDir, certs.ca, PASSWORD);
   fs.mkdirSync(path.join(sb.stateDir, 'apps'), { recursive: true });
   if (opts.record !== null) fs.writeFileSync(path.join(sb.stateDir, 'apps', `${NAME}.json`), JSON.stringify(opts.record ?? RECORD));
   return sb;
 }
 
 const env = () => ({ DOMAIN, HOST_IP: '127.0.0.1', HTTPS_PORT: String(port) });
-const checkLines = (out: string) =>
-  out
-    .split('\n')
-    .filter((l) => /^[✓✗] /.test(l) && !/^[✓✗] validate /.test(l))
-    .map((l) => l.replace(/ \(\d+\.\d+s\).*$/, ''));
 const TITLES = [
   `App ${NAME}: pods of Deployment ${NAME}/${NAME} Ready`,
   `App ${NAME}: route https://${NAME}.${DOMAIN}/ via 127.0.0.1:PORT`,

@@ -6,15 +6,12 @@
 // the exit code, the diagnostics on failure, and that validate changes nothing in the cluster
 // (only `--smoke`'s storage smoke test creates and removes its claim and pod).
 import fs from 'node:fs';
-import https from 'node:https';
-import type net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readDashboards } from '../scripts/validate.ts';
 import { type ToolCall, isMutating, makeSandbox } from './helpers.ts';
 import { APP_SELECTOR_LABELS, deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
-import { applyLogQL, type FakeGrafanaOptions, grafanaHandler, makeCerts } from './fixtures/validate/servers.ts';
+import { applyLogQL, type FakeGrafanaOptions, checkLines, grafanaHandler, makeCerts, startHttpsFront, writeValidateState } from './fixtures/validate/servers.ts';
 
 // Each test starts scripts as processes (node + tsx + stand-in tools): room for a loaded CI machine.
 vi.setConfig({ testTimeout: 60000 });
@@ -24,9 +21,8 @@ const PASSWORD = 'Zx9-random-pw';
 const APP_LABELS = { namespace: 'sample-app', container: 'app', node: 'talos-local-worker-1', job: 'sample-app' };
 const APP_PODS = ['sample-app-6d4b75cb6d-x7k2p', 'sample-app-6d4b75cb6d-q9w8e'];
 
-let dir: string;
+let front: Awaited<ReturnType<typeof startHttpsFront>>;
 let certs: ReturnType<typeof makeCerts>;
-let server: https.Server;
 let port: number;
 /**
  * What the stand-ins answer; each test sets it. `requests` counts the app's requests marked
@@ -59,9 +55,7 @@ function prometheusAnswer(query: string) {
 }
 
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'validate-orch-'));
-  certs = makeCerts(dir, DOMAIN);
-  server = https.createServer({ cert: certs.cert, key: certs.key }, (req, res) => {
+  front = await startHttpsFront('validate-orch-', DOMAIN, (req, res) => {
     const host = req.headers.host ?? '';
     const u = new URL(req.url!, `https://${host}`);
     const json = (status: number, body: unknown) => res.writeHead(status, { 'Content-Type': 'application/json' }).end(JSON.stringify(body));
@@ -93,14 +87,10 @@ beforeAll(async () => {
     }
     res.writeHead(404).end('404 page not found\n');
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  port = (server.address() as net.AddressInfo).port;
+  ({ certs, port } = front);
 });
 
-afterAll(async () => {
-  await new Promise<void>((r) => server.close(() => r()));
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => front.close());
 
 function healthyGrafana(): FakeGrafanaOptions {
   return {
@@ -127,19 +117,11 @@ function healthyGrafana(): FakeGrafanaOptions {
 function sandboxWithPlatform(objects = healthyObjects()) {
   const sb = makeSandbox();
   deployedCluster(sb, objects);
-  fs.mkdirSync(path.join(sb.stateDir, 'certs'), { recursive: true });
-  fs.writeFileSync(path.join(sb.stateDir, 'certs', 'ca.crt'), certs.ca);
-  fs.writeFileSync(path.join(sb.stateDir, 'grafana-admin-password'), `${PASSWORD}\n`);
+  writeValidateState(sb.stateDir, certs.ca, PASSWORD);
   return sb;
 }
 
 const env = () => ({ DOMAIN, HOST_IP: '127.0.0.1', HTTPS_PORT: String(port) });
-/** The check lines in order: "✓ title" / "✗ title", without the timing and detail. */
-const checkLines = (out: string) =>
-  out
-    .split('\n')
-    .filter((l) => /^[✓✗] /.test(l) && !/^[✓✗] validate /.test(l))
-    .map((l) => l.replace(/ \(\d+\.\d+s\).*$/, ''));
 const smokeCall = (c: ToolCall) => c.argv.some((a) => a.includes('storage-smoke')) || c.argv.includes('-') /* apply -f - of the smoke manifest */;
 
 describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
