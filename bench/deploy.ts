@@ -22,7 +22,8 @@
 // The modelled times come from the calls the real run made, not from real seconds: the process
 // starts of tsx and the stand-ins, which dwarf the scaled sleeps on a busy machine, do not count.
 // It is a benchmark, not a test: the numbers are modelled, and only as good as the model.
-// Env: LATENCY_MODEL overrides the model file. Tools: task (on PATH), and the stand-ins.
+// Env: LATENCY_MODEL overrides the model file. Tools: task (the one `npm test` builds into TOOLS_BIN
+// first, else on PATH), and the stand-ins.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,6 +34,8 @@ import { PREFILL_GRACE_SECONDS, UPSTREAMS } from '../scripts/talos.ts';
 import { deployGraph } from '../scripts/summary.ts';
 import { type ToolCall, isMutating, makeSandbox, startStandInRegistry } from '../tests/helpers.ts';
 import { StandInCache, type StoredImage, makeImage } from '../tests/fakes/stand-in-cache.ts';
+// @ts-expect-error: plain ESM module without types
+import { TOOLS_BIN } from '../tests/tools/test-tools.mjs';
 
 /** One line of the stand-ins' latency log (FAKE_LATENCY_LOG). */
 export interface LatencyLine {
@@ -354,10 +357,12 @@ async function main(): Promise<void> {
   const task = (args: string[], name: string) =>
     new Promise<{ calls: ToolCall[]; latency: LatencyLine[]; output: string }>((resolve, reject) => {
       const files = { calls: path.join(sandbox.dir, `${name}.calls.jsonl`), latency: path.join(sandbox.dir, `${name}.latency.jsonl`) };
-      const child = spawn('task', args, {
-        cwd: PROJECT_DIR,
-        env: { ...process.env, ...sandbox.env(files.calls), FAKE_LATENCY_MODEL: modelFile, FAKE_LATENCY_LOG: files.latency },
-      });
+      // The task the tests run (`npm test` builds it into TOOLS_BIN) comes first, as in the tests.
+      const env: NodeJS.ProcessEnv = { ...process.env, ...sandbox.env(files.calls), FAKE_LATENCY_MODEL: modelFile, FAKE_LATENCY_LOG: files.latency };
+      const child = spawn('task', args, { cwd: PROJECT_DIR, env: { ...env, PATH: `${TOOLS_BIN}${path.delimiter}${env.PATH ?? ''}` } });
+      child.on('error', (err) =>
+        reject(new Error(`cannot run \`task\` (${err.message}): install go-task 3.54.0, or run \`npm test\` once (it builds it into ${TOOLS_BIN})`)),
+      );
       let output = '';
       child.stdout.on('data', (d) => (output += d));
       child.stderr.on('data', (d) => (output += d));
