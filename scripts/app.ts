@@ -51,6 +51,7 @@ import dotenv from 'dotenv';
 import YAML from 'yaml';
 import {
   type AppRecord,
+  appRecordPath,
   type Config,
   INGRESS_HOSTS,
   PROJECT_DIR,
@@ -475,10 +476,8 @@ export function appManifests(spec: AppSpec, image: string, domain: string, dashb
 // The record
 // ---------------------------------------------------------------------------------------------
 
-export const recordPath = (cfg: Config, name: string) => statePath(cfg, 'apps', `${name}.json`);
-
 export function readRecord(cfg: Config, name: string): AppRecord | undefined {
-  const file = recordPath(cfg, name);
+  const file = appRecordPath(cfg, name);
   return fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as AppRecord) : undefined;
 }
 
@@ -585,9 +584,9 @@ export async function deployApp(
     metricsPath: spec.metricsPath ?? null,
     dashboard: `app-${spec.name}`,
   };
-  await step(`Record ${path.relative(cfg.stateDir, recordPath(cfg, spec.name))}`, async () => {
+  await step(`Record ${path.relative(cfg.stateDir, appRecordPath(cfg, spec.name))}`, async () => {
     claimStateDir(cfg);
-    return writeFileAtomic(recordPath(cfg, spec.name), `${JSON.stringify(record, null, 2)}\n`) ? 'written' : 'unchanged';
+    return writeFileAtomic(appRecordPath(cfg, spec.name), `${JSON.stringify(record, null, 2)}\n`) ? 'written' : 'unchanged';
   });
   await step(`Certificate names ${record.host}`, () => ensureCertificateCovers(cfg, record.host));
   const waitFor = [spec.name, ...(opts.afterApply ? await opts.afterApply(image) : [])];
@@ -620,7 +619,7 @@ async function ensureCertificateCovers(cfg: Config, host: string): Promise<strin
 export async function removeApp(cfg: Config, name: string): Promise<void> {
   const record = readRecord(cfg, name);
   if (!record) {
-    throw new UserError(`no app "${name}": ${recordPath(cfg, name)} does not exist, so nothing is removed. The apps \`task app\` deployed are the files in ${statePath(cfg, 'apps')}.`);
+    throw new UserError(`no app "${name}": ${appRecordPath(cfg, name)} does not exist, so nothing is removed. The apps \`task app\` deployed are the files in ${statePath(cfg, 'apps')}.`);
   }
   await check('Cluster answers', async () => {
     await requireCluster(cfg);
@@ -639,8 +638,8 @@ export async function removeApp(cfg: Config, name: string): Promise<void> {
     await kubectl(cfg, ['delete', 'namespace', record.namespace, '--wait=true', '--timeout=120s']);
     return `deleted (with Deployment, Service, route https://${record.host} and dashboard ${record.dashboard})`;
   });
-  await step(`Record ${path.relative(cfg.stateDir, recordPath(cfg, name))}`, async () => {
-    fs.rmSync(recordPath(cfg, name));
+  await step(`Record ${path.relative(cfg.stateDir, appRecordPath(cfg, name))}`, async () => {
+    fs.rmSync(appRecordPath(cfg, name));
     return 'removed';
   });
   if (fs.existsSync(statePath(cfg, 'hosts', 'hosts.block')) && fs.readFileSync(statePath(cfg, 'hosts', 'hosts.block'), 'utf8').includes(` ${record.host}`)) {

@@ -18,7 +18,7 @@
 //   - runsInWsl(): whether this Linux runs under WSL (hosts and trust-ca say what Windows needs);
 //   - parseQuantity()/quantityMiB(): Kubernetes quantities (requests, limits, volume sizes) as numbers;
 //   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
-//   - appRecords(): the apps `task app` deployed, from STATE_DIR/apps/*.json;
+//   - appRecords()/appRecordPath(): the apps `task app` deployed, from STATE_DIR/apps/*.json;
 //   - small shared actions: applyManifests() (diff first, apply only the difference),
 //     helmRelease() (install or upgrade only when chart or values differ; deployedReleases() and
 //     deployedValues() read Helm once per process), requireCluster(),
@@ -331,6 +331,9 @@ export interface AppRecord {
   /** The Grafana dashboard uid, app-<name>. */
   dashboard: string;
 }
+
+/** Where `task app` keeps the record of one app: $STATE_DIR/apps/<name>.json. */
+export const appRecordPath = (cfg: Pick<Config, 'stateDir'>, name: string) => path.join(cfg.stateDir, 'apps', `${name}.json`);
 
 /** The records of the apps `task app` deployed, sorted by name (hosts, endpoints, status, traefik and validate read them). */
 export function appRecords(cfg: Pick<Config, 'stateDir'>): AppRecord[] {

@@ -62,6 +62,7 @@ import {
   type Config,
   PROJECT_DIR,
   UserError,
+  appRecordPath,
   appRecords,
   check,
   isMain,
@@ -799,8 +800,6 @@ export function parseAppArg(argv: string[]): string | undefined {
   }
   return raw;
 }
-
-const appRecordPath = (cfg: Config, name: string) => statePath(cfg, 'apps', `${name}.json`);
 
 /** The record of one app; a missing or malformed record is a UserError naming the file, the key and the fix. */
 export function readAppRecord(cfg: Config, name: string): AppRecord {
