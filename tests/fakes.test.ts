@@ -3,19 +3,36 @@
 // and checked against the helm source at v3.21.4 / v4.2.4 and kubectl's at v1.31.0 / v1.36.3.
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error: plain ESM module without types
 import { HELM_RELEASES, helmShortVersion, modelledSeconds } from './fakes/common.mjs';
 import { deployedCluster } from './fixtures/validate/cluster.ts';
-import { FAKE_BIN, makeSandbox } from './helpers.ts';
+import { FAKE_BIN, SANDBOX_PORT_RANGE, freePortsSync, makeSandbox } from './helpers.ts';
 
 function call(tool: string, argv: string[], env: Record<string, string> = {}, fakeState?: string) {
   const state = fakeState ?? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fakes-')), 'state.json');
   const r = spawnSync(path.join(FAKE_BIN, tool), argv, { encoding: 'utf8', env: { ...process.env, FAKE_STATE: state, FAKE_TOOLS_LOG: '', ...env } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+describe('sandbox ports', () => {
+  it('are distinct, below the ephemeral range real servers listen in, and free', async () => {
+    const ports = freePortsSync(6);
+    expect(new Set(ports).size).toBe(6);
+    for (const port of ports) {
+      expect(port).toBeGreaterThanOrEqual(SANDBOX_PORT_RANGE.first);
+      expect(port).toBeLessThanOrEqual(SANDBOX_PORT_RANGE.last);
+    }
+    const ephemeral = fs.existsSync('/proc/sys/net/ipv4/ip_local_port_range') ? Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) : 49152;
+    expect(SANDBOX_PORT_RANGE.last).toBeLessThan(ephemeral);
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(ports[0], '127.0.0.1', () => resolve()));
+    await new Promise((resolve) => server.close(resolve));
+  });
+});
 
 describe('stand-in helm, per major', () => {
   it.each([

@@ -74,25 +74,42 @@ export interface Sandbox {
 }
 
 /**
- * `count` distinct ports on 127.0.0.1 that were free a moment ago, chosen by the OS (listen on port 0),
- * synchronously: a worker thread binds and closes them while this thread waits. Test files run in
- * parallel (and other suites may run on the same machine), so no test may count on a fixed port.
+ * Where the sandbox ports are drawn from: below the kernel's ephemeral range (Linux 32768-60999,
+ * macOS 49152-65535), which the OS hands to every listen(0) of the real servers in other tests and to
+ * the source port of every outgoing connection. A port drawn there could be taken between this pick
+ * and a phase's check that it is free; one drawn here is only ever taken by another pick.
+ */
+export const SANDBOX_PORT_RANGE = { first: 20000, last: 32767 } as const;
+
+/**
+ * `count` distinct ports on 127.0.0.1 in SANDBOX_PORT_RANGE that were free a moment ago (drawn at
+ * random, each proven free by binding it), synchronously: a worker thread binds and closes them while
+ * this thread waits. Test files run in parallel (and other suites may run on the same machine), so no
+ * test may count on a fixed port.
  */
 export function freePortsSync(count: number): number[] {
   const shared = new Int32Array(new SharedArrayBuffer(4 * (count + 1)));
   const worker = new Worker(
     `const { workerData } = require('node:worker_threads');
      const net = require('node:net');
+     const { count, first, last } = workerData;
      const shared = new Int32Array(workerData.buffer);
-     const servers = Array.from({ length: workerData.count }, () => net.createServer());
      const done = (status) => { Atomics.store(shared, 0, status); Atomics.notify(shared, 0); };
-     Promise.all(servers.map((s) => new Promise((resolve, reject) => s.once('error', reject).listen(0, '127.0.0.1', () => resolve(s.address().port)))))
-       .then(async (ports) => {
-         await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-         ports.forEach((p, i) => (shared[i + 1] = p));
-         done(1);
-       }, () => done(2));`,
-    { eval: true, workerData: { buffer: shared.buffer, count } },
+     const bindable = (port) => new Promise((resolve) => {
+       const server = net.createServer();
+       server.once('error', () => resolve(false)).listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+     });
+     (async () => {
+       const ports = new Set();
+       for (let tries = 0; ports.size < count && tries < 1000; tries++) {
+         const port = first + Math.floor(Math.random() * (last - first + 1));
+         if (!ports.has(port) && (await bindable(port))) ports.add(port);
+       }
+       if (ports.size < count) return done(2);
+       [...ports].forEach((p, i) => (shared[i + 1] = p));
+       done(1);
+     })();`,
+    { eval: true, workerData: { buffer: shared.buffer, count, ...SANDBOX_PORT_RANGE } },
   );
   worker.unref();
   if (Atomics.wait(shared, 0, 0, 30000) === 'timed-out' || shared[0] !== 1) throw new Error('freePortsSync: could not bind free ports on 127.0.0.1');
