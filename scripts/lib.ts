@@ -64,6 +64,17 @@ export const INGRESS_NODE_PORTS = { http: 30080, https: 30443 } as const;
 export const INGRESS_HOSTS = ['grafana', 'prometheus', 'alertmanager', 'traefik', 'app'] as const;
 
 /**
+ * Where pods send OTLP: the receiver collector of k8s-monitoring's applicationObservability feature
+ * (Alloy), gRPC and HTTP. Apps get it as OTEL_EXPORTER_OTLP_ENDPOINT (otlpEndpoint('http')).
+ */
+export const OTLP_RECEIVER = { service: 'k8s-monitoring-alloy-receiver', namespace: 'monitoring', grpcPort: 4317, httpPort: 4318 } as const;
+export const otlpEndpoint = (protocol: 'grpc' | 'http') =>
+  `http://${OTLP_RECEIVER.service}.${OTLP_RECEIVER.namespace}.svc.cluster.local:${protocol === 'grpc' ? OTLP_RECEIVER.grpcPort : OTLP_RECEIVER.httpPort}`;
+
+/** Tempo (traces): its release and Service (HTTP API on httpPort), and its Grafana datasource uid. */
+export const TEMPO = { release: 'tempo', namespace: 'monitoring', service: 'tempo', httpPort: 3200, datasourceUid: 'tempo' } as const;
+
+/**
  * The address the routed names resolve to: HOST_IP, except 127.0.0.1 for HOST_IP=0.0.0.0 (the
  * ports are then published on every address, and browsers refuse 0.0.0.0 as a destination).
  */
@@ -155,6 +166,31 @@ const optionalHttpUrl = (raw: string) => {
 
 /** Every .env key, its default and what it allows. .env.example documents exactly these. */
 export const CONFIG_KEYS = {
+  CLUSTER: key({
+    default: 'talos',
+    allowed: 'talos (a Talos cluster in Docker, made by `task talos`) or existing (the cluster of KUBECONFIG and KUBE_CONTEXT)',
+    parse: (raw: string) => (raw === 'talos' || raw === 'existing' ? raw : undefined),
+  }),
+  KUBECONFIG: key({
+    default: '',
+    allowed: 'empty (~/.kube/config) or kubeconfig file paths separated by ":" (read only with CLUSTER=existing)',
+    parse: matching(/^[^\n]*$/),
+  }),
+  KUBE_CONTEXT: key({
+    default: '',
+    allowed: "empty (the kubeconfig's current context) or the name of a context in it (read only with CLUSTER=existing)",
+    parse: matching(/^[^\s]*$/),
+  }),
+  PROFILE: key({
+    default: 'laptop',
+    allowed: 'laptop (small requests and limits, one replica) or cluster (more memory, retention and replicas where the charts support it)',
+    parse: (raw: string) => (raw === 'laptop' || raw === 'cluster' ? raw : undefined),
+  }),
+  IMAGE_REGISTRY: key({
+    default: '',
+    allowed: 'empty (the local registry, or kind/k3d image loading with CLUSTER=existing) or a registry host and path the nodes pull from, such as ghcr.io/me or registry.example.com:5000/team',
+    parse: matching(/^$|^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?(\/[a-z0-9._-]+)*$/),
+  }),
   CLUSTER_NAME: key({
     default: 'talos-local',
     allowed: 'lowercase letters, digits and "-", starting with a letter, at most 40 characters',
@@ -214,6 +250,12 @@ export const CONFIG_KEYS = {
     },
   }),
   LOKI_STORAGE: key({ default: '5Gi', allowed: 'a volume size such as 5Gi or 512Mi', parse: quantity }),
+  TEMPO_RETENTION: key({
+    default: '72h',
+    allowed: 'a whole number of hours, such as 72h',
+    parse: matching(/^[1-9]\d*h$/),
+  }),
+  TEMPO_STORAGE: key({ default: '2Gi', allowed: 'a volume size such as 2Gi or 512Mi', parse: quantity }),
   SAMPLE_TRAFFIC: key({ default: 'true', allowed: 'true or false', parse: bool }),
   ALERT_WEBHOOK_URL: key({
     default: '',
