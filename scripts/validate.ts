@@ -21,12 +21,18 @@
 //   5. Loki, through Grafana's datasource proxy (or /api/ds/query when Grafana does not proxy; Loki
 //      itself is never exposed): log lines of the app container (not the traffic generator's) from
 //      every Ready app pod in the last 5 minutes, with namespace, pod, container and node labels;
-//   6. Grafana: /api/health, both datasources' health checks, every dashboard of dashboards/*.json
+//   5b. traces: one marked GET / to the app with a W3C `traceparent` of validate's own (a random trace
+//      id, sampled), then that trace in Tempo through Grafana's datasource proxy (Tempo's
+//      /api/v2/traces/<id>, /api/traces/<id> when v2 is 404, or /api/ds/query with a traceId query
+//      when Grafana does not proxy; Tempo itself is never exposed) holding a server span of the app's
+//      service, and a log line of the app container in Loki with "trace_id":"<id>";
+//   6. Grafana: /api/health, the health checks of the prometheus, loki and tempo datasources, every dashboard of dashboards/*.json
 //      present, and for each dashboard every query runs without error and at least one panel returns
 //      data (/api/ds/query);
 //   7. freshness: a unique marked GET /api/probe?id=<uuid> to the app, then the seconds until its
 //      metric (http_requests_total{route="/api/probe",synthetic="validate"} grows) and its log line
-//      (probe_id=<uuid>, app container) can be queried;
+//      (probe_id=<uuid>, app container) can be queried; with them the seconds 5b's trace took to be
+//      queryable in Tempo;
 //   8. alerting: `Watchdog` (always firing, alerts/platform.rules.yaml) is active in Alertmanager
 //      (https://alertmanager.<DOMAIN>/api/v2/alerts), which proves rules → Prometheus → Alertmanager;
 //   9. with `--alerts` (slow: a few minutes): POST /admin/errors?ratio=1&seconds=<n> to the app
@@ -45,14 +51,16 @@
 // follow the checks: unready pods with their events and last log lines, Alloy's error and warning
 // lines, and the scrape targets Prometheus has (down ones listed).
 //
-// Assumed contracts: Grafana datasource uids `prometheus` and `loki` (DATASOURCE_UIDS below);
-// Grafana user admin with the password in <stateDir>/grafana-admin-password.
+// Assumed contracts: Grafana datasource uids `prometheus`, `loki` and `tempo` (DATASOURCE_UIDS below;
+// lib TEMPO.datasourceUid); Grafana user admin with the password in <stateDir>/grafana-admin-password;
+// the sample app continues an incoming `traceparent`, names its spans' service after its Deployment
+// (OTEL_SERVICE_NAME, APP_SERVICE below) and writes "trace_id":"<id>" in the JSON log line of a request.
 // .env keys: DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
 // Arguments: --wait N (see above), --alerts (step 9), --smoke (step 2).
 // Tools: kubectl (one read of nodes, pods, claims, volumes and Deployments, again only after a check
 // failed and retries or after CLUSTER_READ_MAX_AGE_MS; diagnostics), node (`--smoke`: the storage
 // smoke test through tsx).
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -74,6 +82,7 @@ import {
   run,
   runPhase,
   statePath,
+  TEMPO,
   unreadyPods,
   warn,
 } from './lib.ts';
@@ -81,7 +90,7 @@ import {
 /** Namespaces whose pods must all be Ready. */
 export const OUR_NAMESPACES = ['local-path-storage', 'traefik', 'monitoring', 'sample-app'] as const;
 /** Grafana datasource uids, as provisioned by the observability phase. */
-export const DATASOURCE_UIDS = { prometheus: 'prometheus', loki: 'loki' } as const;
+export const DATASOURCE_UIDS = { prometheus: 'prometheus', loki: 'loki', tempo: TEMPO.datasourceUid } as const;
 /** Where the sample app runs (its Deployment), and the selector of its series in Prometheus and streams in Loki. */
 export const APP_NAMESPACE = 'sample-app';
 export const APP_DEPLOYMENT = 'sample-app';
@@ -442,11 +451,11 @@ export async function checkRequestMetrics(
   }
 }
 
-/** GETs the path `count` times with validate's synthetic header; a network error or a non-2xx answer fails. */
-async function sendMarked(app: Target, pathAndQuery: string, count: number): Promise<HttpResult[]> {
+/** GETs the path `count` times with validate's synthetic header (and `headers`); a network error or a non-2xx answer fails. */
+async function sendMarked(app: Target, pathAndQuery: string, count: number, headers: Record<string, string> = {}): Promise<HttpResult[]> {
   const answers: HttpResult[] = [];
   for (let i = 1; i <= count; i++) {
-    const res = await request(app, pathAndQuery, { headers: { [SYNTHETIC_HEADER]: SYNTHETIC_SOURCE } }).catch((err: Error) => {
+    const res = await request(app, pathAndQuery, { headers: { ...headers, [SYNTHETIC_HEADER]: SYNTHETIC_SOURCE } }).catch((err: Error) => {
       throw new CheckError(`request ${i} of ${count} to the app failed: ${err.message}`);
     });
     if (res.status < 200 || res.status > 299) {
@@ -565,6 +574,226 @@ export async function checkLogs(
   }
   if (problems.length) throw new CheckError(problems.join('; '));
   return `lines of container ${app.container} from every Ready pod in the last ${since / 60} minutes: ${counts.join(', ')}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5b. Traces: a request with validate's own trace id, its trace in Tempo and its log line in Loki
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The service.name of the sample app's spans: its OTEL_SERVICE_NAME, which the app manifest sets to
+ * the app's name (the contract with the app's instrumentation).
+ */
+export const APP_SERVICE = APP_DEPLOYMENT;
+/** The route the trace check calls, and how long it waits for the trace and the log line. */
+export const TRACE_CHECK = { route: '/', timeoutMs: 60_000 } as const;
+
+/** A W3C trace context (https://www.w3.org/TR/trace-context/#traceparent-header): version 00, sampled. */
+export interface TraceContext {
+  traceId: string;
+  spanId: string;
+  traceparent: string;
+}
+
+/** A trace context of validate's own: random trace id (16 bytes) and parent span id (8 bytes), never all zeros (invalid). */
+export function newTraceContext(random: (bytes: number) => Buffer = randomBytes): TraceContext {
+  const id = (bytes: number) => {
+    for (;;) {
+      const hex = random(bytes).toString('hex');
+      if (!/^0+$/.test(hex)) return hex;
+    }
+  };
+  const traceId = id(16);
+  const spanId = id(8);
+  return { traceId, spanId, traceparent: `00-${traceId}-${spanId}-01` };
+}
+
+/** One span of a trace, as the checks compare it: ids as lowercase hex, kind as OTLP names it without prefix. */
+export interface Span {
+  traceId: string;
+  spanId: string;
+  name: string;
+  service: string;
+  kind: string;
+}
+
+const SPAN_KINDS = ['unspecified', 'internal', 'server', 'client', 'producer', 'consumer'];
+
+/**
+ * A span kind: OTLP JSON's number (2), Tempo's JSON enum name (SPAN_KIND_SERVER) or Grafana's trace
+ * frame ("server"), as "server". Absent is unspecified (proto3 JSON leaves out the default, 0).
+ */
+export function spanKind(raw: unknown): string {
+  if (typeof raw === 'number') return SPAN_KINDS[raw] ?? `kind ${raw}`;
+  if (typeof raw === 'string' && raw !== '') return raw.replace(/^SPAN_KIND_/, '').toLowerCase();
+  return 'unspecified';
+}
+
+/**
+ * A trace or span id as lowercase hex: OTLP JSON carries hex; Tempo's JSON (gogo jsonpb of the
+ * bytes) base64; Grafana's trace frame hex without the 16 leading zeros of a 64-bit id. Anything
+ * else is kept as it is (it then matches no id validate sent).
+ */
+export function idHex(raw: unknown, bytes: 16 | 8): string {
+  if (typeof raw !== 'string') return '';
+  if (/^[0-9a-fA-F]+$/.test(raw) && (raw.length === bytes * 2 || (bytes === 16 && raw.length === 16))) return raw.toLowerCase().padStart(bytes * 2, '0');
+  const decoded = Buffer.from(raw, 'base64');
+  return decoded.length === bytes && decoded.toString('base64') === raw ? decoded.toString('hex') : raw;
+}
+
+/**
+ * The spans of a trace as Tempo's HTTP API answers it in JSON: /api/v2/traces/<id> as
+ * {trace: {resourceSpans}} (tempopb.TraceByIDResponse; an unknown id is {trace: {}}),
+ * /api/traces/<id> as {batches} (tempopb.MarshalToJSONV1), plain OTLP JSON as {resourceSpans}.
+ */
+export function otlpSpans(body: any): Span[] {
+  const resourceSpans: any[] = body?.trace?.resourceSpans ?? body?.batches ?? body?.resourceSpans ?? [];
+  return resourceSpans.flatMap((rs) => {
+    const service = (rs.resource?.attributes ?? []).find((a: any) => a.key === 'service.name')?.value?.stringValue ?? '';
+    // scopeSpans since OTLP 0.19; instrumentationLibrarySpans before.
+    return (rs.scopeSpans ?? rs.instrumentationLibrarySpans ?? []).flatMap((ss: any) =>
+      (ss.spans ?? []).map((s: any): Span => ({ traceId: idHex(s.traceId, 16), spanId: idHex(s.spanId, 8), name: s.name ?? '', service, kind: spanKind(s.kind) })),
+    );
+  });
+}
+
+/**
+ * The spans of Grafana's trace frame, the answer of /api/ds/query to a tempo traceId query (pkg/tsdb/
+ * tempo TraceToFrame: one row per span, fields traceID, spanID, operationName, serviceName, kind).
+ */
+export function traceFrameSpans(frames: any[]): Span[] {
+  return frames.flatMap((f) => {
+    const fields: any[] = f.schema?.fields ?? [];
+    const values: unknown[][] = f.data?.values ?? [];
+    const col = (name: string) => values[fields.findIndex((x) => x.name === name)] ?? [];
+    const traceIds = col('traceID');
+    return traceIds.map((t, row): Span => ({
+      traceId: idHex(t, 16),
+      spanId: idHex(col('spanID')[row], 8),
+      name: String(col('operationName')[row] ?? ''),
+      service: String(col('serviceName')[row] ?? ''),
+      kind: spanKind(col('kind')[row]),
+    }));
+  });
+}
+
+/**
+ * A trace through Grafana: Tempo's API behind the datasource proxy, /api/v2/traces/<id> (Tempo 2.x),
+ * or /api/traces/<id> when v2 answers 404 (a Tempo without it), as Grafana's own Tempo datasource
+ * asks; when neither answers 200 (Grafana does not proxy, or Tempo has no trace by that id on v1)
+ * the same through /api/ds/query with a traceId query, whose 404 means "no such trace". 401/403
+ * fail at once. No spans: Tempo does not have the trace (yet).
+ */
+export async function tempoTrace(grafana: Target, traceId: string, tempoUid: string = DATASOURCE_UIDS.tempo): Promise<{ spans: Span[]; via: string }> {
+  const proxy = `/api/datasources/proxy/uid/${encodeURIComponent(tempoUid)}`;
+  const answers: string[] = [];
+  for (const api of ['/api/v2/traces/', '/api/traces/']) {
+    const res = await request(grafana, `${proxy}${api}${traceId}`);
+    if (res.status === 200) {
+      try {
+        return { spans: otlpSpans(JSON.parse(res.body)), via: `datasource proxy ${api}` };
+      } catch {
+        throw new CheckError(`${new URL(`${proxy}${api}${traceId}`, grafana.url).href} answered no JSON: ${res.body.slice(0, 200)}`);
+      }
+    }
+    if (res.status === 401 || res.status === 403) throw new CheckError(`${new URL(`${proxy}${api}${traceId}`, grafana.url).href} answered HTTP ${res.status}: ${res.body.trim().slice(0, 200)}`);
+    answers.push(`${api}<id> HTTP ${res.status}${res.body.trim() ? ` (${res.body.trim().slice(0, 120)})` : ''}`);
+    if (res.status !== 404) break;
+  }
+  const query = { refId: 'A', datasource: { type: 'tempo', uid: tempoUid }, queryType: 'traceId', query: traceId };
+  const ds = await request(grafana, '/api/ds/query', { json: { from: 'now-15m', to: 'now', queries: [query] } });
+  let body: any;
+  try {
+    body = JSON.parse(ds.body);
+  } catch {
+    body = {};
+  }
+  const result = body.results?.A;
+  // Grafana's Tempo datasource: an unknown id is status 404, "failed to get trace with id: <id> Status: 404 …".
+  if (result?.error && (result.status === 404 || /Status: 404/.test(String(result.error)))) return { spans: [], via: '/api/ds/query' };
+  if (ds.status !== 200 || result?.error) {
+    throw new CheckError(
+      `trace ${traceId}: the datasource proxy answered ${answers.join(', ')} and /api/ds/query HTTP ${ds.status} (${result?.error ?? body.message ?? ds.body.slice(0, 120)})`,
+    );
+  }
+  return { spans: traceFrameSpans(result?.frames ?? []), via: '/api/ds/query' };
+}
+
+const spanList = (spans: Span[]) => spans.map((s) => `"${s.name}" (${s.kind}) of ${s.service || 'no service'}`).join(', ');
+
+/**
+ * The app's server span in what Tempo answered for traceId: a span with that trace id, of service
+ * `service`, kind server. Throws naming what the trace holds instead (nothing, other trace ids, only
+ * other services' spans), so a trace of the traffic generator or of another app cannot stand in.
+ */
+export function appServerSpan(spans: Span[], traceId: string, service: string = APP_SERVICE): Span {
+  if (spans.length === 0) throw new CheckError(`trace ${traceId} is not in Tempo`);
+  const ours = spans.filter((s) => s.traceId === traceId);
+  if (ours.length === 0) {
+    throw new CheckError(`Tempo answered trace ${traceId} with spans of other traces only (${[...new Set(spans.map((s) => s.traceId))].join(', ')})`);
+  }
+  const server = ours.find((s) => s.service === service && s.kind === 'server');
+  if (!server) {
+    throw new CheckError(
+      `trace ${traceId} has no server span of service "${service}" (spans: ${spanList(ours)}): the app did not continue validate's traceparent, or names its service otherwise (OTEL_SERVICE_NAME)`,
+    );
+  }
+  return server;
+}
+
+export interface TraceProof {
+  traceId: string;
+  /** The app's server span. */
+  span: Span;
+  /** Spans of the trace in Tempo. */
+  spans: number;
+  /** Seconds from the request until the trace (with the app's server span) could be queried. */
+  traceSeconds: number;
+  /** Seconds from the request until its log line could be queried. */
+  logSeconds: number;
+  via: string;
+}
+
+/**
+ * Sends one marked GET to the app with a traceparent of validate's own, then waits (in parallel)
+ * until Tempo has that trace with the app's server span (appServerSpan) and Loki has the app
+ * container's log line with "trace_id":"<id>". Fails naming every part that did not arrive.
+ */
+export async function checkTrace(
+  app: Target,
+  grafana: Target,
+  pods: AppPods,
+  opts: { selector?: string; service?: string; timeoutMs?: number; pollMs?: number; tempoUid?: string; lokiUid?: string } = {},
+): Promise<TraceProof> {
+  const ctx = newTraceContext();
+  const timeoutMs = opts.timeoutMs ?? TRACE_CHECK.timeoutMs;
+  const pollMs = opts.pollMs ?? 1000;
+  const start = Date.now();
+  await sendMarked(app, TRACE_CHECK.route, 1, { traceparent: ctx.traceparent });
+  const logQuery = `${appLogSelector(pods, opts.selector)} |= ${JSON.stringify(`"trace_id":"${ctx.traceId}"`)}`;
+  const [trace, log] = await Promise.allSettled([
+    poll(
+      async () => {
+        const answer = await tempoTrace(grafana, ctx.traceId, opts.tempoUid);
+        const span = appServerSpan(answer.spans, ctx.traceId, opts.service);
+        return { span, spans: answer.spans.length, via: answer.via, seconds: (Date.now() - start) / 1000 };
+      },
+      timeoutMs,
+      pollMs,
+      `trace ${ctx.traceId} with a server span of ${opts.service ?? APP_SERVICE} in Tempo`,
+    ),
+    poll(
+      async () => ((await lokiQuery(grafana, logQuery, 300, opts.lokiUid)).some((s) => s.values.length > 0) ? (Date.now() - start) / 1000 : undefined),
+      timeoutMs,
+      pollMs,
+      `a log line for ${logQuery} in Loki`,
+    ),
+  ]);
+  const problems = [trace, log].filter((r) => r.status === 'rejected').map((r) => ((r as PromiseRejectedResult).reason as Error).message);
+  if (trace.status === 'rejected' || log.status === 'rejected') {
+    throw new CheckError(`${problems.join('; ')} (validate sent GET ${TRACE_CHECK.route} with traceparent ${ctx.traceparent}; the app answered)`);
+  }
+  return { traceId: ctx.traceId, span: trace.value.span, spans: trace.value.spans, traceSeconds: trace.value.seconds, logSeconds: log.value, via: trace.value.via };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1196,6 +1425,12 @@ async function validate(cfg: Config): Promise<void> {
   await verify('Loki (via Grafana): app container logs of every Ready sample app pod in the last 5 minutes with namespace, pod, container, node', async () =>
     checkLogs(grafana, await readAppPods()),
   );
+  // 5b. Traces (each try sends a request with a new trace id and waits for it by itself)
+  let traced: TraceProof | undefined;
+  await verify(`Traces (via Grafana): a request with validate's traceparent → its trace in Tempo (server span of ${APP_SERVICE}) and its log line in Loki`, async () => {
+    traced = await checkTrace(routes.app, grafana, await readAppPods());
+    return `trace ${traced.traceId}: ${traced.spans} spans, server span "${traced.span.name}" (via ${traced.via}); trace after ${traced.traceSeconds.toFixed(1)}s, log line after ${traced.logSeconds.toFixed(1)}s`;
+  });
   // 6. Grafana
   await verify('Grafana healthy', () => checkGrafanaHealth(grafana));
   for (const uid of Object.values(DATASOURCE_UIDS)) {
@@ -1215,7 +1450,8 @@ async function validate(cfg: Config): Promise<void> {
     const blocked = failed.filter((t) => t.startsWith("Prometheus: validate's requests") || t.startsWith('Loki'));
     if (blocked.length) throw new CheckError(`not measured: ${blocked.join('; ')} failed above`);
     const f = await measureFreshness(routes.app, routes.prometheus, grafana, await readAppPods());
-    return `metric after ${f.metricSeconds.toFixed(1)}s, log line after ${f.logSeconds.toFixed(1)}s (probe_id=${f.id})`;
+    const trace = traced ? `trace after ${traced.traceSeconds.toFixed(1)}s (trace_id=${traced.traceId})` : 'trace not measured (the Traces check failed above)';
+    return `metric after ${f.metricSeconds.toFixed(1)}s, log line after ${f.logSeconds.toFixed(1)}s (probe_id=${f.id}); ${trace}`;
   }, false);
   // 8, 9. Alerting
   await verify(`Alertmanager: ${ALERTS.watchdog} active (rules → Prometheus → Alertmanager)`, () => checkWatchdog(routes.alertmanager));
