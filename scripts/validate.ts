@@ -585,8 +585,12 @@ export async function checkLogs(
  * the app's name (the contract with the app's instrumentation).
  */
 export const APP_SERVICE = APP_DEPLOYMENT;
-/** The route the trace check calls, and how long it waits for the trace and the log line. */
-export const TRACE_CHECK = { route: '/', timeoutMs: 60_000 } as const;
+/**
+ * The route the trace check calls, and how long one try waits for the trace and the log line: the
+ * app's span batches (5s), Alloy's and Loki's batching take seconds; until --wait has passed a
+ * failed try is retried with a new trace id (a span sent before the OTLP path was up is lost).
+ */
+export const TRACE_CHECK = { route: '/', timeoutMs: 30_000 } as const;
 
 /** A W3C trace context (https://www.w3.org/TR/trace-context/#traceparent-header): version 00, sampled. */
 export interface TraceContext {

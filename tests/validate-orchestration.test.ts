@@ -1,6 +1,6 @@
 // `task validate` as a whole, with the stand-in tools for kubectl/helm and one real HTTPS server
 // standing in for Traefik on HOST_IP:HTTPS_PORT: it presents a certificate signed by the CA in the
-// state dir and routes by Host to a stand-in Grafana (with Loki behind its datasource proxy), a
+// state dir and routes by Host to a stand-in Grafana (with Loki and Tempo behind its datasource proxy), a
 // stand-in Prometheus API, a stand-in Alertmanager API, the Traefik dashboard and the app (with the
 // error injection of --alerts, which makes the stand-in Alertmanager hold SampleAppErrorRatioHigh). Checks: the order of the check lines,
 // the exit code, the diagnostics on failure, and that validate changes nothing in the cluster
@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readDashboards } from '../scripts/validate.ts';
 import { type ToolCall, isMutating, makeSandbox } from './helpers.ts';
 import { APP_SELECTOR_LABELS, deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
-import { applyLogQL, type FakeGrafanaOptions, checkLines, grafanaHandler, makeCerts, startHttpsFront, writeValidateState } from './fixtures/validate/servers.ts';
+import { applyLogQL, type FakeGrafanaOptions, checkLines, grafanaHandler, makeCerts, startHttpsFront, storedTrace, writeValidateState } from './fixtures/validate/servers.ts';
 
 // Each test starts scripts as processes (node + tsx + stand-in tools): room for a loaded CI machine.
 vi.setConfig({ testTimeout: 60000 });
@@ -26,9 +26,10 @@ let certs: ReturnType<typeof makeCerts>;
 let port: number;
 /**
  * What the stand-ins answer; each test sets it. `requests` counts the app's requests marked
- * synthetic="validate" on /, per pod (the stand-in Service sends them round robin).
+ * synthetic="validate" on /, per pod (the stand-in Service sends them round robin); `traced` the
+ * trace ids of requests with a traceparent the app continued, after the first `untraced` it did not.
  */
-let world: { grafana: FakeGrafanaOptions; down: boolean; probes: string[]; requests: number[]; alerts?: string[]; injections?: string[]; headSeries?: number };
+let world: { grafana: FakeGrafanaOptions; down: boolean; probes: string[]; requests: number[]; alerts?: string[]; injections?: string[]; headSeries?: number; traced?: string[]; untraced?: number };
 
 /** Alertmanager's GET /api/v2/alerts answer: the active alerts, SampleAppErrorRatioHigh while errors are injected. */
 function alertmanagerAnswer() {
@@ -76,7 +77,13 @@ beforeAll(async () => {
         return json(200, { probe_id: u.searchParams.get('id') });
       }
       if (u.pathname === '/') {
-        if (marked) world.requests[world.requests.reduce((a, b) => a + b, 0) % APP_PODS.length] += 1;
+        // A request with a traceparent continues its trace: Tempo gets it (the app's spans) and the log line says its trace_id.
+        const [, traceId, parentSpanId] = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(req.headers.traceparent ?? '')) ?? [];
+        if (traceId && world.untraced) world.untraced -= 1;
+        else if (traceId) {
+          (world.traced ??= []).push(traceId);
+          world.grafana.tempo?.traces.set(traceId, storedTrace(traceId, parentSpanId));
+        } else if (marked) world.requests[world.requests.reduce((a, b) => a + b, 0) % APP_PODS.length] += 1;
         return json(200, { service: 'sample-app' });
       }
       if (u.pathname === '/healthz') return res.writeHead(200).end('ok\n');
@@ -95,18 +102,23 @@ afterAll(() => front.close());
 function healthyGrafana(): FakeGrafanaOptions {
   return {
     password: PASSWORD,
-    datasources: { prometheus: { ok: true }, loki: { ok: true } },
+    datasources: { prometheus: { ok: true }, loki: { ok: true }, tempo: { ok: true } },
+    tempo: { traces: new Map() },
     dashboards: readDashboards().map((d) => d.uid),
     dsQuery: () => 12,
     // Each app pod logged a request a moment ago, and the first one each probe validate sent.
     loki: (query) => {
       const now = () => String(BigInt(Date.now()) * 1_000_000n);
-      const line = (route: string, probeId?: string) =>
-        JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'request', route, status: 200, probe_id: probeId, synthetic: 'validate' });
+      const line = (route: string, probeId?: string, traceId?: string) =>
+        JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'request', route, status: 200, probe_id: probeId, synthetic: 'validate', trace_id: traceId });
       return applyLogQL(query, [
         ...APP_PODS.map((pod, i) => ({
           stream: { ...APP_LABELS, pod },
-          values: [[now(), line('/')], ...(i === 0 ? world.probes.map((id): [string, string] => [now(), line('/api/probe', id)]) : [])] as [string, string][],
+          values: [
+            [now(), line('/')],
+            ...(i === 0 ? world.probes.map((id): [string, string] => [now(), line('/api/probe', id)]) : []),
+            ...(i === 1 ? (world.traced ?? []).map((id): [string, string] => [now(), line('/', undefined, id)]) : []),
+          ] as [string, string][],
         })),
         { stream: { ...APP_LABELS, container: 'traffic', pod: 'sample-app-traffic-7f9c8b6d5-k3j4h' }, values: [[now(), '{"msg":"traffic generator started"}']] },
       ]);
@@ -144,9 +156,11 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
       '✓ Prometheus: every Ready sample app pod scraped (up == 1) with namespace, pod, container, node, job',
       "✓ Prometheus: validate's requests to the sample app counted",
       '✓ Loki (via Grafana): app container logs of every Ready sample app pod in the last 5 minutes with namespace, pod, container, node',
+      "✓ Traces (via Grafana): a request with validate's traceparent → its trace in Tempo (server span of sample-app) and its log line in Loki",
       '✓ Grafana healthy',
       '✓ Grafana datasource "prometheus" healthy',
       '✓ Grafana datasource "loki" healthy',
+      '✓ Grafana datasource "tempo" healthy',
       '✓ Grafana has every dashboard of dashboards/',
       ...titles,
       '✓ Freshness: probe request → metric and log line queryable',
@@ -156,8 +170,12 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(r.stdout).toContain('Watchdog active since 2026-11-30T04:00:00.000Z; no other alert active');
     expect(r.stdout).toContain('`task validate -- --alerts` also proves that an alert fires');
     expect(world.injections ?? []).toEqual([]);
-    expect(r.stdout).toMatch(/Freshness: probe request → metric and log line queryable \(\d+\.\ds\) metric after \d+\.\ds, log line after \d+\.\ds \(probe_id=[0-9a-f-]{36}\)/);
+    expect(r.stdout).toMatch(/Freshness: probe request → metric and log line queryable \(\d+\.\ds\) metric after \d+\.\ds, log line after \d+\.\ds \(probe_id=[0-9a-f-]{36}\); trace after \d+\.\ds \(trace_id=[0-9a-f]{32}\)/);
     expect(world.probes).toHaveLength(1);
+    // One traced request; the trace check's line names the trace it found, and the freshness line the same id.
+    expect(world.traced).toHaveLength(1);
+    expect(r.stdout).toContain(`trace ${world.traced![0]}: 2 spans, server span "GET /" (via datasource proxy /api/v2/traces/); trace after`);
+    expect(r.stdout).toContain(`(trace_id=${world.traced![0]})`);
     expect(r.stdout).toMatch(/✓ validate done in .*nothing changed/);
     expect(r.stdout).not.toContain('Diagnostics');
     expect(r.calls.filter(isMutating).map((c) => `${c.tool} ${c.argv.join(' ')}`)).toEqual([]);
@@ -189,7 +207,7 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
 
   it('failures: every check still runs, exit 1, diagnostics show unready pods, their events and logs, Alloy errors, down targets', async () => {
     world = {
-      grafana: { ...healthyGrafana(), datasources: { prometheus: { ok: true }, loki: { ok: false } }, dashboards: readDashboards().slice(1).map((d) => d.uid) },
+      grafana: { ...healthyGrafana(), datasources: { prometheus: { ok: true }, loki: { ok: false }, tempo: { ok: true } }, dashboards: readDashboards().slice(1).map((d) => d.uid) },
       down: true,
       probes: [],
       requests: [100, 40],
@@ -268,6 +286,32 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(r.stdout).toContain('scrape targets: Prometheus not reachable');
     expect(world.probes).toEqual([]);
   }, 60000);
+
+  it("an app that does not continue validate's traceparent fails the trace check (waited for, named), and only it; freshness says the trace was not measured", async () => {
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: [100, 40], untraced: Infinity };
+    const sb = sandboxWithPlatform();
+    const r = await sb.run('validate', ['--wait', '0'], env());
+    expect(r.code).toBe(1);
+    const lines = checkLines(r.stdout);
+    expect(lines.filter((l) => l.startsWith('✗'))).toEqual([
+      "✗ Traces (via Grafana): a request with validate's traceparent → its trace in Tempo (server span of sample-app) and its log line in Loki",
+    ]);
+    expect(r.stdout).toMatch(/trace ([0-9a-f]{32}) with a server span of sample-app in Tempo: not within 30s \(last error: trace \1 is not in Tempo\)/);
+    expect(r.stdout).toMatch(/a log line for \{namespace="sample-app",container="app"\} \|= "\\"trace_id\\":\\"[0-9a-f]{32}\\"" in Loki: not within 30s/);
+    expect(r.stdout).toMatch(/✓ Freshness: probe request → metric and log line queryable .*; trace not measured \(the Traces check failed above\)/);
+    expect(r.stderr).toContain("1 check(s) failed: Traces (via Grafana): a request with validate's traceparent");
+  }, 90000);
+
+  it('--wait: a trace lost on the way is retried with a new trace id, which passes', async () => {
+    world = { grafana: healthyGrafana(), down: false, probes: [], requests: [100, 40], untraced: 1 };
+    const sb = sandboxWithPlatform();
+    const r = await sb.run('validate', ['--wait', '45'], env());
+    expect(r.code, r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/› not yet, retrying for up to \d+s: trace [0-9a-f]{32} with a server span of sample-app in Tempo: not within 30s/);
+    expect(world.traced).toHaveLength(1);
+    expect(r.stdout).toContain(`✓ Traces (via Grafana)`);
+    expect(r.stdout).toContain(`trace ${world.traced![0]}: 2 spans`);
+  }, 90000);
 
   it('--wait: a pod that becomes Ready while validate waits passes; the wait is announced once', async () => {
     world = { grafana: healthyGrafana(), down: false, probes: [], requests: [100, 40] };
