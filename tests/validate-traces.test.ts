@@ -227,6 +227,16 @@ describe('checkTrace against a stand-in app, Tempo behind a stand-in Grafana, Lo
     expect(err).toMatch(/\(validate sent GET \/ with traceparent 00-[0-9a-f]{32}-[0-9a-f]{16}-01; the app answered\)$/);
   });
 
+  it.each([
+    { name: 'a Tempo without the v2 API (v1 404, /api/ds/query 404)', opts: { tempo: { api: 'v1' as const } } },
+    { name: 'a Grafana that does not proxy (/api/ds/query 404)', opts: { tempoProxy: false } },
+  ])('fails: a trace Tempo does not have is "not in Tempo" through $name too', async ({ opts }) => {
+    world('new-trace', opts);
+    const err = await run(800).then(() => undefined, (e: Error) => e.message);
+    expect(err).toMatch(/^trace ([0-9a-f]{32}) with a server span of sample-app in Tempo: not within 1s \(last error: trace \1 is not in Tempo\)/);
+    expect(grafana.requests.some((r) => r.url === '/api/ds/query')).toBe(true);
+  });
+
   it('fails: the trace is in Tempo, but the app wrote no log line with its trace_id', async () => {
     world('no-log');
     const err = await run(1200).then(() => undefined, (e: Error) => e.message);
