@@ -45,7 +45,7 @@ const diagnosticsFrom = (calls: string[]) => {
   return i < 0 ? calls.length : i;
 };
 /** validate's checks that need the real servers behind Traefik: the only ones allowed to fail here. */
-const NEEDS_SERVERS = /^(Route |Prometheus: |Loki |Grafana |Dashboard |Freshness|Alertmanager: )/;
+const NEEDS_SERVERS = /^(Route |Prometheus: |Loki |Traces |Grafana |Dashboard |Freshness|Alertmanager: )/;
 
 const byKey = (objects: any[]) => Object.fromEntries(objects.map((o) => [`${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`, o]));
 /** Alloy's workloads as the Alloy Operator creates them (rolled out: the stand-in controller's default). */
