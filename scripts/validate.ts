@@ -1,5 +1,5 @@
-// Phase "validate" (`task validate`): proves, end to end, that the platform works and that metrics
-// and logs of the sample app flow. One status line per check; every check runs even when an earlier
+// Phase "validate" (`task validate`): proves, end to end, that the platform works and that metrics,
+// logs and traces of the sample app flow. One status line per check; every check runs even when an earlier
 // one failed; the exit code is non-zero when any check failed, and diagnostics are printed then.
 //
 // Checks, in order:
@@ -25,10 +25,11 @@
 //      id, sampled), then that trace in Tempo through Grafana's datasource proxy (Tempo's
 //      /api/v2/traces/<id>, /api/traces/<id> when v2 is 404, or /api/ds/query with a traceId query
 //      when Grafana does not proxy; Tempo itself is never exposed) holding a server span of the app's
-//      service, and a log line of the app container in Loki with "trace_id":"<id>";
-//   6. Grafana: /api/health, the health checks of the prometheus, loki and tempo datasources, every dashboard of dashboards/*.json
-//      present, and for each dashboard every query runs without error and at least one panel returns
-//      data (/api/ds/query);
+//      service, and a log line of the app container in Loki with "trace_id":"<id>" (each retry
+//      within --wait sends a new trace id: a span sent before the OTLP path was up is lost);
+//   6. Grafana: /api/health, the health checks of the prometheus, loki and tempo datasources, every
+//      dashboard of dashboards/*.json present, and for each dashboard every query runs without error
+//      and at least one panel returns data (/api/ds/query);
 //   7. freshness: a unique marked GET /api/probe?id=<uuid> to the app, then the seconds until its
 //      metric (http_requests_total{route="/api/probe",synthetic="validate"} grows) and its log line
 //      (probe_id=<uuid>, app container) can be queried; with them the seconds 5b's trace took to be
