@@ -1,6 +1,6 @@
 // Phase "validate" (`task validate`): proves, end to end, that the platform works and that metrics,
-// logs and traces of the sample app flow. One status line per check; every check runs even when an earlier
-// one failed; the exit code is non-zero when any check failed, and diagnostics are printed then.
+// logs and traces of the sample app flow. One status line per check; every check runs even when an
+// earlier one failed; the exit code is non-zero when any check failed, and diagnostics are printed then.
 //
 // Checks, in order:
 //   1. all nodes Ready; every pod in local-path-storage, traefik, monitoring, sample-app Ready;
