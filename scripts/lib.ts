@@ -104,6 +104,8 @@ interface KeySpec<T> {
   parse: (raw: string) => T | undefined;
   /** A credential: error messages show only its first characters, never the whole value. */
   secret?: boolean;
+  /** The default under PROFILE=cluster, where it differs (longer retention, larger volumes). */
+  clusterDefault?: string;
 }
 
 const key = <T>(spec: KeySpec<T>) => spec;
@@ -241,8 +243,9 @@ export const CONFIG_KEYS = {
     default: '15d',
     allowed: 'a Prometheus duration such as 15d, 36h or 2w',
     parse: matching(/^[1-9]\d*(h|d|w)$/),
+    clusterDefault: '30d',
   }),
-  PROMETHEUS_STORAGE: key({ default: '10Gi', allowed: 'a volume size such as 10Gi or 512Mi', parse: quantity }),
+  PROMETHEUS_STORAGE: key({ default: '10Gi', allowed: 'a volume size such as 10Gi or 512Mi', parse: quantity, clusterDefault: '50Gi' }),
   LOKI_RETENTION: key({
     default: '168h',
     allowed: 'a whole number of hours of at least 24, such as 168h (Loki retention runs in 24h steps)',
@@ -250,8 +253,9 @@ export const CONFIG_KEYS = {
       const m = /^(\d+)h$/.exec(raw);
       return m && Number(m[1]) >= 24 && Number(m[1]) % 24 === 0 ? raw : undefined;
     },
+    clusterDefault: '720h',
   }),
-  LOKI_STORAGE: key({ default: '5Gi', allowed: 'a volume size such as 5Gi or 512Mi', parse: quantity }),
+  LOKI_STORAGE: key({ default: '5Gi', allowed: 'a volume size such as 5Gi or 512Mi', parse: quantity, clusterDefault: '50Gi' }),
   TEMPO_RETENTION: key({
     default: '72h',
     allowed: 'a whole number of hours, such as 72h',
@@ -285,13 +289,14 @@ export function parseConfig(raw: Record<string, string | undefined>): Config {
   const out: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(CONFIG_KEYS) as [string, KeySpec<unknown>][]) {
     const given = raw[name];
-    const text = given === undefined || given === '' ? spec.default : given.trim();
+    const fallback = raw.PROFILE?.trim() === 'cluster' && spec.clusterDefault ? spec.clusterDefault : spec.default;
+    const text = given === undefined || given === '' ? fallback : given.trim();
     const value = spec.parse(text);
     if (value === undefined) {
       const shown = spec.secret ? `${name} (${text.length} characters, starting "${text.slice(0, 8)}…")` : `${name}="${given}"`;
       problems.push(
         `${shown} is not allowed: expected ${spec.allowed}. ` +
-          `Fix it in .env (or your shell), or remove it to use the default${spec.default === '' ? ' (not set)' : ` "${spec.default}"`}.`,
+          `Fix it in .env (or your shell), or remove it to use the default${fallback === '' ? ' (not set)' : ` "${fallback}"`}.`,
       );
     }
     out[name] = value;
@@ -527,7 +532,7 @@ export function runsInWsl(env: NodeJS.ProcessEnv = process.env, procVersionFile 
 export const kubeconfigPath = (cfg: Config) => statePath(cfg, 'kubeconfig');
 
 /** The label on every namespace the platform creates: destroy with CLUSTER=existing deletes only namespaces that carry it. */
-export const OWNER_LABEL = 'talos-local.platform/owner';
+export const NAMESPACE_OWNER_LABEL = 'talos-local.platform/owner';
 
 /** Where every kubectl and helm call of this run goes. */
 export interface ClusterTarget {
@@ -714,6 +719,8 @@ export interface InstalledRecord {
   localPath?: boolean;
   /** CustomResourceDefinitions that did not exist before a release of ours was installed. */
   crds?: string[];
+  /** The cluster-scoped objects of local-path-provisioner besides its namespace, as Kind/name (storage). */
+  clusterObjects?: string[];
 }
 
 const installedPath = (cfg: Config) => statePath(cfg, 'installed.json');
@@ -817,7 +824,7 @@ export async function applyManifests(cfg: Config, yamlText: string, serverSide =
 }
 
 /**
- * With CLUSTER=existing, marks the Namespaces in these documents with OWNER_LABEL=CLUSTER_NAME
+ * With CLUSTER=existing, marks the Namespaces in these documents with NAMESPACE_OWNER_LABEL=CLUSTER_NAME
  * (destroy deletes only namespaces that carry it), except one that already exists without it: a
  * namespace the user had before the platform stays theirs (and is never deleted by destroy).
  */
@@ -828,8 +835,8 @@ async function labelOwnNamespaces(cfg: Config, namespaces: YAML.Document[]): Pro
     JSON.parse((await kubectl(cfg, ['get', 'namespaces', '--output', 'json'])).stdout).items ?? [];
   for (const [i, doc] of namespaces.entries()) {
     const found = existing.find((n) => n.metadata.name === names[i]);
-    if (found && found.metadata.labels?.[OWNER_LABEL] !== cfg.CLUSTER_NAME) continue;
-    doc.setIn(['metadata', 'labels', OWNER_LABEL], cfg.CLUSTER_NAME);
+    if (found && found.metadata.labels?.[NAMESPACE_OWNER_LABEL] !== cfg.CLUSTER_NAME) continue;
+    doc.setIn(['metadata', 'labels', NAMESPACE_OWNER_LABEL], cfg.CLUSTER_NAME);
   }
 }
 
