@@ -5,7 +5,8 @@
 // Checks, in order:
 //   1. all nodes Ready; every pod in local-path-storage, traefik, monitoring, sample-app Ready;
 //      the PersistentVolumeClaims of Prometheus and Loki Bound, each to a PersistentVolume of the
-//      local-path StorageClass that names it as its claim;
+//      local-path StorageClass (or the cluster's default class the storage phase recorded, lib
+//      volumeClass) that names it as its claim;
 //   2. storage, read-only: Prometheus writes to its local-path volume (prometheus_tsdb_head_series > 0
 //      through its route); with `--smoke` also the storage smoke test (`scripts/storage.ts --smoke`:
 //      it creates and deletes a claim and a pod, so a plain validate, and a no-op `task deploy`,
