@@ -51,7 +51,6 @@ import {
   helmRelease,
   ingressUrl,
   isMain,
-  kubeconfigPath,
   kubectl,
   mergeValues,
   note,
@@ -64,6 +63,7 @@ import {
   runPhase,
   statePath,
   step,
+  toolHint,
   volumeClass,
   writeFileAtomic,
 } from './lib.ts';
@@ -358,14 +358,14 @@ export function volumeSizeProblem(
   const wanted = cfg[v.key];
   if (typeof deployed !== 'string' || deployed === wanted) return undefined;
   const release = RELEASES[key].release;
-  const kc = kubeconfigPath(cfg);
+  const [helmCmd, kubectlCmd] = [toolHint(cfg, 'helm'), toolHint(cfg, 'kubectl')];
   return (
     `${v.key}="${wanted}" differs from the size of the deployed ${release} volume (${deployed}), and local-path volumes cannot be resized.\n` +
     `Either set ${v.key}=${deployed} in .env again, or drop the ${release} data and recreate it at the new size:\n` +
     (v.claimOwner === 'release'
-      ? `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait   (also deletes its volume claim ${v.pvc})\n`
-      : `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait\n` +
-        `  kubectl --kubeconfig ${kc} delete pvc ${v.pvc} --namespace ${NAMESPACE}   (the StatefulSet's claim outlives the release)\n`) +
+      ? `  ${helmCmd} uninstall ${release} --namespace ${NAMESPACE} --wait   (also deletes its volume claim ${v.pvc})\n`
+      : `  ${helmCmd} uninstall ${release} --namespace ${NAMESPACE} --wait\n` +
+        `  ${kubectlCmd} delete pvc ${v.pvc} --namespace ${NAMESPACE}   (the StatefulSet's claim outlives the release)\n`) +
     '  task observability'
   );
 }
