@@ -367,7 +367,7 @@ export const STATE_ENTRIES = [
   'hosts', // hosts: the hosts block, the dnsmasq snippet and backups of the hosts file
   'apps', // app: one record per app that `task app` deployed (appRecords)
   'target.json', // confirmTarget: the remote context a `task deploy` run confirmed (CLUSTER=existing)
-  'installed.json', // CLUSTER=existing: what the platform installed there (recordInstalled), for destroy
+  'installed.log', // helmRelease, storage: what the platform installed on the cluster (recordInstalled), for destroy
 ] as const;
 
 /** What `task app` created for one app, in $STATE_DIR/apps/<name>.json (scripts/app.ts writes it). */
@@ -708,11 +708,15 @@ export const helm = (cfg: Config, args: string[], opts: RunOptions = {}) => {
 };
 
 /**
- * What the platform installed on the cluster, beyond its Helm releases (STATE_DIR/installed.json):
- * the StorageClass its volumes use and whether local-path is ours (storage), the CRDs a release of
- * ours created (helmRelease, CLUSTER=existing). Observability, validate and destroy read it.
+ * What the platform installed on a cluster of CLUSTER=existing (STATE_DIR/installed.log; with
+ * CLUSTER=talos the whole cluster is ours and nothing is recorded): the Helm releases of
+ * helmRelease (as namespace/name), the StorageClass of its volumes and whether local-path is ours
+ * (storage), the CRDs a release of ours created (helmRelease, CLUSTER=existing). Observability,
+ * validate, status and destroy read it.
  */
 export interface InstalledRecord {
+  /** The releases helmRelease installed or upgraded, as namespace/name. */
+  releases?: string[];
   /** The StorageClass of the platform's volumes: local-path, or the cluster's default class. */
   storageClass?: string;
   /** Whether the storage phase installed local-path-provisioner (false: the cluster's default class is used). */
@@ -723,18 +727,34 @@ export interface InstalledRecord {
   clusterObjects?: string[];
 }
 
-const installedPath = (cfg: Config) => statePath(cfg, 'installed.json');
+const installedLog = (cfg: Config) => statePath(cfg, 'installed.log');
+const LISTS = ['releases', 'crds', 'clusterObjects'] as const;
 
+/** Folds a record over another: the lists add up, the other fields are replaced. */
+const foldInstalled = (a: InstalledRecord, b: InstalledRecord): InstalledRecord => {
+  const out: InstalledRecord = { ...a, ...b };
+  for (const list of LISTS) {
+    const all = [...new Set([...(a[list] ?? []), ...(b[list] ?? [])])].sort();
+    if (all.length) out[list] = all;
+  }
+  return out;
+};
+
+/** What the phases recorded, folded in the order they wrote it. */
 export function installedRecord(cfg: Config): InstalledRecord {
-  return fs.existsSync(installedPath(cfg)) ? (JSON.parse(fs.readFileSync(installedPath(cfg), 'utf8')) as InstalledRecord) : {};
+  if (!fs.existsSync(installedLog(cfg))) return {};
+  return fs.readFileSync(installedLog(cfg), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as InstalledRecord).reduce(foldInstalled, {});
 }
 
-/** Merges into installed.json (CRDs add up); writes only when something changed. */
+/**
+ * Records what a phase installed: one line appended to installed.log, only when it adds something.
+ * Appended, not rewritten: phases of `task deploy` record side by side (as runPhase's phases.log).
+ */
 export function recordInstalled(cfg: Config, change: InstalledRecord): void {
   const before = installedRecord(cfg);
-  const crds = [...new Set([...(before.crds ?? []), ...(change.crds ?? [])])].sort();
-  const after = { ...before, ...change, ...(crds.length ? { crds } : {}) };
-  writeFileAtomic(installedPath(cfg), `${JSON.stringify(after, null, 2)}\n`);
+  if (isDeepStrictEqual(foldInstalled(before, change), foldInstalled(before, {}))) return;
+  fs.mkdirSync(cfg.stateDir, { recursive: true });
+  fs.appendFileSync(installedLog(cfg), `${JSON.stringify(change)}\n`);
 }
 
 /** The StorageClass of the platform's volumes: the one the storage phase recorded, local-path before it ran. */
@@ -1064,6 +1084,8 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
           : `Roll back to the last good revision (\`${h} rollback ${spec.release}\`) and run this again.`),
     );
   }
+  // On a cluster that is not ours, destroy removes only the releases recorded here.
+  if (cfg.CLUSTER === 'existing') recordInstalled(cfg, { releases: [`${spec.namespace}/${spec.release}`] });
   if (current) {
     const deployed = (await deployedValues(cfg, spec.release, spec.namespace)) ?? {};
     if (current.chart !== wantChart) reason = `chart ${current.chart} → ${wantChart}`;

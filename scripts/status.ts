@@ -3,7 +3,7 @@
 // app, and each app `task app` deployed, from STATE_DIR/apps/*.json) with its state and version, read
 // from kubectl and helm. Changes nothing. Exit code 0 when every component is ok, 1 otherwise.
 //
-// .env keys: STATE_DIR (kubeconfig, app records, installed.json), CLUSTER_NAME (messages), CLUSTER,
+// .env keys: STATE_DIR (kubeconfig, app records, installed.log), CLUSTER_NAME (messages), CLUSTER,
 //   KUBECONFIG, KUBE_CONTEXT (with CLUSTER=existing: the context, printed first).
 // Tools: kubectl (get nodes, deployments, statefulsets, pods), helm 3.17+ or 4 (list).
 import fs from 'node:fs';

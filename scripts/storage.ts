@@ -1,9 +1,10 @@
 // Phase "storage" (`task storage`): installs local-path-provisioner (PINNED.localPathProvisioner) as
 // the cluster's default StorageClass `local-path`, and waits until it is ready. With CLUSTER=existing
 // and a default StorageClass already in the cluster (kind's standard, k3d's local-path, a cloud
-// disk class), it uses that one and installs nothing. What it chose is recorded in
-// STATE_DIR/installed.json (lib recordInstalled): the class of the platform's volumes
-// (observability, validate), and whether local-path and its cluster-scoped objects are ours (destroy).
+// disk class), it uses that one and installs nothing. With CLUSTER=existing what it chose is
+// recorded in STATE_DIR/installed.log (lib recordInstalled): the class of the platform's volumes
+// (observability, validate, status), and whether local-path and its cluster-scoped objects are ours
+// (destroy). Nothing is recorded for CLUSTER=talos: local-path is the class, and the cluster is ours.
 //
 //   - The upstream release manifest is taken by URL at the pinned tag (kustomize resource); our own
 //     patches live in manifests/storage/: PSA "privileged" labels on local-path-storage (the helper
@@ -18,7 +19,7 @@
 //
 // .env keys: CLUSTER (existing: a default StorageClass of the cluster is used), KUBECONFIG and
 //   KUBE_CONTEXT (CLUSTER=existing), CLUSTER_NAME, STATE_DIR (kubeconfig, the rendered
-//   kustomization, installed.json), nothing else.
+//   kustomization, installed.log), nothing else.
 // Tools: kubectl (get storageclasses, kustomize, diff, apply, rollout status, wait, delete).
 import fs from 'node:fs';
 import path from 'node:path';
@@ -200,7 +201,7 @@ async function install(cfg: Config): Promise<void> {
 
   await step('Apply local-path-provisioner', async () => {
     // Recorded before the apply: an apply that fails half-way still leaves objects destroy must know.
-    recordInstalled(cfg, { storageClass: STORAGE_CLASS, localPath: true, clusterObjects });
+    if (cfg.CLUSTER === 'existing') recordInstalled(cfg, { storageClass: STORAGE_CLASS, localPath: true, clusterObjects });
     const result = await applyManifests(cfg, rendered);
     return result === 'applied' ? 'applied the difference (kubectl diff found one)' : 'unchanged (matches the cluster)';
   });

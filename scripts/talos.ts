@@ -1318,15 +1318,14 @@ export interface OwnedOnCluster {
 }
 
 /**
- * The platform's own things on an existing cluster: releases it recorded (a values file in
- * STATE_DIR/helm) of one of its charts; namespaces that carry NAMESPACE_OWNER_LABEL=CLUSTER_NAME;
- * CRDs and cluster-scoped objects (local-path's StorageClass and RBAC) it recorded in installed.json,
- * and only those still there.
+ * The platform's own things on an existing cluster: releases it recorded (namespace/name in
+ * installed.log) of one of its charts; namespaces that carry NAMESPACE_OWNER_LABEL=CLUSTER_NAME;
+ * CRDs and cluster-scoped objects (local-path's StorageClass and RBAC) it recorded, and only those
+ * still there.
  */
 export function ownedOnCluster(input: {
   clusterName: string;
   releases: HelmListEntry[];
-  recordedReleases: string[];
   namespaces: { metadata: { name: string; labels?: Record<string, string> } }[];
   crds: string[];
   installed: InstalledRecord;
@@ -1334,7 +1333,7 @@ export function ownedOnCluster(input: {
   const ofOurChart = (chart: string) => OUR_CHARTS.some((c) => chart.startsWith(`${c}-`) && /^v?\d/.test(chart.slice(c.length + 1)));
   return {
     releases: input.releases
-      .filter((r) => input.recordedReleases.includes(r.name) && ofOurChart(r.chart))
+      .filter((r) => (input.installed.releases ?? []).includes(`${r.namespace}/${r.name}`) && ofOurChart(r.chart))
       .map((r) => ({ name: r.name, namespace: r.namespace })),
     namespaces: input.namespaces.filter((n) => n.metadata.labels?.[NAMESPACE_OWNER_LABEL] === input.clusterName).map((n) => n.metadata.name),
     crds: (input.installed.crds ?? []).filter((c) => input.crds.includes(c)),
@@ -1353,11 +1352,9 @@ async function destroyExisting(cfg: Config, clean: boolean, yes: boolean): Promi
   let owned: OwnedOnCluster = { releases: [], namespaces: [], crds: [], clusterObjects: [] };
   await check('What the platform installed there', async () => {
     await kubectl(cfg, ['get', '--raw', '/readyz'], { hint: `Check the cluster of context ${t.context}, or KUBE_CONTEXT in .env.` });
-    const helmDir = statePath(cfg, 'helm');
     owned = ownedOnCluster({
       clusterName: cfg.CLUSTER_NAME,
       releases: await deployedReleases(cfg),
-      recordedReleases: fs.existsSync(helmDir) ? fs.readdirSync(helmDir).filter((f) => f.endsWith('.values.yaml')).map((f) => f.slice(0, -'.values.yaml'.length)) : [],
       namespaces: JSON.parse((await kubectl(cfg, ['get', 'namespaces', '--output', 'json'])).stdout).items ?? [],
       crds: installedRecord(cfg).crds?.length ? await crdNames(cfg) : [],
       installed: installedRecord(cfg),
