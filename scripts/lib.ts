@@ -9,7 +9,13 @@
 //     claimStateDir() (before a phase first writes there: create it or mark it);
 //   - run(): a command runner whose errors carry the command line and its output (and counts the
 //     calls: `--verbose` prints a phase's count);
-//   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
+//   - the cluster target: clusterTarget() (CLUSTER=talos: the kubeconfig in the state directory;
+//     CLUSTER=existing: KUBECONFIG/KUBE_CONTEXT, the context resolved once per process by
+//     resolveContext()), kubectl()/helm() (run() pointed at it: targetArgs()), toolHint() (the same
+//     target in the commands we print), targetLine(), isLocalTarget() and confirmTarget() (a
+//     remote-looking context is confirmed once per `task deploy` run, or with --yes);
+//   - installedRecord()/recordInstalled()/volumeClass(): what the platform installed on an existing
+//     cluster (STATE_DIR/installed.log), for storage, observability, validate, status and destroy;
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
 //     (✓ or ✗ with its duration), and a summary at the end; under `task deploy` (PHASE_LABELS=true,
 //     set by the deploy graph, where phases run side by side) every line starts with "[phase] ";
@@ -19,10 +25,12 @@
 //   - parseQuantity()/quantityMiB(): Kubernetes quantities (requests, limits, volume sizes) as numbers;
 //   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
 //   - appRecords()/appRecordPath(): the apps `task app` deployed, from STATE_DIR/apps/*.json;
-//   - small shared actions: applyManifests() (diff first, apply only the difference),
+//   - small shared actions: applyManifests() (diff first, apply only the difference; with
+//     CLUSTER=existing our new namespaces get NAMESPACE_OWNER_LABEL),
 //     helmRelease() (install or upgrade only when chart or values differ; deployedReleases() and
-//     deployedValues() read Helm once per process), requireCluster(),
+//     deployedValues() read Helm once per process), requireCluster() (prints and confirms the target),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
+// .env keys: all of CONFIG_KEYS (loadConfig); the target reads CLUSTER, KUBECONFIG, KUBE_CONTEXT.
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import fs from 'node:fs';

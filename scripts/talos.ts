@@ -18,13 +18,26 @@
 //                                          volumes, and the certificates (task destroy / task clean)
 //   npx tsx scripts/talos.ts --kubeconfig  add the cluster's context to ~/.kube/config
 //                                          (task kubeconfig; KUBECONFIG_TARGET overrides the path)
+//   npx tsx scripts/talos.ts --target [--yes]
+//                                          print the cluster of the run (task target, the root of
+//                                          the deploy graph); with CLUSTER=existing check that it
+//                                          answers and confirm a remote-looking context once for
+//                                          the run (lib confirmTarget)
 //   --verbose                              print every command
+//
+// With CLUSTER=existing (README "Use your own cluster") the cluster is the user's: create, --registry,
+// --preflight and --kubeconfig say "skipped: CLUSTER=existing" and call no tool; --destroy [--clean]
+// lists what the platform installed there (releases and CRDs recorded in STATE_DIR/installed.log,
+// namespaces labelled talos-local.platform/owner=<CLUSTER_NAME>, local-path when storage installed
+// it), asks unless --yes, removes only that and the state; never the cluster, never Docker.
 //
 // Reads .env keys: CLUSTER_NAME TALOS_VERSION KUBERNETES_VERSION WORKERS CONTROLPLANE_CPUS
 //   CONTROLPLANE_MEMORY WORKER_CPUS WORKER_MEMORY CLUSTER_SUBNET HOST_IP HTTP_PORT HTTPS_PORT
 //   REGISTRY_PORT PULL_THROUGH_CACHE STATE_DIR (and PROMETHEUS_STORAGE, LOKI_STORAGE for the disk
-//   estimate). The docker CLI honours DOCKER_HOST and DOCKER_CONTEXT from the environment as usual.
-// Tools: docker, talosctl, kubectl (helm only for the preflight version check; the prefill process
+//   estimate), CLUSTER, KUBECONFIG, KUBE_CONTEXT (the target). The docker CLI honours DOCKER_HOST
+//   and DOCKER_CONTEXT from the environment as usual.
+// Tools: docker, talosctl, kubectl (helm only for the preflight version check and, with
+//   CLUSTER=existing, destroy's list and uninstall; the prefill process
 //   calls helm template and docker, see scripts/images.ts). talosctl reads no
 //   docker context, only DOCKER_HOST: it is given the endpoint the docker CLI uses, so both talk to
 //   the same Docker (Docker Desktop, Colima, OrbStack, a plain engine).
