@@ -771,11 +771,12 @@ export const volumeClass = (cfg: Config) => installedRecord(cfg).storageClass ??
 let targetShown = false;
 
 /**
- * Fails unless the target cluster answers; then the phase may write to STATE_DIR. It prints the
+ * Fails unless the target cluster answers; then the phase may write to STATE_DIR, and it returns
+ * the cluster's name for a status line (CLUSTER_NAME, or "context <ctx>"). It prints the
  * target once (targetLine) and, with CLUSTER=existing, confirms it (confirmTarget) first. The hint
  * says `task talos` only for CLUSTER=talos; for existing it names the context and server.
  */
-export async function requireCluster(cfg: Config): Promise<void> {
+export async function requireCluster(cfg: Config): Promise<string> {
   const target = clusterTarget(cfg);
   if (!targetShown) note(targetLine(cfg));
   targetShown = true;
@@ -791,6 +792,7 @@ export async function requireCluster(cfg: Config): Promise<void> {
     throw new UserError(`${hint}\n${(err as Error).message}`);
   }
   claimStateDir(cfg);
+  return target.kind === 'talos' ? cfg.CLUSTER_NAME : `context ${target.context}`;
 }
 
 // ---------------------------------------------------------------------------------------------

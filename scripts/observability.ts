@@ -542,8 +542,7 @@ export async function observability(cfg: Config): Promise<void> {
   for (const key of Object.keys(RELEASES) as ReleaseKey[]) readProjectYaml(RELEASES[key].valuesFile);
 
   await check('Cluster reachable', async () => {
-    await requireCluster(cfg);
-    return cfg.CLUSTER_NAME;
+    return requireCluster(cfg);
   });
   await check('Volume sizes can be honoured', () => checkVolumeSizes(cfg));
   await step(`Namespace ${NAMESPACE} (Pod Security privileged)`, async () => {

@@ -167,8 +167,7 @@ export const clusterScopedObjects = (objects: KObject[]) =>
 
 async function install(cfg: Config): Promise<void> {
   await check('Cluster reachable', async () => {
-    await requireCluster(cfg);
-    return `up (${cfg.CLUSTER_NAME})`;
+    return `up (${await requireCluster(cfg)})`;
   });
 
   if (cfg.CLUSTER === 'existing') {
@@ -239,8 +238,7 @@ export function smokeManifest(token: string): string {
 
 async function smoke(cfg: Config): Promise<void> {
   await check('Cluster reachable', async () => {
-    await requireCluster(cfg);
-    return `up (${cfg.CLUSTER_NAME})`;
+    return `up (${await requireCluster(cfg)})`;
   });
   const wanted = volumeClass(cfg);
   await check(`Default StorageClass is ${wanted}`, async () => {
