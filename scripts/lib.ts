@@ -594,7 +594,8 @@ export function resolveContext(
   return { context: name, server };
 }
 
-let targetResolved: ClusterTarget | undefined;
+/** The targets this process resolved, by KUBECONFIG and KUBE_CONTEXT: each is read once. */
+const targetsResolved = new Map<string, ClusterTarget>();
 
 /**
  * The cluster of this run, resolved once per process: with CLUSTER=existing the context is read
@@ -602,13 +603,16 @@ let targetResolved: ClusterTarget | undefined;
  * the current context mid-run changes nothing. Throws a UserError naming the key when it cannot be resolved.
  */
 export function clusterTarget(cfg: Config): ClusterTarget {
-  if (targetResolved) return targetResolved;
   if (cfg.CLUSTER === 'talos') return { kind: 'talos', files: [kubeconfigPath(cfg)], context: `admin@${cfg.CLUSTER_NAME}`, server: '' };
   const files = kubeconfigFiles(cfg);
+  const key = JSON.stringify([files, cfg.KUBE_CONTEXT]);
+  const known = targetsResolved.get(key);
+  if (known) return known;
   const resolved = resolveContext(files.map((file) => ({ file, text: fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : undefined })), cfg.KUBE_CONTEXT);
   if ('problem' in resolved) throw new UserError(`CLUSTER=existing: ${resolved.problem}`);
-  targetResolved = { kind: 'existing', files: files.filter((f) => fs.existsSync(f)), ...resolved };
-  return targetResolved;
+  const target: ClusterTarget = { kind: 'existing', files: files.filter((f) => fs.existsSync(f)), ...resolved };
+  targetsResolved.set(key, target);
+  return target;
 }
 
 /**

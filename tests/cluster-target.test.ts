@@ -4,10 +4,11 @@
 // user's kubeconfig: no Docker and no talosctl at all, every call names the context, a second run
 // changes nothing, a remote context is never touched unconfirmed, destroy removes only ours.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { type ClusterTarget, installedRecord, isLocalTarget, mergeValues, parseConfig, recordInstalled, resolveContext, targetArgs } from '../scripts/lib.ts';
+import { type ClusterTarget, clusterTarget, installedRecord, isLocalTarget, mergeValues, parseConfig, recordInstalled, resolveContext, targetArgs, toolHint } from '../scripts/lib.ts';
 import { CLUSTER_PROFILE_SIZES, clusterLayers, releaseSpec } from '../scripts/observability.ts';
 import { clusterDefaultClass } from '../scripts/storage.ts';
 import { ownedOnCluster } from '../scripts/talos.ts';
@@ -75,6 +76,21 @@ describe('resolveContext: the context of a run, merged over KUBECONFIG as kubect
     ['a context whose cluster has no server', [{ file: '/e', text: kubeconfig('x', [['x', 'nowhere']], []) }], '', /context "x" names cluster "nowhere", which has no server in \/e/],
   ] as const)('says what to fix when %s', (_, files, wanted, problem) => {
     expect(resolveContext([...files], wanted)).toEqual({ problem: expect.stringMatching(problem) });
+  });
+});
+
+describe('clusterTarget: resolved once per process', () => {
+  it('switching the current context mid-run changes nothing: every later call goes to the first one', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'target-'));
+    const file = path.join(dir, 'config');
+    const clusters: [string, string][] = [['kind-demo', 'https://127.0.0.1:41234'], ['prod', 'https://k8s.example.com']];
+    const contexts: [string, string][] = [['kind-demo', 'kind-demo'], ['prod', 'prod']];
+    fs.writeFileSync(file, kubeconfig('kind-demo', contexts, clusters));
+    const cfg = parseConfig({ CLUSTER: 'existing', KUBECONFIG: file, STATE_DIR: path.join(dir, 'state') });
+    expect(clusterTarget(cfg)).toEqual({ kind: 'existing', files: [file], context: 'kind-demo', server: 'https://127.0.0.1:41234' });
+    fs.writeFileSync(file, kubeconfig('prod', contexts, clusters)); // `kubectl config use-context prod` in another terminal
+    expect(clusterTarget(parseConfig({ CLUSTER: 'existing', KUBECONFIG: file, STATE_DIR: path.join(dir, 'state') })).context).toBe('kind-demo');
+    expect(toolHint(cfg, 'helm')).toBe(`helm --kubeconfig ${file} --kube-context kind-demo`);
   });
 });
 
