@@ -1,13 +1,15 @@
 // `task endpoints`: prints every URL of the platform and of each app `task app` deployed (its route
 // and dashboard, from STATE_DIR/apps/*.json), where the Grafana admin password is, the CA
-// certificate to trust, the local registry, and the line that points kubectl at the cluster.
+// certificate to trust, the local registry, and the line that points kubectl at the cluster (with
+// CLUSTER=existing: the context of KUBECONFIG/KUBE_CONTEXT the platform went to).
 // It only reads configuration and checks which state files exist; it calls no tool.
 //
-// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, REGISTRY_PORT, STATE_DIR, ALERT_WEBHOOK_URL (only whether it is set).
+// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, REGISTRY_PORT, STATE_DIR, ALERT_WEBHOOK_URL (only whether it is set),
+//   CLUSTER, KUBECONFIG, KUBE_CONTEXT (the kubectl lines).
 // Tools: none.
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { type Config, ConfigError, INGRESS_HOSTS, appRecords, isMain, kubeconfigPath, loadConfig, ingressUrl, namesAddress, resolvesByItself, statePath } from './lib.ts';
+import { type Config, ConfigError, INGRESS_HOSTS, UserError, appRecords, clusterTarget, isMain, kubeconfigPath, loadConfig, ingressUrl, namesAddress, resolvesByItself, statePath, toolHint } from './lib.ts';
 
 /** The lines `task endpoints` prints. `exists` and `apps` are injectable for tests. */
 export function endpointLines(cfg: Config, exists: (file: string) => boolean = fs.existsSync, apps = appRecords(cfg)): string[] {
@@ -45,7 +47,12 @@ export function endpointLines(cfg: Config, exists: (file: string) => boolean = f
       `  Without it: curl --resolve grafana.${cfg.DOMAIN}:${cfg.HTTPS_PORT}:${address} --cacert ${ca} ${ingressUrl(cfg, 'grafana', '/api/health')}`,
     );
   }
-  lines.push('', kleur.bold('kubectl'), `  export KUBECONFIG=${kubeconfig}${missing(kubeconfig, 'talos')}`, '  (or `task kubeconfig` to add the context to ~/.kube/config)');
+  if (cfg.CLUSTER === 'existing') {
+    const t = clusterTarget(cfg);
+    lines.push('', kleur.bold('kubectl'), `  context ${t.context} (server ${t.server}) from ${t.files.join(':')}`, `  ${toolHint(cfg, 'kubectl')} get pods --all-namespaces`);
+  } else {
+    lines.push('', kleur.bold('kubectl'), `  export KUBECONFIG=${kubeconfig}${missing(kubeconfig, 'talos')}`, '  (or `task kubeconfig` to add the context to ~/.kube/config)');
+  }
   return lines;
 }
 
@@ -54,7 +61,7 @@ if (isMain(import.meta.url)) {
   try {
     console.log(endpointLines(loadConfig()).join('\n'));
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
+    if (!(err instanceof ConfigError || err instanceof UserError)) throw err;
     console.error(kleur.red(`✗ endpoints: ${err.message}`));
     process.exitCode = 1;
   }

@@ -9,7 +9,13 @@
 //     claimStateDir() (before a phase first writes there: create it or mark it);
 //   - run(): a command runner whose errors carry the command line and its output (and counts the
 //     calls: `--verbose` prints a phase's count);
-//   - kubectl()/helm(): the same, pointed at the cluster's kubeconfig in the state directory;
+//   - the cluster target: clusterTarget() (CLUSTER=talos: the kubeconfig in the state directory;
+//     CLUSTER=existing: KUBECONFIG/KUBE_CONTEXT, the context resolved once per process by
+//     resolveContext()), kubectl()/helm() (run() pointed at it: targetArgs()), toolHint() (the same
+//     target in the commands we print), targetLine(), isLocalTarget() and confirmTarget() (a
+//     remote-looking context is confirmed once per `task deploy` run, or with --yes);
+//   - installedRecord()/recordInstalled()/volumeClass(): what the platform installed on an existing
+//     cluster (STATE_DIR/installed.log), for storage, observability, validate, status and destroy;
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
 //     (✓ or ✗ with its duration), and a summary at the end; under `task deploy` (PHASE_LABELS=true,
 //     set by the deploy graph, where phases run side by side) every line starts with "[phase] ";
@@ -19,14 +25,18 @@
 //   - parseQuantity()/quantityMiB(): Kubernetes quantities (requests, limits, volume sizes) as numbers;
 //   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
 //   - appRecords()/appRecordPath(): the apps `task app` deployed, from STATE_DIR/apps/*.json;
-//   - small shared actions: applyManifests() (diff first, apply only the difference),
+//   - small shared actions: applyManifests() (diff first, apply only the difference; with
+//     CLUSTER=existing our new namespaces get NAMESPACE_OWNER_LABEL),
 //     helmRelease() (install or upgrade only when chart or values differ; deployedReleases() and
-//     deployedValues() read Helm once per process), requireCluster(),
+//     deployedValues() read Helm once per process), requireCluster() (prints and confirms the target),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
+// .env keys: all of CONFIG_KEYS (loadConfig); the target reads CLUSTER, KUBECONFIG, KUBE_CONTEXT.
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import dotenv from 'dotenv';
@@ -102,6 +112,8 @@ interface KeySpec<T> {
   parse: (raw: string) => T | undefined;
   /** A credential: error messages show only its first characters, never the whole value. */
   secret?: boolean;
+  /** The default under PROFILE=cluster, where it differs (longer retention, larger volumes). */
+  clusterDefault?: string;
 }
 
 const key = <T>(spec: KeySpec<T>) => spec;
@@ -239,8 +251,9 @@ export const CONFIG_KEYS = {
     default: '15d',
     allowed: 'a Prometheus duration such as 15d, 36h or 2w',
     parse: matching(/^[1-9]\d*(h|d|w)$/),
+    clusterDefault: '30d',
   }),
-  PROMETHEUS_STORAGE: key({ default: '10Gi', allowed: 'a volume size such as 10Gi or 512Mi', parse: quantity }),
+  PROMETHEUS_STORAGE: key({ default: '10Gi', allowed: 'a volume size such as 10Gi or 512Mi', parse: quantity, clusterDefault: '50Gi' }),
   LOKI_RETENTION: key({
     default: '168h',
     allowed: 'a whole number of hours of at least 24, such as 168h (Loki retention runs in 24h steps)',
@@ -248,8 +261,9 @@ export const CONFIG_KEYS = {
       const m = /^(\d+)h$/.exec(raw);
       return m && Number(m[1]) >= 24 && Number(m[1]) % 24 === 0 ? raw : undefined;
     },
+    clusterDefault: '720h',
   }),
-  LOKI_STORAGE: key({ default: '5Gi', allowed: 'a volume size such as 5Gi or 512Mi', parse: quantity }),
+  LOKI_STORAGE: key({ default: '5Gi', allowed: 'a volume size such as 5Gi or 512Mi', parse: quantity, clusterDefault: '50Gi' }),
   TEMPO_RETENTION: key({
     default: '72h',
     allowed: 'a whole number of hours, such as 72h',
@@ -283,13 +297,14 @@ export function parseConfig(raw: Record<string, string | undefined>): Config {
   const out: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(CONFIG_KEYS) as [string, KeySpec<unknown>][]) {
     const given = raw[name];
-    const text = given === undefined || given === '' ? spec.default : given.trim();
+    const fallback = raw.PROFILE?.trim() === 'cluster' && spec.clusterDefault ? spec.clusterDefault : spec.default;
+    const text = given === undefined || given === '' ? fallback : given.trim();
     const value = spec.parse(text);
     if (value === undefined) {
       const shown = spec.secret ? `${name} (${text.length} characters, starting "${text.slice(0, 8)}…")` : `${name}="${given}"`;
       problems.push(
         `${shown} is not allowed: expected ${spec.allowed}. ` +
-          `Fix it in .env (or your shell), or remove it to use the default${spec.default === '' ? ' (not set)' : ` "${spec.default}"`}.`,
+          `Fix it in .env (or your shell), or remove it to use the default${fallback === '' ? ' (not set)' : ` "${fallback}"`}.`,
       );
     }
     out[name] = value;
@@ -359,6 +374,8 @@ export const STATE_ENTRIES = [
   'grafana-admin-password', // observability
   'hosts', // hosts: the hosts block, the dnsmasq snippet and backups of the hosts file
   'apps', // app: one record per app that `task app` deployed (appRecords)
+  'target.json', // confirmTarget: the remote context a `task deploy` run confirmed (CLUSTER=existing)
+  'installed.log', // helmRelease, storage: what the platform installed on the cluster (recordInstalled), for destroy
 ] as const;
 
 /** What `task app` created for one app, in $STATE_DIR/apps/<name>.json (scripts/app.ts writes it). */
@@ -515,22 +532,271 @@ export function runsInWsl(env: NodeJS.ProcessEnv = process.env, procVersionFile 
   return fs.existsSync(procVersionFile) && /microsoft/i.test(fs.readFileSync(procVersionFile, 'utf8'));
 }
 
-export const kubeconfigPath = (cfg: Config) => statePath(cfg, 'kubeconfig');
-export const kubectl = (cfg: Config, args: string[], opts?: RunOptions) =>
-  run('kubectl', ['--kubeconfig', kubeconfigPath(cfg), ...args], opts);
-export const helm = (cfg: Config, args: string[], opts?: RunOptions) =>
-  run('helm', ['--kubeconfig', kubeconfigPath(cfg), ...args], opts);
+// ---------------------------------------------------------------------------------------------
+// The cluster target: which cluster every kubectl and helm call of a run goes to
+// ---------------------------------------------------------------------------------------------
 
-/** Fails with "run task talos first" unless the cluster in the state directory answers; then the phase may write there. */
-export async function requireCluster(cfg: Config): Promise<void> {
-  const hint = `No reachable cluster "${cfg.CLUSTER_NAME}" (kubeconfig ${kubeconfigPath(cfg)}). Run \`task talos\` first.`;
-  if (!fs.existsSync(kubeconfigPath(cfg))) throw new UserError(hint);
+/** The kubeconfig the talos phase writes (STATE_DIR/kubeconfig): the target of CLUSTER=talos. */
+export const kubeconfigPath = (cfg: Config) => statePath(cfg, 'kubeconfig');
+
+/** The label on every namespace the platform creates: destroy with CLUSTER=existing deletes only namespaces that carry it. */
+export const NAMESPACE_OWNER_LABEL = 'talos-local.platform/owner';
+
+/** Where every kubectl and helm call of this run goes. */
+export interface ClusterTarget {
+  kind: 'talos' | 'existing';
+  /** The kubeconfig files, in KUBECONFIG order (one for talos: STATE_DIR/kubeconfig). */
+  files: string[];
+  /** The context every call names (existing); talos: admin@CLUSTER_NAME, the only one in our kubeconfig. */
+  context: string;
+  /** The API server URL of that context ('' for talos). */
+  server: string;
+}
+
+interface KubeconfigJson {
+  'current-context'?: string;
+  contexts?: { name: string; context?: { cluster?: string } }[];
+  clusters?: { name: string; cluster?: { server?: string } }[];
+}
+
+/** The kubeconfig files of CLUSTER=existing: KUBECONFIG's ":"-separated list, or ~/.kube/config when empty. */
+export const kubeconfigFiles = (cfg: Pick<Config, 'KUBECONFIG'>, home = os.homedir()) =>
+  cfg.KUBECONFIG ? cfg.KUBECONFIG.split(':').filter(Boolean).map((f) => path.resolve(f.replace(/^~(?=\/|$)/, home))) : [path.join(home, '.kube', 'config')];
+
+/**
+ * The context a run deploys to, from the kubeconfig files as kubectl merges them (client-go
+ * clientcmd loader: the first file that sets current-context, or that defines a context or
+ * cluster of a name, wins; files that do not exist are skipped): KUBE_CONTEXT, or when empty the
+ * current context. Returns its name and server, or the problem naming the key and the fix.
+ */
+export function resolveContext(
+  files: { file: string; text: string | undefined }[],
+  wanted: string,
+): { context: string; server: string } | { problem: string } {
+  const present = files.filter((f) => f.text !== undefined);
+  const where = files.map((f) => f.file).join(':');
+  if (present.length === 0) {
+    return { problem: `KUBECONFIG names no kubeconfig file that exists (${where}). Set KUBECONFIG in .env to your cluster's kubeconfig (":"-separated for several), or set CLUSTER=talos.` };
+  }
+  const configs = present.map((f) => (YAML.parse(f.text!) ?? {}) as KubeconfigJson);
+  const first = <T>(pick: (c: KubeconfigJson) => T | undefined) => configs.map(pick).find((v) => v !== undefined && v !== '');
+  const contextNames = [...new Set(configs.flatMap((c) => (c.contexts ?? []).map((x) => x.name)))];
+  const choices = contextNames.length ? `contexts there: ${contextNames.join(', ')}` : 'it defines no context';
+  const name = wanted || first((c) => c['current-context']);
+  if (!name) return { problem: `KUBE_CONTEXT is empty and ${where} sets no current context (${choices}). Set KUBE_CONTEXT in .env to the context to deploy to.` };
+  const context = first((c) => c.contexts?.find((x) => x.name === name));
+  if (!context) {
+    return { problem: `${wanted ? `KUBE_CONTEXT="${wanted}"` : `the current context "${name}"`} is not a context in ${where} (${choices}). Set KUBE_CONTEXT in .env to one of them.` };
+  }
+  const clusterName = context.context?.cluster ?? '';
+  const server = first((c) => c.clusters?.find((x) => x.name === clusterName))?.cluster?.server;
+  if (!server) return { problem: `context "${name}" names cluster "${clusterName}", which has no server in ${where}. Fix that kubeconfig, or set KUBE_CONTEXT in .env to another context.` };
+  return { context: name, server };
+}
+
+/** The targets this process resolved, by KUBECONFIG and KUBE_CONTEXT: each is read once. */
+const targetsResolved = new Map<string, ClusterTarget>();
+
+/**
+ * The cluster of this run, resolved once per process: with CLUSTER=existing the context is read
+ * from the kubeconfig files when the run starts and then named in every call, so the user switching
+ * the current context mid-run changes nothing. Throws a UserError naming the key when it cannot be resolved.
+ */
+export function clusterTarget(cfg: Config): ClusterTarget {
+  if (cfg.CLUSTER === 'talos') return { kind: 'talos', files: [kubeconfigPath(cfg)], context: `admin@${cfg.CLUSTER_NAME}`, server: '' };
+  const files = kubeconfigFiles(cfg);
+  const key = JSON.stringify([files, cfg.KUBE_CONTEXT]);
+  const known = targetsResolved.get(key);
+  if (known) return known;
+  const resolved = resolveContext(files.map((file) => ({ file, text: fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : undefined })), cfg.KUBE_CONTEXT);
+  if ('problem' in resolved) throw new UserError(`CLUSTER=existing: ${resolved.problem}`);
+  const target: ClusterTarget = { kind: 'existing', files: files.filter((f) => fs.existsSync(f)), ...resolved };
+  targetsResolved.set(key, target);
+  return target;
+}
+
+/**
+ * The arguments and environment that point a tool at the target: `--kubeconfig <file>` for one
+ * file, the KUBECONFIG environment variable for several (`--kubeconfig` takes one file; kubectl
+ * and helm merge the list as client-go does); `--context` (kubectl) or `--kube-context` (helm,
+ * pkg/cli/environment.go of v3.17 and v4) with CLUSTER=existing.
+ */
+export function targetArgs(target: ClusterTarget, tool: 'kubectl' | 'helm'): { args: string[]; env: Record<string, string> } {
+  const contextFlag = target.kind === 'existing' ? [tool === 'helm' ? '--kube-context' : '--context', target.context] : [];
+  if (target.files.length === 1) return { args: ['--kubeconfig', target.files[0], ...contextFlag], env: {} };
+  return { args: contextFlag, env: { KUBECONFIG: target.files.join(':') } };
+}
+
+/** A command line for the user that reaches the same cluster as this run: `kubectl --kubeconfig … --context …`, for hints. */
+export function toolHint(cfg: Config, tool: 'kubectl' | 'helm'): string {
+  const { args, env } = targetArgs(clusterTarget(cfg), tool);
+  return [...(env.KUBECONFIG ? [`KUBECONFIG=${quoteArg(env.KUBECONFIG)}`] : []), commandLine(tool, args)].join(' ');
+}
+
+/** "cluster: …": the line each phase prints at its start, so nobody deploys to the wrong cluster by accident. */
+export function targetLine(cfg: Config): string {
+  const t = clusterTarget(cfg);
+  return t.kind === 'talos'
+    ? `cluster: Talos "${cfg.CLUSTER_NAME}" in Docker (kubeconfig ${t.files[0]})`
+    : `cluster: context ${t.context} (server ${t.server}) from ${t.files.join(':')}`;
+}
+
+/** Context names of local clusters (kind, k3d, Docker Desktop, OrbStack, Colima, minikube, Rancher Desktop). */
+const LOCAL_CONTEXT = /^(kind-|k3d-|docker-desktop$|orbstack$|colima($|-)|minikube$|rancher-desktop$)/;
+
+/**
+ * Whether a context is a cluster on this machine or its LAN, to deploy to without asking: its
+ * server is loopback, a private IPv4 address (10/8, 172.16/12, 192.168/16), localhost, *.local,
+ * host.docker.internal or kubernetes.docker.internal (Docker Desktop's), or its name is one that
+ * kind, k3d, Docker Desktop, OrbStack, Colima, minikube or Rancher Desktop give their contexts.
+ */
+export function isLocalTarget(context: string, server: string): boolean {
+  if (LOCAL_CONTEXT.test(context)) return true;
+  let host: string;
+  try {
+    host = new URL(server).hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  } catch {
+    return false;
+  }
+  if (['localhost', '::1', 'host.docker.internal', 'kubernetes.docker.internal'].includes(host)) return true;
+  if (host.endsWith('.localhost') || host.endsWith('.local')) return true;
+  if (!ipv4(host)) return false;
+  const n = ipv4Number(host);
+  return host.startsWith('127.') || PRIVATE_RANGES.some(([start, end]) => n >= start && n <= end);
+}
+
+/** STATE_DIR/target.json: the remote context a `task deploy` run (DEPLOY_RUN_ID) confirmed, so its later phases do not ask again. */
+const targetRecord = (cfg: Config) => statePath(cfg, 'target.json');
+
+/** The command that confirms a remote target without a terminal: this script with --yes (`task deploy -- --yes` in the deploy graph). */
+const confirmCommand = () =>
+  process.env.DEPLOY_RUN_ID && process.env.PHASE_LABELS === 'true'
+    ? 'task deploy -- --yes'
+    : `npx tsx ${path.relative(PROJECT_DIR, process.argv[1] ?? 'scripts/<phase>.ts')} ${[...process.argv.slice(2), '--yes'].join(' ')}`;
+
+/**
+ * Confirms the target before a phase changes anything: a local one (isLocalTarget) and CLUSTER=talos
+ * need nothing; a remote-looking one needs --yes, the confirmation of an earlier phase of the same
+ * `task deploy` run (DEPLOY_RUN_ID, in STATE_DIR/target.json), or a "y" on a terminal. Without a
+ * terminal it refuses, naming the command that confirms; it writes nothing before the answer.
+ * Returns how it was confirmed.
+ */
+export async function confirmTarget(cfg: Config, argv = process.argv): Promise<string> {
+  const t = clusterTarget(cfg);
+  if (t.kind === 'talos') return 'ours';
+  if (isLocalTarget(t.context, t.server)) return 'local';
+  const run = process.env.DEPLOY_RUN_ID ?? '';
+  const record = () => {
+    claimStateDir(cfg);
+    writeFileAtomic(targetRecord(cfg), `${JSON.stringify({ run, context: t.context, server: t.server })}\n`);
+  };
+  if (argv.includes('--yes')) {
+    if (run) record();
+    return 'confirmed by --yes';
+  }
+  if (run && fs.existsSync(targetRecord(cfg))) {
+    const earlier = JSON.parse(fs.readFileSync(targetRecord(cfg), 'utf8'));
+    if (earlier.run === run && earlier.context === t.context && earlier.server === t.server) return 'confirmed earlier in this deploy';
+  }
+  const question = `Deploy to ${t.context} (${t.server})?`;
+  if (!process.stdin.isTTY) {
+    throw new UserError(`context ${t.context} (server ${t.server}) looks like a remote cluster, and there is no terminal to ask "${question}". Nothing was changed. Confirm with: ${confirmCommand()}`);
+  }
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  const answer = await rl.question(labelled(`${question} [y/N] `));
+  rl.close();
+  if (!/^y(es)?$/i.test(answer.trim())) throw new UserError(`not confirmed: nothing was changed on ${t.context}.`);
+  if (run) record();
+  return 'confirmed';
+}
+
+export const kubectl = (cfg: Config, args: string[], opts: RunOptions = {}) => {
+  const target = targetArgs(clusterTarget(cfg), 'kubectl');
+  return run('kubectl', [...target.args, ...args], { ...opts, env: { ...target.env, ...opts.env } });
+};
+export const helm = (cfg: Config, args: string[], opts: RunOptions = {}) => {
+  const target = targetArgs(clusterTarget(cfg), 'helm');
+  return run('helm', [...target.args, ...args], { ...opts, env: { ...target.env, ...opts.env } });
+};
+
+/**
+ * What the platform installed on a cluster of CLUSTER=existing (STATE_DIR/installed.log; with
+ * CLUSTER=talos the whole cluster is ours and nothing is recorded): the Helm releases of
+ * helmRelease (as namespace/name), the StorageClass of its volumes and whether local-path is ours
+ * (storage), the CRDs a release of ours created (helmRelease, CLUSTER=existing). Observability,
+ * validate, status and destroy read it.
+ */
+export interface InstalledRecord {
+  /** The releases helmRelease installed or upgraded, as namespace/name. */
+  releases?: string[];
+  /** The StorageClass of the platform's volumes: local-path, or the cluster's default class. */
+  storageClass?: string;
+  /** Whether the storage phase installed local-path-provisioner (false: the cluster's default class is used). */
+  localPath?: boolean;
+  /** CustomResourceDefinitions that did not exist before a release of ours was installed. */
+  crds?: string[];
+  /** The cluster-scoped objects of local-path-provisioner besides its namespace, as Kind/name (storage). */
+  clusterObjects?: string[];
+}
+
+const installedLog = (cfg: Config) => statePath(cfg, 'installed.log');
+const LISTS = ['releases', 'crds', 'clusterObjects'] as const;
+
+/** Folds a record over another: the lists add up, the other fields are replaced. */
+const foldInstalled = (a: InstalledRecord, b: InstalledRecord): InstalledRecord => {
+  const out: InstalledRecord = { ...a, ...b };
+  for (const list of LISTS) {
+    const all = [...new Set([...(a[list] ?? []), ...(b[list] ?? [])])].sort();
+    if (all.length) out[list] = all;
+  }
+  return out;
+};
+
+/** What the phases recorded, folded in the order they wrote it. */
+export function installedRecord(cfg: Config): InstalledRecord {
+  if (!fs.existsSync(installedLog(cfg))) return {};
+  return fs.readFileSync(installedLog(cfg), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as InstalledRecord).reduce(foldInstalled, {});
+}
+
+/**
+ * Records what a phase installed: one line appended to installed.log, only when it adds something.
+ * Appended, not rewritten: phases of `task deploy` record side by side (as runPhase's phases.log).
+ */
+export function recordInstalled(cfg: Config, change: InstalledRecord): void {
+  const before = installedRecord(cfg);
+  if (isDeepStrictEqual(foldInstalled(before, change), foldInstalled(before, {}))) return;
+  fs.mkdirSync(cfg.stateDir, { recursive: true });
+  fs.appendFileSync(installedLog(cfg), `${JSON.stringify(change)}\n`);
+}
+
+/** The StorageClass of the platform's volumes: the one the storage phase recorded, local-path before it ran. */
+export const volumeClass = (cfg: Config) => installedRecord(cfg).storageClass ?? 'local-path';
+
+let targetShown = false;
+
+/**
+ * Fails unless the target cluster answers; then the phase may write to STATE_DIR, and it returns
+ * the cluster's name for a status line (CLUSTER_NAME, or "context <ctx>"). It prints the
+ * target once (targetLine) and, with CLUSTER=existing, confirms it (confirmTarget) first. The hint
+ * says `task talos` only for CLUSTER=talos; for existing it names the context and server.
+ */
+export async function requireCluster(cfg: Config): Promise<string> {
+  const target = clusterTarget(cfg);
+  if (!targetShown) note(targetLine(cfg));
+  targetShown = true;
+  const hint =
+    target.kind === 'talos'
+      ? `No reachable cluster "${cfg.CLUSTER_NAME}" (kubeconfig ${kubeconfigPath(cfg)}). Run \`task talos\` first.`
+      : `The cluster of context ${target.context} (server ${target.server}) does not answer. Check it with \`${toolHint(cfg, 'kubectl')} get --raw /readyz\`, or set KUBE_CONTEXT in .env to another context.`;
+  if (target.kind === 'talos' && !fs.existsSync(kubeconfigPath(cfg))) throw new UserError(hint);
+  if (target.kind === 'existing') await confirmTarget(cfg);
   try {
     await kubectl(cfg, ['get', '--raw', '/readyz'], { hint });
   } catch (err) {
     throw new UserError(`${hint}\n${(err as Error).message}`);
   }
   claimStateDir(cfg);
+  return target.kind === 'talos' ? cfg.CLUSTER_NAME : `context ${target.context}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -573,6 +839,7 @@ export async function applyManifests(cfg: Config, yamlText: string, serverSide =
   const ss = serverSide ? ['--server-side', '--force-conflicts'] : [];
   const docs = YAML.parseAllDocuments(yamlText).filter((d) => d.contents !== null);
   const isNamespace = (d: YAML.Document) => d.get('kind') === 'Namespace';
+  if (cfg.CLUSTER === 'existing') await labelOwnNamespaces(cfg, docs.filter(isNamespace));
   const batches = [docs.filter(isNamespace), docs.filter((d) => !isNamespace(d))].filter((b) => b.length > 0);
   if (batches.length > 1) {
     // On a re-run every namespace exists, and one diff of everything says nothing differs.
@@ -588,6 +855,23 @@ export async function applyManifests(cfg: Config, yamlText: string, serverSide =
     result = 'applied';
   }
   return result;
+}
+
+/**
+ * With CLUSTER=existing, marks the Namespaces in these documents with NAMESPACE_OWNER_LABEL=CLUSTER_NAME
+ * (destroy deletes only namespaces that carry it), except one that already exists without it: a
+ * namespace the user had before the platform stays theirs (and is never deleted by destroy).
+ */
+async function labelOwnNamespaces(cfg: Config, namespaces: YAML.Document[]): Promise<void> {
+  if (namespaces.length === 0) return;
+  const names = namespaces.map((d) => String(d.getIn(['metadata', 'name'])));
+  const existing: { metadata: { name: string; labels?: Record<string, string> } }[] =
+    JSON.parse((await kubectl(cfg, ['get', 'namespaces', '--output', 'json'])).stdout).items ?? [];
+  for (const [i, doc] of namespaces.entries()) {
+    const found = existing.find((n) => n.metadata.name === names[i]);
+    if (found && found.metadata.labels?.[NAMESPACE_OWNER_LABEL] !== cfg.CLUSTER_NAME) continue;
+    doc.setIn(['metadata', 'labels', NAMESPACE_OWNER_LABEL], cfg.CLUSTER_NAME);
+  }
 }
 
 /** The parts of a Pod that say whether, and why not, it is ready. */
@@ -727,7 +1011,7 @@ export async function podDiagnostics(cfg: Config, namespaces: readonly string[],
     if (bad.length > maxPods) out.push(`… and ${bad.length - maxPods} more unready pods in ${namespace}`);
   }
   if (out.length === 0) return `every pod in ${namespaces.join(', ')} is Ready`;
-  out.push(`More: kubectl --kubeconfig ${kubeconfigPath(cfg)} --namespace <namespace> describe pod <name>`);
+  out.push(`More: ${toolHint(cfg, 'kubectl')} --namespace <namespace> describe pod <name>`);
   return out.join('\n');
 }
 
@@ -806,7 +1090,7 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
   let reason = 'not installed';
   if (current?.status.startsWith('pending-')) {
     // An earlier run stopped mid-operation; Helm refuses every upgrade until the release is settled.
-    const h = `helm --kubeconfig ${kubeconfigPath(cfg)} --namespace ${spec.namespace}`;
+    const h = `${toolHint(cfg, 'helm')} --namespace ${spec.namespace}`;
     throw new UserError(
       `release ${spec.release} is stuck in status ${current.status} (an earlier run was interrupted), and Helm refuses to change it until that is settled. ` +
         (current.status === 'pending-install'
@@ -814,6 +1098,8 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
           : `Roll back to the last good revision (\`${h} rollback ${spec.release}\`) and run this again.`),
     );
   }
+  // On a cluster that is not ours, destroy removes only the releases recorded here.
+  if (cfg.CLUSTER === 'existing') recordInstalled(cfg, { releases: [`${spec.namespace}/${spec.release}`] });
   if (current) {
     const deployed = (await deployedValues(cfg, spec.release, spec.namespace)) ?? {};
     if (current.chart !== wantChart) reason = `chart ${current.chart} → ${wantChart}`;
@@ -823,6 +1109,8 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
   }
   releasesRead = undefined;
   valuesRead.delete(`${spec.namespace}/${spec.release}`);
+  // On a cluster that is not ours, the CRDs this install adds are recorded: destroy removes only those.
+  const crdsBefore = cfg.CLUSTER === 'existing' && !current ? await crdNames(cfg) : undefined;
   await helm(cfg, [
     'upgrade', '--install', spec.release, spec.chart.chart,
     '--repo', spec.chart.repo,
@@ -831,8 +1119,16 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
     '--values', valuesFile,
     '--wait', '--timeout', spec.timeout ?? '10m',
   ]);
+  if (crdsBefore) {
+    const added = (await crdNames(cfg)).filter((n) => !crdsBefore.includes(n));
+    if (added.length) recordInstalled(cfg, { crds: added });
+  }
   return `${current ? 'upgraded' : 'installed'} ${wantChart} (${reason})`;
 }
+
+/** The names of the cluster's CustomResourceDefinitions. */
+export const crdNames = async (cfg: Config): Promise<string[]> =>
+  (await kubectl(cfg, ['get', 'customresourcedefinitions', '--output', 'name'])).stdout.split('\n').filter(Boolean).map((l) => l.replace(/^[^/]*\//, ''));
 
 // ---------------------------------------------------------------------------------------------
 // Steps and phases

@@ -28,7 +28,8 @@
 // settings that have one source elsewhere: .env knobs (below), the service URLs (SERVICE_URLS,
 // defined once here), the Alloy snippets in alloy/*.alloy and the rule files in alerts/.
 //
-// .env keys: PROMETHEUS_RETENTION, PROMETHEUS_STORAGE (volume, and 80 % of it as size retention),
+// .env keys: PROFILE (cluster: the sizes of CLUSTER_PROFILE_SIZES), CLUSTER, KUBECONFIG, KUBE_CONTEXT
+//            (the target, lib), PROMETHEUS_RETENTION, PROMETHEUS_STORAGE (volume, and 80 % of it as size retention),
 //            LOKI_RETENTION (retention, and the oldest line Loki accepts), LOKI_STORAGE, DOMAIN,
 //            HTTPS_PORT (public URLs), CLUSTER_NAME (cluster label), STATE_DIR, ALERT_WEBHOOK_URL
 //            (Alertmanager's receiver: Slack for hooks.slack.com, else a webhook).
@@ -50,7 +51,6 @@ import {
   helmRelease,
   ingressUrl,
   isMain,
-  kubeconfigPath,
   kubectl,
   mergeValues,
   note,
@@ -63,6 +63,8 @@ import {
   runPhase,
   statePath,
   step,
+  toolHint,
+  volumeClass,
   writeFileAtomic,
 } from './lib.ts';
 
@@ -105,6 +107,54 @@ export const RELEASES = {
   grafana: { release: 'grafana', chart: PINNED.charts.grafana, valuesFile: 'helm-values/grafana.yaml', timeout: '10m' },
 } as const;
 export type ReleaseKey = keyof typeof RELEASES;
+
+/**
+ * The sizes of PROFILE=cluster, one table: what it layers over helm-values/ (which hold the laptop
+ * sizes: PROFILE=laptop layers nothing). One row per workload: its release, its values path, its
+ * requests and limits, and its replicas where the chart runs more than one safely. Left at one:
+ * Prometheus (two would each get half of Alloy's remote writes; HA needs a pair with a remote store
+ * such as Mimir or Thanos), Loki (its single binary keeps data on its own volume; more need object
+ * storage) and Grafana (more need a shared database). Retention and volume defaults of the cluster
+ * profile are .env defaults (lib CONFIG_KEYS clusterDefault).
+ */
+export const CLUSTER_PROFILE_SIZES: {
+  key: ReleaseKey;
+  path: string[];
+  requests: { cpu: string; memory: string };
+  limits: { memory: string };
+  replicas?: { key: string; count: number };
+}[] = [
+  { key: 'prometheus', path: ['server'], requests: { cpu: '500m', memory: '2Gi' }, limits: { memory: '4Gi' } },
+  // The alertmanager subchart clusters its replicas (--cluster.peer per replica when replicaCount > 1).
+  { key: 'prometheus', path: ['alertmanager'], requests: { cpu: '20m', memory: '64Mi' }, limits: { memory: '256Mi' }, replicas: { key: 'replicaCount', count: 2 } },
+  { key: 'loki', path: ['singleBinary'], requests: { cpu: '250m', memory: '1Gi' }, limits: { memory: '4Gi' } },
+  { key: 'grafana', path: [], requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } },
+];
+
+/** What production would still need beyond PROFILE=cluster: printed by the phase, and in the README. */
+export const PRODUCTION_NEEDS =
+  'PROFILE=cluster is still one Prometheus, one Loki and one Grafana: production would add object storage for Loki (S3, GCS: ' +
+  'its simple-scalable mode), an HA Prometheus pair or a remote store (Mimir, Thanos), and a shared database for more Grafana replicas.';
+
+/**
+ * The layers over the values files that depend on the cluster, per release: the PROFILE=cluster
+ * sizes, and the StorageClass the storage phase recorded when it is not local-path (an existing
+ * cluster's default class). Empty for PROFILE=laptop on local-path, so those values stay as they are.
+ */
+export function clusterLayers(cfg: Config, storageClass = volumeClass(cfg)): Record<ReleaseKey, Record<string, unknown>[]> {
+  const layers: Record<ReleaseKey, Record<string, unknown>[]> = { prometheus: [], loki: [], k8sMonitoring: [], grafana: [] };
+  if (cfg.PROFILE === 'cluster') {
+    for (const row of CLUSTER_PROFILE_SIZES) {
+      const body = { resources: { requests: row.requests, limits: row.limits }, ...(row.replicas && { [row.replicas.key]: row.replicas.count }) };
+      layers[row.key].push(row.path.length ? nest(row.path, body) : body);
+    }
+  }
+  if (storageClass !== 'local-path') {
+    layers.prometheus.push({ server: { persistentVolume: { storageClass } }, alertmanager: { persistence: { storageClass } } });
+    layers.loki.push({ singleBinary: { persistence: { storageClass } } });
+  }
+  return layers;
+}
 
 /** Alloy snippets (alloy/*.alloy) and the k8s-monitoring value each one is fed into. */
 export const ALLOY_SNIPPETS = [
@@ -280,7 +330,7 @@ export function releaseSpec(
 ): HelmReleaseSpec {
   const r = RELEASES[key];
   const fileValues = (YAML.parse(read(r.valuesFile)) ?? {}) as Record<string, unknown>;
-  return { release: r.release, namespace: NAMESPACE, chart: r.chart, values: [fileValues, overrides(cfg, read, rules)[key]], timeout: r.timeout };
+  return { release: r.release, namespace: NAMESPACE, chart: r.chart, values: [fileValues, overrides(cfg, read, rules)[key], ...clusterLayers(cfg)[key]], timeout: r.timeout };
 }
 
 /**
@@ -308,14 +358,14 @@ export function volumeSizeProblem(
   const wanted = cfg[v.key];
   if (typeof deployed !== 'string' || deployed === wanted) return undefined;
   const release = RELEASES[key].release;
-  const kc = kubeconfigPath(cfg);
+  const [helmCmd, kubectlCmd] = [toolHint(cfg, 'helm'), toolHint(cfg, 'kubectl')];
   return (
     `${v.key}="${wanted}" differs from the size of the deployed ${release} volume (${deployed}), and local-path volumes cannot be resized.\n` +
     `Either set ${v.key}=${deployed} in .env again, or drop the ${release} data and recreate it at the new size:\n` +
     (v.claimOwner === 'release'
-      ? `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait   (also deletes its volume claim ${v.pvc})\n`
-      : `  helm --kubeconfig ${kc} uninstall ${release} --namespace ${NAMESPACE} --wait\n` +
-        `  kubectl --kubeconfig ${kc} delete pvc ${v.pvc} --namespace ${NAMESPACE}   (the StatefulSet's claim outlives the release)\n`) +
+      ? `  ${helmCmd} uninstall ${release} --namespace ${NAMESPACE} --wait   (also deletes its volume claim ${v.pvc})\n`
+      : `  ${helmCmd} uninstall ${release} --namespace ${NAMESPACE} --wait\n` +
+        `  ${kubectlCmd} delete pvc ${v.pvc} --namespace ${NAMESPACE}   (the StatefulSet's claim outlives the release)\n`) +
     '  task observability'
   );
 }
@@ -492,8 +542,7 @@ export async function observability(cfg: Config): Promise<void> {
   for (const key of Object.keys(RELEASES) as ReleaseKey[]) readProjectYaml(RELEASES[key].valuesFile);
 
   await check('Cluster reachable', async () => {
-    await requireCluster(cfg);
-    return cfg.CLUSTER_NAME;
+    return requireCluster(cfg);
   });
   await check('Volume sizes can be honoured', () => checkVolumeSizes(cfg));
   await step(`Namespace ${NAMESPACE} (Pod Security privileged)`, async () => {
@@ -524,6 +573,7 @@ export async function observability(cfg: Config): Promise<void> {
   note(`Grafana: ${ingressUrl(cfg, 'grafana')} (anonymous Viewer; admin password in ${statePath(cfg, GRAFANA_PASSWORD_FILE)})`);
   note(`Prometheus: ${ingressUrl(cfg, 'prometheus')}; retention ${cfg.PROMETHEUS_RETENTION}, volume ${cfg.PROMETHEUS_STORAGE}`);
   note(`Loki: ${SERVICE_URLS.loki} (in-cluster); retention ${cfg.LOKI_RETENTION}, volume ${cfg.LOKI_STORAGE}`);
+  if (cfg.PROFILE === 'cluster') note(PRODUCTION_NEEDS);
   note(
     `Alertmanager: ${ingressUrl(cfg, 'alertmanager')}; rules: ${Object.keys(rules).join(', ') || 'none'}; ` +
       (cfg.ALERT_WEBHOOK_URL ? `alerts also go to ALERT_WEBHOOK_URL (${webhookReceiver(cfg.ALERT_WEBHOOK_URL)?.slack_configs ? 'Slack' : 'webhook'})` : 'alerts stay in Alertmanager and Grafana (ALERT_WEBHOOK_URL not set)'),

@@ -3,11 +3,12 @@
 // app, and each app `task app` deployed, from STATE_DIR/apps/*.json) with its state and version, read
 // from kubectl and helm. Changes nothing. Exit code 0 when every component is ok, 1 otherwise.
 //
-// .env keys: STATE_DIR (kubeconfig, app records), CLUSTER_NAME (messages).
+// .env keys: STATE_DIR (kubeconfig, app records, installed.log), CLUSTER_NAME (messages), CLUSTER,
+//   KUBECONFIG, KUBE_CONTEXT (with CLUSTER=existing: the context, printed first).
 // Tools: kubectl (get nodes, deployments, statefulsets, pods), helm 3.17+ or 4 (list).
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { type Config, HELM_LIST_EVERY_STATE, PINNED, appRecords, helm, isMain, kubeconfigPath, kubectl, loadConfig } from './lib.ts';
+import { type Config, HELM_LIST_EVERY_STATE, PINNED, appRecords, helm, installedRecord, isMain, kubeconfigPath, kubectl, loadConfig, targetLine } from './lib.ts';
 
 export type State = 'ok' | 'degraded' | 'down' | 'missing';
 export interface ComponentStatus {
@@ -90,7 +91,7 @@ async function collect(cfg: Config): Promise<ComponentStatus[]> {
   const apps = appRecords(cfg).filter((a) => a.name !== 'sample-app');
   const names = ['cluster', 'storage', ...RELEASES.map((r) => r.release), 'alertmanager', 'app', ...apps.map((a) => `app ${a.name}`)];
   const downAll = (why: string) => names.map((name, i) => ({ name, state: 'down' as State, version: '-', detail: i === 0 ? why : 'cluster not reachable' }));
-  if (!fs.existsSync(kubeconfigPath(cfg))) return downAll(`no cluster "${cfg.CLUSTER_NAME}" (no ${kubeconfigPath(cfg)}): run \`task talos\``);
+  if (cfg.CLUSTER === 'talos' && !fs.existsSync(kubeconfigPath(cfg))) return downAll(`no cluster "${cfg.CLUSTER_NAME}" (no ${kubeconfigPath(cfg)}): run \`task talos\``);
   const items = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
   let nodes: KObject[];
   try {
@@ -100,7 +101,15 @@ async function collect(cfg: Config): Promise<ComponentStatus[]> {
   }
   const out = [clusterStatus(nodes)];
   const deployment = async (ns: string, name: string) => (await items(['get', 'deployments', '--namespace', ns])).find((d) => d.metadata.name === name);
-  out.push(workloadStatus('storage', await deployment('local-path-storage', 'local-path-provisioner'), 'local-path-provisioner not installed: run `task storage`'));
+  const installed = installedRecord(cfg);
+  if (installed.localPath === false && installed.storageClass) {
+    // CLUSTER=existing with a default StorageClass of its own: the storage phase installed nothing.
+    const classes = await items(['get', 'storageclasses']);
+    const found = classes.some((c) => c.metadata.name === installed.storageClass);
+    out.push({ name: 'storage', state: found ? 'ok' : 'missing', version: '-', detail: `the cluster's default StorageClass ${installed.storageClass}${found ? '' : ' is gone: run `task storage`'}` });
+  } else {
+    out.push(workloadStatus('storage', await deployment('local-path-storage', 'local-path-provisioner'), 'local-path-provisioner not installed: run `task storage`'));
+  }
   const listed: Record<string, any[]> = {};
   const pods: Record<string, KObject[]> = {};
   for (const ns of [...new Set(RELEASES.map((r) => r.namespace))]) {
@@ -123,7 +132,10 @@ async function collect(cfg: Config): Promise<ComponentStatus[]> {
 if (isMain(import.meta.url)) {
   if (process.env.NO_COLOR) kleur.enabled = false;
   try {
-    const list = await collect(loadConfig());
+    const cfg = loadConfig();
+    // With CLUSTER=existing, which cluster the rows are of comes first.
+    if (cfg.CLUSTER === 'existing') console.log(targetLine(cfg));
+    const list = await collect(cfg);
     console.log(formatStatus(list).join('\n'));
     process.exitCode = list.every((c) => c.state === 'ok') ? 0 : 1;
   } catch (err) {

@@ -1,5 +1,10 @@
 // Phase "storage" (`task storage`): installs local-path-provisioner (PINNED.localPathProvisioner) as
-// the cluster's default StorageClass `local-path`, and waits until it is ready.
+// the cluster's default StorageClass `local-path`, and waits until it is ready. With CLUSTER=existing
+// and a default StorageClass already in the cluster (kind's standard, k3d's local-path, a cloud
+// disk class), it uses that one and installs nothing. With CLUSTER=existing what it chose is
+// recorded in STATE_DIR/installed.log (lib recordInstalled): the class of the platform's volumes
+// (observability, validate, status), and whether local-path and its cluster-scoped objects are ours
+// (destroy). Nothing is recorded for CLUSTER=talos: local-path is the class, and the cluster is ours.
 //
 //   - The upstream release manifest is taken by URL at the pinned tag (kustomize resource); our own
 //     patches live in manifests/storage/: PSA "privileged" labels on local-path-storage (the helper
@@ -12,8 +17,10 @@
 //     StorageClass and a pod that writes to it, waits for Bound and for the pod to succeed, and
 //     always removes both.
 //
-// .env keys: CLUSTER_NAME, STATE_DIR (kubeconfig and the rendered kustomization), nothing else.
-// Tools: kubectl (kustomize, diff, apply, rollout status, wait, delete).
+// .env keys: CLUSTER (existing: a default StorageClass of the cluster is used), KUBECONFIG and
+//   KUBE_CONTEXT (CLUSTER=existing), CLUSTER_NAME, STATE_DIR (kubeconfig, the rendered
+//   kustomization, installed.log), nothing else.
+// Tools: kubectl (get storageclasses, kustomize, diff, apply, rollout status, wait, delete).
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -24,12 +31,16 @@ import {
   UserError,
   applyManifests,
   check,
+  installedRecord,
+  recordInstalled,
+  volumeClass,
   isMain,
   kubectl,
   note,
   renderTemplate,
   requireCluster,
   runPhase,
+  toolHint,
   statePath,
   step,
   warn,
@@ -138,13 +149,43 @@ export function checkRendered(objects: KObject[]): string[] {
 export const defaultClasses = (classes: KObject[]) =>
   classes.filter((c) => c.metadata.annotations?.[DEFAULT_CLASS_ANNOTATION] === 'true').map((c) => c.metadata.name);
 
+/**
+ * The cluster's own default StorageClass to use instead of installing local-path, or undefined:
+ * with CLUSTER=existing, a class marked default that is not the local-path this platform installed
+ * earlier. With several, the newest, as the API server picks for a claim without a class
+ * (Kubernetes 1.26+, DefaultStorageClass admission).
+ */
+export function clusterDefaultClass(classes: (KObject & { metadata: { creationTimestamp?: string } })[], ourLocalPath: boolean): string | undefined {
+  const candidates = classes.filter((c) => defaultClasses([c]).length && !(ourLocalPath && c.metadata.name === STORAGE_CLASS));
+  candidates.sort((a, b) => (b.metadata.creationTimestamp ?? '').localeCompare(a.metadata.creationTimestamp ?? '') || a.metadata.name.localeCompare(b.metadata.name));
+  return candidates[0]?.metadata.name;
+}
+
+/** The cluster-scoped objects of the rendered manifest besides its Namespace (which carries our label), as Kind/name. */
+export const clusterScopedObjects = (objects: KObject[]) =>
+  objects.filter((o) => ['StorageClass', 'ClusterRole', 'ClusterRoleBinding'].includes(o.kind)).map((o) => `${o.kind}/${o.metadata.name}`);
+
 async function install(cfg: Config): Promise<void> {
   await check('Cluster reachable', async () => {
-    await requireCluster(cfg);
-    return `up (${cfg.CLUSTER_NAME})`;
+    return `up (${await requireCluster(cfg)})`;
   });
 
+  if (cfg.CLUSTER === 'existing') {
+    let theirs: string | undefined;
+    await check('Default StorageClass of the cluster', async () => {
+      const classes = JSON.parse((await kubectl(cfg, ['get', 'storageclasses', '--output', 'json'])).stdout).items as KObject[];
+      theirs = clusterDefaultClass(classes, installedRecord(cfg).localPath === true);
+      return theirs ? `${theirs}` : 'none: local-path-provisioner is installed';
+    });
+    if (theirs) {
+      recordInstalled(cfg, { storageClass: theirs, localPath: false });
+      note(`using default StorageClass ${theirs}: local-path-provisioner is left out, and the platform's volumes are claimed from ${theirs}`);
+      return;
+    }
+  }
+
   let rendered = '';
+  let clusterObjects: string[] = [];
   await check(`Render local-path-provisioner ${PINNED.localPathProvisioner} (upstream manifest + manifests/storage patches)`, async () => {
     const dir = writeKustomization(cfg);
     rendered = (await kubectl(cfg, ['kustomize', dir], {
@@ -153,10 +194,13 @@ async function install(cfg: Config): Promise<void> {
     const objects = YAML.parseAllDocuments(rendered).map((d) => d.toJSON()).filter(Boolean) as KObject[];
     const problems = checkRendered(objects);
     if (problems.length) throw new Error(`the rendered manifest is not what this phase expects:\n  - ${problems.join('\n  - ')}`);
+    clusterObjects = clusterScopedObjects(objects);
     return `${objects.length} objects, patches in place`;
   });
 
   await step('Apply local-path-provisioner', async () => {
+    // Recorded before the apply: an apply that fails half-way still leaves objects destroy must know.
+    if (cfg.CLUSTER === 'existing') recordInstalled(cfg, { storageClass: STORAGE_CLASS, localPath: true, clusterObjects });
     const result = await applyManifests(cfg, rendered);
     return result === 'applied' ? 'applied the difference (kubectl diff found one)' : 'unchanged (matches the cluster)';
   });
@@ -175,7 +219,7 @@ async function install(cfg: Config): Promise<void> {
 
   await check('Provisioner ready', async () => {
     await kubectl(cfg, ['rollout', 'status', `deployment/${PROVISIONER_DEPLOYMENT}`, '--namespace', STORAGE_NAMESPACE, '--timeout=180s'], {
-      hint: `See: kubectl --kubeconfig ${statePath(cfg, 'kubeconfig')} -n ${STORAGE_NAMESPACE} describe deployment ${PROVISIONER_DEPLOYMENT}`,
+      hint: `See: ${toolHint(cfg, 'kubectl')} -n ${STORAGE_NAMESPACE} describe deployment ${PROVISIONER_DEPLOYMENT}`,
     });
     return 'ready';
   });
@@ -194,14 +238,14 @@ export function smokeManifest(token: string): string {
 
 async function smoke(cfg: Config): Promise<void> {
   await check('Cluster reachable', async () => {
-    await requireCluster(cfg);
-    return `up (${cfg.CLUSTER_NAME})`;
+    return `up (${await requireCluster(cfg)})`;
   });
-  await check(`Default StorageClass is ${STORAGE_CLASS}`, async () => {
+  const wanted = volumeClass(cfg);
+  await check(`Default StorageClass is ${wanted}`, async () => {
     const classes = JSON.parse((await kubectl(cfg, ['get', 'storageclasses', '-o', 'json'])).stdout).items as KObject[];
     const defaults = defaultClasses(classes);
-    if (!defaults.includes(STORAGE_CLASS)) {
-      throw new UserError(`StorageClass ${STORAGE_CLASS} is missing or not the default (defaults: ${defaults.join(', ') || 'none'}). Run \`task storage\` first.`);
+    if (!defaults.includes(wanted)) {
+      throw new UserError(`StorageClass ${wanted} is missing or not the default (defaults: ${defaults.join(', ') || 'none'}). Run \`task storage\` first.`);
     }
     return 'yes';
   });

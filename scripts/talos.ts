@@ -18,13 +18,26 @@
 //                                          volumes, and the certificates (task destroy / task clean)
 //   npx tsx scripts/talos.ts --kubeconfig  add the cluster's context to ~/.kube/config
 //                                          (task kubeconfig; KUBECONFIG_TARGET overrides the path)
+//   npx tsx scripts/talos.ts --target [--yes]
+//                                          print the cluster of the run (task target, the root of
+//                                          the deploy graph); with CLUSTER=existing check that it
+//                                          answers and confirm a remote-looking context once for
+//                                          the run (lib confirmTarget)
 //   --verbose                              print every command
+//
+// With CLUSTER=existing (README "Use your own cluster") the cluster is the user's: create, --registry,
+// --preflight and --kubeconfig say "skipped: CLUSTER=existing" and call no tool; --destroy [--clean]
+// lists what the platform installed there (releases and CRDs recorded in STATE_DIR/installed.log,
+// namespaces labelled talos-local.platform/owner=<CLUSTER_NAME>, local-path when storage installed
+// it), asks unless --yes, removes only that and the state; never the cluster, never Docker.
 //
 // Reads .env keys: CLUSTER_NAME TALOS_VERSION KUBERNETES_VERSION WORKERS CONTROLPLANE_CPUS
 //   CONTROLPLANE_MEMORY WORKER_CPUS WORKER_MEMORY CLUSTER_SUBNET HOST_IP HTTP_PORT HTTPS_PORT
 //   REGISTRY_PORT PULL_THROUGH_CACHE STATE_DIR (and PROMETHEUS_STORAGE, LOKI_STORAGE for the disk
-//   estimate). The docker CLI honours DOCKER_HOST and DOCKER_CONTEXT from the environment as usual.
-// Tools: docker, talosctl, kubectl (helm only for the preflight version check; the prefill process
+//   estimate), CLUSTER, KUBECONFIG, KUBE_CONTEXT (the target). The docker CLI honours DOCKER_HOST
+//   and DOCKER_CONTEXT from the environment as usual.
+// Tools: docker, talosctl, kubectl (helm only for the preflight version check and, with
+//   CLUSTER=existing, destroy's list and uninstall; the prefill process
 //   calls helm template and docker, see scripts/images.ts). talosctl reads no
 //   docker context, only DOCKER_HOST: it is given the endpoint the docker CLI uses, so both talk to
 //   the same Docker (Docker Desktop, Colima, OrbStack, a plain engine).
@@ -47,7 +60,17 @@ import YAML from 'yaml';
 import {
   CommandError,
   type Config,
+  type HelmListEntry,
   INGRESS_NODE_PORTS,
+  type InstalledRecord,
+  NAMESPACE_OWNER_LABEL,
+  clusterTarget,
+  crdNames,
+  deployedReleases,
+  helm,
+  installedRecord,
+  requireCluster,
+  targetLine,
   PINNED,
   PROJECT_DIR,
   STATE_DIR_MARKER,
@@ -1195,6 +1218,29 @@ async function confirm(question: string): Promise<boolean> {
  */
 export const keptStateEntries = (clean: boolean): string[] => (clean ? ['hosts'] : ['certs', 'hosts', 'phases.log']);
 
+/** Removes what the phases wrote to STATE_DIR (keptStateEntries stay), and with --clean the folder when nothing else is left. */
+async function removeState(cfg: Config, clean: boolean): Promise<void> {
+  await step(`State in ${cfg.stateDir}`, async () => {
+    if (!fs.existsSync(cfg.stateDir)) return 'unchanged (none)';
+    // Only what the phases wrote (runPhase refused the folder if it were not ours).
+    const kept = keptStateEntries(clean);
+    const removed = STATE_ENTRIES.filter((entry) => !kept.includes(entry) && fs.existsSync(statePath(cfg, entry)));
+    for (const entry of removed) fs.rmSync(statePath(cfg, entry), { recursive: true, force: true });
+    const left = fs.readdirSync(cfg.stateDir).filter((e) => e !== STATE_DIR_MARKER);
+    const foreign = left.filter((e) => !(STATE_ENTRIES as readonly string[]).includes(e));
+    if (foreign.length) note(`kept, not ours: ${foreign.join(', ')} (in ${cfg.stateDir})`);
+    if (left.includes('hosts')) {
+      note(`kept ${statePath(cfg, 'hosts')} (backups of your hosts file). A block \`task hosts\` added stays in the hosts file: \`task hosts:remove\` removes it.`);
+    }
+    if (clean && left.length === 0) {
+      fs.rmSync(statePath(cfg, STATE_DIR_MARKER));
+      fs.rmdirSync(cfg.stateDir);
+      return `removed ${[...removed, 'the folder'].join(', ')}`;
+    }
+    return removed.length ? `removed ${removed.join(', ')}` : `unchanged (kept: ${left.join(', ') || 'nothing'})`;
+  });
+}
+
 async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void> {
   const what = clean ? 'the cluster, its state, the registry, the caches and the certificates' : 'the cluster and its state';
   if (!yes && !(await confirm(`Destroy ${what} of "${cfg.CLUSTER_NAME}"?`))) {
@@ -1234,25 +1280,7 @@ async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void>
     const result = rewriteUserKubeconfig((text) => (text ? removeFromKubeconfigText(text, ownKubeconfigEntries(text, ours)) : text));
     return result === 'unchanged' ? 'unchanged (none of ours there)' : 'removed';
   });
-  await step(`State in ${cfg.stateDir}`, async () => {
-    if (!fs.existsSync(cfg.stateDir)) return 'unchanged (none)';
-    // Only what the phases wrote (runPhase refused the folder if it were not ours).
-    const kept = keptStateEntries(clean);
-    const removed = STATE_ENTRIES.filter((entry) => !kept.includes(entry) && fs.existsSync(statePath(cfg, entry)));
-    for (const entry of removed) fs.rmSync(statePath(cfg, entry), { recursive: true, force: true });
-    const left = fs.readdirSync(cfg.stateDir).filter((e) => e !== STATE_DIR_MARKER);
-    const foreign = left.filter((e) => !(STATE_ENTRIES as readonly string[]).includes(e));
-    if (foreign.length) note(`kept, not ours: ${foreign.join(', ')} (in ${cfg.stateDir})`);
-    if (left.includes('hosts')) {
-      note(`kept ${statePath(cfg, 'hosts')} (backups of your hosts file). A block \`task hosts\` added stays in the hosts file: \`task hosts:remove\` removes it.`);
-    }
-    if (clean && left.length === 0) {
-      fs.rmSync(statePath(cfg, STATE_DIR_MARKER));
-      fs.rmdirSync(cfg.stateDir);
-      return `removed ${[...removed, 'the folder'].join(', ')}`;
-    }
-    return removed.length ? `removed ${removed.join(', ')}` : `unchanged (kept: ${left.join(', ') || 'nothing'})`;
-  });
+  await removeState(cfg, clean);
   if (clean) {
     await step('Registry and caches with their volumes', async () => {
       const names = current.helpers.map((h) => h.Names);
@@ -1265,11 +1293,128 @@ async function destroy(cfg: Config, clean: boolean, yes: boolean): Promise<void>
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// CLUSTER=existing: the cluster is the user's
+// ---------------------------------------------------------------------------------------------
+
+/** A phase that only CLUSTER=talos has: with existing it says so in one line and calls no tool. */
+const talosOnly = (body: (cfg: Config) => Promise<void>) => async (cfg: Config) => {
+  if (cfg.CLUSTER === 'existing') note(`skipped: CLUSTER=existing (the cluster of context ${clusterTarget(cfg).context}: no Docker, no Talos)`);
+  else await body(cfg);
+};
+
+/**
+ * `--target` (the root of the deploy graph): prints the cluster every phase of the run goes to and,
+ * with CLUSTER=existing, checks that it answers and confirms a remote-looking one once for the
+ * whole `task deploy` run (lib.confirmTarget records it for DEPLOY_RUN_ID). CLUSTER=talos: the line only.
+ */
+async function target(cfg: Config): Promise<void> {
+  if (cfg.CLUSTER === 'talos') {
+    note(targetLine(cfg));
+    return;
+  }
+  await check('Cluster target', async () => {
+    await requireCluster(cfg);
+    return `context ${clusterTarget(cfg).context} answers`;
+  });
+}
+
+/** Chart names of the platform's releases (PINNED.charts): a release of another chart is never ours. */
+const OUR_CHARTS = Object.values(PINNED.charts).map((c) => c.chart as string);
+
+/** What destroy removes from a cluster the platform did not make: only what it installed there. */
+export interface OwnedOnCluster {
+  releases: { name: string; namespace: string }[];
+  namespaces: string[];
+  crds: string[];
+  clusterObjects: string[];
+}
+
+/**
+ * The platform's own things on an existing cluster: releases it recorded (namespace/name in
+ * installed.log) of one of its charts; namespaces that carry NAMESPACE_OWNER_LABEL=CLUSTER_NAME;
+ * CRDs and cluster-scoped objects (local-path's StorageClass and RBAC) it recorded, and only those
+ * still there.
+ */
+export function ownedOnCluster(input: {
+  clusterName: string;
+  releases: HelmListEntry[];
+  namespaces: { metadata: { name: string; labels?: Record<string, string> } }[];
+  crds: string[];
+  installed: InstalledRecord;
+}): OwnedOnCluster {
+  const ofOurChart = (chart: string) => OUR_CHARTS.some((c) => chart.startsWith(`${c}-`) && /^v?\d/.test(chart.slice(c.length + 1)));
+  return {
+    releases: input.releases
+      .filter((r) => (input.installed.releases ?? []).includes(`${r.namespace}/${r.name}`) && ofOurChart(r.chart))
+      .map((r) => ({ name: r.name, namespace: r.namespace })),
+    namespaces: input.namespaces.filter((n) => n.metadata.labels?.[NAMESPACE_OWNER_LABEL] === input.clusterName).map((n) => n.metadata.name),
+    crds: (input.installed.crds ?? []).filter((c) => input.crds.includes(c)),
+    clusterObjects: input.installed.localPath ? (input.installed.clusterObjects ?? []) : [],
+  };
+}
+
+/**
+ * destroy with CLUSTER=existing: lists exactly what the platform installed on the cluster
+ * (ownedOnCluster), asks unless --yes, removes it (releases, then namespaces, CRDs, local-path's
+ * cluster objects) and the state it wrote. Never the cluster, never Docker, never anything else.
+ */
+async function destroyExisting(cfg: Config, clean: boolean, yes: boolean): Promise<void> {
+  const t = clusterTarget(cfg);
+  note(targetLine(cfg));
+  let owned: OwnedOnCluster = { releases: [], namespaces: [], crds: [], clusterObjects: [] };
+  await check('What the platform installed there', async () => {
+    await kubectl(cfg, ['get', '--raw', '/readyz'], { hint: `Check the cluster of context ${t.context}, or KUBE_CONTEXT in .env.` });
+    owned = ownedOnCluster({
+      clusterName: cfg.CLUSTER_NAME,
+      releases: await deployedReleases(cfg),
+      namespaces: JSON.parse((await kubectl(cfg, ['get', 'namespaces', '--output', 'json'])).stdout).items ?? [],
+      crds: installedRecord(cfg).crds?.length ? await crdNames(cfg) : [],
+      installed: installedRecord(cfg),
+    });
+    const n = owned.releases.length + owned.namespaces.length + owned.crds.length + owned.clusterObjects.length;
+    return n ? `${n} things` : 'nothing';
+  });
+  const listing = [
+    ...owned.releases.map((r) => `Helm release ${r.namespace}/${r.name}`),
+    ...owned.namespaces.map((n) => `namespace ${n} (labelled ${NAMESPACE_OWNER_LABEL}=${cfg.CLUSTER_NAME}) with everything in it`),
+    ...owned.crds.map((c) => `CustomResourceDefinition ${c}`),
+    ...owned.clusterObjects.map((o) => `${o} (local-path-provisioner)`),
+  ];
+  const stateToo = clean ? 'the state in STATE_DIR, certificates included' : 'the state in STATE_DIR';
+  for (const line of listing) note(`will remove ${line}`);
+  if (!yes && !(await confirm(`Remove ${listing.length ? 'these' : 'nothing'} from context ${t.context} (${t.server}), and ${stateToo}? The cluster itself stays.`))) {
+    note('nothing done');
+    return;
+  }
+  await step('Our Helm releases', async () => {
+    for (const r of owned.releases) await helm(cfg, ['uninstall', r.name, '--namespace', r.namespace, '--wait', '--timeout', '5m']);
+    return owned.releases.length ? `uninstalled ${owned.releases.map((r) => r.name).join(', ')}` : 'unchanged (none)';
+  });
+  await step('Our namespaces', async () => {
+    if (owned.namespaces.length) await kubectl(cfg, ['delete', 'namespace', ...owned.namespaces, '--ignore-not-found', '--timeout=5m']);
+    return owned.namespaces.length ? `deleted ${owned.namespaces.join(', ')}` : 'unchanged (none)';
+  });
+  await step('CRDs and cluster objects we installed', async () => {
+    if (owned.crds.length) await kubectl(cfg, ['delete', 'customresourcedefinitions', ...owned.crds, '--ignore-not-found']);
+    for (const o of owned.clusterObjects) {
+      const [kind, name] = o.split('/');
+      await kubectl(cfg, ['delete', kind, name, '--ignore-not-found']);
+    }
+    const n = owned.crds.length + owned.clusterObjects.length;
+    return n ? `deleted ${[...owned.crds, ...owned.clusterObjects].join(', ')}` : 'unchanged (none)';
+  });
+  await removeState(cfg, clean);
+}
+
 if (isMain(import.meta.url)) {
   const args = process.argv.slice(2);
-  if (args.includes('--preflight')) await runPhase('preflight', async (cfg) => void (await preflight(cfg)));
-  else if (args.includes('--registry')) await runPhase('registry', (cfg) => registryOnly(cfg));
-  else if (args.includes('--destroy')) await runPhase('destroy', (cfg) => destroy(cfg, args.includes('--clean'), args.includes('--yes')));
-  else if (args.includes('--kubeconfig')) await runPhase('kubeconfig', mergeIntoUserKubeconfig);
-  else await runPhase('talos', create);
+  const yes = args.includes('--yes');
+  if (args.includes('--preflight')) await runPhase('preflight', talosOnly(async (cfg) => void (await preflight(cfg))));
+  else if (args.includes('--target')) await runPhase('target', target);
+  else if (args.includes('--registry')) await runPhase('registry', talosOnly((cfg) => registryOnly(cfg)));
+  else if (args.includes('--destroy')) {
+    await runPhase('destroy', (cfg) => (cfg.CLUSTER === 'existing' ? destroyExisting(cfg, args.includes('--clean'), yes) : destroy(cfg, args.includes('--clean'), yes)));
+  } else if (args.includes('--kubeconfig')) await runPhase('kubeconfig', talosOnly(mergeIntoUserKubeconfig));
+  else await runPhase('talos', talosOnly(create));
 }

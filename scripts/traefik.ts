@@ -55,6 +55,7 @@ import {
   readProjectYaml,
   renderTemplate,
   requireCluster,
+  toolHint,
   run,
   runPhase,
   runsInWsl,
@@ -321,7 +322,7 @@ async function deploy(cfg: Config): Promise<void> {
 
   await check('Traefik ready', async () => {
     await kubectl(cfg, ['rollout', 'status', 'daemonset/traefik', '--namespace', TRAEFIK_NAMESPACE, '--timeout=180s'], {
-      hint: `See: kubectl --kubeconfig ${statePath(cfg, 'kubeconfig')} -n ${TRAEFIK_NAMESPACE} get pods -o wide`,
+      hint: `See: ${toolHint(cfg, 'kubectl')} -n ${TRAEFIK_NAMESPACE} get pods -o wide`,
     });
     return 'ready';
   });

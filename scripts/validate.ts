@@ -5,7 +5,8 @@
 // Checks, in order:
 //   1. all nodes Ready; every pod in local-path-storage, traefik, monitoring, sample-app Ready;
 //      the PersistentVolumeClaims of Prometheus and Loki Bound, each to a PersistentVolume of the
-//      local-path StorageClass that names it as its claim;
+//      local-path StorageClass (or the cluster's default class the storage phase recorded, lib
+//      volumeClass) that names it as its claim;
 //   2. storage, read-only: Prometheus writes to its local-path volume (prometheus_tsdb_head_series > 0
 //      through its route); with `--smoke` also the storage smoke test (`scripts/storage.ts --smoke`:
 //      it creates and deletes a claim and a pod, so a plain validate, and a no-op `task deploy`,
@@ -85,6 +86,7 @@ import {
   statePath,
   TEMPO,
   unreadyPods,
+  volumeClass,
   warn,
 } from './lib.ts';
 
@@ -242,10 +244,11 @@ export const VOLUME_CLASS = 'local-path';
 
 /**
  * The claims in monitoring whose name contains "prometheus" and "loki" exist and are Bound, each to
- * a PersistentVolume (`volumes`) of VOLUME_CLASS whose claimRef is that claim: the real workloads
- * write to local-path volumes (what the storage smoke test proves with a claim of its own).
+ * a PersistentVolume (`volumes`) of `storageClass` whose claimRef is that claim: the real workloads
+ * write to the volumes the storage phase provides (what the storage smoke test proves with a claim
+ * of its own): VOLUME_CLASS, or the cluster's default class it recorded (lib volumeClass).
  */
-export function checkVolumes(claimsIn: KObject[], volumes: KObject[]): string {
+export function checkVolumes(claimsIn: KObject[], volumes: KObject[], storageClass: string = VOLUME_CLASS): string {
   const problems: string[] = [];
   const found: string[] = [];
   const items = claimsIn.filter((c) => c.metadata.namespace === 'monitoring');
@@ -258,7 +261,7 @@ export function checkVolumes(claimsIn: KObject[], volumes: KObject[]): string {
       const ref = pv?.spec?.claimRef;
       if (c.status?.phase !== 'Bound') problems.push(`${name} is ${c.status?.phase ?? 'without status'}`);
       else if (!pv) problems.push(`${name} is Bound to PersistentVolume "${c.spec?.volumeName ?? ''}", which does not exist`);
-      else if (pv.spec?.storageClassName !== VOLUME_CLASS) problems.push(`${name} is on PersistentVolume ${pv.metadata.name} of StorageClass "${pv.spec?.storageClassName ?? ''}", not ${VOLUME_CLASS}`);
+      else if (pv.spec?.storageClassName !== storageClass) problems.push(`${name} is on PersistentVolume ${pv.metadata.name} of StorageClass "${pv.spec?.storageClassName ?? ''}", not ${storageClass}`);
       else if (ref?.namespace !== c.metadata.namespace || ref?.name !== c.metadata.name) problems.push(`PersistentVolume ${pv.metadata.name} is claimed by ${ref?.namespace}/${ref?.name}, not ${name}`);
       else found.push(`${c.metadata.name} ${c.status?.capacity?.storage ?? ''}`.trim());
     }
@@ -1403,9 +1406,9 @@ async function validate(cfg: Config): Promise<void> {
   // 1. Cluster state
   await verify('Nodes Ready', async () => checkNodes((await cluster()).nodes));
   await verify(`Pods Ready in ${OUR_NAMESPACES.join(', ')}`, async () => checkPods((await cluster()).pods));
-  await verify(`Prometheus and Loki volumes Bound to ${VOLUME_CLASS} volumes`, async () => {
+  await verify(`Prometheus and Loki volumes Bound to ${volumeClass(cfg)} volumes`, async () => {
     const { claims, volumes } = await cluster();
-    return checkVolumes(claims, volumes);
+    return checkVolumes(claims, volumes, volumeClass(cfg));
   });
   // 2. Storage: read-only unless --smoke
   await verify('Prometheus: writes its TSDB to its volume (prometheus_tsdb_head_series > 0)', () => checkPrometheusWrites(routes.prometheus));
@@ -1413,7 +1416,7 @@ async function validate(cfg: Config): Promise<void> {
     await verify('Storage smoke test (scripts/storage.ts --smoke)', async () => {
       // Its own phase record would count as a phase of `task deploy`: DEPLOY_RUN_ID is cleared.
       await run(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', 'storage.ts'), '--smoke'], { env: { DEPLOY_RUN_ID: '' } });
-      return 'a pod wrote and read back a file on a local-path volume';
+      return `a pod wrote and read back a file on a ${volumeClass(cfg)} volume`;
     }, false);
   }
   // 3. Routes

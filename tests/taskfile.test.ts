@@ -12,6 +12,7 @@ const PHASES = ['talos', 'storage', 'traefik', 'observability', 'sample-app', 'v
 
 /** The order the deploy graph must keep, as task names in the dry run: [before, after]. */
 const DEPLOY_EDGES = [
+  ['target', 'registry'],
   ['registry', 'talos'], ['registry', 'sample-app:image'],
   ['talos', 'storage'], ['talos', 'traefik'], ['storage', 'observability'],
   ['traefik', 'sample-app'], ['sample-app:image', 'sample-app'], ['talos', 'sample-app'],
@@ -41,7 +42,7 @@ describe('Taskfile.yml', () => {
   it('task --list describes every phase and lifecycle task', () => {
     const res = task(['--list']);
     expect(res.status, res.stderr).toBe(0);
-    for (const name of [...PHASES, 'deploy', 'registry', 'sample-app:image', 'preflight', 'destroy', 'clean', 'kubeconfig', 'test', 'bench']) {
+    for (const name of [...PHASES, 'deploy', 'target', 'registry', 'sample-app:image', 'preflight', 'destroy', 'clean', 'kubeconfig', 'test', 'bench']) {
       expect(res.stdout).toMatch(new RegExp(`^\\* ${name}:\\s+\\S`, 'm'));
     }
   });
@@ -53,7 +54,7 @@ describe('Taskfile.yml', () => {
     expect(res.status, res.stderr).toBe(0);
     // Each node prints its command only after its deps finished, also in a dry run.
     const ran = [...res.stderr.matchAll(/task: \[([\w:-]+)\] npx --no-install tsx scripts\/([\w-]+)\.ts ?([\w-]*)/g)].map((m) => m[1]);
-    expect([...ran].sort()).toEqual(['observability', 'registry', 'sample-app', 'sample-app:image', 'storage', 'summary', 'talos', 'traefik', 'validate']);
+    expect([...ran].sort()).toEqual(['observability', 'registry', 'sample-app', 'sample-app:image', 'storage', 'summary', 'talos', 'target', 'traefik', 'validate']);
     const before = (a: string, b: string) => expect(ran.indexOf(a), `${a} before ${b}`).toBeLessThan(ran.indexOf(b));
     for (const [a, b] of DEPLOY_EDGES) before(a, b);
     expect(ran.at(-1)).toBe('summary');
@@ -63,7 +64,8 @@ describe('Taskfile.yml', () => {
     const doc = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, 'Taskfile.yml'), 'utf8'));
     const graph = deployGraph(doc);
     expect(graph).toEqual({
-      registry: [],
+      target: [],
+      registry: ['target'],
       talos: ['registry'],
       'sample-app-image': ['registry'],
       storage: ['talos'],
@@ -107,6 +109,18 @@ describe('Taskfile.yml', () => {
   it('install is up to date once npm ci ran, so tasks do not reinstall every time', () => {
     const res = task(['--status', 'install']);
     expect(res.status, res.stderr).toBe(0);
+  });
+
+  it('with CLUSTER=existing, the cluster preconditions let a phase through: it checks the cluster itself', () => {
+    const res = task(['--dry', 'storage'], { STATE_DIR: path.join(os.tmpdir(), 'no-such-state-dir'), CLUSTER: 'existing' });
+    expect(res.status, res.stderr).toBe(0);
+    expect(res.stderr).toContain('scripts/storage.ts');
+  });
+
+  it('task deploy -- --yes reaches the target check at the root of the graph', () => {
+    const res = task(['--dry', 'deploy', '--', '--yes'], { STATE_DIR: path.join(os.tmpdir(), 'no-such-state-dir'), CLUSTER: 'existing' });
+    expect(res.status, res.stderr).toBe(0);
+    expect(res.stderr).toMatch(/task: \[target\] npx --no-install tsx scripts\/talos\.ts --target --yes/);
   });
 
   it('a phase that needs the cluster says to run task talos first', () => {

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import YAML from 'yaml';
 import { HELM_RELEASES, all, commandPath, flagTable, one, parseCommandLine } from '../common.mjs';
-import { clusterUp } from './kubectl.mjs';
+import { clusterUp, kubeconfigFiles } from './kubectl.mjs';
 
 /** pkg/cli/environment.go AddFlags: the flags every command takes. */
 const GLOBAL = {
@@ -183,15 +183,17 @@ export default function helm(argv, ctx) {
   if (verb === 'template') return template(args, flags, ctx);
   const kubeconfig = one(flags, 'kubeconfig');
   const unreachable = `Error: ${major === 4 ? 'kubernetes' : 'Kubernetes'} cluster unreachable: `;
-  if (!kubeconfig) {
-    err(`${unreachable}Get "http://localhost:8080/version": dial tcp [::1]:8080: connect: connection refused\n`);
-    return 1;
-  }
-  if (!fs.existsSync(kubeconfig)) {
+  // Without --kubeconfig, helm reads KUBECONFIG or ~/.kube/config as client-go does (pkg/cli/environment.go).
+  const files = kubeconfigFiles(kubeconfig, ctx.env);
+  if (kubeconfig && !fs.existsSync(kubeconfig)) {
     err(`${unreachable}stat ${kubeconfig}: no such file or directory\n`);
     return 1;
   }
-  if (!clusterUp(state, kubeconfig)) {
+  if (!files.some((f) => fs.existsSync(f))) {
+    err(`${unreachable}Get "http://localhost:8080/version": dial tcp [::1]:8080: connect: connection refused\n`);
+    return 1;
+  }
+  if (!clusterUp(state, files, one(flags, 'kube-context'))) {
     err(`${unreachable}Get "https://127.0.0.1:40123/version": dial tcp 127.0.0.1:40123: connect: connection refused\n`);
     return 1;
   }

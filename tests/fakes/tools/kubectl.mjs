@@ -68,22 +68,58 @@ const KIND_ALIASES = {
   tlsstore: 'TLSStore', tlsstores: 'TLSStore', middleware: 'Middleware', middlewares: 'Middleware',
   events: 'Event', event: 'Event',
   alloy: 'Alloy', alloys: 'Alloy',
+  crd: 'CustomResourceDefinition', crds: 'CustomResourceDefinition',
+  customresourcedefinition: 'CustomResourceDefinition', customresourcedefinitions: 'CustomResourceDefinition',
 };
 export const kindOf = (word) => KIND_ALIASES[word.toLowerCase()] ?? KIND_ALIASES[word.toLowerCase().split('.')[0]] ?? word;
 
 export const objectKey = (o, defaultNs = 'default') =>
   `${o.kind}/${CLUSTER_SCOPED.has(o.kind) ? '' : o.metadata?.namespace ?? defaultNs}/${o.metadata?.name}`;
 
-/** The cluster named by a kubeconfig answers when its control-plane container runs. */
-export function clusterUp(state, kubeconfig) {
-  if (!kubeconfig || !fs.existsSync(kubeconfig)) return false;
-  const ctxName = YAML.parse(fs.readFileSync(kubeconfig, 'utf8'))?.['current-context'] ?? '';
-  const cluster = ctxName.replace(/^admin@/, '');
+/**
+ * The kubeconfig files a call reads, as client-go finds them: --kubeconfig (one file), else the
+ * KUBECONFIG environment variable (a ":"-separated list), else ~/.kube/config.
+ */
+export const kubeconfigFiles = (flagValue, env) =>
+  (flagValue ? [flagValue] : env.KUBECONFIG ? env.KUBECONFIG.split(':').filter(Boolean) : [path.join(env.HOME ?? '', '.kube', 'config')]);
+
+/**
+ * The context and server a call goes to: --context (kubectl) or --kube-context (helm), else the
+ * current context, merged over the files as client-go merges them (the first file that sets a
+ * value or defines a name wins; missing files are skipped). undefined when there is none.
+ */
+export function callTarget(files, context) {
+  const configs = files.filter((f) => fs.existsSync(f)).map((f) => YAML.parse(fs.readFileSync(f, 'utf8')) ?? {});
+  const first = (pick) => configs.map(pick).find((v) => v !== undefined && v !== '');
+  const name = context || first((c) => c['current-context']);
+  const ctx = name && first((c) => c.contexts?.find((x) => x.name === name));
+  if (!ctx) return undefined;
+  const server = first((c) => c.clusters?.find((x) => x.name === ctx.context?.cluster))?.cluster?.server ?? '';
+  return { context: name, server };
+}
+
+/**
+ * Whether the cluster a call names answers: a Talos cluster of the stand-in talosctl (context
+ * admin@<name>) when its control-plane container runs, or a cluster of the scenario's
+ * `kubectl.existingClusters` (keyed by API server URL: a kind, k3d or team cluster) by its server.
+ */
+export function clusterUp(state, files, context) {
+  const target = callTarget([].concat(files ?? []), context);
+  if (!target) return false;
+  if (state.kubectl.existingClusters?.[target.server]) return true;
+  const cluster = target.context.replace(/^admin@/, '');
   return state.docker.running && state.docker.containers[`${cluster}-controlplane-1`]?.state === 'running';
 }
 
 export function nodes(state) {
-  return Object.values(state.docker.containers)
+  // The nodes of a scenario's existing cluster: names, each Ready.
+  const existing = Object.values(state.kubectl.existingClusters ?? {}).flatMap((c) => c.nodes ?? []).map((name) => ({
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name, labels: {} },
+    status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady' }], nodeInfo: { kubeletVersion: 'v1.36.3' }, addresses: [] },
+  }));
+  return [...existing, ...Object.values(state.docker.containers)
     .filter((c) => c.labels['talos.owned'] === 'true' && c.state === 'running')
     .map((c) => {
       const ready = !state.kubectl.notReadyNodes.includes(c.name);
@@ -100,7 +136,7 @@ export function nodes(state) {
           addresses: [{ type: 'InternalIP', address: Object.values(c.networks)[0]?.ip }],
         },
       };
-    });
+    })];
 }
 
 function readDocs(ctx, file) {
@@ -225,7 +261,7 @@ function version(state, flags, ctx) {
     err("error: --output must be 'yaml' or 'json'\n");
     return 1;
   }
-  const serverUp = !flags.client && clusterUp(state, one(flags, 'kubeconfig'));
+  const serverUp = !flags.client && clusterUp(state, kubeconfigFiles(one(flags, 'kubeconfig'), ctx.env), one(flags, 'context'));
   if (serverUp) answer.serverVersion = { ...clientVersion, gitVersion: nodes(state)[0]?.status.nodeInfo.kubeletVersion ?? 'v1.36.3' };
   if (output === 'json') out(`${JSON.stringify(answer, null, 2)}\n`);
   else if (output === 'yaml') out(YAML.stringify(answer));
@@ -271,7 +307,7 @@ export default function kubectl(argv, ctx) {
   const verb = found.path[0];
   if (verb === 'version') return version(state, flags, ctx);
   if (verb === 'kustomize') return kustomize(words[0] ?? '.', ctx);
-  if (!clusterUp(state, one(flags, 'kubeconfig'))) {
+  if (!clusterUp(state, kubeconfigFiles(one(flags, 'kubeconfig'), ctx.env), one(flags, 'context'))) {
     err('The connection to the server 127.0.0.1:40123 was refused - did you specify the right host or port?\n');
     return 1;
   }
