@@ -256,7 +256,7 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
 
     it('traefik: the routes (with Traefik CRDs when the chart is there) and the namespaces they need', async () => {
       if (fs.existsSync(traefikCrds)) {
-        kubectlOut(['apply', '--server-side', '-f', traefikCrds]);
+        kubectlOut(['apply', '--server-side', '-k', traefikCrds]);
         kubectlOut(['wait', '--for=condition=Established', 'crd/ingressroutes.traefik.io', 'crd/tlsstores.traefik.io', '--timeout=60s']);
         routesApply = true;
       }
@@ -375,16 +375,16 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
       expect(fake).toMatchObject({ code: real.code, stdout: real.stdout });
     });
 
-    it('kubectl diff: exit 1 when different, 0 when the same, 1 with the API error when the namespace is missing', () => {
+    it('kubectl diff: exit 1 when different, 0 when the same, 2 with the API error when the namespace is missing', () => {
       const diff = (text: string) => both('kubectl', (kc) => ['--kubeconfig', kc, 'diff', '-f', '-'], text);
       const missing = diff(configMap({ a: '1' }));
-      expect(missing.real.code).toBe(1);
+      expect(missing.real.code).toBe(2);
       expect(missing.real.stderr).toContain('Error from server (NotFound): namespaces "compare" not found');
       expect(missing.fake).toMatchObject({ code: missing.real.code, stderr: missing.real.stderr });
-      for (const r of Object.values(both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], YAML.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'compare' } }))))) expect(r.code).toBe(0);
+      for (const r of Object.values(both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], YAML.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'compare' } })))) expect(r).toMatchObject({ code: 0 });
       const created = diff(configMap({ a: '1' }));
       expect([created.real.code, created.fake.code]).toEqual([1, 1]);
-      for (const r of Object.values(both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], configMap({ a: '1' })))) expect(r.code).toBe(0);
+      for (const r of Object.values(both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], configMap({ a: '1' })))) expect(r).toMatchObject({ code: 0 });
       const same = diff(configMap({ a: '1' }));
       expect([same.real.code, same.fake.code]).toEqual([0, 0]);
       expect([same.real.stdout, same.fake.stdout]).toEqual(['', '']);
@@ -392,8 +392,10 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
       expect([changed.real.code, changed.fake.code]).toEqual([1, 1]);
     });
 
-    it('kubectl rollout status and wait --for=condition=Available print the same lines', () => {
-      for (const r of Object.values(both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], deployment))) expect(r.code).toBe(0);
+    it('kubectl apply, rollout status, wait --for=condition=Available and delete print the same lines', () => {
+      const apply = both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], deployment);
+      expect(apply.real).toMatchObject({ code: 0, stdout: 'deployment.apps/compared created\n' });
+      expect(apply.fake).toMatchObject({ code: 0, stdout: apply.real.stdout });
       const rollout = both('kubectl', (kc) => ['--kubeconfig', kc, 'rollout', 'status', 'deployment/compared', '--namespace', 'compare', '--timeout=60s']);
       expect(rollout.real.code).toBe(0);
       const lastLine = (text: string) => text.trim().split('\n').at(-1);
@@ -402,12 +404,15 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
       const wait = both('kubectl', (kc) => ['--kubeconfig', kc, 'wait', '--for=condition=Available', 'deployment/compared', '--namespace', 'compare', '--timeout=60s']);
       expect(wait.real).toMatchObject({ code: 0, stdout: 'deployment.apps/compared condition met\n' });
       expect(wait.fake).toMatchObject({ code: 0, stdout: wait.real.stdout });
+      const remove = both('kubectl', (kc) => ['--kubeconfig', kc, 'delete', 'deployment', 'compared', '--namespace', 'compare']);
+      expect(remove.real).toMatchObject({ code: 0, stdout: 'deployment.apps "compared" deleted from compare namespace\n' });
+      expect(remove.fake).toMatchObject({ code: 0, stdout: remove.real.stdout });
     });
 
     it('helm list --output json, get values --output json (null when empty), list --all (removed in Helm 4)', () => {
       const install = (extra: string[]) =>
         both('helm', (kc) => ['--kubeconfig', kc, 'upgrade', '--install', 'compared', TEST_CHART.chart, '--repo', repo.url, '--version', TEST_CHART.version, '--namespace', 'compare-helm', '--create-namespace', '--wait', '--timeout', '2m', ...extra]);
-      for (const r of Object.values(install([]))) expect(r.code).toBe(0);
+      for (const r of Object.values(install([]))) expect(r).toMatchObject({ code: 0 });
       const list = both('helm', (kc) => ['--kubeconfig', kc, 'list', '--all-namespaces', ...HELM_LIST_EVERY_STATE, '--output', 'json']);
       const entry = (out: string) => (JSON.parse(out) as Record<string, unknown>[]).find((r) => r.name === 'compared')!;
       const real = entry(list.real.stdout);
@@ -421,7 +426,7 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
       const empty = values();
       expect(empty.real).toMatchObject({ code: 0, stdout: 'null\n' });
       expect(empty.fake).toMatchObject({ code: 0, stdout: empty.real.stdout });
-      for (const r of Object.values(install(['--set', 'message=hi']))) expect(r.code).toBe(0);
+      for (const r of Object.values(install(['--set', 'message=hi']))) expect(r).toMatchObject({ code: 0 });
       const set = values();
       expect(JSON.parse(set.real.stdout)).toEqual({ message: 'hi' });
       expect(JSON.parse(set.fake.stdout)).toEqual(JSON.parse(set.real.stdout));

@@ -200,8 +200,8 @@ node "${nodes[0]}" control-plane
 for n in "${nodes[@]:1}"; do node "$n" worker; done
 ready() {
   for n in "${nodes[@]}"; do
-    # The apiserver writes compact JSON, a condition's fields in the API's order (type, status, ...).
-    api "https://127.0.0.1:$API_PORT/api/v1/nodes/$n" | grep -q '"type":"Ready","status":"True"' || return 1
+    # Compact JSON (pretty=false: the apiserver indents for curl), a condition's fields in the API's order (type, status, ...).
+    api "https://127.0.0.1:$API_PORT/api/v1/nodes/$n?pretty=false" | grep -q '"type":"Ready","status":"True"' || return 1
   done
 }
 waitfor kwok 60 ready
