@@ -8,8 +8,10 @@
 // kubectl, as in realapi.test.ts; the charts are packaged into a local Helm repository that
 // CHART_REPOSITORY_MIRROR points the phases at. Storage is applied from the upstream local-path
 // manifest ($LPP_UPSTREAM, default /tmp/lpp.yaml; the storage phase itself fetches it from GitHub),
-// then the traefik and observability phases run twice each: the first succeeds, the second changes
-// nothing; then `task status`'s script. The sample-app phase needs Docker to build its image: not here.
+// then the traefik, observability and sample-app phases run twice each: the first succeeds, the
+// second changes nothing; then `task status`'s script. No Docker here: the sample app's image is "in"
+// a stand-in local registry (tests/helpers.ts startStandInRegistry) under its source's tag, so the
+// phase skips the build, as it does when the registry has it (no container runs on a simcluster anyway).
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -20,7 +22,9 @@ import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { STATE_DIR_MARKER, parseConfig } from '../scripts/lib.ts';
 import { writeKustomization } from '../scripts/storage.ts';
-import { freePortsSync } from './helpers.ts';
+import { contentHash } from '../scripts/app.ts';
+import { APP_DIR } from '../scripts/sample-app.ts';
+import { freePortsSync, startStandInRegistry } from './helpers.ts';
 // @ts-expect-error: plain ESM module without types
 import { KUBE_CLIENTS, REAL_API_PLATFORM, SIMCLUSTER } from './tools/test-tools.mjs';
 
@@ -54,6 +58,7 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
   const clientsPath = `${KUBE_CLIENTS.binDir()}${path.delimiter}${process.env.PATH}`;
   const simEnv = (extra: NodeJS.ProcessEnv = {}) => ({ ...process.env, PATH: clientsPath, SIMCLUSTER_BIN: SIMCLUSTER.binDir(), SIMCLUSTER_DIR: simDir, ...extra });
   let server: http.Server;
+  let registry: Awaited<ReturnType<typeof startStandInRegistry>>;
   let env: NodeJS.ProcessEnv;
   const phase = (name: string) => runAsync(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', `${name}.ts`)], env);
   const kubectl = (args: string[], input?: string) => execFileSync('kubectl', ['--kubeconfig', path.join(stateDir, 'kubeconfig'), ...args], { env, input, encoding: 'utf8' });
@@ -81,7 +86,8 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
       else res.writeHead(404).end();
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const [HTTP_PORT, HTTPS_PORT, REGISTRY_PORT] = freePortsSync(3).map(String);
+    const [HTTP_PORT, HTTPS_PORT] = freePortsSync(2).map(String);
+    registry = await startStandInRegistry(() => ({ [`localhost:${registry.port}/sample-app:${contentHash(APP_DIR)}`]: `sha256:${'0'.repeat(64)}` }));
     env = {
       ...process.env,
       ...helmHome,
@@ -91,7 +97,7 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
       NO_COLOR: '1',
       HTTP_PORT,
       HTTPS_PORT,
-      REGISTRY_PORT,
+      REGISTRY_PORT: String(registry.port),
       CHART_REPOSITORY_MIRROR: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     };
 
@@ -106,11 +112,12 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
 
   afterAll(async () => {
     await new Promise((r) => server?.close(r));
+    await registry?.close();
     execFileSync('bash', [path.join(SIMCLUSTER.dir, 'down.sh'), '--purge'], { env: simEnv(), stdio: 'inherit' });
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  for (const name of ['traefik', 'observability']) {
+  for (const name of ['traefik', 'observability', 'sample-app']) {
     it(`${name}: the first run succeeds, the second changes nothing`, async () => {
       const first = await phase(name);
       expect(first.code, first.out).toBe(0);
@@ -120,8 +127,11 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     }, 900_000);
   }
 
-  it('status: every release and workload ok', async () => {
+  it('status: every component ok', async () => {
     const r = await phase('status');
     expect(r.code, r.out).toBe(0);
+    for (const component of ['cluster', 'storage', 'traefik', 'prometheus', 'loki', 'k8s-monitoring', 'grafana', 'alertmanager', 'app']) {
+      expect(r.out, r.out).toMatch(new RegExp(`^${component} +ok `, 'm'));
+    }
   }, 120_000);
 });
