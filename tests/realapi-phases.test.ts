@@ -127,6 +127,48 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     }, 900_000);
   }
 
+  it('Pod Security: each namespace enforces the strictest level all its pods pass (baseline when unlabelled, the cluster default)', () => {
+    const LEVELS = ['restricted', 'baseline', 'privileged'];
+    let n = 0;
+    /** Whether the real admission takes this pod's spec in a fresh namespace enforcing `level` (a server-side dry run). */
+    const admits = (spec: unknown, level: string) => {
+      const ns = `psa-check-${level}-${++n}`;
+      kubectl(['create', 'namespace', ns]);
+      kubectl(['label', 'namespace', ns, `pod-security.kubernetes.io/enforce=${level}`]);
+      // The ServiceAccount admission refuses a pod until the namespace's default ServiceAccount exists.
+      kubectl(['wait', '--for=create', 'serviceaccount/default', '-n', ns, '--timeout=30s']);
+      try {
+        execFileSync('kubectl', ['--kubeconfig', path.join(stateDir, 'kubeconfig'), 'create', '--dry-run=server', '-n', ns, '-f', '-'], {
+          env,
+          input: JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'check' }, spec }),
+          stdio: ['pipe', 'pipe', 'pipe'],
+        });
+        return true;
+      } catch (err) {
+        const stderr = String((err as { stderr?: string }).stderr);
+        if (!stderr.includes('violates PodSecurity')) throw new Error(`not a Pod Security rejection: ${stderr}`);
+        return false;
+      } finally {
+        kubectl(['delete', 'namespace', ns, '--wait=false']);
+      }
+    };
+    const found: Record<string, { enforced: string; strictestThatWorks: string }> = {};
+    for (const ns of ['local-path-storage', 'traefik', 'monitoring', 'sample-app']) {
+      const labels = JSON.parse(kubectl(['get', 'namespace', ns, '-o', 'json'])).metadata.labels ?? {};
+      const pods = JSON.parse(kubectl(['get', 'pods', '-n', ns, '-o', 'json'])).items as { spec: Record<string, unknown> }[];
+      expect(pods.length, ns).toBeGreaterThan(0);
+      // Each pod's spec as its controller made it, without what ties it to its own namespace and node.
+      const specs = pods.map((p) => ({ ...p.spec, nodeName: undefined, serviceAccountName: undefined, serviceAccount: undefined }));
+      found[ns] = {
+        enforced: labels['pod-security.kubernetes.io/enforce'] ?? 'baseline',
+        strictestThatWorks: LEVELS.find((level) => specs.every((spec) => admits(spec, level)))!,
+      };
+    }
+    // local-path-storage's helper pods (hostPath) are made only for a volume: realapi.test.ts proves them.
+    found['local-path-storage'].strictestThatWorks = 'privileged';
+    expect(found).toEqual(Object.fromEntries(Object.entries(found).map(([ns, f]) => [ns, { enforced: f.strictestThatWorks, strictestThatWorks: f.strictestThatWorks }])));
+  }, 120_000);
+
   it('status: every component ok', async () => {
     const r = await phase('status');
     expect(r.code, r.out).toBe(0);

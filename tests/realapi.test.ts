@@ -290,6 +290,8 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
       const ns = `psa-${level}-${++nsCount}`;
       kubectlOut(['create', 'namespace', ns]);
       kubectlOut(['label', 'namespace', ns, `pod-security.kubernetes.io/enforce=${level}`]);
+      // The ServiceAccount admission refuses a pod until the namespace's default ServiceAccount exists.
+      kubectlOut(['wait', '--for=create', 'serviceaccount/default', '-n', ns, '--timeout=30s']);
       try {
         execFileSync('kubectl', ['--kubeconfig', kubeconfigPath(cfg), 'create', '--dry-run=server', '-n', ns, '-f', '-'], { input: JSON.stringify(pod), encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
         return 'admitted';
