@@ -18,7 +18,15 @@ for name in alloy-operator simprovisioner kwok kube-scheduler kube-controller-ma
   rm -f "$f"
 done
 if [ -f "$RUN/routes" ]; then
-  while read -r cidr; do [ -n "$cidr" ] && ip route del blackhole "$cidr" 2>/dev/null; done < "$RUN/routes"
+  # Another simcluster still running relies on the same routes (its up.sh found them and added none):
+  # hand them to it (its run dir is in its apiserver's --admission-control-config-file) instead.
+  other=$(ps -eo args= | sed -n 's|.*/kube-apiserver .*--admission-control-config-file=\([^ ]*\)/admission.yaml.*|\1|p' | grep -vx "$RUN" | head -1)
+  if [ -n "$other" ] && [ -d "$other" ]; then
+    cat "$RUN/routes" >> "$other/routes"
+    echo "simcluster: left the blackhole routes to the simcluster in $other" >&2
+  else
+    while read -r cidr; do [ -n "$cidr" ] && ip route del blackhole "$cidr" 2>/dev/null; done < "$RUN/routes"
+  fi
   rm -f "$RUN/routes"
 fi
 if [ "${1:-}" = --purge ]; then rm -rf "$RUN"; echo "simcluster: removed $RUN" >&2; fi
