@@ -1076,10 +1076,25 @@ export function deployedValues(cfg: Config, release: string, namespace: string):
 }
 
 /**
+ * The Helm repository to fetch a chart from: its own, or for a pinned chart (PINNED.charts) the
+ * environment variable CHART_REPOSITORY_MIRROR (not a .env key) when set: one repository that serves
+ * every pinned chart at its pinned version (an internal mirror; the real API server tests' local one).
+ */
+export function chartRepository(repo: string, env: NodeJS.ProcessEnv = process.env): string {
+  const mirror = env.CHART_REPOSITORY_MIRROR;
+  if (!mirror || !Object.values(PINNED.charts).some((c) => c.repo === repo)) return repo;
+  if (!/^https?:\/\/[^\s/]+/.test(mirror)) {
+    throw new UserError(`CHART_REPOSITORY_MIRROR="${mirror}" is not the http(s) URL of a Helm repository (helm --repo takes no oci://). Set it to one, e.g. https://charts.example.internal/helm, or unset it to use the charts' own repositories.`);
+  }
+  return mirror.replace(/\/+$/, '');
+}
+
+/**
  * Installs or upgrades a release only when the deployed one differs in chart version, status or
  * values. Returns what it did and why, for the step's status line.
  */
 export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<string> {
+  const repo = chartRepository(spec.chart.repo);
   const values = mergeValues(...spec.values);
   const valuesFile = statePath(cfg, 'helm', `${spec.release}.values.yaml`);
   // Helm reads YAML 1.1, where an unquoted no/on/yes is a boolean: write it so that strings stay strings.
@@ -1113,7 +1128,7 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
   const crdsBefore = cfg.CLUSTER === 'existing' && !current ? await crdNames(cfg) : undefined;
   await helm(cfg, [
     'upgrade', '--install', spec.release, spec.chart.chart,
-    '--repo', spec.chart.repo,
+    '--repo', repo,
     '--version', spec.chart.version,
     '--namespace', spec.namespace, '--create-namespace',
     '--values', valuesFile,

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CommandError, type PhaseRecord, commandLine, failureBlock, ingressUrl, labelled, mergeValues, parallel, parseConfig, parseQuantity, podDiagnostics, quantityMiB, renderTemplate, rolloutPending, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
+import { CommandError, PINNED, type PhaseRecord, UserError, chartRepository, commandLine, failureBlock, ingressUrl, labelled, mergeValues, parallel, parseConfig, parseQuantity, podDiagnostics, quantityMiB, renderTemplate, rolloutPending, run, unreadyPods, writeFileAtomic } from '../scripts/lib.ts';
 import { criticalPath, deployTimes, firstVisitLine, summaryLines } from '../scripts/summary.ts';
 import { deployedCluster, podObj } from './fixtures/validate/cluster.ts';
 import { FAKE_BIN, makeSandbox } from './helpers.ts';
@@ -294,4 +294,22 @@ describe('rolloutPending: kubectl rollout status rules (pkg/polymorphichelpers/r
     { name: 'statefulset: pod at the old revision', w: { kind: 'StatefulSet', metadata: meta(2), spec: { replicas: 1 }, status: { observedGeneration: 2, readyReplicas: 1, currentRevision: 'a', updateRevision: 'b' } }, want: 'pods not all at revision b' },
     { name: 'statefulset: not ready', w: { kind: 'StatefulSet', metadata: meta(1), spec: { replicas: 2 }, status: { observedGeneration: 1, readyReplicas: 1, currentRevision: 'a', updateRevision: 'a' } }, want: '1 of 2 pods ready' },
   ])('$name', ({ w, want }) => expect(rolloutPending(w)).toBe(want));
+});
+
+describe('chartRepository (CHART_REPOSITORY_MIRROR)', () => {
+  const pinned = PINNED.charts.prometheus.repo;
+  it.each([
+    ['unset: the chart\'s own repository', pinned, {}, pinned],
+    ['set: the mirror for a pinned chart', pinned, { CHART_REPOSITORY_MIRROR: 'http://127.0.0.1:8080/charts/' }, 'http://127.0.0.1:8080/charts'],
+    ['set: every pinned repository', PINNED.charts.traefik.repo, { CHART_REPOSITORY_MIRROR: 'https://mirror.internal' }, 'https://mirror.internal'],
+    ['set: a repository we do not pin is left alone', 'http://127.0.0.1:1234', { CHART_REPOSITORY_MIRROR: 'https://mirror.internal' }, 'http://127.0.0.1:1234'],
+    ['empty: as unset', pinned, { CHART_REPOSITORY_MIRROR: '' }, pinned],
+  ])('%s', (_, repo, env, want) => {
+    expect(chartRepository(repo, env)).toBe(want);
+  });
+  it.each(['mirror.internal', 'oci://registry.internal/charts', 'https://'])('refuses %s, naming the variable, the value and the fix', (bad) => {
+    const call = () => chartRepository(pinned, { CHART_REPOSITORY_MIRROR: bad });
+    expect(call).toThrow(UserError);
+    expect(call).toThrow(`CHART_REPOSITORY_MIRROR="${bad}" is not the http(s) URL of a Helm repository`);
+  });
 });

