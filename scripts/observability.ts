@@ -1,12 +1,13 @@
 // Phase "observability" (`task observability`): Prometheus (with its Alertmanager subchart), Loki,
-// Alloy (grafana/k8s-monitoring) and Grafana in namespace `monitoring`, each a pinned Helm release
-// (versions in PINNED.charts, lib.ts).
+// Tempo, Alloy (grafana/k8s-monitoring, with the OTLP receiver apps send traces, metrics and logs
+// to) and Grafana in namespace `monitoring`, each a pinned Helm release (versions in PINNED.charts,
+// lib.ts).
 //
 // What it does, in order:
 //   0. reads dashboards/*.json, alerts/*.rules.yaml and helm-values/*.yaml: a broken one stops the
 //      phase before any tool is called, naming the file;
-//   1. checks that the cluster in the state directory answers, and that PROMETHEUS_STORAGE and
-//      LOKI_STORAGE match the deployed volumes (local-path volumes cannot be resized: it stops and
+//   1. checks that the cluster in the state directory answers, and that PROMETHEUS_STORAGE,
+//      LOKI_STORAGE and TEMPO_STORAGE match the deployed volumes (local-path volumes cannot be resized: it stops and
 //      says how to proceed);
 //   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
 //      node-exporter uses the host's namespaces);
@@ -15,10 +16,10 @@
 //      admin Secret `grafana-admin` (random password, generated once, also kept in
 //      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json (Grafana's pods
 //      mount both);
-//   4. Prometheus (every alerts/*.rules.yaml as a rule file, and Alertmanager), Loki, Alloy
+//   4. Prometheus (every alerts/*.rules.yaml as a rule file, and Alertmanager), Loki, Tempo, Alloy
 //      (k8s-monitoring, then waits for its collectors) and Grafana, all at once: none needs another
-//      to be up (Alloy retries its writes, Grafana its datasources; the charts' hooks only touch
-//      their own release).
+//      to be up (Alloy and Tempo retry their writes, Grafana its datasources; the charts' hooks only
+//      touch their own release).
 // Every release is `helm upgrade --install --wait --timeout` through lib.helmRelease, which does
 // nothing when chart version and values are unchanged. When a release fails, the pods of
 // `monitoring` that are not ready are shown with their recent events and log lines; when the Alloy
@@ -29,7 +30,8 @@
 // defined once here), the Alloy snippets in alloy/*.alloy and the rule files in alerts/.
 //
 // .env keys: PROMETHEUS_RETENTION, PROMETHEUS_STORAGE (volume, and 80 % of it as size retention),
-//            LOKI_RETENTION (retention, and the oldest line Loki accepts), LOKI_STORAGE, DOMAIN,
+//            LOKI_RETENTION (retention, and the oldest line Loki accepts), LOKI_STORAGE,
+//            TEMPO_RETENTION (the compactor's block retention), TEMPO_STORAGE, DOMAIN,
 //            HTTPS_PORT (public URLs), CLUSTER_NAME (cluster label), STATE_DIR, ALERT_WEBHOOK_URL
 //            (Alertmanager's receiver: Slack for hooks.slack.com, else a webhook).
 // Tools: kubectl, helm.
@@ -42,6 +44,7 @@ import {
   type HelmReleaseSpec,
   PINNED,
   PROJECT_DIR,
+  TEMPO,
   UserError,
   applyManifests,
   check,
@@ -54,6 +57,7 @@ import {
   kubectl,
   mergeValues,
   note,
+  otlpEndpoint,
   parallel,
   pendingRollouts,
   podDiagnostics,
@@ -78,9 +82,13 @@ export const SERVICE_URLS = {
   grafana: `http://grafana.${NAMESPACE}.svc:80`,
   /** The prometheus chart's alertmanager subchart: Service prometheus-alertmanager, port 9093. */
   alertmanager: `http://prometheus-alertmanager.${NAMESPACE}.svc:9093`,
+  /** grafana-community/tempo, release tempo: Service tempo, HTTP API (Grafana, validate) on 3200. */
+  tempo: `http://${TEMPO.service}.${TEMPO.namespace}.svc:${TEMPO.httpPort}`,
 } as const;
 export const PROMETHEUS_REMOTE_WRITE_URL = `${SERVICE_URLS.prometheus}/api/v1/write`;
 export const LOKI_PUSH_URL = `${SERVICE_URLS.loki}/loki/api/v1/push`;
+/** Tempo's OTLP gRPC receiver (the same Service, port 4317): Alloy's traces destination. */
+export const TEMPO_OTLP_GRPC_URL = `http://${TEMPO.service}.${TEMPO.namespace}.svc:4317`;
 
 /** Grafana's admin login: Secret name and keys (contract with validate). */
 export const GRAFANA_ADMIN = { secret: 'grafana-admin', userKey: 'admin-user', passwordKey: 'admin-password', user: 'admin' } as const;
@@ -92,10 +100,11 @@ export const DASHBOARDS_DIR = path.join(PROJECT_DIR, 'dashboards');
 /** ConfigMaps hold at most 1 MiB; keep room for metadata. */
 const CONFIGMAP_LIMIT = 1000 * 1024;
 
-/** The four releases; they are installed side by side (see observability()). */
+/** The five releases; they are installed side by side (see observability()). */
 export const RELEASES = {
   prometheus: { release: 'prometheus', chart: PINNED.charts.prometheus, valuesFile: 'helm-values/prometheus.yaml', timeout: '10m' },
   loki: { release: 'loki', chart: PINNED.charts.loki, valuesFile: 'helm-values/loki.yaml', timeout: '10m' },
+  tempo: { release: TEMPO.release, chart: PINNED.charts.tempo, valuesFile: 'helm-values/tempo.yaml', timeout: '10m' },
   k8sMonitoring: {
     release: 'k8s-monitoring',
     chart: PINNED.charts.k8sMonitoring,
@@ -117,6 +126,7 @@ export const ALLOY_SNIPPETS = [
 export const ALLOY_WORKLOADS = [
   { kind: 'statefulset', name: 'k8s-monitoring-alloy-metrics' },
   { kind: 'daemonset', name: 'k8s-monitoring-alloy-logs' },
+  { kind: 'deployment', name: 'k8s-monitoring-alloy-receiver' },
 ] as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -223,7 +233,7 @@ export function overrides(
   const grafanaFile = YAML.parse(read(RELEASES.grafana.valuesFile)) as {
     datasources?: { 'datasources.yaml'?: { datasources?: { type: string }[] } };
   };
-  const urlFor: Record<string, string> = { prometheus: SERVICE_URLS.prometheus, loki: SERVICE_URLS.loki, alertmanager: SERVICE_URLS.alertmanager };
+  const urlFor: Record<string, string> = { prometheus: SERVICE_URLS.prometheus, loki: SERVICE_URLS.loki, alertmanager: SERVICE_URLS.alertmanager, tempo: SERVICE_URLS.tempo };
   const datasources = (grafanaFile.datasources?.['datasources.yaml']?.datasources ?? []).map((ds) => {
     if (!urlFor[ds.type]) throw new Error(`${RELEASES.grafana.valuesFile}: datasource type "${ds.type}" has no service URL`);
     return { ...ds, url: urlFor[ds.type] };
@@ -257,10 +267,18 @@ export function overrides(
       loki: { limits_config: { retention_period: cfg.LOKI_RETENTION, reject_old_samples: true, reject_old_samples_max_age: cfg.LOKI_RETENTION } },
       singleBinary: { persistence: { size: cfg.LOKI_STORAGE } },
     },
+    tempo: {
+      tempo: {
+        retention: cfg.TEMPO_RETENTION,
+        // Service graph and span metrics, with their exemplars (trace ids), into Prometheus.
+        metricsGenerator: { storage: { remote_write: [{ url: PROMETHEUS_REMOTE_WRITE_URL, send_exemplars: true }] } },
+      },
+      persistence: { size: cfg.TEMPO_STORAGE },
+    },
     k8sMonitoring: mergeValues(
       {
         cluster: { name: cfg.CLUSTER_NAME },
-        destinations: { prometheus: { url: PROMETHEUS_REMOTE_WRITE_URL }, loki: { url: LOKI_PUSH_URL } },
+        destinations: { prometheus: { url: PROMETHEUS_REMOTE_WRITE_URL }, loki: { url: LOKI_PUSH_URL }, tempo: { url: TEMPO_OTLP_GRPC_URL } },
       },
       ...alloy,
     ),
@@ -286,12 +304,13 @@ export function releaseSpec(
 /**
  * Volumes on local-path cannot grow or shrink: a changed size needs the old volume removed first.
  * Who owns the claim decides how: the prometheus chart templates its claim (templates/pvc.yaml), so
- * `helm uninstall` deletes it; Loki's comes from its StatefulSet's volumeClaimTemplates and outlives
- * the release, so it is deleted after the uninstall.
+ * `helm uninstall` deletes it; Loki's and Tempo's come from their StatefulSet's volumeClaimTemplates
+ * and outlive the release, so they are deleted after the uninstall.
  */
 export const VOLUMES = {
   prometheus: { key: 'PROMETHEUS_STORAGE', path: ['server', 'persistentVolume', 'size'], pvc: 'prometheus-server', claimOwner: 'release' },
   loki: { key: 'LOKI_STORAGE', path: ['singleBinary', 'persistence', 'size'], pvc: 'storage-loki-0', claimOwner: 'statefulset' },
+  tempo: { key: 'TEMPO_STORAGE', path: ['persistence', 'size'], pvc: 'storage-tempo-0', claimOwner: 'statefulset' },
 } as const;
 
 /**
@@ -515,6 +534,7 @@ export async function observability(cfg: Config): Promise<void> {
         install(cfg, 'prometheus', rules),
       ),
     () => step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki', rules)),
+    () => step(`Tempo ${PINNED.charts.tempo.version}`, () => install(cfg, 'tempo', rules)),
     async () => {
       await step(`Alloy: k8s-monitoring ${PINNED.charts.k8sMonitoring.version}`, () => install(cfg, 'k8sMonitoring', rules));
       await check('Alloy collectors running', () => waitForAlloy(cfg));
@@ -524,6 +544,8 @@ export async function observability(cfg: Config): Promise<void> {
   note(`Grafana: ${ingressUrl(cfg, 'grafana')} (anonymous Viewer; admin password in ${statePath(cfg, GRAFANA_PASSWORD_FILE)})`);
   note(`Prometheus: ${ingressUrl(cfg, 'prometheus')}; retention ${cfg.PROMETHEUS_RETENTION}, volume ${cfg.PROMETHEUS_STORAGE}`);
   note(`Loki: ${SERVICE_URLS.loki} (in-cluster); retention ${cfg.LOKI_RETENTION}, volume ${cfg.LOKI_STORAGE}`);
+  note(`Tempo: ${SERVICE_URLS.tempo} (in-cluster); retention ${cfg.TEMPO_RETENTION}, volume ${cfg.TEMPO_STORAGE}`);
+  note(`OTLP in: OTEL_EXPORTER_OTLP_ENDPOINT=${otlpEndpoint('http')} (gRPC: ${otlpEndpoint('grpc')}) for pods in the cluster`);
   note(
     `Alertmanager: ${ingressUrl(cfg, 'alertmanager')}; rules: ${Object.keys(rules).join(', ') || 'none'}; ` +
       (cfg.ALERT_WEBHOOK_URL ? `alerts also go to ALERT_WEBHOOK_URL (${webhookReceiver(cfg.ALERT_WEBHOOK_URL)?.slack_configs ? 'Slack' : 'webhook'})` : 'alerts stay in Alertmanager and Grafana (ALERT_WEBHOOK_URL not set)'),
