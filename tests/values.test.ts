@@ -58,8 +58,8 @@ describe('prometheus.yaml', () => {
     expect(jobs.length).toBeGreaterThanOrEqual(10);
     expect(jobs.filter(([, j]) => j.enabled !== false).map(([k]) => k)).toEqual([]);
   });
-  it('keeps web.enable-lifecycle and adds the remote-write receiver', () => {
-    expect(prometheus.server.extraFlags).toEqual(['web.enable-lifecycle', 'web.enable-remote-write-receiver']);
+  it('keeps web.enable-lifecycle, adds the remote-write receiver and exemplar storage', () => {
+    expect(prometheus.server.extraFlags).toEqual(['web.enable-lifecycle', 'web.enable-remote-write-receiver', 'enable-feature=exemplar-storage']);
   });
   it('stores on local-path and leaves retention and size to the script', () => {
     expect(prometheus.server.persistentVolume).toEqual({ enabled: true, storageClass: 'local-path' });
