@@ -7,8 +7,8 @@
 //   0. reads dashboards/*.json, alerts/*.rules.yaml and helm-values/*.yaml: a broken one stops the
 //      phase before any tool is called, naming the file;
 //   1. checks that the cluster in the state directory answers, and that PROMETHEUS_STORAGE,
-//      LOKI_STORAGE and TEMPO_STORAGE match the deployed volumes (local-path volumes cannot be resized: it stops and
-//      says how to proceed);
+//      LOKI_STORAGE and TEMPO_STORAGE match the deployed volumes (local-path volumes cannot be
+//      resized: it stops and says how to proceed);
 //   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
 //      node-exporter uses the host's namespaces);
 //   3. the Secret alertmanager-webhook holding ALERT_WEBHOOK_URL (empty when unset; Alertmanager
