@@ -64,6 +64,8 @@ export const PINNED = {
     loki: { repo: 'https://grafana-community.github.io/helm-charts', chart: 'loki', version: '18.11.0' },
     grafana: { repo: 'https://grafana-community.github.io/helm-charts', chart: 'grafana', version: '12.11.1' },
     k8sMonitoring: { repo: 'https://grafana.github.io/helm-charts', chart: 'k8s-monitoring', version: '4.4.0' },
+    /** Tempo 2.10.8 (the chart's appVersion), single binary. */
+    tempo: { repo: 'https://grafana-community.github.io/helm-charts', chart: 'tempo', version: '2.2.4' },
   },
 } as const;
 

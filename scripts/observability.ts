@@ -1,13 +1,14 @@
 // Phase "observability" (`task observability`): Prometheus (with its Alertmanager subchart), Loki,
-// Alloy (grafana/k8s-monitoring) and Grafana in namespace `monitoring`, each a pinned Helm release
-// (versions in PINNED.charts, lib.ts).
+// Tempo, Alloy (grafana/k8s-monitoring, with the OTLP receiver apps send traces, metrics and logs
+// to) and Grafana in namespace `monitoring`, each a pinned Helm release (versions in PINNED.charts,
+// lib.ts).
 //
 // What it does, in order:
 //   0. reads dashboards/*.json, alerts/*.rules.yaml and helm-values/*.yaml: a broken one stops the
 //      phase before any tool is called, naming the file;
-//   1. checks that the cluster in the state directory answers, and that PROMETHEUS_STORAGE and
-//      LOKI_STORAGE match the deployed volumes (local-path volumes cannot be resized: it stops and
-//      says how to proceed);
+//   1. checks that the cluster in the state directory answers, and that PROMETHEUS_STORAGE,
+//      LOKI_STORAGE and TEMPO_STORAGE match the deployed volumes (local-path volumes cannot be
+//      resized: it stops and says how to proceed);
 //   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
 //      node-exporter uses the host's namespaces);
 //   3. the Secret alertmanager-webhook holding ALERT_WEBHOOK_URL (empty when unset; Alertmanager
@@ -15,10 +16,10 @@
 //      admin Secret `grafana-admin` (random password, generated once, also kept in
 //      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json (Grafana's pods
 //      mount both);
-//   4. Prometheus (every alerts/*.rules.yaml as a rule file, and Alertmanager), Loki, Alloy
+//   4. Prometheus (every alerts/*.rules.yaml as a rule file, and Alertmanager), Loki, Tempo, Alloy
 //      (k8s-monitoring, then waits for its collectors) and Grafana, all at once: none needs another
-//      to be up (Alloy retries its writes, Grafana its datasources; the charts' hooks only touch
-//      their own release).
+//      to be up (Alloy and Tempo retry their writes, Grafana its datasources; the charts' hooks only
+//      touch their own release).
 // Every release is `helm upgrade --install --wait --timeout` through lib.helmRelease, which does
 // nothing when chart version and values are unchanged. When a release fails, the pods of
 // `monitoring` that are not ready are shown with their recent events and log lines; when the Alloy
@@ -30,7 +31,8 @@
 //
 // .env keys: PROFILE (cluster: the sizes of CLUSTER_PROFILE_SIZES), CLUSTER, KUBECONFIG, KUBE_CONTEXT
 //            (the target, lib), PROMETHEUS_RETENTION, PROMETHEUS_STORAGE (volume, and 80 % of it as size retention),
-//            LOKI_RETENTION (retention, and the oldest line Loki accepts), LOKI_STORAGE, DOMAIN,
+//            LOKI_RETENTION (retention, and the oldest line Loki accepts), LOKI_STORAGE,
+//            TEMPO_RETENTION (the compactor's block retention), TEMPO_STORAGE, DOMAIN,
 //            HTTPS_PORT (public URLs), CLUSTER_NAME (cluster label), STATE_DIR, ALERT_WEBHOOK_URL
 //            (Alertmanager's receiver: Slack for hooks.slack.com, else a webhook).
 // Tools: kubectl, helm.
@@ -43,6 +45,7 @@ import {
   type HelmReleaseSpec,
   PINNED,
   PROJECT_DIR,
+  TEMPO,
   UserError,
   applyManifests,
   check,
@@ -54,6 +57,7 @@ import {
   kubectl,
   mergeValues,
   note,
+  otlpEndpoint,
   parallel,
   pendingRollouts,
   podDiagnostics,
@@ -80,9 +84,13 @@ export const SERVICE_URLS = {
   grafana: `http://grafana.${NAMESPACE}.svc:80`,
   /** The prometheus chart's alertmanager subchart: Service prometheus-alertmanager, port 9093. */
   alertmanager: `http://prometheus-alertmanager.${NAMESPACE}.svc:9093`,
+  /** grafana-community/tempo, release tempo: Service tempo, HTTP API (Grafana, validate) on 3200. */
+  tempo: `http://${TEMPO.service}.${TEMPO.namespace}.svc:${TEMPO.httpPort}`,
 } as const;
 export const PROMETHEUS_REMOTE_WRITE_URL = `${SERVICE_URLS.prometheus}/api/v1/write`;
 export const LOKI_PUSH_URL = `${SERVICE_URLS.loki}/loki/api/v1/push`;
+/** Tempo's OTLP gRPC receiver (the same Service, port 4317): Alloy's traces destination. */
+export const TEMPO_OTLP_GRPC_URL = `http://${TEMPO.service}.${TEMPO.namespace}.svc:4317`;
 
 /** Grafana's admin login: Secret name and keys (contract with validate). */
 export const GRAFANA_ADMIN = { secret: 'grafana-admin', userKey: 'admin-user', passwordKey: 'admin-password', user: 'admin' } as const;
@@ -94,10 +102,11 @@ export const DASHBOARDS_DIR = path.join(PROJECT_DIR, 'dashboards');
 /** ConfigMaps hold at most 1 MiB; keep room for metadata. */
 const CONFIGMAP_LIMIT = 1000 * 1024;
 
-/** The four releases; they are installed side by side (see observability()). */
+/** The five releases; they are installed side by side (see observability()). */
 export const RELEASES = {
   prometheus: { release: 'prometheus', chart: PINNED.charts.prometheus, valuesFile: 'helm-values/prometheus.yaml', timeout: '10m' },
   loki: { release: 'loki', chart: PINNED.charts.loki, valuesFile: 'helm-values/loki.yaml', timeout: '10m' },
+  tempo: { release: TEMPO.release, chart: PINNED.charts.tempo, valuesFile: 'helm-values/tempo.yaml', timeout: '10m' },
   k8sMonitoring: {
     release: 'k8s-monitoring',
     chart: PINNED.charts.k8sMonitoring,
@@ -128,6 +137,7 @@ export const CLUSTER_PROFILE_SIZES: {
   // The alertmanager subchart clusters its replicas (--cluster.peer per replica when replicaCount > 1).
   { key: 'prometheus', path: ['alertmanager'], requests: { cpu: '20m', memory: '64Mi' }, limits: { memory: '256Mi' }, replicas: { key: 'replicaCount', count: 2 } },
   { key: 'loki', path: ['singleBinary'], requests: { cpu: '250m', memory: '1Gi' }, limits: { memory: '4Gi' } },
+  { key: 'tempo', path: ['tempo'], requests: { cpu: '100m', memory: '512Mi' }, limits: { memory: '2Gi' } },
   { key: 'grafana', path: [], requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } },
 ];
 
@@ -142,7 +152,7 @@ export const PRODUCTION_NEEDS =
  * cluster's default class). Empty for PROFILE=laptop on local-path, so those values stay as they are.
  */
 export function clusterLayers(cfg: Config, storageClass = volumeClass(cfg)): Record<ReleaseKey, Record<string, unknown>[]> {
-  const layers: Record<ReleaseKey, Record<string, unknown>[]> = { prometheus: [], loki: [], k8sMonitoring: [], grafana: [] };
+  const layers: Record<ReleaseKey, Record<string, unknown>[]> = { prometheus: [], loki: [], tempo: [], k8sMonitoring: [], grafana: [] };
   if (cfg.PROFILE === 'cluster') {
     for (const row of CLUSTER_PROFILE_SIZES) {
       const body = { resources: { requests: row.requests, limits: row.limits }, ...(row.replicas && { [row.replicas.key]: row.replicas.count }) };
@@ -152,6 +162,7 @@ export function clusterLayers(cfg: Config, storageClass = volumeClass(cfg)): Rec
   if (storageClass !== 'local-path') {
     layers.prometheus.push({ server: { persistentVolume: { storageClass } }, alertmanager: { persistence: { storageClass } } });
     layers.loki.push({ singleBinary: { persistence: { storageClass } } });
+    layers.tempo.push({ persistence: { storageClassName: storageClass } });
   }
   return layers;
 }
@@ -167,6 +178,7 @@ export const ALLOY_SNIPPETS = [
 export const ALLOY_WORKLOADS = [
   { kind: 'statefulset', name: 'k8s-monitoring-alloy-metrics' },
   { kind: 'daemonset', name: 'k8s-monitoring-alloy-logs' },
+  { kind: 'deployment', name: 'k8s-monitoring-alloy-receiver' },
 ] as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -273,7 +285,7 @@ export function overrides(
   const grafanaFile = YAML.parse(read(RELEASES.grafana.valuesFile)) as {
     datasources?: { 'datasources.yaml'?: { datasources?: { type: string }[] } };
   };
-  const urlFor: Record<string, string> = { prometheus: SERVICE_URLS.prometheus, loki: SERVICE_URLS.loki, alertmanager: SERVICE_URLS.alertmanager };
+  const urlFor: Record<string, string> = { prometheus: SERVICE_URLS.prometheus, loki: SERVICE_URLS.loki, alertmanager: SERVICE_URLS.alertmanager, tempo: SERVICE_URLS.tempo };
   const datasources = (grafanaFile.datasources?.['datasources.yaml']?.datasources ?? []).map((ds) => {
     if (!urlFor[ds.type]) throw new Error(`${RELEASES.grafana.valuesFile}: datasource type "${ds.type}" has no service URL`);
     return { ...ds, url: urlFor[ds.type] };
@@ -307,10 +319,18 @@ export function overrides(
       loki: { limits_config: { retention_period: cfg.LOKI_RETENTION, reject_old_samples: true, reject_old_samples_max_age: cfg.LOKI_RETENTION } },
       singleBinary: { persistence: { size: cfg.LOKI_STORAGE } },
     },
+    tempo: {
+      tempo: {
+        retention: cfg.TEMPO_RETENTION,
+        // Service graph and span metrics, with their exemplars (trace ids), into Prometheus.
+        metricsGenerator: { storage: { remote_write: [{ url: PROMETHEUS_REMOTE_WRITE_URL, send_exemplars: true }] } },
+      },
+      persistence: { size: cfg.TEMPO_STORAGE },
+    },
     k8sMonitoring: mergeValues(
       {
         cluster: { name: cfg.CLUSTER_NAME },
-        destinations: { prometheus: { url: PROMETHEUS_REMOTE_WRITE_URL }, loki: { url: LOKI_PUSH_URL } },
+        destinations: { prometheus: { url: PROMETHEUS_REMOTE_WRITE_URL }, loki: { url: LOKI_PUSH_URL }, tempo: { url: TEMPO_OTLP_GRPC_URL } },
       },
       ...alloy,
     ),
@@ -336,12 +356,13 @@ export function releaseSpec(
 /**
  * Volumes on local-path cannot grow or shrink: a changed size needs the old volume removed first.
  * Who owns the claim decides how: the prometheus chart templates its claim (templates/pvc.yaml), so
- * `helm uninstall` deletes it; Loki's comes from its StatefulSet's volumeClaimTemplates and outlives
- * the release, so it is deleted after the uninstall.
+ * `helm uninstall` deletes it; Loki's and Tempo's come from their StatefulSet's volumeClaimTemplates
+ * and outlive the release, so they are deleted after the uninstall.
  */
 export const VOLUMES = {
   prometheus: { key: 'PROMETHEUS_STORAGE', path: ['server', 'persistentVolume', 'size'], pvc: 'prometheus-server', claimOwner: 'release' },
   loki: { key: 'LOKI_STORAGE', path: ['singleBinary', 'persistence', 'size'], pvc: 'storage-loki-0', claimOwner: 'statefulset' },
+  tempo: { key: 'TEMPO_STORAGE', path: ['persistence', 'size'], pvc: 'storage-tempo-0', claimOwner: 'statefulset' },
 } as const;
 
 /**
@@ -564,6 +585,7 @@ export async function observability(cfg: Config): Promise<void> {
         install(cfg, 'prometheus', rules),
       ),
     () => step(`Loki ${PINNED.charts.loki.version}`, () => install(cfg, 'loki', rules)),
+    () => step(`Tempo ${PINNED.charts.tempo.version}`, () => install(cfg, 'tempo', rules)),
     async () => {
       await step(`Alloy: k8s-monitoring ${PINNED.charts.k8sMonitoring.version}`, () => install(cfg, 'k8sMonitoring', rules));
       await check('Alloy collectors running', () => waitForAlloy(cfg));
@@ -573,6 +595,8 @@ export async function observability(cfg: Config): Promise<void> {
   note(`Grafana: ${ingressUrl(cfg, 'grafana')} (anonymous Viewer; admin password in ${statePath(cfg, GRAFANA_PASSWORD_FILE)})`);
   note(`Prometheus: ${ingressUrl(cfg, 'prometheus')}; retention ${cfg.PROMETHEUS_RETENTION}, volume ${cfg.PROMETHEUS_STORAGE}`);
   note(`Loki: ${SERVICE_URLS.loki} (in-cluster); retention ${cfg.LOKI_RETENTION}, volume ${cfg.LOKI_STORAGE}`);
+  note(`Tempo: ${SERVICE_URLS.tempo} (in-cluster); retention ${cfg.TEMPO_RETENTION}, volume ${cfg.TEMPO_STORAGE}`);
+  note(`OTLP in: OTEL_EXPORTER_OTLP_ENDPOINT=${otlpEndpoint('http')} (gRPC: ${otlpEndpoint('grpc')}) for pods in the cluster`);
   if (cfg.PROFILE === 'cluster') note(PRODUCTION_NEEDS);
   note(
     `Alertmanager: ${ingressUrl(cfg, 'alertmanager')}; rules: ${Object.keys(rules).join(', ') || 'none'}; ` +

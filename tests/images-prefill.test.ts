@@ -23,6 +23,7 @@ const CHARTS = {
   [chartKey(PINNED.charts.traefik)]: yamlDocs(deployment('docker.io/traefik:v3.7.11')),
   [chartKey(PINNED.charts.prometheus)]: yamlDocs(deployment('quay.io/prometheus/prometheus:v3.14.0')),
   [chartKey(PINNED.charts.loki)]: yamlDocs(deployment('docker.io/grafana/loki:3.7.6')),
+  [chartKey(PINNED.charts.tempo)]: yamlDocs(deployment('docker.io/grafana/tempo:2.10.8')),
   [chartKey(PINNED.charts.grafana)]: yamlDocs(deployment('docker.io/grafana/grafana:13.2.0')),
   [chartKey(PINNED.charts.k8sMonitoring)]: yamlDocs(
     deployment('ghcr.io/grafana/alloy-operator:1.11.1', { 'app.kubernetes.io/name': 'alloy-operator', 'app.kubernetes.io/version': '1.11.1' }),
@@ -38,6 +39,7 @@ function standInCaches(): Record<string, StandInCache> {
     'docker.io': [
       makeImage('library/traefik', 'v3.7.11'),
       makeImage('grafana/loki', '3.7.6'),
+      makeImage('grafana/tempo', '2.10.8'),
       makeImage('grafana/grafana', '13.2.0'),
       makeImage('grafana/alloy', 'v1.18.1'),
       makeImage('rancher/local-path-provisioner', PINNED.localPathProvisioner),
@@ -106,7 +108,7 @@ describe('the cache prefill during talosctl cluster create', () => {
     expect(create).toBeGreaterThan(-1);
     expect(firstTemplate).toBeGreaterThan(create);
     expect(nodesReady).toBeGreaterThan(firstTemplate);
-    expect(callsOf(res.calls, 'helm', 'template')).toHaveLength(6);
+    expect(callsOf(res.calls, 'helm', 'template')).toHaveLength(7);
     // Nothing the prefill does changes the machine.
     expect(mutatingLines(res.calls).filter((l) => !l.startsWith('docker ') && !l.startsWith('talosctl '))).toEqual([]);
 
@@ -114,7 +116,7 @@ describe('the cache prefill during talosctl cluster create', () => {
     const bytesOf = (blobs: Blob[]) => blobs.reduce((n, b) => n + b.data.length, 0);
     expect(bytesOf([...busybox.platforms.amd64.blobs, ...prometheus.platforms.amd64.blobs.slice(0, 2)])).toBeGreaterThan(0);
     expect(res.stdout).toMatch(
-      new RegExp(`✓ Pull-through caches prefilled while the nodes booted \\(\\d+\\.\\ds\\) 9 of 9 images in the caches: \\d+ KiB were cached already \\(${cachedBlobs} blobs\\), \\d+ KiB fetched \\(${expected - cachedBlobs} blobs\\)`),
+      new RegExp(`✓ Pull-through caches prefilled while the nodes booted \\(\\d+\\.\\ds\\) 10 of 10 images in the caches: \\d+ KiB were cached already \\(${cachedBlobs} blobs\\), \\d+ KiB fetched \\(${expected - cachedBlobs} blobs\\)`),
     );
   }, 120_000);
 
@@ -148,7 +150,7 @@ describe('the cache prefill during talosctl cluster create', () => {
     const res = await sandbox.run('talos', [], { PREFILL_GRACE_SECONDS: '2' });
     expect(res.code, res.stderr + res.stdout).toBe(0);
     expect(res.stdout).toMatch(
-      /✓ Pull-through caches prefilled while the nodes booted \(\d+\.\ds\) not finished, the deploy goes on \(pods pull through the caches as usual\): stopped once the nodes were Ready \([0-8] of 9 images in the caches: .* fetched \(\d+ blobs\)/,
+      /✓ Pull-through caches prefilled while the nodes booted \(\d+\.\ds\) not finished, the deploy goes on \(pods pull through the caches as usual\): stopped once the nodes were Ready \([0-9] of 10 images in the caches: .* fetched \(\d+ blobs\)/,
     );
     // What it fetched before it was stopped is in the caches, and counted.
     const fetched = Object.values(caches).reduce((n, c) => n + c.stored.size, 0);
@@ -231,7 +233,7 @@ describe('task images', () => {
     expect(row(PINNED.registryImage)).toMatch(/Docker on the host\s+no/);
     const registry = sandbox.ports.REGISTRY_PORT;
     expect(res.stdout).toMatch(new RegExp(`^localhost:${registry}/sample-app:[0-9a-f]{12} +local registry :${registry} +The local registry at http://127\\.0\\.0\\.1:${registry} does not answer`, 'm'));
-    expect(res.stdout).toMatch(/8 of 12 images held where the nodes get them/);
+    expect(res.stdout).toMatch(/9 of 13 images held where the nodes get them/);
     // Read only: no mutating call; of the caches, only manifests by digest (a proxy answers those
     // from its storage), never a tag or a blob, which a proxy fetches upstream.
     expect(mutatingLines(res.calls)).toEqual([]);

@@ -1,6 +1,7 @@
 // The Prometheus server flags of helm-values/prometheus.yaml (+ the script's retention), given to a
 // REAL prometheus 3.14 binary (built by `npm test`, see tests/tools/test-tools.mjs): the flags exist, the remote-write
-// receiver answers on /api/v1/write (404 without it), lifecycle reload works, retention is applied.
+// receiver answers on /api/v1/write (404 without it), lifecycle reload works, retention is applied,
+// exemplars are stored (prometheus_tsdb_exemplar_max_exemplars is 0 without exemplar-storage).
 // The chart turns server.extraFlags into `--<flag>` and server.retention into
 // `--storage.tsdb.retention.time=<value>` (checked against the real chart in observability-render.test.ts).
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -48,6 +49,12 @@ async function start(flags: string[]): Promise<string> {
   throw new Error(`prometheus did not get ready with ${flags.join(' ')}`);
 }
 
+/** A gauge of Prometheus' own /metrics. */
+async function metric(base: string, name: string): Promise<number | undefined> {
+  const line = (await (await fetch(`${base}/metrics`)).text()).split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.split(' ')[1]);
+}
+
 describe('real prometheus with the values\' server flags', { timeout: 30_000 }, () => {
   const cfg = parseConfig({ STATE_DIR: '/tmp/st', PROMETHEUS_RETENTION: '3w' });
   const server = (mergeValues(...releaseSpec(cfg, 'prometheus').values) as any).server;
@@ -61,10 +68,14 @@ describe('real prometheus with the values\' server flags', { timeout: 30_000 }, 
     const f = (await (await fetch(`${base}/api/v1/status/flags`)).json()).data;
     expect(f['web.enable-remote-write-receiver']).toBe('true');
     expect(f['storage.tsdb.retention.time']).toBe('3w');
+    // Exemplar storage on (Grafana's exemplar links to Tempo need it): the in-memory buffer has room.
+    expect(f['enable-feature']).toBe('exemplar-storage');
+    expect(await metric(base, 'prometheus_tsdb_exemplar_max_exemplars')).toBe(100000);
   });
 
   it('control: without the values\' flags there is no write endpoint', async () => {
     const base = await start([]);
     expect((await fetch(`${base}/api/v1/write`, { method: 'POST', body: 'x' })).status).toBe(404);
+    expect(await metric(base, 'prometheus_tsdb_exemplar_max_exemplars')).toBe(0);
   });
 });

@@ -5,6 +5,8 @@
 //   $OBS_CHARTS_DIR/prometheus       prometheus-community/prometheus 29.27.0 (+ charts/ with its 4 subcharts)
 //   $OBS_CHARTS_DIR/loki             grafana-community/loki 18.11.0 (+ charts/minio, charts/rollout-operator)
 //   $OBS_CHARTS_DIR/grafana          grafana-community/grafana 12.11.1
+//   $OBS_CHARTS_DIR/tempo            grafana-community/tempo 2.2.4 (charts/tempo at tag tempo-2.2.4); the tests
+//                                    that need it, the resource totals among them, are skipped without it
 //   $OBS_CHARTS_DIR/k8s-monitoring   grafana/k8s-monitoring 4.4.0 (its charts/ as in the repository)
 //   $OBS_CHARTS_DIR/alloy            grafana/alloy's chart (operations/helm/charts/alloy, tag helm-chart/<v>) at the
 //                                    version the bundled alloy-operator deploys (its appVersion: 1.11.1)
@@ -21,7 +23,7 @@ import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { PROJECT_DIR } from './helpers.ts';
 import { type K8sObject, WORKLOADS, containersOf, podSpec, quantity, unboundedContainers } from './workloads.ts';
-import { PINNED, mergeValues, parseConfig } from '../scripts/lib.ts';
+import { OTLP_RECEIVER, PINNED, TEMPO, mergeValues, parseConfig } from '../scripts/lib.ts';
 import { CHART_POD_RULES, alloyRules } from './fixtures/apps/scrape.ts';
 import {
   ALERT_WEBHOOK,
@@ -31,6 +33,7 @@ import {
   RELEASES,
   type ReleaseKey,
   SERVICE_URLS,
+  TEMPO_OTLP_GRPC_URL,
   alertRuleFiles,
   releaseSpec,
 } from '../scripts/observability.ts';
@@ -38,12 +41,14 @@ import {
 const chartsDir = process.env.OBS_CHARTS_DIR ?? '';
 const helmBin = process.env.HELM ?? 'helm';
 const available = chartsDir !== '' && fs.existsSync(chartsDir);
+const tempoAvailable = available && fs.existsSync(path.join(chartsDir, 'tempo', 'Chart.yaml'));
 
 const chartDir: Record<ReleaseKey, string> = {
   prometheus: 'prometheus',
   loki: 'loki',
   grafana: 'grafana',
   k8sMonitoring: 'k8s-monitoring',
+  tempo: 'tempo',
 };
 
 // Knobs away from their defaults, so every fact below proves the knob reached the chart.
@@ -56,6 +61,8 @@ const RENDER_ENV = {
   PROMETHEUS_STORAGE: '12Gi',
   LOKI_RETENTION: '72h',
   LOKI_STORAGE: '3Gi',
+  TEMPO_RETENTION: '48h',
+  TEMPO_STORAGE: '4Gi',
   DOMAIN: 'example.test',
   CLUSTER_NAME: 'render-check',
 };
@@ -84,6 +91,18 @@ function helmTemplate(release: string, chart: string, values: unknown): K8sObjec
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return YAML.parseAllDocuments(out).map((d) => d.toJSON()).filter(Boolean);
+}
+
+/**
+ * Grafana's provisioning expansion of a string value (pkg/services/provisioning/values, interpolateValue):
+ * split on "$$", expand $VAR and ${VAR} in each part (empty here: no such variables in Grafana's pod),
+ * join with "$".
+ */
+function grafanaProvisioningExpand(value: string): string {
+  return value
+    .split('$$')
+    .map((part) => part.replace(/\$\{[^}]*\}|\$[A-Za-z0-9_]+/g, ''))
+    .join('$');
 }
 
 /** What the Alloy Operator creates from the Alloy objects: the alloy chart, release = object name, values = spec. */
@@ -244,6 +263,8 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
         '--storage.tsdb.retention.time=21d',
         '--web.enable-remote-write-receiver',
         '--web.enable-lifecycle',
+        // Exemplars (trace ids on latency samples) are kept: Grafana's exemplar links need them.
+        '--enable-feature=exemplar-storage',
         '--web.external-url=https://prometheus.example.test:18443',
         // 80 % of PROMETHEUS_STORAGE=12Gi, in Prometheus' base-2 MB: the oldest blocks go before the volume fills.
         '--storage.tsdb.retention.size=9830MB',
@@ -382,7 +403,7 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(logs).not.toMatch(/"pod" = "pod"/);
     expect(metrics + logs).not.toMatch(/self_report/i);
     const alloys = objs.filter((o) => o.kind === 'Alloy');
-    expect(alloys.map((a) => a.metadata.name).sort()).toEqual(['k8s-monitoring-alloy-logs', 'k8s-monitoring-alloy-metrics']);
+    expect(alloys.map((a) => a.metadata.name).sort()).toEqual(['k8s-monitoring-alloy-logs', 'k8s-monitoring-alloy-metrics', 'k8s-monitoring-alloy-receiver']);
     for (const a of alloys) expect(a.spec.alloy.enableReporting, a.metadata.name).toBe(false);
     expect(find(objs, 'Alloy', 'k8s-monitoring-alloy-metrics').spec.controller.type).toBe('statefulset');
     expect(find(objs, 'Alloy', 'k8s-monitoring-alloy-logs').spec.controller.type).toBe('daemonset');
@@ -468,13 +489,13 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect('app_kubernetes_io_name').not.toMatch(dropped);
   });
 
-  it('every container has CPU and memory requests and a memory limit, and the README has the totals', () => {
+  it.skipIf(!tempoAvailable)('every container has CPU and memory requests and a memory limit, and the README has the totals', () => {
     const k8s = render('k8sMonitoring');
-    const objs = [...render('prometheus'), ...render('loki'), ...render('grafana'), ...k8s, ...renderAlloyWorkloads(k8s)];
+    const objs = [...render('prometheus'), ...render('loki'), ...render('tempo'), ...render('grafana'), ...k8s, ...renderAlloyWorkloads(k8s)];
     const kinds = new Set(objs.filter((o) => WORKLOADS.includes(o.kind)).map((o) => `${o.kind}/${o.metadata.name}`));
-    for (const w of ['Deployment/prometheus-server', 'StatefulSet/prometheus-alertmanager', 'StatefulSet/loki', 'Deployment/grafana', 'Deployment/k8s-monitoring-alloy-operator',
+    for (const w of ['Deployment/prometheus-server', 'StatefulSet/prometheus-alertmanager', 'StatefulSet/loki', 'StatefulSet/tempo', 'Deployment/grafana', 'Deployment/k8s-monitoring-alloy-operator',
       'Deployment/k8s-monitoring-kube-state-metrics', 'DaemonSet/k8s-monitoring-node-exporter', 'StatefulSet/k8s-monitoring-alloy-metrics',
-      'DaemonSet/k8s-monitoring-alloy-logs']) {
+      'DaemonSet/k8s-monitoring-alloy-logs', 'Deployment/k8s-monitoring-alloy-receiver']) {
       expect(kinds, w).toContain(w);
     }
     expect(unboundedContainers(objs)).toEqual([]);
@@ -503,9 +524,10 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(ds.map((d: any) => [d.name, d.type, d.uid, d.url, Boolean(d.isDefault)])).toEqual([
       ['Prometheus', 'prometheus', 'prometheus', SERVICE_URLS.prometheus, true],
       ['Loki', 'loki', 'loki', SERVICE_URLS.loki, false],
+      ['Tempo', 'tempo', 'tempo', SERVICE_URLS.tempo, false],
       ['Alertmanager', 'alertmanager', 'alertmanager', SERVICE_URLS.alertmanager, false],
     ]);
-    expect(ds[2].jsonData).toEqual({ implementation: 'prometheus', handleGrafanaManagedAlerts: false });
+    expect(ds[3].jsonData).toEqual({ implementation: 'prometheus', handleGrafanaManagedAlerts: false });
     const ini = cm.data['grafana.ini'] as string;
     expect(ini).toMatch(/\[auth\.anonymous\]\s*\nenabled = true\s*\norg_role = Viewer/);
     expect(ini).toMatch(/\[analytics\][^[]*reporting_enabled = false/);
@@ -535,6 +557,100 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(rules[0].resources).toContain('configmaps');
   });
 
+  it.skipIf(!tempoAvailable)('tempo: retention and volume from .env, the contract Service, span metrics into Prometheus, bounded memory', () => {
+    const objs = render('tempo');
+    const config = YAML.parse(find(objs, 'ConfigMap', 'tempo').data['tempo.yaml']);
+    expect(config.compactor.compaction.block_retention).toBe('48h');
+    expect(config.storage.trace).toMatchObject({ backend: 'local', local: { path: '/var/tempo/traces' }, wal: { path: '/var/tempo/wal' } });
+    expect(config.usage_report.reporting_enabled).toBe(false);
+    expect(config.distributor.receivers.otlp.protocols).toEqual({ grpc: { endpoint: '0.0.0.0:4317' }, http: { endpoint: '0.0.0.0:4318' } });
+    expect(config.metrics_generator.storage.remote_write).toEqual([{ url: PROMETHEUS_REMOTE_WRITE_URL, send_exemplars: true }]);
+    expect(config.overrides.defaults.metrics_generator.processors).toEqual(['service-graphs', 'span-metrics']);
+
+    const sts = find(objs, 'StatefulSet', 'tempo');
+    expect(sts.spec.volumeClaimTemplates[0].spec).toMatchObject({ storageClassName: 'local-path', resources: { requests: { storage: '4Gi' } } });
+    const tempo = podSpec(sts).containers.find((c: any) => c.name === 'tempo');
+    expect(tempo.image).toBe('docker.io/grafana/tempo:2.10.8');
+    // The data directories are on the claim: traces survive a restart.
+    expect(tempo.volumeMounts.find((m: any) => m.mountPath === '/var/tempo').name).toBe(sts.spec.volumeClaimTemplates[0].metadata.name);
+    expect(tempo.args).toContain('-mem-ballast-size-mbs=0');
+    expect(tempo.resources).toEqual({ requests: { cpu: '50m', memory: '256Mi' }, limits: { memory: '1Gi' } });
+    expect(tempo.env.find((e: any) => e.name === 'GOMEMLIMIT').value).toBe('800MiB');
+    // Only one container: tempo-query (the Jaeger UI) stays off.
+    expect(podSpec(sts).containers.map((c: any) => c.name)).toEqual(['tempo']);
+
+    // The contract: Service tempo, HTTP API on 3200 (Grafana, validate), OTLP gRPC on 4317 (Alloy).
+    const svc = find(objs, 'Service', TEMPO.service);
+    const port = (n: number) => svc.spec.ports.find((p: any) => p.port === n);
+    expect(port(TEMPO.httpPort)?.targetPort).toBe(TEMPO.httpPort);
+    expect(port(4317)?.targetPort).toBe(4317);
+    expect(`http://${svc.metadata.name}.${NAMESPACE}.svc:${TEMPO.httpPort}`).toBe(SERVICE_URLS.tempo);
+    expect(`http://${svc.metadata.name}.${NAMESPACE}.svc:4317`).toBe(TEMPO_OTLP_GRPC_URL);
+    expect(svc.spec.selector).toEqual(sts.spec.template.metadata.labels);
+    const workloads = objs.filter((o) => WORKLOADS.includes(o.kind)).map((o) => `${o.kind}/${o.metadata.name}`);
+    expect(workloads).toEqual(['StatefulSet/tempo']);
+  });
+
+  it('k8s-monitoring: the OTLP receiver, its Service as lib.ts OTLP_RECEIVER says, traces to Tempo, OTLP metrics and logs to Prometheus and Loki', () => {
+    const objs = render('k8sMonitoring');
+    const config = parseAlloy(find(objs, 'ConfigMap', 'k8s-monitoring-alloy-receiver').data['config.alloy']);
+    const blocks = allBlocks(config);
+    const receiver = blocks.find((b) => b.name === 'otelcol.receiver.otlp')!;
+    expect(attr(receiver.children.find((c) => c.name === 'grpc')!, 'endpoint')).toBe(`"0.0.0.0:${OTLP_RECEIVER.grpcPort}"`);
+    expect(attr(receiver.children.find((c) => c.name === 'http')!, 'endpoint')).toBe(`"0.0.0.0:${OTLP_RECEIVER.httpPort}"`);
+    const exporter = blocks.find((b) => b.name === 'otelcol.exporter.otlp' && b.label === 'tempo')!;
+    const client = exporter.children.find((c) => c.name === 'client')!;
+    expect(attr(client, 'endpoint')).toBe(`"${TEMPO_OTLP_GRPC_URL}"`);
+    expect(attr(client.children.find((c) => c.name === 'tls')!, 'insecure')).toBe('true');
+    // The feature's three outputs: traces to the tempo destination only, metrics to Prometheus, logs to Loki.
+    const feature = blocks.find((b) => b.name === 'application_observability' && b.label === 'feature')!;
+    const list = (key: string) => [...new RegExp(`${key}\\s*=\\s*\\[([^\\]]*)\\]`).exec(feature.own)![1].matchAll(/([\w.]+)\.input/g)].map((m) => m[1]);
+    expect(list('traces_destinations')).toEqual(['otelcol.processor.attributes.tempo']);
+    expect(list('metrics_destinations')).toEqual(['otelcol.exporter.prometheus.prometheus']);
+    expect(list('logs_destinations')).toEqual(['otelcol.exporter.loki.loki']);
+    // Exemplars reach Prometheus: Alloy's remote write sends them unless told not to (send_exemplars defaults to true).
+    const remoteWrite = blocks.find((b) => b.name === 'prometheus.remote_write' && b.label === 'prometheus')!;
+    expect(attr(remoteWrite.children.find((c) => c.name === 'endpoint')!, 'send_exemplars')).toBeUndefined();
+
+    // What the Alloy Operator makes of it: a Deployment and the Service apps send to.
+    const made = renderAlloyWorkloads(objs);
+    const deployment = find(made, 'Deployment', 'k8s-monitoring-alloy-receiver');
+    const svc = find(made, 'Service', OTLP_RECEIVER.service);
+    expect((svc.metadata as { namespace?: string }).namespace).toBe(OTLP_RECEIVER.namespace);
+    const ports = Object.fromEntries(svc.spec.ports.map((p: any) => [p.name, [p.port, p.targetPort]]));
+    expect(ports).toMatchObject({ 'otlp-grpc': [OTLP_RECEIVER.grpcPort, OTLP_RECEIVER.grpcPort], 'otlp-http': [OTLP_RECEIVER.httpPort, OTLP_RECEIVER.httpPort] });
+    const pod = deployment.spec.template;
+    expect(Object.entries(svc.spec.selector).every(([k, v]) => pod.metadata.labels[k] === v)).toBe(true);
+    const alloy = pod.spec.containers.find((c: any) => c.name === 'alloy');
+    expect(alloy.ports.map((p: any) => p.containerPort)).toEqual(expect.arrayContaining([OTLP_RECEIVER.grpcPort, OTLP_RECEIVER.httpPort]));
+  });
+
+  it('grafana: the datasources lead from metric to trace to logs and back, after Grafana\'s own $-expansion', () => {
+    const cm = find(render('grafana'), 'ConfigMap', 'grafana');
+    const ds = YAML.parse(cm.data['datasources.yaml']).datasources as any[];
+    const byUid = Object.fromEntries(ds.map((d) => [d.uid, d]));
+    expect(byUid[TEMPO.datasourceUid]).toMatchObject({ type: 'tempo', url: SERVICE_URLS.tempo });
+    // Grafana expands $VAR / ${VAR} in provisioning files and turns $$ into $ (pkg/services/provisioning/values).
+    const expanded = (v: string) => grafanaProvisioningExpand(v);
+    const prom = byUid.prometheus.jsonData;
+    expect(prom.exemplarTraceIdDestinations.map((d: any) => [d.name, d.datasourceUid])).toEqual([['trace_id', 'tempo'], ['traceID', 'tempo']]);
+    const [field] = byUid.loki.jsonData.derivedFields;
+    expect(field.datasourceUid).toBe('tempo');
+    expect(expanded(field.url)).toBe('${__value.raw}');
+    const re = new RegExp(expanded(field.matcherRegex));
+    const line = '{"level":"info","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","msg":"GET /api/slow 200"}';
+    expect(re.exec(line)?.[1]).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+    const tempo = byUid.tempo.jsonData;
+    expect(tempo.tracesToLogsV2).toMatchObject({ datasourceUid: 'loki', filterByTraceID: true });
+    // The tag maps a span resource attribute (set by Alloy's k8sattributes) onto a Loki stream label.
+    expect(tempo.tracesToLogsV2.tags).toEqual([{ key: 'k8s.namespace.name', value: 'namespace' }]);
+    expect(tempo.tracesToMetrics.datasourceUid).toBe('prometheus');
+    for (const q of tempo.tracesToMetrics.queries) expect(expanded(q.query)).toContain('{$__tags}');
+    expect(tempo.serviceMap).toEqual({ datasourceUid: 'prometheus' });
+    // Negative control: without $$ the expansion eats the link.
+    expect(grafanaProvisioningExpand('${__value.raw}')).toBe('');
+  });
+
   it('the schemas are enforced (negative control)', () => {
     expect(() => render('k8sMonitoring', { collectors: [] })).toThrow(/schema/);
     expect(() => render('loki', { loki: { auth_enabled: 'nope' } })).toThrow(/schema/);
@@ -546,6 +662,7 @@ describe.skipIf(!available)('real charts at the pinned versions (OBS_CHARTS_DIR)
     expect(Object.values(RELEASES).map((r) => r.chart)).toEqual([
       PINNED.charts.prometheus,
       PINNED.charts.loki,
+      PINNED.charts.tempo,
       PINNED.charts.k8sMonitoring,
       PINNED.charts.grafana,
     ]);

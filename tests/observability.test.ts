@@ -12,6 +12,7 @@ import {
   GRAFANA_ADMIN,
   LOKI_PUSH_URL,
   PROMETHEUS_REMOTE_WRITE_URL,
+  TEMPO_OTLP_GRPC_URL,
   RELEASES,
   SERVICE_URLS,
   adminSecretManifest,
@@ -40,6 +41,8 @@ describe('every .env knob reaches the Helm values', () => {
     ['LOKI_RETENTION', '72h', 'loki', (v) => v.loki.limits_config.retention_period, '72h'],
     ['LOKI_RETENTION', '72h', 'loki', (v) => v.loki.limits_config.reject_old_samples_max_age, '72h'],
     ['LOKI_STORAGE', '512Mi', 'loki', (v) => v.singleBinary.persistence.size, '512Mi'],
+    ['TEMPO_RETENTION', '24h', 'tempo', (v) => v.tempo.retention, '24h'],
+    ['TEMPO_STORAGE', '5Gi', 'tempo', (v) => v.persistence.size, '5Gi'],
     ['DOMAIN', 'example.test', 'grafana', (v) => v['grafana.ini'].server.root_url, 'https://grafana.example.test:18443'],
     ['DOMAIN', 'example.test', 'prometheus', (v) => v.server.baseURL, 'https://prometheus.example.test:18443'],
     ['HTTPS_PORT', '443', 'grafana', (v) => v['grafana.ini'].server.root_url, 'https://grafana.localhost'],
@@ -77,7 +80,9 @@ describe('service URLs, defined once', () => {
       loki: 'http://loki.monitoring.svc:3100',
       grafana: 'http://grafana.monitoring.svc:80',
       alertmanager: 'http://prometheus-alertmanager.monitoring.svc:9093',
+      tempo: 'http://tempo.monitoring.svc:3200',
     });
+    expect(TEMPO_OTLP_GRPC_URL).toBe('http://tempo.monitoring.svc:4317');
   });
   it('feed Alloy destinations and Grafana datasources', () => {
     const k8s = merged({}, 'k8sMonitoring');
@@ -85,19 +90,23 @@ describe('service URLs, defined once', () => {
     expect(k8s.destinations.loki).toEqual({ type: 'loki', url: LOKI_PUSH_URL });
     expect(PROMETHEUS_REMOTE_WRITE_URL).toBe(`${SERVICE_URLS.prometheus}/api/v1/write`);
     expect(LOKI_PUSH_URL).toBe(`${SERVICE_URLS.loki}/loki/api/v1/push`);
+    expect(k8s.destinations.tempo).toMatchObject({ type: 'otlp', protocol: 'grpc', url: TEMPO_OTLP_GRPC_URL, traces: { enabled: true } });
+    // Tempo's span metrics go where Alloy writes, with their exemplars.
+    expect(merged({}, 'tempo').tempo.metricsGenerator.storage.remote_write).toEqual([{ url: PROMETHEUS_REMOTE_WRITE_URL, send_exemplars: true }]);
     const ds = merged({}, 'grafana').datasources['datasources.yaml'].datasources;
     expect(ds.map((d: any) => [d.uid, d.url, d.isDefault])).toEqual([
       ['prometheus', SERVICE_URLS.prometheus, true],
       ['loki', SERVICE_URLS.loki, false],
+      ['tempo', SERVICE_URLS.tempo, false],
       ['alertmanager', SERVICE_URLS.alertmanager, false],
     ]);
   });
   it('reject a datasource type without a URL', () => {
     const read = (rel: string) =>
       rel === RELEASES.grafana.valuesFile
-        ? YAML.stringify({ datasources: { 'datasources.yaml': { datasources: [{ name: 'T', type: 'tempo' }] } } })
+        ? YAML.stringify({ datasources: { 'datasources.yaml': { datasources: [{ name: 'J', type: 'jaeger' }] } } })
         : fs.readFileSync(path.join(PROJECT_DIR, rel), 'utf8');
-    expect(() => releaseSpec(cfgWith(), 'grafana', read)).toThrow(/tempo/);
+    expect(() => releaseSpec(cfgWith(), 'grafana', read)).toThrow(/jaeger/);
   });
 });
 
@@ -269,6 +278,11 @@ describe('volumeSizeProblem', () => {
       `  kubectl --kubeconfig ${kc} delete pvc storage-loki-0 --namespace monitoring   (the StatefulSet's claim outlives the release)`,
       '  task observability',
     ]],
+    ['tempo', { TEMPO_STORAGE: '4Gi' }, { persistence: { size: '2Gi' } }, [
+      `  helm --kubeconfig ${kc} uninstall tempo --namespace monitoring --wait`,
+      `  kubectl --kubeconfig ${kc} delete pvc storage-tempo-0 --namespace monitoring   (the StatefulSet's claim outlives the release)`,
+      '  task observability',
+    ]],
   ] as const)('%s: the commands that drop the volume, each of which succeeds', (key, env, deployed, commands) => {
     const msg = volumeSizeProblem(cfgWith(env), key, deployed)!;
     const lines = msg.split('\n');
@@ -309,14 +323,15 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     sandbox.createCluster();
   });
 
-  it('installs the four pinned releases together, with --wait, in monitoring, from the pinned repos', async () => {
+  it('installs the five pinned releases together, with --wait, in monitoring, from the pinned repos', async () => {
     const res = await sandbox.run('observability');
     expect(res.code, res.stdout + res.stderr).toBe(0);
     const ups = upgrades(res.calls);
-    expect(ups.map(releaseOf).sort()).toEqual(['grafana', 'k8s-monitoring', 'loki', 'prometheus']);
+    expect(ups.map(releaseOf).sort()).toEqual(['grafana', 'k8s-monitoring', 'loki', 'prometheus', 'tempo']);
     const want = {
       prometheus: PINNED.charts.prometheus,
       loki: PINNED.charts.loki,
+      tempo: PINNED.charts.tempo,
       'k8s-monitoring': PINNED.charts.k8sMonitoring,
       grafana: PINNED.charts.grafana,
     } as Record<string, { repo: string; chart: string; version: string }>;
@@ -330,19 +345,21 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
       expect(flag(c, '--timeout')).toMatch(/^\d+m$/);
     }
     // Order: the namespace, Alertmanager's webhook Secret, Grafana's admin Secret and the dashboards
-    // first (the pods mount them); then the four releases, none waiting for another's release.
+    // first (the pods mount them); then the five releases, none waiting for another's release.
     const idx = (pred: (c: ToolCall) => boolean) => res.calls.findIndex(pred);
     const applies = res.calls.filter((c) => c.tool === 'kubectl' && c.argv.includes('apply'));
     const lastApply = res.calls.lastIndexOf(applies.at(-1)!);
     const at = (r: string) => idx((c) => c.tool === 'helm' && c.argv.includes('upgrade') && releaseOf(c) === r);
     expect(applies.length).toBe(4);
-    expect(lastApply).toBeLessThan(Math.min(at('prometheus'), at('loki'), at('k8s-monitoring'), at('grafana')));
+    expect(lastApply).toBeLessThan(Math.min(at('prometheus'), at('loki'), at('tempo'), at('k8s-monitoring'), at('grafana')));
     // The releases exist in the stand-in cluster with the charts asked for.
     const releases = sandbox.state().helm.releases;
     expect(releases['monitoring/prometheus'].chart).toBe('prometheus-29.27.0');
     expect(releases['monitoring/loki'].repo).toBe('https://grafana-community.github.io/helm-charts');
     expect(releases['monitoring/grafana'].repo).toBe('https://grafana-community.github.io/helm-charts');
     expect(releases['monitoring/k8s-monitoring'].chart).toBe('k8s-monitoring-4.4.0');
+    expect(releases['monitoring/tempo'].chart).toBe('tempo-2.2.4');
+    expect(releases['monitoring/tempo'].repo).toBe('https://grafana-community.github.io/helm-charts');
     expect(sandbox.state().kubectl.objects['Namespace//monitoring'].metadata.labels['pod-security.kubernetes.io/enforce']).toBe('privileged');
   });
 
@@ -376,7 +393,7 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
   it('every .env knob reaches the deployed values on a first install', async () => {
     const env = {
       PROMETHEUS_RETENTION: '30d', PROMETHEUS_STORAGE: '20Gi', LOKI_RETENTION: '48h', LOKI_STORAGE: '2Gi',
-      DOMAIN: 'example.test', CLUSTER_NAME: 'talos-local',
+      TEMPO_RETENTION: '24h', TEMPO_STORAGE: '3Gi', DOMAIN: 'example.test', CLUSTER_NAME: 'talos-local',
     };
     const res = await sandbox.run('observability', [], env);
     expect(res.code, res.stdout + res.stderr).toBe(0);
@@ -384,6 +401,7 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(r['monitoring/prometheus'].values.server).toMatchObject({ retention: '30d', persistentVolume: { size: '20Gi' } });
     expect(r['monitoring/loki'].values.loki.limits_config.retention_period).toBe('48h');
     expect(r['monitoring/loki'].values.singleBinary.persistence.size).toBe('2Gi');
+    expect(r['monitoring/tempo'].values).toMatchObject({ tempo: { retention: '24h' }, persistence: { size: '3Gi' } });
     expect(r['monitoring/grafana'].values['grafana.ini'].server.root_url).toBe(`https://grafana.example.test:${sandbox.ports.HTTPS_PORT}`);
     expect(r['monitoring/k8s-monitoring'].values.cluster.name).toBe('talos-local');
   });
@@ -442,14 +460,17 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(sandbox.state().helm.releases['monitoring/prometheus'].values.alertmanager.config.route.receiver).toBe('local');
   }, 150_000); // four runs of the phase
 
-  it('a changed volume size stops before any change, with both ways out', async () => {
+  it.each([
+    ['LOKI_STORAGE', 'loki', '5Gi', 'storage-loki-0'],
+    ['TEMPO_STORAGE', 'tempo', '2Gi', 'storage-tempo-0'],
+  ])('a changed %s stops before any change, with both ways out', async (key, release, deployed, pvc) => {
     expect((await sandbox.run('observability')).code).toBe(0);
-    const res = await sandbox.run('observability', [], { LOKI_STORAGE: '8Gi' });
+    const res = await sandbox.run('observability', [], { [key]: '8Gi' });
     expect(res.code).toBe(1);
     const out = res.stdout + res.stderr;
-    expect(out).toContain('LOKI_STORAGE="8Gi" differs from the size of the deployed loki volume (5Gi)');
-    expect(out).toContain('set LOKI_STORAGE=5Gi in .env again');
-    expect(out).toMatch(/delete pvc storage-loki-0 --namespace monitoring/);
+    expect(out).toContain(`${key}="8Gi" differs from the size of the deployed ${release} volume (${deployed})`);
+    expect(out).toContain(`set ${key}=${deployed} in .env again`);
+    expect(out).toContain(`delete pvc ${pvc} --namespace monitoring`);
     expect(res.calls.filter(isMutating).map(line)).toEqual([]);
   });
 
@@ -486,7 +507,7 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(out).toContain('kubectl logs: Error from server (BadRequest): container "loki" in pod "loki-0" is waiting to start: trying and failing to pull image');
     expect(out).not.toContain('prometheus-server-abc');
     // The releases start together: Loki's failure stopped none of the others.
-    expect(upgrades(res.calls).map(releaseOf).sort()).toEqual(['grafana', 'k8s-monitoring', 'loki', 'prometheus']);
+    expect(upgrades(res.calls).map(releaseOf).sort()).toEqual(['grafana', 'k8s-monitoring', 'loki', 'prometheus', 'tempo']);
   });
 
   it('when the Alloy Operator creates no collector, shows the Alloy objects\' status and the operator\'s log', async () => {
@@ -523,17 +544,22 @@ describe('phase against the stand-in tools', { timeout: 30_000 }, () => {
     expect(out).toContain(`alloy-operator log: {"level":"error","msg":"Reconciler error","error":"${failed}"}`);
   });
 
-  it('Alloy: waits only for a workload missing or not rolled out, one read when both are rolled out', async () => {
+  it('Alloy: waits only for a workload missing or not rolled out, one read when all are rolled out', async () => {
     const workload = (kind: string, name: string) => ({ apiVersion: 'apps/v1', kind, metadata: { namespace: 'monitoring', name }, spec: {} });
-    const waits = (calls: ToolCall[]) => calls.filter((c) => c.tool === 'kubectl' && (c.argv.includes('wait') || c.argv.includes('rollout'))).map((c) => c.argv.find((a) => /^(statefulset|daemonset)\//.test(a)));
-    // Neither exists yet (the operator has not created them): wait for both, creation and rollout.
+    const waits = (calls: ToolCall[]) => calls.filter((c) => c.tool === 'kubectl' && (c.argv.includes('wait') || c.argv.includes('rollout'))).map((c) => c.argv.find((a) => /^(statefulset|daemonset|deployment)\//.test(a)));
+    // None exists yet (the operator has not created them): wait for each, creation and rollout.
     const fresh = await sandbox.run('observability');
     expect(fresh.code, fresh.stdout + fresh.stderr).toBe(0);
-    expect(waits(fresh.calls)).toEqual(['statefulset/k8s-monitoring-alloy-metrics', 'statefulset/k8s-monitoring-alloy-metrics', 'daemonset/k8s-monitoring-alloy-logs', 'daemonset/k8s-monitoring-alloy-logs']);
-    // Both rolled out (the stand-in controller's default for objects it was given): no wait.
+    expect(waits(fresh.calls)).toEqual([
+      'statefulset/k8s-monitoring-alloy-metrics', 'statefulset/k8s-monitoring-alloy-metrics',
+      'daemonset/k8s-monitoring-alloy-logs', 'daemonset/k8s-monitoring-alloy-logs',
+      'deployment/k8s-monitoring-alloy-receiver', 'deployment/k8s-monitoring-alloy-receiver',
+    ]);
+    // All rolled out (the stand-in controller's default for objects it was given): no wait.
     sandbox.scenario({ kubectl: { objects: {
       'StatefulSet/monitoring/k8s-monitoring-alloy-metrics': workload('StatefulSet', 'k8s-monitoring-alloy-metrics'),
       'DaemonSet/monitoring/k8s-monitoring-alloy-logs': workload('DaemonSet', 'k8s-monitoring-alloy-logs'),
+      'Deployment/monitoring/k8s-monitoring-alloy-receiver': workload('Deployment', 'k8s-monitoring-alloy-receiver'),
     } } });
     const done = await sandbox.run('observability');
     expect(done.code, done.stdout + done.stderr).toBe(0);

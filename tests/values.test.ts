@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { CONFIG_KEYS } from '../scripts/lib.ts';
+import { CONFIG_KEYS, OTLP_RECEIVER, TEMPO, quantityMiB } from '../scripts/lib.ts';
 import { ALLOY_SNIPPETS, DASHBOARDS_CONFIGMAP, RELEASES } from '../scripts/observability.ts';
 import { PROJECT_DIR } from './helpers.ts';
 
@@ -15,6 +15,7 @@ const prometheus = values(RELEASES.prometheus.valuesFile);
 const loki = values(RELEASES.loki.valuesFile);
 const k8s = values(RELEASES.k8sMonitoring.valuesFile);
 const grafana = values(RELEASES.grafana.valuesFile);
+const tempo = values(RELEASES.tempo.valuesFile);
 
 describe('every values file', () => {
   it.each(Object.values(RELEASES).map((r) => r.valuesFile))('%s parses to a map without YAML errors', (file) => {
@@ -24,7 +25,7 @@ describe('every values file', () => {
   });
 
   // One source per setting: the defaults of the .env knobs and any in-cluster URL stay out of the files.
-  const knobDefaults = ['PROMETHEUS_RETENTION', 'PROMETHEUS_STORAGE', 'LOKI_RETENTION', 'LOKI_STORAGE', 'DOMAIN', 'CLUSTER_NAME'].map(
+  const knobDefaults = ['PROMETHEUS_RETENTION', 'PROMETHEUS_STORAGE', 'LOKI_RETENTION', 'LOKI_STORAGE', 'TEMPO_RETENTION', 'TEMPO_STORAGE', 'DOMAIN', 'CLUSTER_NAME'].map(
     (k) => [k, CONFIG_KEYS[k as keyof typeof CONFIG_KEYS].default] as const,
   );
   it.each(Object.values(RELEASES).map((r) => r.valuesFile))('%s hard-codes no .env knob value and no service URL', (file) => {
@@ -58,8 +59,8 @@ describe('prometheus.yaml', () => {
     expect(jobs.length).toBeGreaterThanOrEqual(10);
     expect(jobs.filter(([, j]) => j.enabled !== false).map(([k]) => k)).toEqual([]);
   });
-  it('keeps web.enable-lifecycle and adds the remote-write receiver', () => {
-    expect(prometheus.server.extraFlags).toEqual(['web.enable-lifecycle', 'web.enable-remote-write-receiver']);
+  it('keeps web.enable-lifecycle, adds the remote-write receiver and exemplar storage', () => {
+    expect(prometheus.server.extraFlags).toEqual(['web.enable-lifecycle', 'web.enable-remote-write-receiver', 'enable-feature=exemplar-storage']);
   });
   it('stores on local-path and leaves retention and size to the script', () => {
     expect(prometheus.server.persistentVolume).toEqual({ enabled: true, storageClass: 'local-path' });
@@ -92,16 +93,42 @@ describe('loki.yaml', () => {
   });
 });
 
+describe('tempo.yaml', () => {
+  it('keeps traces on a local-path volume and leaves retention, size and the remote-write URL to the script', () => {
+    expect(tempo.persistence).toEqual({ enabled: true, storageClassName: 'local-path' });
+    expect(tempo.tempo.retention).toBeUndefined();
+    expect(tempo.tempo.storage.trace.backend).toBe('local');
+    expect(tempo.tempo.metricsGenerator.storage).toBeUndefined();
+  });
+  it('bounds memory: requests, a limit, GOMEMLIMIT below it and no heap ballast', () => {
+    const { requests, limits } = tempo.tempo.resources;
+    expect(requests.cpu).toBeDefined();
+    expect(quantityMiB(requests.memory)).toBeLessThanOrEqual(quantityMiB(limits.memory));
+    const goMemLimit = /^(\d+)MiB$/.exec(tempo.tempo.extraEnv.find((e: { name: string }) => e.name === 'GOMEMLIMIT').value);
+    expect(Number(goMemLimit?.[1])).toBeLessThan(quantityMiB(limits.memory));
+    expect(tempo.tempo.memBallastSizeMbs).toBe(0);
+  });
+  it('generates service-graph and span metrics, and reports nothing', () => {
+    expect(tempo.tempo.metricsGenerator.enabled).toBe(true);
+    expect(tempo.tempo.overrides.defaults.metrics_generator.processors).toEqual(['service-graphs', 'span-metrics']);
+    expect(tempo.tempo.reportingEnabled).toBe(false);
+  });
+});
+
 describe('k8s-monitoring.yaml (v4 layout)', () => {
   it('has destinations and collectors as maps and no v3 keys', () => {
-    expect(k8s.destinations).toEqual({ prometheus: { type: 'prometheus' }, loki: { type: 'loki' } });
+    expect(k8s.destinations).toEqual({
+      prometheus: { type: 'prometheus' },
+      loki: { type: 'loki' },
+      tempo: { type: 'otlp', protocol: 'grpc', tls: { insecure: true }, metrics: { enabled: false }, logs: { enabled: false }, traces: { enabled: true } },
+    });
     expect(Array.isArray(k8s.collectors)).toBe(false);
     for (const v3 of ['externalServices', 'metrics', 'logs', 'alloy', 'alloy-logs', 'alloy-metrics', 'prometheus-node-exporter', 'kube-state-metrics', 'podLogs']) {
       expect(k8s[v3], v3).toBeUndefined();
     }
   });
   it('assigns every enabled feature to a defined collector', () => {
-    const features = ['clusterMetrics', 'hostMetrics', 'annotationAutodiscovery', 'podLogsViaLoki'];
+    const features = ['clusterMetrics', 'hostMetrics', 'annotationAutodiscovery', 'podLogsViaLoki', 'applicationObservability'];
     for (const f of features) {
       expect(k8s[f].enabled, f).toBe(true);
       expect(Object.keys(k8s.collectors), f).toContain(k8s[f].collector);
@@ -125,6 +152,13 @@ describe('k8s-monitoring.yaml (v4 layout)', () => {
     expect(k8s.hostMetrics.linuxHosts.enabled).toBe(true);
     expect(k8s.telemetryServices['kube-state-metrics'].deploy).toBe(true);
     expect(k8s.telemetryServices['node-exporter'].deploy).toBe(true);
+  });
+  it('receives OTLP gRPC and HTTP on the ports of lib.ts OTLP_RECEIVER, on the collector its Service is named after', () => {
+    const { grpc, http } = k8s.applicationObservability.receivers.otlp;
+    expect([grpc.enabled, grpc.port, http.enabled, http.port]).toEqual([true, OTLP_RECEIVER.grpcPort, true, OTLP_RECEIVER.httpPort]);
+    // The Alloy Operator names the collector's Service <release>-<collector> (checked on the real charts in observability-render.test.ts).
+    expect(`${RELEASES.k8sMonitoring.release}-${k8s.applicationObservability.collector}`).toBe(OTLP_RECEIVER.service);
+    expect(k8s.collectors[k8s.applicationObservability.collector].presets).toEqual(['deployment']);
   });
   it('never sends the service-account token to annotated pods (plain HTTP, any pod may be annotated)', () => {
     expect(k8s.annotationAutodiscovery.bearerToken).toEqual({ enabled: false });
@@ -212,14 +246,15 @@ describe('grafana.yaml', () => {
     expect(grafana.admin).toEqual({ existingSecret: 'grafana-admin', userKey: 'admin-user', passwordKey: 'admin-password' });
     expect(grafana.adminPassword).toBeUndefined();
   });
-  it('provisions Prometheus (default), Loki and Alertmanager with fixed uids, URLs left to the script', () => {
+  it('provisions Prometheus (default), Loki, Tempo and Alertmanager with fixed uids, URLs left to the script', () => {
     const ds = grafana.datasources['datasources.yaml'].datasources as Record<string, unknown>[];
     expect(ds.map((d) => [d.name, d.type, d.uid, d.isDefault])).toEqual([
       ['Prometheus', 'prometheus', 'prometheus', true],
       ['Loki', 'loki', 'loki', false],
+      ['Tempo', 'tempo', TEMPO.datasourceUid, false],
       ['Alertmanager', 'alertmanager', 'alertmanager', false],
     ]);
-    expect(ds[2].jsonData).toMatchObject({ implementation: 'prometheus' });
+    expect(ds[3].jsonData).toMatchObject({ implementation: 'prometheus' });
     expect(ds.every((d) => d.url === undefined)).toBe(true);
   });
   it('provisions the dashboards ConfigMap into the Platform folder', () => {
@@ -228,5 +263,16 @@ describe('grafana.yaml', () => {
     expect(provider).toMatchObject({ name: 'platform', folder: 'Platform', type: 'file' });
     // The chart mounts dashboardsConfigMaps.<name> at /var/lib/grafana/dashboards/<name>.
     expect(provider.options.path).toBe('/var/lib/grafana/dashboards/platform');
+  });
+  it('asks Prometheus for exemplars on the Workload RED latency panel, and links them to Tempo', () => {
+    const red = JSON.parse(read('dashboards/workload-red.json'));
+    const latency = red.panels.find((p: { title: string }) => p.title === 'Latency percentiles');
+    const withExemplars = latency.targets.filter((t: { exemplar?: boolean }) => t.exemplar === true);
+    expect(withExemplars.map((t: { expr: string }) => t.expr)).toEqual([expect.stringMatching(/^histogram_quantile\(0\.99, .*http_request_duration_seconds_bucket/)]);
+    const prom = grafana.datasources['datasources.yaml'].datasources.find((d: { uid: string }) => d.uid === 'prometheus');
+    expect(prom.jsonData.exemplarTraceIdDestinations).toEqual([
+      { name: 'trace_id', datasourceUid: TEMPO.datasourceUid },
+      { name: 'traceID', datasourceUid: TEMPO.datasourceUid },
+    ]);
   });
 });
