@@ -83,6 +83,8 @@ export function clusterUp(state, kubeconfig) {
 }
 
 export function nodes(state) {
+  // An existing cluster's nodes as a scenario gives them (providerID, labels: kind, k3d, a cloud).
+  if (state.kubectl.nodes) return state.kubectl.nodes;
   return Object.values(state.docker.containers)
     .filter((c) => c.labels['talos.owned'] === 'true' && c.state === 'running')
     .map((c) => {
