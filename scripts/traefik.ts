@@ -386,11 +386,15 @@ async function deploy(cfg: Config): Promise<void> {
     return 'ready';
   });
 
-  for (const h of INGRESS_HOSTS) note(`${h.padEnd(10)} ${ingressUrl(cfg, h, h === 'traefik' ? '/dashboard/' : '/')}`);
-  if (resolvesByItself(cfg.DOMAIN)) {
-    note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 by itself in Chrome, Edge, Firefox and curl (Safari: \`task hosts -- --force\`).`);
+  if (cfg.CLUSTER === 'existing') {
+    note('`task endpoints` prints the address Traefik got on this cluster, its URLs, and how the names reach it.');
   } else {
-    note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${namesAddress(cfg.HOST_IP)}).`);
+    for (const h of INGRESS_HOSTS) note(`${h.padEnd(10)} ${ingressUrl(cfg, h, h === 'traefik' ? '/dashboard/' : '/')}`);
+    if (resolvesByItself(cfg.DOMAIN)) {
+      note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 by itself in Chrome, Edge, Firefox and curl (Safari: \`task hosts -- --force\`).`);
+    } else {
+      note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${namesAddress(cfg.HOST_IP)}).`);
+    }
   }
   note(`Browsers trust the certificate once the CA is trusted: \`task trust-ca\` (CA: ${files.caCrt}).`);
   if (caReplaced) warn('A new CA was made: trust it again with `task trust-ca` (browsers reject the old one\'s certificates).');
