@@ -518,6 +518,11 @@ export function runsInWsl(env: NodeJS.ProcessEnv = process.env, procVersionFile 
 export const kubeconfigPath = (cfg: Config) => statePath(cfg, 'kubeconfig');
 export const kubectl = (cfg: Config, args: string[], opts?: RunOptions) =>
   run('kubectl', ['--kubeconfig', kubeconfigPath(cfg), ...args], opts);
+/**
+ * The arguments and environment kubectl() runs with, for a kubectl this process keeps running in
+ * the background (validate's port-forward), which run() cannot do: it must reach the same cluster.
+ */
+export const kubectlTarget = (cfg: Config): { args: string[]; env: Record<string, string> } => ({ args: ['--kubeconfig', kubeconfigPath(cfg)], env: {} });
 export const helm = (cfg: Config, args: string[], opts?: RunOptions) =>
   run('helm', ['--kubeconfig', kubeconfigPath(cfg), ...args], opts);
 
