@@ -3,7 +3,8 @@
 // one failed; the exit code is non-zero when any check failed, and diagnostics are printed then.
 //
 // Checks, in order:
-//   1. all nodes Ready; every pod in local-path-storage, traefik, monitoring, sample-app Ready;
+//   1. all nodes Ready; every pod in local-path-storage (when the storage phase installed it:
+//      STATE_DIR/installed.json), traefik, monitoring, sample-app Ready;
 //      the PersistentVolumeClaims of Prometheus and Loki Bound, each to a PersistentVolume of the
 //      local-path StorageClass that names it as its claim;
 //   2. storage, read-only: Prometheus writes to its local-path volume (prometheus_tsdb_head_series > 0
@@ -12,7 +13,10 @@
 //      changes nothing);
 //   3. every route (grafana, prometheus, alertmanager, traefik, app .<DOMAIN>) answers through Traefik on
 //      HOST_IP:HTTPS_PORT over HTTPS with our certificate (<stateDir>/certs/ca.crt is the only CA
-//      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts);
+//      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts).
+//      With CLUSTER=existing (its LoadBalancer or NodePort may not be reachable from here) every
+//      check dials 127.0.0.1:<port> of one `kubectl port-forward service/traefik :websecure` instead,
+//      with the same names and CA, started once and stopped at the end (failure and signals too);
 //   4. Prometheus (https://prometheus.<DOMAIN>): every Ready pod of the sample app's Deployment has
 //      an up == 1 series with the namespace, pod, container, node and job labels; validate sends 5
 //      GET / marked `x-synthetic: validate` (each must answer 2xx) and http_requests_total and the
@@ -47,9 +51,9 @@
 //
 // Assumed contracts: Grafana datasource uids `prometheus` and `loki` (DATASOURCE_UIDS below);
 // Grafana user admin with the password in <stateDir>/grafana-admin-password.
-// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
+// .env keys: CLUSTER, DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
 // Arguments: --wait N (see above), --alerts (step 9), --smoke (step 2).
-// Tools: kubectl (one read of nodes, pods, claims, volumes and Deployments, again only after a check
+// Tools: kubectl (port-forward with CLUSTER=existing; one read of nodes, pods, claims, volumes and Deployments, again only after a check
 // failed and retries or after CLUSTER_READ_MAX_AGE_MS; diagnostics), node (`--smoke`: the storage
 // smoke test through tsx).
 import { spawn } from 'node:child_process';

@@ -4,13 +4,13 @@
 // route's name as SNI and Host, the forward is started once and stopped at the end, passing or
 // failing, and a forward that cannot start fails with kubectl's words. Also: the namespaces whose
 // pods validate expects when storage used the cluster's own StorageClass, and the forward line parser.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AppRecord } from '../scripts/lib.ts';
-import { parseConfig } from '../scripts/lib.ts';
+import { PROJECT_DIR, parseConfig } from '../scripts/lib.ts';
 import { OUR_NAMESPACES, forwardedPort, ourNamespaces } from '../scripts/validate.ts';
 import { closedPort, makeSandbox } from './helpers.ts';
 import { deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
@@ -48,6 +48,7 @@ beforeAll(async () => {
         loki: (query) => applyLogQL(query, PODS.map((pod) => ({ stream: { namespace: NAME, container: 'app', node: 'kind-worker', pod }, values: [[String(BigInt(Date.now() - 2000) * 1_000_000n), '{"msg":"request"}']] }))),
       })(req, res);
     }
+    if (host === RECORD.host && req.url === '/' && routeStatus === 0) return undefined;
     if (host === RECORD.host && req.url === '/') return res.writeHead(routeStatus, { 'Content-Type': 'application/json' }).end('{"message":"hello"}\n');
     res.writeHead(404).end('404 page not found\n');
   });
@@ -111,6 +112,29 @@ describe('validate with CLUSTER=existing: routes through kubectl port-forward', 
     expect(r.code).toBe(1);
     const local = forwardedVia(r.stdout);
     expect(r.stdout).toContain(`✗ App ${NAME}: route https://${NAME}.${DOMAIN}/ via kubectl port-forward 127.0.0.1:${local}`);
+    expect(await listening(local)).toBe(false);
+  });
+
+  it('interrupted (SIGTERM) while a check waits: the forward is stopped, exit 143', async () => {
+    routeStatus = 0; // the app never answers: the route check waits
+    const sb = sandbox();
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', 'validate.ts'), '--app', NAME, '--wait', '0'], {
+      cwd: PROJECT_DIR,
+      env: { ...sb.env(path.join(sb.dir, 'calls.jsonl')), CLUSTER: 'existing', DOMAIN },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const deadline = Date.now() + 30000;
+    while (!/route https:\/\/shop\.obs\.test\/ via kubectl port-forward 127\.0\.0\.1:\d+ …/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const local = forwardedVia(out);
+    expect(await listening(local)).toBe(true);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(143);
+    // The stand-in kubectl got SIGTERM from validate: nothing listens there any more.
+    const gone = Date.now() + 5000;
+    while ((await listening(local)) && Date.now() < gone) await new Promise((r) => setTimeout(r, 100));
     expect(await listening(local)).toBe(false);
   });
 
