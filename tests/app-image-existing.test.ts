@@ -2,10 +2,12 @@
 // (imageTarget over nodes and KUBE_CONTEXT, table-driven) and what each way runs against the
 // stand-in tools (docker, kind, k3d, kubectl): pushed to IMAGE_REGISTRY, loaded into kind or k3d,
 // or refused before anything is built; a re-run changes nothing.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { type NodeJson, fullImageName, imageRefFor, imageTarget, onEveryNode } from '../scripts/app.ts';
 import { UserError } from '../scripts/lib.ts';
-import { makeSandbox, mutatingLines, type Sandbox } from './helpers.ts';
+import { FAKE_BIN, makeSandbox, mutatingLines, type Sandbox } from './helpers.ts';
 
 const node = (name: string, providerID?: string, images: string[] = []): NodeJson => ({
   metadata: { name },
@@ -125,5 +127,22 @@ describe('the sample app image with CLUSTER=existing, against the stand-in tools
     const r = await image({});
     expect(r.code).not.toBe(0);
     expect(r.stdout + r.stderr).toMatch(/ERROR: failed to load image/);
+  });
+});
+
+describe('the stand-in kind and k3d take only their real flags', () => {
+  it.each([
+    ['kind', ['load', 'docker-image', 'app:1', '--cluster', 'dev'], 'ERROR: unknown flag: --cluster'],
+    ['kind', ['load', 'docker-image', '--name', 'dev'], 'ERROR: a list of image names is required'],
+    ['kind', ['load', 'docker-image', 'app:1', '--name', 'nope'], 'ERROR: no nodes found for cluster "nope"'],
+    ['k3d', ['image', 'import', 'app:1', '--name', 'lab'], 'FATA[0000] unknown flag: --name'],
+    ['k3d', ['image', 'import', 'app:1', '--mode', 'tools'], "FATA[0000] Unknown image loading mode 'tools'"],
+    ['k3d', ['image', 'import', 'app:1'], 'FATA[0000] failed to get cluster k3s-default: No nodes found for given cluster'],
+  ])('%s %j', (tool, argv, message) => {
+    const sb = makeSandbox();
+    sb.scenario({ kubectl: { nodes: [...kindNodes, ...k3dNodes] }, docker: { images: { 'app:1': { id: 'sha256:1' } } } });
+    const r = spawnSync(path.join(FAKE_BIN, tool), argv, { env: sb.env(path.join(sb.dir, 'calls.jsonl')), encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(message);
   });
 });

@@ -4,7 +4,7 @@
 // the scenario's state.kubectl.nodes named k3d-<cluster>-server-<n> or k3d-<cluster>-agent-<n>
 // (k3d's container names, which k3s takes as node names); importing puts the image into each node's
 // status.images. Messages as k3d's logrus lines (INFO/ERRO/FATA), exit 1 on failure.
-import { all, flagTable, one, parseCommandLine } from '../common.mjs';
+import { all, commandPath, flagTable, one, parseCommandLine } from '../common.mjs';
 import { addNodeImages } from '../image-loading.mjs';
 
 const GLOBAL = 'verbose trace timestamps h/help';
@@ -16,8 +16,8 @@ const clusterNodes = (state, name) =>
 
 export default function k3d(argv, ctx) {
   const { state, err } = ctx;
-  const words = argv.filter((a) => !a.startsWith('-'));
-  if (words[0] !== 'image' || !['import', 'load'].includes(words[1])) {
+  const { path } = commandPath(argv, { image: { import: {}, load: {} } }, flagTable(GLOBAL));
+  if (path[0] !== 'image' || path.length < 2) {
     err(`fake k3d: command not played by the stand-in: ${argv.join(' ')}\n`);
     return 2;
   }

@@ -3,7 +3,7 @@
 // --nodes). A kind cluster is the nodes of the scenario's state.kubectl.nodes whose providerID is
 // kind://<provider>/<cluster>/<node> (what kind's kubeadm config sets); loading puts the image
 // into each node's status.images. Errors as kind prints them ("ERROR: …", exit 1).
-import { flagTable, one, parseCommandLine } from '../common.mjs';
+import { commandPath, flagTable, one, parseCommandLine } from '../common.mjs';
 import { addNodeImages } from '../image-loading.mjs';
 
 const GLOBAL = 'v/verbosity= q/quiet h/help';
@@ -15,8 +15,8 @@ const clusterNodes = (state, name) =>
 
 export default function kind(argv, ctx) {
   const { state, err } = ctx;
-  const words = argv.filter((a) => !a.startsWith('-'));
-  if (words[0] !== 'load' || words[1] !== 'docker-image') {
+  const { path } = commandPath(argv, { load: { 'docker-image': {} } }, flagTable(GLOBAL));
+  if (path.join(' ') !== 'load docker-image') {
     err(`fake kind: command not played by the stand-in: ${argv.join(' ')}\n`);
     return 2;
   }
