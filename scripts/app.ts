@@ -638,7 +638,7 @@ export async function waitRollout(cfg: Config, namespace: string, name: string):
     throw new UserError(
       `Deployment ${name} did not become ready within ${ROLLOUT_TIMEOUT}.\n${(err as Error).message}\n${diagnostics}\n` +
         (rootUserHint(`${diagnostics}\n${events}`) ??
-          'ErrImagePull/ImagePullBackOff means the nodes cannot pull from the local registry (it is set up by task talos) or from where --image points; CrashLoopBackOff: read the log lines above.'),
+          'ErrImagePull/ImagePullBackOff means the nodes cannot pull from the local registry (it is set up by task talos), from IMAGE_REGISTRY (a private one needs the nodes to have pull access: the platform sets no imagePullSecret) or from where --image points; CrashLoopBackOff: read the log lines above.'),
     );
   }
 }
