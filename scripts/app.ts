@@ -285,11 +285,12 @@ export async function ensureImage(cfg: Config, src: ImageSource): Promise<{ ref:
   const target = imageTarget(cfg, nodes, src.repository);
   const tag = contentHash(src.dir);
   const ref = imageRefFor(cfg, target, src.repository, tag);
-  const built = (what: string) => async () => ((await buildIfMissing(ref, tag, src)) ? `built and ${what}` : what);
+  /** What happened, for the detail line: "built and <what>" when the image had to be built first. */
+  const afterBuild = async (what: string) => ((await buildIfMissing(ref, tag, src)) ? `built and ${what}` : what);
   switch (target.via) {
     case 'local-registry': {
       if (await registryHasTag(registryUrl(cfg), src.repository, tag)) return { ref, detail: `unchanged (${ref} is in the registry)` };
-      const what = await built('pushed')();
+      const what = await afterBuild('pushed');
       await run('docker', ['push', ref], {
         hint: `Pushing to the local registry failed. Is it running (\`docker ps\`), and is ${cfg.HOST_IP}:${cfg.REGISTRY_PORT} reachable as localhost? Run task talos first.`,
       });
@@ -298,7 +299,7 @@ export async function ensureImage(cfg: Config, src: ImageSource): Promise<{ ref:
     case 'registry': {
       // Any failure to read it (absent, or not logged in yet) means: push, which says what is wrong.
       if ((await run('docker', ['manifest', 'inspect', ref], { okCodes: [1] })).code === 0) return { ref, detail: `unchanged (${ref} is in ${target.registry})` };
-      const what = await built(`pushed to ${target.registry}`)();
+      const what = await afterBuild(`pushed to ${target.registry}`);
       const host = target.registry.split('/')[0];
       await run('docker', ['push', ref], { hint: `Pushing to IMAGE_REGISTRY=${target.registry} failed: log in first (\`docker login ${host}\`), and check that the path exists and you may push there.` });
       return { ref, detail: `${what} (${ref})` };
@@ -306,7 +307,7 @@ export async function ensureImage(cfg: Config, src: ImageSource): Promise<{ ref:
     case 'kind':
     case 'k3d': {
       if (onEveryNode(nodes, ref)) return { ref, detail: `unchanged (${ref} is on every node of ${target.via} cluster ${target.cluster})` };
-      const what = await built(`loaded into ${target.via} cluster ${target.cluster}`)();
+      const what = await afterBuild(`loaded into ${target.via} cluster ${target.cluster}`);
       const args = target.via === 'kind' ? ['load', 'docker-image', ref, '--name', target.cluster] : ['image', 'import', ref, '--cluster', target.cluster];
       await run(target.via, args, {
         hint: `\`${target.via}\` loads the image into the ${target.via} cluster ${target.cluster}: install it, or set IMAGE_REGISTRY in .env to a registry the nodes pull from.`,
