@@ -359,6 +359,7 @@ export const STATE_ENTRIES = [
   'grafana-admin-password', // observability
   'hosts', // hosts: the hosts block, the dnsmasq snippet and backups of the hosts file
   'apps', // app: one record per app that `task app` deployed (appRecords)
+  'installed.json', // storage with CLUSTER=existing: whether local-path is ours (validate's ourNamespaces reads it)
 ] as const;
 
 /** What `task app` created for one app, in $STATE_DIR/apps/<name>.json (scripts/app.ts writes it). */
