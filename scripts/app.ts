@@ -14,7 +14,11 @@
 // Then, in order:
 //   1. the image: tag = content hash of the build context (the folder minus its .dockerignore), so
 //      a tag names one source; built and pushed to the local registry only when the registry lacks
-//      that tag (localhost:<REGISTRY_PORT>/<name>:<tag>). With --image the reference is used as is;
+//      that tag (localhost:<REGISTRY_PORT>/<name>:<tag>). With IMAGE_REGISTRY set: pushed there
+//      (<IMAGE_REGISTRY>/<name>:<tag>, the user's own `docker login`) when `docker manifest inspect`
+//      does not find it. With CLUSTER=existing and no IMAGE_REGISTRY: on kind `kind load docker-image`,
+//      on k3d `k3d image import` (<name>:<tag>) unless every node lists it; any other cluster is
+//      refused before anything is built (imageTarget). With --image the reference is used as is;
 //   2. namespace <name>, Pod Security "restricted", labelled as ours (manifests/app/namespace.yaml.tmpl);
 //   3. Secret <name>-env from --env-file (its values are never printed), Deployment and Service
 //      <name> (manifests/app/app.yaml.tmpl; requests/limits default to DEFAULT_RESOURCES), the
@@ -37,9 +41,11 @@
 // record, and a namespace whose labels do not say it is that app's.
 // The sample app (scripts/sample-app.ts) is deployed through deployApp() too.
 //
-// Reads .env keys: REGISTRY_PORT HOST_IP (the local registry), DOMAIN HTTPS_PORT (the route and its
-//   URL), CLUSTER_NAME STATE_DIR (kubeconfig, the records).
-// Tools: docker (image inspect, build, push), kubectl (get, diff, apply, delete, rollout status,
+// Reads .env keys: REGISTRY_PORT HOST_IP (the local registry), CLUSTER IMAGE_REGISTRY KUBE_CONTEXT
+//   (where the image goes), DOMAIN HTTPS_PORT (the route and its URL), CLUSTER_NAME STATE_DIR
+//   (kubeconfig, the records).
+// Tools: docker (image inspect, build, push; manifest inspect with IMAGE_REGISTRY), kind or k3d (an
+//   existing kind/k3d cluster), kubectl (get, diff, apply, delete, rollout status,
 //   get --raw for Prometheus through the service proxy); node with scripts/traefik.ts (and its
 //   tools: openssl, helm, kubectl) only when the certificate must name a new host. Also asks the
 //   local registry over HTTP (HEAD /v2/<name>/manifests/<tag>) whether it has the tag.
@@ -197,25 +203,118 @@ export interface ImageSource {
   buildHint: string;
 }
 
+/** A Node as `kubectl get nodes -o json` shows it, as far as image delivery needs. */
+export interface NodeJson {
+  metadata: { name: string; labels?: Record<string, string> };
+  spec?: { providerID?: string };
+  status?: { images?: { names?: string[] }[] };
+}
+
 /**
- * Builds (only when the local image is missing) and pushes the image of dir, unless the registry
- * has its content-hash tag. Returns the reference and the step's detail line.
+ * How a built image reaches the nodes: the local registry the Talos nodes mirror; a registry the
+ * user names (IMAGE_REGISTRY, pushed with their own `docker login`); or, on an existing kind or k3d
+ * cluster, loaded into its nodes with kind's or k3d's own command.
+ */
+export type ImageTarget = { via: 'local-registry' } | { via: 'registry'; registry: string } | { via: 'kind' | 'k3d'; cluster: string };
+
+/**
+ * Where the image goes (see ImageTarget): IMAGE_REGISTRY when set; the local registry on Talos; on
+ * an existing cluster kind (a node's providerID kind://<provider>/<cluster>/<node>, else a context
+ * kind-<cluster>) or k3d (a k3s:// node named k3d-<cluster>-server|agent-<n>, else a context
+ * k3d-<cluster>). Neither: a UserError naming IMAGE_REGISTRY, before anything is built.
+ */
+export function imageTarget(cfg: Pick<Config, 'CLUSTER' | 'IMAGE_REGISTRY' | 'KUBE_CONTEXT'>, nodes: readonly NodeJson[], app: string): ImageTarget {
+  if (cfg.IMAGE_REGISTRY) return { via: 'registry', registry: cfg.IMAGE_REGISTRY };
+  if (cfg.CLUSTER === 'talos') return { via: 'local-registry' };
+  const kindCluster = nodes.map((n) => /^kind:\/\/[^/]+\/([^/]+)\//.exec(n.spec?.providerID ?? '')?.[1]).find(Boolean);
+  if (kindCluster) return { via: 'kind', cluster: kindCluster };
+  const k3dCluster = nodes
+    .filter((n) => n.spec?.providerID?.startsWith('k3s://'))
+    .map((n) => /^k3d-(.+)-(?:server|agent)-\d+$/.exec(n.metadata.name)?.[1])
+    .find(Boolean);
+  if (k3dCluster) return { via: 'k3d', cluster: k3dCluster };
+  const context = /^(kind|k3d)-(.+)$/.exec(cfg.KUBE_CONTEXT);
+  if (context) return { via: context[1] as 'kind' | 'k3d', cluster: context[2] };
+  const seen = [...new Set(nodes.map((n) => n.spec?.providerID?.split('://')[0]).filter(Boolean))];
+  throw new UserError(
+    `the image of ${app} must reach the nodes of this cluster, and it is neither kind nor k3d ` +
+      `(${nodes.length} node(s)${seen.length ? `, providerID ${seen.map((p) => `${p}://`).join(', ')}` : ', no providerID'}${cfg.KUBE_CONTEXT ? `, context ${cfg.KUBE_CONTEXT}` : ''}). ` +
+      'Set IMAGE_REGISTRY in .env to a registry the nodes pull from and you can push to (after `docker login <registry>`), such as IMAGE_REGISTRY=ghcr.io/<you>; or give a pushed image with --image <ref>.',
+  );
+}
+
+/** The image's name for a target: the registry's path, or the bare <name>:<tag> that kind and k3d load. */
+export function imageRefFor(cfg: Pick<Config, 'REGISTRY_PORT'>, target: ImageTarget, repository: string, tag: string): string {
+  if (target.via === 'local-registry') return imageRef(cfg, repository, tag);
+  if (target.via === 'registry') return `${target.registry}/${repository}:${tag}`;
+  return `${repository}:${tag}`;
+}
+
+/** A reference as containerd (and so a Node's status.images) names it: docker.io/library/app:tag for app:tag. */
+export function fullImageName(ref: string): string {
+  const first = ref.split('/')[0];
+  if (ref.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost')) return ref;
+  return `docker.io/${ref.includes('/') ? ref : `library/${ref}`}`;
+}
+
+/** Whether every node lists the image in its status.images (the kubelet reports what its runtime holds). */
+export const onEveryNode = (nodes: readonly NodeJson[], ref: string) =>
+  nodes.length > 0 && nodes.every((n) => (n.status?.images ?? []).some((i) => i.names?.includes(fullImageName(ref))));
+
+/** The step title of the image: where it goes. */
+export const imageStepTitle = (cfg: Pick<Config, 'CLUSTER' | 'IMAGE_REGISTRY'>, name: string) =>
+  `Image ${name} ${cfg.IMAGE_REGISTRY ? `in ${cfg.IMAGE_REGISTRY}` : cfg.CLUSTER === 'existing' ? "on the cluster's nodes" : 'in the local registry'}`;
+
+/** Builds the image unless docker has it already; true when it built. */
+async function buildIfMissing(ref: string, tag: string, src: ImageSource): Promise<boolean> {
+  const local = await run('docker', ['image', 'inspect', '--format', '{{.Id}}', ref], { okCodes: [1] });
+  if (local.code === 0) return false;
+  await run('docker', ['build', '--tag', ref, '--label', `org.opencontainers.image.revision=${tag}`, src.dir], { hint: src.buildHint });
+  return true;
+}
+
+/**
+ * Makes the image of dir reach the nodes (imageTarget), doing only what is missing: built when
+ * docker lacks it; pushed when the registry lacks its content-hash tag; loaded into kind or k3d when
+ * a node does not list it. Returns the reference and the step's detail line, which says where it went.
  */
 export async function ensureImage(cfg: Config, src: ImageSource): Promise<{ ref: string; detail: string }> {
+  const nodes: NodeJson[] = cfg.CLUSTER === 'existing' && !cfg.IMAGE_REGISTRY
+    ? JSON.parse((await kubectl(cfg, ['get', 'nodes', '--output', 'json'])).stdout).items ?? []
+    : [];
+  const target = imageTarget(cfg, nodes, src.repository);
   const tag = contentHash(src.dir);
-  const ref = imageRef(cfg, src.repository, tag);
-  if (await registryHasTag(registryUrl(cfg), src.repository, tag)) return { ref, detail: `unchanged (${ref} is in the registry)` };
-  const local = await run('docker', ['image', 'inspect', '--format', '{{.Id}}', ref], { okCodes: [1] });
-  const done: string[] = [];
-  if (local.code !== 0) {
-    await run('docker', ['build', '--tag', ref, '--label', `org.opencontainers.image.revision=${tag}`, src.dir], { hint: src.buildHint });
-    done.push('built');
+  const ref = imageRefFor(cfg, target, src.repository, tag);
+  /** What happened, for the detail line: "built and <what>" when the image had to be built first. */
+  const afterBuild = async (what: string) => ((await buildIfMissing(ref, tag, src)) ? `built and ${what}` : what);
+  switch (target.via) {
+    case 'local-registry': {
+      if (await registryHasTag(registryUrl(cfg), src.repository, tag)) return { ref, detail: `unchanged (${ref} is in the registry)` };
+      const what = await afterBuild('pushed');
+      await run('docker', ['push', ref], {
+        hint: `Pushing to the local registry failed. Is it running (\`docker ps\`), and is ${cfg.HOST_IP}:${cfg.REGISTRY_PORT} reachable as localhost? Run task talos first.`,
+      });
+      return { ref, detail: `${what} ${ref} (the registry did not have this source's tag)` };
+    }
+    case 'registry': {
+      // Any failure to read it (absent, or not logged in yet) means: push, which says what is wrong.
+      if ((await run('docker', ['manifest', 'inspect', ref], { okCodes: [1] })).code === 0) return { ref, detail: `unchanged (${ref} is in ${target.registry})` };
+      const what = await afterBuild(`pushed to ${target.registry}`);
+      const host = target.registry.split('/')[0];
+      await run('docker', ['push', ref], { hint: `Pushing to IMAGE_REGISTRY=${target.registry} failed: log in first (\`docker login ${host}\`), and check that the path exists and you may push there.` });
+      return { ref, detail: `${what} (${ref})` };
+    }
+    case 'kind':
+    case 'k3d': {
+      if (onEveryNode(nodes, ref)) return { ref, detail: `unchanged (${ref} is on every node of ${target.via} cluster ${target.cluster})` };
+      const what = await afterBuild(`loaded into ${target.via} cluster ${target.cluster}`);
+      const args = target.via === 'kind' ? ['load', 'docker-image', ref, '--name', target.cluster] : ['image', 'import', ref, '--cluster', target.cluster];
+      await run(target.via, args, {
+        hint: `\`${target.via}\` loads the image into the ${target.via} cluster ${target.cluster}: install it, or set IMAGE_REGISTRY in .env to a registry the nodes pull from.`,
+      });
+      return { ref, detail: `${what} (${ref}, with \`${target.via} ${args.slice(0, 2).join(' ')}\`)` };
+    }
   }
-  await run('docker', ['push', ref], {
-    hint: `Pushing to the local registry failed. Is it running (\`docker ps\`), and is ${cfg.HOST_IP}:${cfg.REGISTRY_PORT} reachable as localhost? Run task talos first.`,
-  });
-  done.push('pushed');
-  return { ref, detail: `${done.join(' and ')} ${ref} (the registry did not have this source's tag)` };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,7 +639,7 @@ export async function waitRollout(cfg: Config, namespace: string, name: string):
     throw new UserError(
       `Deployment ${name} did not become ready within ${ROLLOUT_TIMEOUT}.\n${(err as Error).message}\n${diagnostics}\n` +
         (rootUserHint(`${diagnostics}\n${events}`) ??
-          'ErrImagePull/ImagePullBackOff means the nodes cannot pull from the local registry (it is set up by task talos) or from where --image points; CrashLoopBackOff: read the log lines above.'),
+          'ErrImagePull/ImagePullBackOff means the nodes cannot pull from the local registry (it is set up by task talos), from IMAGE_REGISTRY (a private one needs the nodes to have pull access: the platform sets no imagePullSecret) or from where --image points; CrashLoopBackOff: read the log lines above.'),
     );
   }
 }
@@ -562,7 +661,7 @@ export async function deployApp(
   let image = spec.image ?? '';
   if (spec.dir) {
     const dir = spec.dir;
-    await step(`Image ${spec.name} in the local registry`, async () => {
+    await step(imageStepTitle(cfg, spec.name), async () => {
       const r = await ensureImage(cfg, { repository: spec.name, dir, buildHint: opts.buildHint ?? `The image of ${dir} did not build; the output above says why.` });
       image = r.ref;
       return r.detail;

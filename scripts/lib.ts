@@ -720,6 +720,11 @@ export const helm = (cfg: Config, args: string[], opts: RunOptions = {}) => {
   const target = targetArgs(clusterTarget(cfg), 'helm');
   return run('helm', [...target.args, ...args], { ...opts, env: { ...target.env, ...opts.env } });
 };
+/**
+ * The arguments and environment kubectl() runs with, for a kubectl this process keeps running in
+ * the background (validate's port-forward), which run() cannot do: it must reach the same cluster.
+ */
+export const kubectlTarget = (cfg: Config): { args: string[]; env: Record<string, string> } => targetArgs(clusterTarget(cfg), 'kubectl');
 
 /**
  * What the platform installed on a cluster of CLUSTER=existing (STATE_DIR/installed.log; with

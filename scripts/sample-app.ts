@@ -8,11 +8,14 @@
 //   npx tsx scripts/sample-app.ts [--verbose]
 //   npx tsx scripts/sample-app.ts --image    builds and pushes the image only (needs only the local
 //                                            registry, not the cluster: the deploy graph runs it
-//                                            while the nodes boot)
+//                                            while the nodes boot; with CLUSTER=existing it goes
+//                                            where app.ts ensureImage says: IMAGE_REGISTRY, kind, k3d)
 //
-// Reads .env keys: REGISTRY_PORT HOST_IP (where the local registry listens), SAMPLE_TRAFFIC,
+// Reads .env keys: REGISTRY_PORT HOST_IP (where the local registry listens), CLUSTER IMAGE_REGISTRY
+//   KUBE_CONTEXT (where the image goes, app.ts ensureImage), SAMPLE_TRAFFIC,
 //   DOMAIN HTTPS_PORT (route and closing hint), CLUSTER_NAME STATE_DIR (the cluster's kubeconfig).
-// Tools: docker (image inspect, build, push), kubectl (diff, apply, get, delete, rollout status).
+// Tools: docker (image inspect, build, push; manifest inspect with IMAGE_REGISTRY), kind or k3d (an
+//   existing kind/k3d cluster), kubectl (diff, apply, get, delete, rollout status).
 // Also asks the local registry over HTTP (GET /v2/sample-app/manifests/<tag>) whether it has the tag.
 //
 // The image tag is a content hash of sample-app/ (every file the Docker build context holds, by
@@ -22,7 +25,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Config, PROJECT_DIR, applyManifests, ingressUrl, isMain, kubectl, note, renderTemplate, runPhase, step } from './lib.ts';
-import { type AppExtras, type AppSpec, SAMPLE_APP, deployApp, ensureImage } from './app.ts';
+import { type AppExtras, type AppSpec, SAMPLE_APP, deployApp, ensureImage, imageStepTitle } from './app.ts';
 
 export const APP_DIR = path.join(PROJECT_DIR, 'sample-app');
 export const NAMESPACE = SAMPLE_APP;
@@ -88,9 +91,9 @@ export async function deploySampleApp(cfg: Config): Promise<void> {
   note(`The app: ${ingressUrl(cfg, 'app', '/')}, in the cluster http://${APP_DEPLOYMENT}.${NAMESPACE}.svc`);
 }
 
-/** `--image`: the image only, in the local registry; no cluster needed. */
+/** `--image`: the image only, where the nodes get it (app.ts ensureImage); on Talos no cluster needed. */
 export async function buildSampleAppImage(cfg: Config): Promise<void> {
-  await step(`Image ${SAMPLE_APP} in the local registry`, async () => (await ensureImage(cfg, { repository: SAMPLE_APP, dir: APP_DIR, buildHint: BUILD_HINT })).detail);
+  await step(imageStepTitle(cfg, SAMPLE_APP), async () => (await ensureImage(cfg, { repository: SAMPLE_APP, dir: APP_DIR, buildHint: BUILD_HINT })).detail);
 }
 
 if (isMain(import.meta.url)) {

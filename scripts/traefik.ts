@@ -9,6 +9,9 @@
 //   2. Traefik (PINNED.charts.traefik) from helm-values/traefik.yaml: DaemonSet on the workers,
 //      Service NodePort 30080/30443 (INGRESS_NODE_PORTS), which the control-plane container
 //      publishes on HOST_IP:HTTP_PORT/HTTPS_PORT. HTTP redirects to HTTPS (not permanently).
+//      With CLUSTER=existing: on every node that admits it, Service type from the cluster's nodes and
+//      kube-system DaemonSets (ingressServiceType): LoadBalancer where k3s ServiceLB or a cloud
+//      provides one, else NodePort 30080/30443 (`task endpoints` prints the address it got).
 //   3. Secret traefik/platform-tls and TLSStore "default" (manifests/traefik/tlsstore.yaml): the
 //      certificate every route serves.
 //   4. IngressRoutes (manifests/traefik/ingressroutes.yaml, with DOMAIN) for grafana, prometheus,
@@ -27,7 +30,7 @@
 // itself (the bundle the refresh writes; `security verify-cert` on macOS), and checked again after
 // adding. It prints how to undo it, and what browsers with their own store (and WSL) need.
 //
-// .env keys: DOMAIN, HOST_IP, HTTP_PORT, HTTPS_PORT, CLUSTER_NAME, STATE_DIR.
+// .env keys: DOMAIN, HOST_IP, HTTP_PORT, HTTPS_PORT, CLUSTER, CLUSTER_NAME, STATE_DIR.
 // Tools: openssl, helm, kubectl; with --trust-ca: sudo and the OS's trust tool (security,
 // trust, update-ca-certificates or update-ca-trust), certutil when present.
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
@@ -37,6 +40,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import {
   INGRESS_HOSTS,
+  INGRESS_NODE_PORTS,
   PINNED,
   PROJECT_DIR,
   UserError,
@@ -244,12 +248,55 @@ export function tlsSecretYaml(certPem: string, keyPem: string): string {
 // Chart values and manifests
 // ---------------------------------------------------------------------------------------------
 
-/** helm-values/traefik.yaml plus the layer that depends on .env: the ports the redirect names. */
-export function traefikValues(cfg: Pick<Config, 'HTTP_PORT' | 'HTTPS_PORT'>): Record<string, unknown>[] {
-  return [
-    readProjectYaml('helm-values/traefik.yaml'),
-    { ports: { web: { exposedPort: cfg.HTTP_PORT }, websecure: { exposedPort: cfg.HTTPS_PORT } } },
-  ];
+/**
+ * helm-values/traefik.yaml plus the layer that depends on .env: the ports the redirect names.
+ * On an existing cluster (`serviceType` given, see ingressServiceType) Traefik runs on every node
+ * that admits it (its control plane may be its only node) and the Service has that type: a NodePort
+ * Service keeps the NodePorts 30080/30443 (INGRESS_NODE_PORTS) and exposes them as its ports too, so
+ * that the HTTP → HTTPS redirect names the port a browser reaches; a LoadBalancer exposes
+ * HTTP_PORT/HTTPS_PORT and leaves its NodePorts to the API server (fixed ones may be taken on a
+ * shared cluster). Keys are left out, not set to null: the values Helm stores compare equal on a re-run.
+ */
+export function traefikValues(cfg: Pick<Config, 'HTTP_PORT' | 'HTTPS_PORT'>, serviceType?: 'LoadBalancer' | 'NodePort'): Record<string, unknown>[] {
+  const base = readProjectYaml('helm-values/traefik.yaml');
+  if (!serviceType) return [base, { ports: { web: { exposedPort: cfg.HTTP_PORT }, websecure: { exposedPort: cfg.HTTPS_PORT } } }];
+  delete base.affinity;
+  if (serviceType === 'LoadBalancer') for (const p of ['web', 'websecure']) delete base.ports[p].nodePort;
+  const exposed = serviceType === 'NodePort' ? INGRESS_NODE_PORTS : { http: cfg.HTTP_PORT, https: cfg.HTTPS_PORT };
+  return [base, { service: { spec: { type: serviceType } }, ports: { web: { exposedPort: exposed.http }, websecure: { exposedPort: exposed.https } } }];
+}
+
+/** A Node or DaemonSet as `kubectl get -o json` shows it, as far as the Service type needs. */
+export interface ClusterObject {
+  kind?: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  spec?: { providerID?: string };
+}
+
+/** providerID schemes of the cloud controller managers that implement Services of type LoadBalancer. */
+export const CLOUD_PROVIDER_SCHEMES = ['aws', 'gce', 'azure', 'digitalocean', 'linode', 'hcloud', 'scaleway', 'exoscale'] as const;
+
+/** The node label k3s's ServiceLB (klipper-lb) reads to choose the nodes that serve LoadBalancers. */
+export const K3S_SERVICELB_LABEL = 'svccontroller.k3s.cattle.io/enablelb';
+
+/**
+ * The Service type for Traefik on an existing cluster, and why: LoadBalancer where the cluster
+ * provides one (k3s/k3d's ServiceLB: a svclb-* DaemonSet in kube-system or nodes labelled for it;
+ * a cloud provider: a node whose spec.providerID has a cloud scheme), otherwise NodePort (kind,
+ * kubeadm, bare metal: a LoadBalancer would stay Pending there and block `helm --wait`).
+ */
+export function ingressServiceType(nodes: readonly ClusterObject[], kubeSystemDaemonSets: readonly ClusterObject[]): { type: 'LoadBalancer' | 'NodePort'; why: string } {
+  const svclb = kubeSystemDaemonSets.find((d) => d.metadata.name.startsWith('svclb-'));
+  if (svclb) return { type: 'LoadBalancer', why: `k3s ServiceLB runs (DaemonSet kube-system/${svclb.metadata.name})` };
+  const labelled = nodes.find((n) => n.metadata.labels?.[K3S_SERVICELB_LABEL] === 'true');
+  if (labelled) return { type: 'LoadBalancer', why: `node ${labelled.metadata.name} is labelled ${K3S_SERVICELB_LABEL}=true (k3s ServiceLB)` };
+  for (const n of nodes) {
+    const scheme = /^([a-z0-9-]+):\/\//.exec(n.spec?.providerID ?? '')?.[1];
+    if (scheme && (CLOUD_PROVIDER_SCHEMES as readonly string[]).includes(scheme)) {
+      return { type: 'LoadBalancer', why: `node ${n.metadata.name} runs on ${scheme} (providerID ${n.spec?.providerID})` };
+    }
+  }
+  return { type: 'NodePort', why: 'no load balancer found (no k3s ServiceLB, no cloud providerID)' };
 }
 
 const readManifest = (name: string) => fs.readFileSync(path.join(MANIFEST_DIR, name), 'utf8');
@@ -277,6 +324,12 @@ export function missingNamespaces(routes: KObject[], existing: string[]): KObjec
 // Phase
 // ---------------------------------------------------------------------------------------------
 
+/** ingressServiceType over the cluster's nodes and kube-system's DaemonSets (one read). */
+async function existingServiceType(cfg: Config): Promise<ReturnType<typeof ingressServiceType>> {
+  const items: ClusterObject[] = JSON.parse((await kubectl(cfg, ['get', 'nodes,daemonsets', '--namespace', 'kube-system', '--output', 'json'])).stdout).items ?? [];
+  return ingressServiceType(items.filter((o) => o.kind === 'Node'), items.filter((o) => o.kind === 'DaemonSet'));
+}
+
 async function deploy(cfg: Config): Promise<void> {
   await check('Cluster reachable', async () => {
     await requireCluster(cfg);
@@ -291,12 +344,19 @@ async function deploy(cfg: Config): Promise<void> {
     return r.detail;
   });
 
-  await step(`Traefik chart ${PINNED.charts.traefik.version} (DaemonSet on workers, NodePorts 30080/30443)`, () =>
+  let values = traefikValues(cfg);
+  let shape = `DaemonSet on workers, NodePorts ${INGRESS_NODE_PORTS.http}/${INGRESS_NODE_PORTS.https}`;
+  if (cfg.CLUSTER === 'existing') {
+    const { type, why } = await existingServiceType(cfg);
+    values = traefikValues(cfg, type);
+    shape = `DaemonSet, Service ${type}: ${why}`;
+  }
+  await step(`Traefik chart ${PINNED.charts.traefik.version} (${shape})`, () =>
     helmRelease(cfg, {
       release: 'traefik',
       namespace: TRAEFIK_NAMESPACE,
       chart: PINNED.charts.traefik,
-      values: traefikValues(cfg),
+      values,
       timeout: '5m',
     }),
   );
@@ -327,11 +387,15 @@ async function deploy(cfg: Config): Promise<void> {
     return 'ready';
   });
 
-  for (const h of INGRESS_HOSTS) note(`${h.padEnd(10)} ${ingressUrl(cfg, h, h === 'traefik' ? '/dashboard/' : '/')}`);
-  if (resolvesByItself(cfg.DOMAIN)) {
-    note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 by itself in Chrome, Edge, Firefox and curl (Safari: \`task hosts -- --force\`).`);
+  if (cfg.CLUSTER === 'existing') {
+    note('`task endpoints` prints the address Traefik got on this cluster, its URLs, and how the names reach it.');
   } else {
-    note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${namesAddress(cfg.HOST_IP)}).`);
+    for (const h of INGRESS_HOSTS) note(`${h.padEnd(10)} ${ingressUrl(cfg, h, h === 'traefik' ? '/dashboard/' : '/')}`);
+    if (resolvesByItself(cfg.DOMAIN)) {
+      note(`DOMAIN=${cfg.DOMAIN}: *.localhost resolves to 127.0.0.1 by itself in Chrome, Edge, Firefox and curl (Safari: \`task hosts -- --force\`).`);
+    } else {
+      note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${namesAddress(cfg.HOST_IP)}).`);
+    }
   }
   note(`Browsers trust the certificate once the CA is trusted: \`task trust-ca\` (CA: ${files.caCrt}).`);
   if (caReplaced) warn('A new CA was made: trust it again with `task trust-ca` (browsers reject the old one\'s certificates).');

@@ -3,7 +3,8 @@
 // earlier one failed; the exit code is non-zero when any check failed, and diagnostics are printed then.
 //
 // Checks, in order:
-//   1. all nodes Ready; every pod in local-path-storage, traefik, monitoring, sample-app Ready;
+//   1. all nodes Ready; every pod in local-path-storage (when the storage phase installed it:
+//      lib installedRecord), traefik, monitoring, sample-app Ready;
 //      the PersistentVolumeClaims of Prometheus and Loki Bound, each to a PersistentVolume of the
 //      local-path StorageClass (or the cluster's default class the storage phase recorded, lib
 //      volumeClass) that names it as its claim;
@@ -13,7 +14,10 @@
 //      changes nothing);
 //   3. every route (grafana, prometheus, alertmanager, traefik, app .<DOMAIN>) answers through Traefik on
 //      HOST_IP:HTTPS_PORT over HTTPS with our certificate (<stateDir>/certs/ca.crt is the only CA
-//      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts);
+//      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts).
+//      With CLUSTER=existing (its LoadBalancer or NodePort may not be reachable from here) every
+//      check dials 127.0.0.1:<port> of one `kubectl port-forward service/traefik :websecure` instead,
+//      with the same names and CA, started once and stopped at the end (failure and signals too);
 //   4. Prometheus (https://prometheus.<DOMAIN>): every Ready pod of the sample app's Deployment has
 //      an up == 1 series with the namespace, pod, container, node and job labels; validate sends 5
 //      GET / marked `x-synthetic: validate` (each must answer 2xx) and http_requests_total and the
@@ -57,11 +61,12 @@
 // lib TEMPO.datasourceUid); Grafana user admin with the password in <stateDir>/grafana-admin-password;
 // the sample app continues an incoming `traceparent`, names its spans' service after its Deployment
 // (OTEL_SERVICE_NAME, APP_SERVICE below) and writes "trace_id":"<id>" in the JSON log line of a request.
-// .env keys: DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
+// .env keys: CLUSTER, DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
 // Arguments: --wait N (see above), --alerts (step 9), --smoke (step 2).
-// Tools: kubectl (one read of nodes, pods, claims, volumes and Deployments, again only after a check
+// Tools: kubectl (port-forward with CLUSTER=existing; one read of nodes, pods, claims, volumes and Deployments, again only after a check
 // failed and retries or after CLUSTER_READ_MAX_AGE_MS; diagnostics), node (`--smoke`: the storage
 // smoke test through tsx).
+import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -77,6 +82,8 @@ import {
   check,
   isMain,
   kubectl,
+  installedRecord,
+  kubectlTarget,
   namesAddress,
   note,
   podDiagnostics,
@@ -1241,10 +1248,105 @@ export async function diagnostics(cfg: Config, prom: Target | undefined, namespa
 // Orchestration
 // ---------------------------------------------------------------------------------------------
 
-/** The route targets: https://<name>.<DOMAIN>, dialled at HOST_IP:HTTPS_PORT, trusting only our CA. */
-export function routeTargets(cfg: Config, ca: string): Record<RouteName, Target> {
-  const t = (name: string): Target => ({ url: `https://${name}.${cfg.DOMAIN}`, ca, connect: { host: namesAddress(cfg.HOST_IP), port: cfg.HTTPS_PORT } });
+/** Where the routes are dialled: Traefik's address, and how the check lines name it ("via …"). */
+export interface RouteAccess {
+  connect: { host: string; port: number };
+  via: string;
+  /** Ends what was started to reach the routes (the port-forward); nothing on Talos. */
+  stop: () => void;
+}
+
+/** The route targets: https://<name>.<DOMAIN>, dialled at `connect` (routeAccess), trusting only our CA. */
+export function routeTargets(cfg: Config, ca: string, connect: RouteAccess['connect']): Record<RouteName, Target> {
+  const t = (name: string): Target => ({ url: `https://${name}.${cfg.DOMAIN}`, ca, connect });
   return { grafana: t('grafana'), prometheus: t('prometheus'), alertmanager: t('alertmanager'), traefik: t('traefik'), app: t('app') };
+}
+
+/** Traefik's Service and the port (by its name in the chart) validate forwards to with CLUSTER=existing. */
+export const FORWARDED_SERVICE = { namespace: 'traefik', service: 'traefik', port: 'websecure' } as const;
+/** How long `kubectl port-forward` may take to say where it listens. */
+export const PORT_FORWARD_READY_MS = 30_000;
+
+/** The local port of kubectl port-forward's first "Forwarding from 127.0.0.1:<port> -> <port>" line (client-go portforward.go), or undefined. */
+export const forwardedPort = (output: string) => {
+  const m = /^Forwarding from 127\.0\.0\.1:(\d+) -> \d+$/m.exec(output);
+  return m ? Number(m[1]) : undefined;
+};
+
+/**
+ * `kubectl port-forward service/traefik :websecure` on a free local port, running until stop()
+ * (also when this process exits or is interrupted): the routes are then checked through
+ * 127.0.0.1:<port> with the same names (Host, SNI) and CA, so Traefik's routing and TLS are still
+ * proven where its LoadBalancer or NodePort cannot be reached from this machine.
+ */
+export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY_MS): Promise<RouteAccess> {
+  const target = kubectlTarget(cfg);
+  const { namespace, service, port } = FORWARDED_SERVICE;
+  const args = [...target.args, 'port-forward', '--namespace', namespace, `service/${service}`, `:${port}`];
+  const child = spawn('kubectl', args, { env: { ...process.env, ...target.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const stop = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    stop();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('exit', stop);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const stopAll = () => {
+    stop();
+    process.removeListener('exit', stop);
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  };
+  let stdout = '';
+  let stderr = '';
+  const local = await new Promise<number>((resolve, reject) => {
+    const fail = (why: string) => {
+      stopAll();
+      reject(new UserError(`\`kubectl ${args.slice(target.args.length).join(' ')}\` ${why}${stderr.trim() ? `:\n${stderr.trim()}` : ''}\nIs Traefik installed (\`task traefik\`) with a Ready pod?`));
+    };
+    const timer = setTimeout(() => fail(`did not start forwarding within ${readyMs / 1000}s`), readyMs);
+    // Read on after the first line too ("Handling connection for …" per connection), so the pipe never fills.
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      const found = forwardedPort(stdout);
+      if (found !== undefined) {
+        clearTimeout(timer);
+        resolve(found);
+      }
+    });
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      fail(`did not start (${err.message})`);
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      fail(`exited with code ${code}`);
+    });
+  });
+  return { connect: { host: '127.0.0.1', port: local }, via: `kubectl port-forward 127.0.0.1:${local}`, stop: stopAll };
+}
+
+/** How validate reaches the routes: HOST_IP:HTTPS_PORT on Talos; through a port-forward to Traefik with CLUSTER=existing. */
+export async function routeAccess(cfg: Config): Promise<RouteAccess> {
+  if (cfg.CLUSTER !== 'existing') {
+    const connect = { host: namesAddress(cfg.HOST_IP), port: cfg.HTTPS_PORT };
+    return { connect, via: `${connect.host}:${connect.port}`, stop: () => {} };
+  }
+  const access = await startPortForward(cfg);
+  note(`CLUSTER=existing: the routes are checked through ${access.via} → service/${FORWARDED_SERVICE.service} (${FORWARDED_SERVICE.port}) in ${FORWARDED_SERVICE.namespace}, with their names and our CA; it stops when validate ends`);
+  return access;
+}
+
+/**
+ * The namespaces whose pods validate expects: OUR_NAMESPACES without local-path-storage when the
+ * storage phase used the cluster's own default StorageClass (lib installedRecord: localPath false).
+ */
+export function ourNamespaces(cfg: Config): readonly string[] {
+  return installedRecord(cfg).localPath === false ? OUR_NAMESPACES.filter((n) => n !== 'local-path-storage') : OUR_NAMESPACES;
 }
 
 function readStateFile(cfg: Config, name: string, fix: string): string {
@@ -1336,14 +1438,22 @@ function checkRunner(waitSeconds: number, onRetry: () => void = () => {}) {
   return { verify, failed };
 }
 
-/** What every check needs: a reachable cluster, our CA and the route targets, Grafana with its admin password. */
+/** The route access platformTargets started in this process: validatePhase stops it at the end. */
+let routeAccessStarted: RouteAccess | undefined;
+
+/**
+ * What every check needs: a reachable cluster, our CA and the route targets (routeAccess: started
+ * here, stopped by validatePhase), Grafana with its admin password.
+ */
 async function platformTargets(cfg: Config) {
   await requireCluster(cfg);
   const ca = readStateFile(cfg, 'certs/ca.crt', 'Run `task traefik` (it generates the certificates).');
   const password = readStateFile(cfg, 'grafana-admin-password', 'Run `task observability` (it generates the Grafana admin password).');
-  const routes = routeTargets(cfg, ca);
+  const access = await routeAccess(cfg);
+  routeAccessStarted = access;
+  const routes = routeTargets(cfg, ca, access.connect);
   const grafana: Target = { ...routes.grafana, auth: { user: 'admin', password } };
-  return { ca, routes, grafana };
+  return { ca, routes, grafana, access };
 }
 
 /** Prints the diagnostics and fails the phase when a check failed. */
@@ -1358,16 +1468,16 @@ async function reportFailures(cfg: Config, failed: string[], prom: Target, names
 async function validateApp(cfg: Config, name: string, waitSeconds: number): Promise<void> {
   const app = readAppRecord(cfg, name);
   const { verify, failed } = checkRunner(waitSeconds);
-  const { ca, routes, grafana } = await platformTargets(cfg);
+  const { ca, routes, grafana, access } = await platformTargets(cfg);
   const selector = `namespace="${app.namespace}"`;
   const readDeployment = async (): Promise<[KObject, KObject[]]> => [
     JSON.parse((await kubectl(cfg, ['get', 'deployment', app.name, '--namespace', app.namespace, '-o', 'json'])).stdout),
     JSON.parse((await kubectl(cfg, ['get', 'pods', '--namespace', app.namespace, '-o', 'json'])).stdout).items,
   ];
   const readPods = async () => appPods(...(await readDeployment()));
-  const route: Target = { url: `https://${app.host}`, ca, connect: { host: namesAddress(cfg.HOST_IP), port: cfg.HTTPS_PORT } };
+  const route: Target = { url: `https://${app.host}`, ca, connect: access.connect };
   await verify(`App ${name}: pods of Deployment ${app.namespace}/${app.name} Ready`, async () => checkDeploymentReady(...(await readDeployment())));
-  await verify(`App ${name}: route https://${app.host}/ via ${namesAddress(cfg.HOST_IP)}:${cfg.HTTPS_PORT}`, () => checkRoute(route, '/'));
+  await verify(`App ${name}: route https://${app.host}/ via ${access.via}`, () => checkRoute(route, '/'));
   if (app.metricsPort == null) {
     note(`${name} serves no metrics (deployed without --metrics-port): no scrape to check. \`task app -- <dir> --name ${name} --metrics-port <port>\` adds it.`);
   } else {
@@ -1400,12 +1510,13 @@ async function validate(cfg: Config): Promise<void> {
     return cached.read;
   };
   const { verify, failed } = checkRunner(waitSeconds, () => (cached = undefined));
-  const { routes, grafana } = await platformTargets(cfg);
+  const { routes, grafana, access } = await platformTargets(cfg);
+  const namespaces = ourNamespaces(cfg);
   const readAppPods = async () => sampleAppPods(await cluster());
 
   // 1. Cluster state
   await verify('Nodes Ready', async () => checkNodes((await cluster()).nodes));
-  await verify(`Pods Ready in ${OUR_NAMESPACES.join(', ')}`, async () => checkPods((await cluster()).pods));
+  await verify(`Pods Ready in ${namespaces.join(', ')}`, async () => checkPods((await cluster()).pods, namespaces));
   await verify(`Prometheus and Loki volumes Bound to ${volumeClass(cfg)} volumes`, async () => {
     const { claims, volumes } = await cluster();
     return checkVolumes(claims, volumes, volumeClass(cfg));
@@ -1421,7 +1532,7 @@ async function validate(cfg: Config): Promise<void> {
   }
   // 3. Routes
   for (const r of ROUTES) {
-    await verify(`Route https://${r.name}.${cfg.DOMAIN}${r.path} via ${namesAddress(cfg.HOST_IP)}:${cfg.HTTPS_PORT}`, () => checkRoute(routes[r.name], r.path));
+    await verify(`Route https://${r.name}.${cfg.DOMAIN}${r.path} via ${access.via}`, () => checkRoute(routes[r.name], r.path));
   }
   // 4. Prometheus
   await verify('Prometheus: every Ready sample app pod scraped (up == 1) with namespace, pod, container, node, job', async () =>
@@ -1474,7 +1585,16 @@ async function validate(cfg: Config): Promise<void> {
     note('`task validate -- --alerts` also proves that an alert fires on injected app errors and resolves (a few minutes)');
   }
 
-  await reportFailures(cfg, failed, routes.prometheus);
+  await reportFailures(cfg, failed, routes.prometheus, namespaces);
 }
 
-if (isMain(import.meta.url)) await runPhase('validate', validate);
+/** validate, then the end of what platformTargets started to reach the routes (the port-forward), whatever happened. */
+async function validatePhase(cfg: Config): Promise<void> {
+  try {
+    await validate(cfg);
+  } finally {
+    routeAccessStarted?.stop();
+  }
+}
+
+if (isMain(import.meta.url)) await runPhase('validate', validatePhase);

@@ -107,6 +107,8 @@ async function main() {
   process.stdout.write(stdout);
   process.stderr.write(stderr);
   process.exitCode = code;
+  // What a call does after it answered, without holding the lock (kubectl port-forward's forward).
+  if (code === 0 && mod.afterLock) await mod.afterLock();
 }
 
 await main();

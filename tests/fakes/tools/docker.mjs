@@ -153,7 +153,7 @@ export default function docker(argv, ctx) {
   const { state, out, err, env } = ctx;
   const d = state.docker;
   const [cmd, ...rest] = argv;
-  const sub = ['network', 'volume', 'image', 'context'].includes(cmd) ? `${cmd} ${rest.shift()}` : cmd;
+  const sub = ['network', 'volume', 'image', 'context', 'manifest'].includes(cmd) ? `${cmd} ${rest.shift()}` : cmd;
   const endpoint = cliEndpoint(state, env);
   if (sub !== '--version' && sub !== 'context inspect') {
     const failure = endpoint.error ?? connectError(state, endpoint.host);
@@ -205,6 +205,16 @@ export default function docker(argv, ctx) {
       const digest = `sha256:${d.images[ref].id.slice(7, 71)}`;
       d.pushed = { ...(d.pushed ?? {}), [ref]: digest };
       out(`The push refers to repository [${ref.replace(/:[^:/]+$/, '')}]\n${ref.split(':').at(-1)}: digest: ${digest} size: 1786\n`);
+      return 0;
+    }
+    case 'manifest inspect': {
+      // A registry other than the local one (IMAGE_REGISTRY): it holds what `docker push` sent there.
+      const ref = positional[0];
+      if (!d.pushed?.[ref]) {
+        err(`no such manifest: ${ref}\n`);
+        return 1;
+      }
+      out(`${JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ digest: d.pushed[ref], platform: { architecture: 'amd64', os: 'linux' } }] }, null, 3)}\n`);
       return 0;
     }
     case '--version':

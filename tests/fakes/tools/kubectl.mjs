@@ -1,6 +1,7 @@
 // Stand-in `kubectl`: answers from the Talos node containers (nodes) and an object store of
 // whatever was applied (state.kubectl.objects, keyed "Kind/namespace/name").
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import YAML from 'yaml';
@@ -30,6 +31,7 @@ const FLAGS_1_31 = {
     'pod-running-timeout= prefix p/previous l/selector= since= since-time= tail= timestamps',
   describe: 'A/all-namespaces chunk-size= f/filename= k/kustomize= R/recursive l/selector= show-events',
   version: 'client o/output=',
+  'port-forward': 'address= pod-running-timeout=',
   kustomize: 'as-current-user enable-alpha-plugins enable-helm e/env= helm-api-versions= helm-command= helm-kube-version= load-restrictor= mount= ' +
     'network network-name= o/output=',
 };
@@ -125,6 +127,8 @@ export function clusterUp(state, files, context) {
 }
 
 export function nodes(state) {
+  // An existing cluster's nodes as a scenario gives them (providerID, labels: kind, k3d, a cloud).
+  if (state.kubectl.nodes) return state.kubectl.nodes;
   // The nodes of a scenario's existing cluster: names, each Ready.
   const existing = Object.values(state.kubectl.existingClusters ?? {}).flatMap((c) => c.nodes ?? []).map((name) => ({
     apiVersion: 'v1',
@@ -295,6 +299,94 @@ function noLogReason(pod, status) {
   if (!waiting) return `${where} is waiting to start - no logs yet`;
   const why = { ErrImagePull: "image can't be pulled", ImagePullBackOff: 'trying and failing to pull image' }[waiting.reason] ?? waiting.reason;
   return `${where} is waiting to start: ${why}`;
+}
+
+/** What `kubectl port-forward` serves once the state lock is released (afterLock), set by the handler. */
+let forwarding;
+
+/**
+ * `kubectl port-forward TYPE/NAME [LOCAL]:REMOTE` (one port): checks the object and port as the
+ * real one does, under the lock; the forward itself runs in afterLock. Where the forwarded pod
+ * answers is the scenario's state.kubectl.portForward["Kind/namespace/name"] = {host, port,
+ * containerPort} (a test's server); without it, no pod runs.
+ */
+function portForward(words, flags, ctx) {
+  const { state, err } = ctx;
+  const [resource, ...specs] = words;
+  if (!resource || specs.length === 0) {
+    err("error: TYPE/NAME and list of ports are required for port-forward\nSee 'kubectl port-forward -h' for help and examples\n");
+    return 1;
+  }
+  const [kindWord, name] = resource.includes('/') ? resource.split('/') : ['pod', resource];
+  const kind = kindOf(kindWord);
+  const namespace = one(flags, 'namespace') ?? 'default';
+  const key = `${kind}/${namespace}/${name}`;
+  const object = state.kubectl.objects[key];
+  if (!object) {
+    err(`Error from server (NotFound): ${kind.toLowerCase()}s "${name}" not found\n`);
+    return 1;
+  }
+  const [localText, remoteText] = specs[0].includes(':') ? specs[0].split(':') : [specs[0], specs[0]];
+  let remote = remoteText;
+  if (kind === 'Service') {
+    // translateServicePortToTargetPort: a port by name or number of the Service, then its targetPort.
+    const port = (object.spec?.ports ?? []).find((p) => p.name === remoteText || String(p.port) === remoteText);
+    if (!port) {
+      err(/^\d+$/.test(remoteText) ? `error: Service ${name} does not have a service port ${remoteText}\n` : `error: Service '${name}' does not have a named port '${remoteText}'\n`);
+      return 1;
+    }
+    remote = String(port.targetPort ?? port.port);
+  }
+  const backend = state.kubectl.portForward?.[key];
+  if (!backend) {
+    err('error: unable to forward port because pod is not running. Current status=Pending\n');
+    return 1;
+  }
+  forwarding = { local: Number(localText || 0), remote: backend.containerPort ?? Number(remote), backend };
+  return 0;
+}
+
+/**
+ * The forward of a port-forward call, after the lock: listens on 127.0.0.1 (and ::1 when it can,
+ * as kubectl does for "localhost"), prints kubectl's lines (client-go tools/portforward: "Forwarding
+ * from <addr> -> <port>", "Handling connection for <port>" per connection) and relays each
+ * connection to the scenario's backend until the process is stopped.
+ */
+export async function afterLock() {
+  if (!forwarding) return;
+  const { local, remote, backend } = forwarding;
+  let port = local;
+  const relay = (conn) => {
+    process.stdout.write(`Handling connection for ${port}\n`);
+    const upstream = net.connect(backend.port, backend.host ?? '127.0.0.1');
+    const close = () => {
+      conn.destroy();
+      upstream.destroy();
+    };
+    conn.on('error', close);
+    upstream.on('error', (e) => {
+      process.stderr.write(`E1130 portforward.go:424] "Unhandled Error" err="an error occurred forwarding ${port} -> ${remote}: ${e.message}"\n`);
+      close();
+    });
+    conn.pipe(upstream).pipe(conn);
+  };
+  const v4 = net.createServer(relay);
+  const listening = await new Promise((resolve) => {
+    v4.once('error', (e) => resolve(e));
+    v4.listen(local, '127.0.0.1', () => resolve(undefined));
+  });
+  if (listening) {
+    process.stderr.write(`Unable to listen on port ${local}: Listeners failed to create with the following errors: [unable to create listener: Error listen tcp4 127.0.0.1:${local}: bind: address already in use]\nerror: unable to listen on any of the requested ports: [{${local} ${remote}}]\n`);
+    process.exitCode = 1;
+    return;
+  }
+  port = v4.address().port;
+  process.stdout.write(`Forwarding from 127.0.0.1:${port} -> ${remote}\n`);
+  const v6 = net.createServer(relay);
+  v6.once('error', () => {});
+  v6.listen(port, '::1', () => process.stdout.write(`Forwarding from [::1]:${port} -> ${remote}\n`));
+  // Runs until stopped (SIGTERM, SIGINT), as the real one does.
+  await new Promise(() => {});
 }
 
 export default function kubectl(argv, ctx) {
@@ -473,6 +565,8 @@ export default function kubectl(argv, ctx) {
     case 'describe':
       out(`Name: ${words[1] ?? ''}\nEvents: <none>\n`);
       return 0;
+    case 'port-forward':
+      return portForward(words, flags, ctx);
     default:
       err(`fake kubectl: unsupported command: ${argv.join(' ')}\n`);
       return 2;
