@@ -65,6 +65,7 @@ import {
   kubectl,
   namesAddress,
   note,
+  otlpEndpoint,
   parseQuantity,
   pendingRollouts,
   podDiagnostics,
@@ -447,6 +448,7 @@ export function appManifests(spec: AppSpec, image: string, domain: string, dashb
     MEMORY_REQUEST: spec.resources.memoryRequest,
     MEMORY_LIMIT: spec.resources.memoryLimit,
     READ_ONLY_ROOT: extras.readOnlyRootFilesystem ?? false,
+    OTLP_ENDPOINT: otlpEndpoint('http'),
   };
   const [deployment, service] = readTemplate('app.yaml.tmpl', vars);
   const pod = deployment.spec.template;
@@ -454,9 +456,11 @@ export function appManifests(spec: AppSpec, image: string, domain: string, dashb
   if (spec.metricsPort !== undefined) {
     pod.metadata.annotations = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(spec.metricsPort), 'prometheus.io/path': spec.metricsPath ?? DEFAULT_METRICS_PATH };
   }
-  const env = Object.entries({ PORT: String(spec.port), ...extras.env }).map(([name, value]) => ({ name, value }));
-  container.env = env;
   const secret = envSecret(spec);
+  // The template's env (OpenTelemetry's) but what the env file sets, which env would override.
+  const fromFile = Object.keys((secret?.data as Record<string, string> | undefined) ?? {});
+  const env = Object.entries({ PORT: String(spec.port), ...extras.env }).map(([name, value]) => ({ name, value }));
+  container.env = [...(container.env as { name: string }[]).filter((e) => !fromFile.includes(e.name)), ...env];
   if (secret) container.envFrom = [{ secretRef: { name: (secret.metadata as { name: string }).name } }];
   if (extras.probes) {
     container.readinessProbe = { httpGet: { path: extras.probes.readiness, port: 'http' }, periodSeconds: 5, failureThreshold: 2 };

@@ -21,7 +21,7 @@
 // without a rebuild. SAMPLE_TRAFFIC=false removes the traffic generator.
 import fs from 'node:fs';
 import path from 'node:path';
-import { type Config, PROJECT_DIR, applyManifests, ingressUrl, isMain, kubectl, note, renderTemplate, runPhase, step } from './lib.ts';
+import { type Config, PROJECT_DIR, applyManifests, ingressUrl, isMain, kubectl, note, otlpEndpoint, renderTemplate, runPhase, step } from './lib.ts';
 import { type AppExtras, type AppSpec, SAMPLE_APP, deployApp, ensureImage } from './app.ts';
 
 export const APP_DIR = path.join(PROJECT_DIR, 'sample-app');
@@ -62,7 +62,7 @@ export const SAMPLE_APP_EXTRAS: AppExtras = {
 
 /** The traffic generator's manifest with the image filled in. */
 export const trafficManifest = (image: string) =>
-  renderTemplate(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', 'traffic.yaml'), 'utf8'), { IMAGE: image });
+  renderTemplate(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', 'traffic.yaml'), 'utf8'), { IMAGE: image, OTLP_ENDPOINT: otlpEndpoint('http') });
 
 async function deploymentNames(cfg: Config): Promise<string[]> {
   const res = await kubectl(cfg, ['get', 'deployments', '--namespace', NAMESPACE, '--output', 'json']);
