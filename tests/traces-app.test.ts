@@ -388,7 +388,7 @@ describe('sample app without a receiver', { timeout: 60000 }, () => {
     }
     await sleep(1500);
     expect(problems()).toHaveLength(1);
-    expect(problems()[0]).toMatchObject({ level: 'warn', endpoint });
+    expect(problems()[0]).toMatchObject({ level: 'warn', endpoint, error: expect.stringMatching(/^connect ECONNREFUSED 127.0.0.1:\d+$/) });
   });
 });
 

@@ -26,6 +26,16 @@ export interface Tracing {
 /** Least time between two "tracing problem" log lines, in ms. */
 const PROBLEM_INTERVAL_MS = 60000;
 
+/** The message of an error the SDK logs as JSON (its stack and fields), or the text as it is. */
+function errorMessage(text: string): string {
+  try {
+    const parsed = JSON.parse(text);
+    return typeof parsed?.message === 'string' ? parsed.message : text;
+  } catch {
+    return text;
+  }
+}
+
 /** Starts the SDK and registers it globally (tracer provider, context manager, propagator). */
 export function startTracing(serviceName: string, log: LogEvent): Tracing {
   const endpoint = process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
@@ -37,7 +47,7 @@ export function startTracing(serviceName: string, log: LogEvent): Tracing {
       return;
     }
     lastProblem = Date.now();
-    log('warn', 'tracing problem', { error: [message, ...args.map(String)].join(' '), endpoint, suppressed_since_last: suppressed });
+    log('warn', 'tracing problem', { error: [errorMessage(message), ...args.map(String)].join(' '), endpoint, suppressed_since_last: suppressed });
     suppressed = 0;
   };
   diag.setLogger({ error: problem, warn: problem, info: () => {}, debug: () => {}, verbose: () => {} }, DiagLogLevel.WARN);
