@@ -19,7 +19,8 @@
 //   3. Secret <name>-env from --env-file (its values are never printed), Deployment and Service
 //      <name> (manifests/app/app.yaml.tmpl; requests/limits default to DEFAULT_RESOURCES), the
 //      prometheus.io/scrape|port|path annotations when --metrics-port or --metrics-path is given,
-//      the IngressRoute https://<name>.<DOMAIN> (route.yaml.tmpl), and the dashboard ConfigMap
+//      OpenTelemetry's OTEL_* env pointing at the OTLP receiver (lib.otlpEndpoint), the
+//      IngressRoute https://<name>.<DOMAIN> (route.yaml.tmpl), and the dashboard ConfigMap
 //      (dashboard.yaml.tmpl), which Grafana's dashboard sidecar provisions into the folder "Apps";
 //      every file applied through kubectl diff first (lib.applyManifests). The dashboard's panels come from the metric names of the app's job, asked from Prometheus
 //      through the API server's service proxy; when Prometheus does not answer or has no series of

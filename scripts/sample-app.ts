@@ -3,7 +3,8 @@
 // Service sample-app, route https://app.<DOMAIN>, dashboard app-sample-app, record
 // $STATE_DIR/apps/sample-app.json. On top of that generic app: its settings (failure and slow
 // rates, shutdown delay), HTTP probes on /readyz and /healthz, 2 replicas, a read-only root
-// filesystem, and, by default, a traffic generator (manifests/sample-app/traffic.yaml).
+// filesystem, and, by default, a traffic generator (manifests/sample-app/traffic.yaml), whose
+// traced requests send their spans to the OTLP receiver like the app (lib.otlpEndpoint).
 //
 //   npx tsx scripts/sample-app.ts [--verbose]
 //   npx tsx scripts/sample-app.ts --image    builds and pushes the image only (needs only the local
