@@ -236,6 +236,23 @@ describe('sample app spans at a real OTLP receiver (otlp-sink: the Collector otl
     expect(missing.status.code).not.toBe(STATUS_ERROR);
   });
 
+  it('an unsampled traceparent (flags 00): no span sent and no exemplar (Tempo would never have it), but the trace id in the log line', async () => {
+    const tp = traceparent();
+    const unsampled = tp.header.replace(/-01$/, '-00');
+    expect((await fetch(`${app.base}${ROUTES.slow}`, { headers: { traceparent: unsampled, 'x-synthetic': 'other-test' } })).status).toBe(200);
+    const line = await waitFor(() => requestLog(app, tp.traceId), 5000, 'the log line');
+    expect(line.span_id).toMatch(/^[0-9a-f]{16}$/);
+    // A sampled request after it: once its span is at the receiver, the unsampled one would be too.
+    const after = traceparent();
+    await fetch(`${app.base}${ROUTES.root}`, { headers: { traceparent: after.header } });
+    await waitFor(() => sink.spans().some((s) => s.traceId === after.traceId) || undefined, 15000, 'the sampled span');
+    expect(sink.spans().filter((s) => s.traceId === tp.traceId)).toEqual([]);
+    const om = await (await fetch(`${app.base}${ROUTES.metrics}`, { headers: { accept: 'application/openmetrics-text' } })).text();
+    const slowOther = om.split('\n').filter((l) => l.startsWith(`${REQUEST_METRICS.duration}_bucket{`) && l.includes('synthetic="other"'));
+    expect(slowOther.length).toBeGreaterThan(0);
+    expect(slowOther.filter((l) => l.includes(' # {'))).toEqual([]);
+  });
+
   it('does not trace probes and scrapes, and logs them without a trace id', async () => {
     const before = sink.spans().length;
     for (const p of [ROUTES.healthz, ROUTES.readyz, ROUTES.metrics]) expect((await fetch(`${app.base}${p}`)).status).toBe(200);
@@ -271,6 +288,22 @@ describe('sample app spans at a real OTLP receiver (otlp-sink: the Collector otl
       expect(server.resource['service.name']).toBe('sample-app');
       expect(c.attributes['http.response.status_code']).toBe(server.attributes['http.response.status_code']);
     }
+  });
+});
+
+describe('sample app shutdown', { timeout: 60000 }, () => {
+  it('on SIGTERM sends the spans still buffered before it exits', async () => {
+    // A batch delay far beyond the test: only the shutdown can send the span.
+    const short = await startApp({ ...sampleAppEnv(), PORT: '0', OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint, OTEL_BSP_SCHEDULE_DELAY: '600000', SHUTDOWN_DELAY_MS: '0' });
+    const tp = traceparent();
+    expect((await fetch(`${short.base}${ROUTES.root}`, { headers: { traceparent: tp.header } })).status).toBe(200);
+    await sleep(300);
+    expect(sink.spans().filter((s) => s.traceId === tp.traceId)).toEqual([]);
+    const exited = new Promise((r) => short.child.once('exit', r));
+    short.child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    await waitFor(() => sink.spans().find((s) => s.traceId === tp.traceId), 10000, 'the buffered span');
+    expect(short.logLines().at(-1)).toMatchObject({ msg: 'stopped' });
   });
 });
 
