@@ -23,7 +23,8 @@
 //   3. Secret <name>-env from --env-file (its values are never printed), Deployment and Service
 //      <name> (manifests/app/app.yaml.tmpl; requests/limits default to DEFAULT_RESOURCES), the
 //      prometheus.io/scrape|port|path annotations when --metrics-port or --metrics-path is given,
-//      the IngressRoute https://<name>.<DOMAIN> (route.yaml.tmpl), and the dashboard ConfigMap
+//      OpenTelemetry's OTEL_* env pointing at the OTLP receiver (lib.otlpEndpoint), the
+//      IngressRoute https://<name>.<DOMAIN> (route.yaml.tmpl), and the dashboard ConfigMap
 //      (dashboard.yaml.tmpl), which Grafana's dashboard sidecar provisions into the folder "Apps";
 //      every file applied through kubectl diff first (lib.applyManifests). The dashboard's panels come from the metric names of the app's job, asked from Prometheus
 //      through the API server's service proxy; when Prometheus does not answer or has no series of
@@ -71,6 +72,7 @@ import {
   kubectl,
   namesAddress,
   note,
+  otlpEndpoint,
   parseQuantity,
   pendingRollouts,
   podDiagnostics,
@@ -546,6 +548,7 @@ export function appManifests(spec: AppSpec, image: string, domain: string, dashb
     MEMORY_REQUEST: spec.resources.memoryRequest,
     MEMORY_LIMIT: spec.resources.memoryLimit,
     READ_ONLY_ROOT: extras.readOnlyRootFilesystem ?? false,
+    OTLP_ENDPOINT: otlpEndpoint('http'),
   };
   const [deployment, service] = readTemplate('app.yaml.tmpl', vars);
   const pod = deployment.spec.template;
@@ -553,9 +556,11 @@ export function appManifests(spec: AppSpec, image: string, domain: string, dashb
   if (spec.metricsPort !== undefined) {
     pod.metadata.annotations = { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(spec.metricsPort), 'prometheus.io/path': spec.metricsPath ?? DEFAULT_METRICS_PATH };
   }
-  const env = Object.entries({ PORT: String(spec.port), ...extras.env }).map(([name, value]) => ({ name, value }));
-  container.env = env;
   const secret = envSecret(spec);
+  // The template's env (OpenTelemetry's) but what the env file sets, which env would override.
+  const fromFile = Object.keys((secret?.data as Record<string, string> | undefined) ?? {});
+  const env = Object.entries({ PORT: String(spec.port), ...extras.env }).map(([name, value]) => ({ name, value }));
+  container.env = [...(container.env as { name: string }[]).filter((e) => !fromFile.includes(e.name)), ...env];
   if (secret) container.envFrom = [{ secretRef: { name: (secret.metadata as { name: string }).name } }];
   if (extras.probes) {
     container.readinessProbe = { httpGet: { path: extras.probes.readiness, port: 'http' }, periodSeconds: 5, failureThreshold: 2 };

@@ -3,7 +3,8 @@
 // Service sample-app, route https://app.<DOMAIN>, dashboard app-sample-app, record
 // $STATE_DIR/apps/sample-app.json. On top of that generic app: its settings (failure and slow
 // rates, shutdown delay), HTTP probes on /readyz and /healthz, 2 replicas, a read-only root
-// filesystem, and, by default, a traffic generator (manifests/sample-app/traffic.yaml).
+// filesystem, and, by default, a traffic generator (manifests/sample-app/traffic.yaml), whose
+// traced requests send their spans to the OTLP receiver like the app (lib.otlpEndpoint).
 //
 //   npx tsx scripts/sample-app.ts [--verbose]
 //   npx tsx scripts/sample-app.ts --image    builds and pushes the image only (needs only the local
@@ -24,7 +25,7 @@
 // without a rebuild. SAMPLE_TRAFFIC=false removes the traffic generator.
 import fs from 'node:fs';
 import path from 'node:path';
-import { type Config, PROJECT_DIR, applyManifests, ingressUrl, isMain, kubectl, note, renderTemplate, runPhase, step } from './lib.ts';
+import { type Config, PROJECT_DIR, applyManifests, ingressUrl, isMain, kubectl, note, otlpEndpoint, renderTemplate, runPhase, step } from './lib.ts';
 import { type AppExtras, type AppSpec, SAMPLE_APP, deployApp, ensureImage, imageStepTitle } from './app.ts';
 
 export const APP_DIR = path.join(PROJECT_DIR, 'sample-app');
@@ -65,7 +66,7 @@ export const SAMPLE_APP_EXTRAS: AppExtras = {
 
 /** The traffic generator's manifest with the image filled in. */
 export const trafficManifest = (image: string) =>
-  renderTemplate(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', 'traffic.yaml'), 'utf8'), { IMAGE: image });
+  renderTemplate(fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'sample-app', 'traffic.yaml'), 'utf8'), { IMAGE: image, OTLP_ENDPOINT: otlpEndpoint('http') });
 
 async function deploymentNames(cfg: Config): Promise<string[]> {
   const res = await kubectl(cfg, ['get', 'deployments', '--namespace', NAMESPACE, '--output', 'json']);

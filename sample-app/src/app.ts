@@ -10,7 +10,17 @@
 // POST /admin/errors?ratio=<0..1>&seconds=<1..900> makes that share of /api/* requests answer 500
 // until the time runs out, and answers {"ratio":..,"until":"<ISO time>"}; DELETE /admin/errors
 // ends it early. The state is per process: each replica behind the Service keeps its own.
+//
+// Traces: each request but the probes and scrapes (UNTRACED_ROUTES) is a SERVER span "<method>
+// <route>" with the route and status code, status error on a 5xx; the slow path of /api/orders and
+// /api/slow is a child span "slow path". An incoming W3C `traceparent` header continues its trace.
+// The request's log line carries the span's trace_id and span_id, and its observation in the
+// duration histogram carries trace_id and span_id as an exemplar (when the span is sampled).
+// /metrics answers in OpenMetrics (exemplars included) to a scraper that prefers it (Prometheus and
+// Alloy do), and in the Prometheus text format (no exemplars) otherwise.
 import http from 'node:http';
+import { context, isSpanContextValid, propagation, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace, TraceFlags, type Tracer } from '@opentelemetry/api';
+import { ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_HTTP_ROUTE, ATTR_URL_PATH } from '@opentelemetry/semantic-conventions';
 import client from 'prom-client';
 import { DURATION_BUCKETS, REQUEST_METRICS, ROUTES, SYNTHETIC_HEADER, SYNTHETIC_SOURCES, type SyntheticSource, UNCOUNTED_ROUTES } from './metric-names.js';
 
@@ -25,6 +35,8 @@ export interface AppOptions {
   seed: number;
   /** Where log lines go (stdout in production). */
   log: (line: string) => void;
+  /** Where spans go; default the global tracer provider's (a no-op one until tracing.ts starts the SDK). */
+  tracer?: Tracer;
 }
 
 export type Level = 'info' | 'warn' | 'error';
@@ -41,6 +53,9 @@ export interface RequestLog {
   /** Present when the request carried the SYNTHETIC_HEADER. */
   synthetic?: SyntheticSource;
   error?: { name: string; message: string; stack?: string };
+  /** The request's span (absent for UNTRACED_ROUTES): what Loki's derived field links to Tempo. */
+  trace_id?: string;
+  span_id?: string;
 }
 
 /** mulberry32: a small seeded generator of numbers in [0, 1). */
@@ -124,6 +139,52 @@ export function injectionFromQuery(params: URLSearchParams): { ratio: number; se
   return { ratio, seconds: Number(secondsRaw) };
 }
 
+/** Routes without a span: the kubelet's probes and the scrapes, which would only bury the traffic's traces. */
+export const UNTRACED_ROUTES: readonly string[] = [ROUTES.healthz, ROUTES.readyz, ROUTES.metrics];
+
+/** q of each media range of an Accept header (1 when not given); ranges it cannot read are left out. */
+function acceptQualities(accept: string): { type: string; q: number }[] {
+  return accept.split(',').flatMap((range) => {
+    const [type, ...params] = range.split(';').map((p) => p.trim().toLowerCase());
+    const q = params.find((p) => p.startsWith('q='));
+    const value = q === undefined ? 1 : Number(q.slice(2));
+    return type && Number.isFinite(value) ? [{ type, q: value }] : [];
+  });
+}
+
+/**
+ * Whether /metrics answers in OpenMetrics: when the Accept header ranks application/openmetrics-text
+ * above text/plain (Prometheus and Alloy send OpenMetrics first, q=0.6 against 0.4); a tie, no
+ * header or only *\/* gets the Prometheus text format, as before.
+ */
+export function prefersOpenMetrics(accept: string | undefined): boolean {
+  const ranges = acceptQualities(accept ?? '');
+  const best = (types: string[]) => Math.max(0, ...ranges.filter((r) => types.includes(r.type)).map((r) => r.q));
+  const openMetrics = best(['application/openmetrics-text', 'application/*', '*/*']);
+  const text = best(['text/plain', 'text/*', '*/*']);
+  return openMetrics > 0 && openMetrics > text;
+}
+
+/**
+ * The registry's metrics in OpenMetrics, exemplars included. prom-client renders OpenMetrics only
+ * through Registry.metrics() of an OpenMetrics registry, which also renames every counter in place
+ * (drops its _total) so that the next Prometheus-format answer would lose the suffix; so each
+ * family is rendered here from a copy with the OpenMetrics name.
+ */
+async function openMetricsText(registry: client.Registry): Promise<string> {
+  const renderer = new client.Registry<client.OpenMetricsContentType>() as client.Registry<client.OpenMetricsContentType> & { getMetricsAsString(m: unknown): Promise<string> };
+  renderer.setContentType(client.Registry.OPENMETRICS_CONTENT_TYPE);
+  const families = await Promise.all(
+    registry.getMetricsAsArray().map(async (metric) => {
+      const m = metric as unknown as { get(): Promise<{ name: string; type: string }>; getForPromString?(): Promise<{ name: string; type: string }> };
+      const data = m.getForPromString ? await m.getForPromString() : await m.get();
+      const name = data.type === 'counter' ? data.name.replace(/_total$/, '') : data.name;
+      return renderer.getMetricsAsString({ get: async () => ({ ...data, name }) });
+    }),
+  );
+  return `${families.join('\n')}\n# EOF\n`;
+}
+
 export interface App {
   server: http.Server;
   registry: client.Registry;
@@ -146,13 +207,18 @@ export function createApp(opts: AppOptions): App {
     labelNames: ['method', 'route', 'synthetic'] as const,
     registers: [registry],
   });
+  // With exemplars, which prom-client refuses to register in a Prometheus-format registry at
+  // construction; it is added to the registry after, and openMetricsText renders the exemplars.
   const duration = new client.Histogram({
     name: REQUEST_METRICS.duration,
     help: 'Time to answer an HTTP request, in seconds, by method, route pattern, status code and synthetic source.',
     labelNames: ['method', 'route', 'status', 'synthetic'] as const,
     buckets: [...DURATION_BUCKETS],
-    registers: [registry],
+    enableExemplars: true,
+    registers: [],
   });
+  registry.registerMetric(duration);
+  const tracer = opts.tracer ?? trace.getTracer('sample-app');
 
   const random = seededRandom(opts.seed);
   let ready = true;
@@ -175,7 +241,14 @@ export function createApp(opts: AppOptions): App {
     return json(200, { ratio: injection.ratio, until: new Date(injection.until).toISOString() });
   }
 
-  async function handle(method: string, route: string, url: URL): Promise<Answer> {
+  /** The slow answer: a child span of the request's. */
+  const slowPath = (ms: number) =>
+    tracer.startActiveSpan('slow path', { attributes: { 'app.delay_ms': Math.round(ms) } }, async (span) => {
+      await sleep(ms);
+      span.end();
+    });
+
+  async function handle(method: string, route: string, url: URL, accept: string | undefined): Promise<Answer> {
     if (route === ROUTES.unmatched) return json(404, { error: 'not found' });
     if (route === ROUTES.adminErrors) return adminErrors(method, url);
     if (method !== 'GET' && method !== 'HEAD') return json(405, { error: 'method not allowed' });
@@ -186,13 +259,13 @@ export function createApp(opts: AppOptions): App {
       case ROUTES.root:
         return json(200, { service: 'sample-app', routes: Object.values(ROUTES).filter((r) => r.startsWith('/')) });
       case ROUTES.orders: {
-        if (random() < opts.slowRate) await sleep(opts.slowMs * (0.5 + random() / 2));
+        if (random() < opts.slowRate) await slowPath(opts.slowMs * (0.5 + random() / 2));
         if (random() < opts.failRate) throw new HttpError(500, 'orders backend unavailable: connection reset by peer');
         const count = 1 + Math.floor(random() * 5);
         return json(200, { orders: Array.from({ length: count }, (_, i) => ({ id: i + 1, total: Math.round(random() * 10000) / 100 })) });
       }
       case ROUTES.slow:
-        await sleep(opts.slowMs * (0.5 + random() / 2));
+        await slowPath(opts.slowMs * (0.5 + random() / 2));
         return json(200, { slow: true });
       case ROUTES.probe: {
         const id = url.searchParams.get('id') ?? '';
@@ -204,27 +277,22 @@ export function createApp(opts: AppOptions): App {
       case ROUTES.readyz:
         return ready ? { status: 200, body: 'ready\n', type: 'text/plain' } : { status: 503, body: 'shutting down\n', type: 'text/plain' };
       case ROUTES.metrics:
-        return { status: 200, body: await registry.metrics(), type: registry.contentType };
+        return prefersOpenMetrics(accept)
+          ? { status: 200, body: await openMetricsText(registry), type: client.Registry.OPENMETRICS_CONTENT_TYPE }
+          : { status: 200, body: await registry.metrics(), type: registry.contentType };
       default:
         return json(404, { error: 'not found' });
     }
   }
 
-  const server = http.createServer(async (req, res) => {
+  /** Answers a request, counts it, logs it and ends its span (if it has one). */
+  async function serve(req: http.IncomingMessage, res: http.ServerResponse, method: string, url: URL, route: string, span: Span | undefined) {
     const start = process.hrtime.bigint();
-    const method = METHODS.has(req.method ?? '') ? (req.method as string) : 'OTHER';
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://localhost');
-    } catch {
-      url = new URL('http://localhost/');
-    }
-    const route = routeOf(url.pathname);
     const synthetic = syntheticSource(req.headers[SYNTHETIC_HEADER]);
     let answer: Answer;
     let failure: Error | undefined;
     try {
-      answer = await handle(method, route, url);
+      answer = await handle(method, route, url, req.headers.accept);
     } catch (err) {
       failure = err instanceof Error ? err : new Error(String(err));
       const status = err instanceof HttpError ? err.status : 500;
@@ -235,10 +303,15 @@ export function createApp(opts: AppOptions): App {
 
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
     const status = String(answer.status);
+    const spanContext = span?.spanContext();
+    const traced = spanContext !== undefined && isSpanContextValid(spanContext);
     if (!UNCOUNTED_ROUTES.includes(route)) {
       const labels = { method, route, status, synthetic: synthetic ?? '' };
       requests.inc(labels);
-      duration.observe(labels, seconds);
+      // An exemplar only for a sampled span: an unsampled trace never reaches Tempo.
+      const sampled = traced && (spanContext.traceFlags & TraceFlags.SAMPLED) !== 0;
+      const exemplarLabels = sampled ? ({ trace_id: spanContext.traceId, span_id: spanContext.spanId } as Record<string, string>) : {};
+      duration.observe({ labels, value: seconds, exemplarLabels });
       if (answer.status >= 500) errors.inc({ method, route, synthetic: synthetic ?? '' });
     }
     const line: RequestLog = {
@@ -253,7 +326,48 @@ export function createApp(opts: AppOptions): App {
     if (answer.probeId) line.probe_id = answer.probeId;
     if (synthetic) line.synthetic = synthetic;
     if (failure) line.error = { name: failure.name, message: failure.message, stack: failure.stack };
+    if (traced) {
+      line.trace_id = spanContext.traceId;
+      line.span_id = spanContext.spanId;
+    }
     opts.log(JSON.stringify(line));
+    if (span) {
+      span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, answer.status);
+      if (answer.status >= 500) {
+        span.setAttribute(ATTR_ERROR_TYPE, status);
+        if (failure) span.recordException(failure);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: failure?.message ?? `HTTP ${status}` });
+      }
+      span.end();
+    }
+  }
+
+  const server = http.createServer((req, res) => {
+    const method = METHODS.has(req.method ?? '') ? (req.method as string) : 'OTHER';
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      url = new URL('http://localhost/');
+    }
+    const route = routeOf(url.pathname);
+    if (UNTRACED_ROUTES.includes(route)) return serve(req, res, method, url, route, undefined);
+    // A SERVER span named by the route pattern (the method alone when no route matched), child of
+    // the caller's span when the request carries a traceparent.
+    const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+    const span = tracer.startSpan(
+      route === ROUTES.unmatched ? method : `${method} ${route}`,
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          [ATTR_HTTP_REQUEST_METHOD]: method === 'OTHER' ? '_OTHER' : method,
+          [ATTR_URL_PATH]: url.pathname,
+          ...(route === ROUTES.unmatched ? {} : { [ATTR_HTTP_ROUTE]: route }),
+        },
+      },
+      parent,
+    );
+    return context.with(trace.setSpan(parent, span), () => serve(req, res, method, url, route, span));
   });
 
   return { server, registry, setNotReady: () => (ready = false) };

@@ -3,12 +3,15 @@
 // Environment: PORT (default 8080; 0 picks a free port), FAIL_RATE, SLOW_RATE, SLOW_MS, SEED (see
 // app.ts), SHUTDOWN_DELAY_MS (how long /readyz answers 503 after SIGTERM before the server stops
 // accepting connections, so the Service drops the pod first; default 0), SHUTDOWN_TIMEOUT_MS
-// (longest wait for requests in flight; default 10000).
-// Prints one JSON line {"msg":"listening","port":N} once it accepts connections.
+// (longest wait for requests in flight; default 10000), and OpenTelemetry's OTEL_* (tracing.ts;
+// service.name defaults to sample-app).
+// Prints one JSON line {"msg":"listening","port":N} once it accepts connections; on shutdown, sends
+// the spans still buffered before it exits.
 import { createApp, optionsFromEnv } from './app.js';
+import { startTracing } from './tracing.js';
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
-const event = (level: 'info' | 'error', msg: string, extra: Record<string, unknown> = {}) =>
+const event = (level: 'info' | 'warn' | 'error', msg: string, extra: Record<string, unknown> = {}) =>
   log(JSON.stringify({ time: new Date().toISOString(), level, msg, ...extra }));
 
 function intEnv(name: string, def: number): number {
@@ -33,7 +36,8 @@ try {
   process.exit(2);
 }
 
-const app = createApp({ ...options, log });
+const tracing = startTracing('sample-app', event);
+const app = createApp({ ...options, log, tracer: tracing.tracer });
 const { server } = app;
 
 server.listen(port, () => {
@@ -52,7 +56,8 @@ function shutdown(signal: string) {
   app.setNotReady();
   event('info', 'shutting down', { signal });
   setTimeout(() => {
-    server.close(() => {
+    server.close(async () => {
+      await tracing.shutdown().catch((err: Error) => event('warn', 'tracing problem', { error: err.message }));
       event('info', 'stopped');
       process.exit(0);
     });

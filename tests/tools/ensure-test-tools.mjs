@@ -1,6 +1,6 @@
 // Makes sure the real tools the tests need are there before `npm test` runs them (npm's pretest):
 //   - sample-app/node_modules (`npm ci --prefix sample-app`) when missing or older than its lock file;
-//   - task, prometheus, promtool and alertmanager at the versions of test-tools.mjs, in TOOLS_BIN,
+//   - task, prometheus, promtool, alertmanager and otlp-sink at the versions of test-tools.mjs, in TOOLS_BIN,
 //     built with Go from the Go module proxy when missing or at another version (the first run takes
 //     ~8-10 min on 2 cores, Alertmanager ~2 of them; later runs a second);
 //   - the Go example app (examples/go-app) as TOOLS_BIN/go-app-<hash of its sources>, when missing

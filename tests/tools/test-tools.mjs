@@ -12,6 +12,9 @@
 //                       the web UI's compiled files (ui/app/dist, built with npm upstream), so it is
 //                       built from a copy of the module with a one-page placeholder there; the API
 //                       the tests use does not depend on it.
+//   otlp-sink   1       the traces tests: the OpenTelemetry Collector's OTLP receiver (otlpreceiver
+//                       v0.165.0, built from tests/tools/otlp-sink) writing each batch of spans it
+//                       receives as one OTLP JSON line; ~1.5 min to build the first time on 2 cores.
 // and one Go module read as data: Talos's machinery at the pinned Talos tag, for its machine-config
 // JSON schema (the config patches are checked against it). The Go example app (examples/go-app) is
 // built here too, as TOOLS_BIN/go-app-<hash of its sources>: a changed source is a new binary.
@@ -89,6 +92,13 @@ export const TEST_TOOLS = [
       args: ['build', '-ldflags', `-X github.com/prometheus/common/version.Version=${ALERTMANAGER_VERSION}`, '-o', path.join(TOOLS_BIN, 'alertmanager'), './cmd/alertmanager'],
       env: {},
     },
+  },
+  {
+    name: 'otlp-sink',
+    /** The `version` const of tests/tools/otlp-sink/main.go: bump both when the sink changes. */
+    version: '1 (otlpreceiver v0.165.0)',
+    versionArgs: ['--version'],
+    build: { cwd: path.join(here, 'otlp-sink'), args: ['build', '-trimpath', '-o', path.join(TOOLS_BIN, 'otlp-sink'), '.'], env: {} },
   },
 ];
 
