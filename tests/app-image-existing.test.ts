@@ -7,7 +7,7 @@ import path from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { type NodeJson, fullImageName, imageRefFor, imageTarget, onEveryNode } from '../scripts/app.ts';
 import { UserError } from '../scripts/lib.ts';
-import { FAKE_BIN, makeSandbox, mutatingLines, type Sandbox } from './helpers.ts';
+import { FAKE_BIN, makeSandbox, mutatingLines, type Sandbox, existingClusterEnv } from './helpers.ts';
 
 const node = (name: string, providerID?: string, images: string[] = []): NodeJson => ({
   metadata: { name },
@@ -75,7 +75,7 @@ describe('the sample app image with CLUSTER=existing, against the stand-in tools
     sb = makeSandbox();
     sb.createCluster();
   });
-  const image = (env: Record<string, string>) => sb.run('sample-app', ['--image'], { CLUSTER: 'existing', ...env });
+  const image = (env: Record<string, string>) => sb.run('sample-app', ['--image'], { ...existingClusterEnv(sb), ...env });
 
   it('kind: builds, loads with `kind load docker-image --name dev`, says so; a re-run changes nothing', async () => {
     sb.scenario({ kubectl: { nodes: kindNodes } });

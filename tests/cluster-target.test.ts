@@ -120,7 +120,7 @@ describe('PROFILE', () => {
 
   it('laptop on local-path layers nothing: the values of every release are what they were', () => {
     const cfg = parseConfig({ STATE_DIR: '/nonexistent-state' });
-    expect(clusterLayers(cfg, 'local-path')).toEqual({ prometheus: [], loki: [], k8sMonitoring: [], grafana: [] });
+    expect(clusterLayers(cfg, 'local-path')).toEqual({ prometheus: [], loki: [], tempo: [], k8sMonitoring: [], grafana: [] });
     for (const key of ['prometheus', 'loki', 'k8sMonitoring', 'grafana'] as const) expect(releaseSpec(cfg, key).values).toHaveLength(2);
   });
 
@@ -242,7 +242,7 @@ describe('phases with CLUSTER=existing', { timeout: 240_000 }, () => {
     expect(first.filter((c) => line(c).includes('kustomize'))).toEqual([]);
     const state = sb.state();
     expect(Object.keys(state.kubectl.objects).filter((k) => k.includes('local-path'))).toEqual([]);
-    expect(installedRecord(cfgOf(sb))).toMatchObject({ storageClass: 'standard', localPath: false, releases: ['monitoring/grafana', 'monitoring/k8s-monitoring', 'monitoring/loki', 'monitoring/prometheus'] });
+    expect(installedRecord(cfgOf(sb))).toMatchObject({ storageClass: 'standard', localPath: false, releases: ['monitoring/grafana', 'monitoring/k8s-monitoring', 'monitoring/loki', 'monitoring/prometheus', 'monitoring/tempo'] });
     const prometheusValues = YAML.parse(fs.readFileSync(path.join(sb.stateDir, 'helm', 'prometheus.values.yaml'), 'utf8'));
     expect(prometheusValues.server.persistentVolume.storageClass).toBe('standard');
     // The namespaces the platform created carry its owner label.

@@ -5,13 +5,28 @@ import kleur from 'kleur';
 import { describe, expect, it, vi } from 'vitest';
 import { endpointLines, ingressAddressOf } from '../scripts/endpoints.ts';
 import { parseConfig } from '../scripts/lib.ts';
-import { makeSandbox } from './helpers.ts';
+import { makeSandbox, existingClusterEnv } from './helpers.ts';
 
 // Each test starts scripts as processes (node + tsx + stand-in tools): room for a loaded CI machine.
 vi.setConfig({ testTimeout: 60000 });
 
 kleur.enabled = false;
 const cfg = (over: Record<string, string> = {}) => parseConfig({ STATE_DIR: '/tmp/st', ...over });
+/** A user's kubeconfig with a kind cluster (current context kind-dev), for CLUSTER=existing. */
+const userKubeconfig = () => {
+  const file = path.join(makeSandbox().home, 'kubeconfig');
+  fs.writeFileSync(
+    file,
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      'current-context': 'kind-dev',
+      contexts: [{ name: 'kind-dev', context: { cluster: 'kind-dev', user: 'kind-dev' } }],
+      clusters: [{ name: 'kind-dev', cluster: { server: 'https://127.0.0.1:41234' } }],
+    }),
+  );
+  return file;
+};
 
 describe('endpoints', () => {
   it('lists every URL, the password file, the CA and the KUBECONFIG line; names what is missing', () => {
@@ -84,20 +99,20 @@ describe('endpoints with CLUSTER=existing', () => {
   });
 
   it('prints the URLs on the address and port the ingress got, the names line, the port-forward and the user\'s own context', () => {
-    const c = cfg({ CLUSTER: 'existing', KUBE_CONTEXT: 'kind-dev', DOMAIN: 'dev.example' });
+    const c = cfg({ CLUSTER: 'existing', KUBECONFIG: userKubeconfig(), KUBE_CONTEXT: 'kind-dev', DOMAIN: 'dev.example' });
     const text = endpointLines(c, () => true, [], { address: '172.18.0.2', port: 30443, how: 'NodePort 30443 on node dev-control-plane (InternalIP 172.18.0.2)' }).join('\n');
     expect(text).toContain('Ingress      Traefik Service NodePort 30443 on node dev-control-plane (InternalIP 172.18.0.2)');
     expect(text).toContain('Grafana      https://grafana.dev.example:30443/');
     expect(text).toContain('172.18.0.2 grafana.dev.example prometheus.dev.example alertmanager.dev.example traefik.dev.example app.dev.example');
     expect(text).toContain('curl --resolve grafana.dev.example:30443:172.18.0.2');
-    expect(text).toContain('kubectl --namespace traefik port-forward service/traefik 8443:websecure');
+    expect(text).toMatch(/kubectl --kubeconfig \S+ --context kind-dev --namespace traefik port-forward service\/traefik 8443:websecure/);
     expect(text).toContain('context kind-dev');
     expect(text).not.toContain('export KUBECONFIG');
     expect(text).not.toContain('localhost:5001');
   });
 
   it('a load balancer\'s hostname asks for a CNAME; IMAGE_REGISTRY is named', () => {
-    const c = cfg({ CLUSTER: 'existing', IMAGE_REGISTRY: 'ghcr.io/me', DOMAIN: 'obs.example.com' });
+    const c = cfg({ CLUSTER: 'existing', KUBECONFIG: userKubeconfig(), IMAGE_REGISTRY: 'ghcr.io/me', DOMAIN: 'obs.example.com' });
     const text = endpointLines(c, () => true, [], { address: 'x.elb.amazonaws.com', port: 443, how: 'LoadBalancer x.elb.amazonaws.com:443', isHostname: true }).join('\n');
     expect(text).toContain('Grafana      https://grafana.obs.example.com/');
     expect(text).toContain('must point at x.elb.amazonaws.com: a DNS CNAME record');
@@ -105,7 +120,7 @@ describe('endpoints with CLUSTER=existing', () => {
   });
 
   it('without an address says why, and still prints the port-forward', () => {
-    const text = endpointLines(cfg({ CLUSTER: 'existing' }), () => true, [], { missing: 'the LoadBalancer has no address yet' }).join('\n');
+    const text = endpointLines(cfg({ CLUSTER: 'existing', KUBECONFIG: userKubeconfig() }), () => true, [], { missing: 'the LoadBalancer has no address yet' }).join('\n');
     expect(text).toContain('Ingress      no address: the LoadBalancer has no address yet');
     expect(text).toContain('port-forward service/traefik');
   });
@@ -114,14 +129,14 @@ describe('endpoints with CLUSTER=existing', () => {
     const sb = makeSandbox();
     sb.createCluster();
     sb.scenario({ kubectl: { objects: { 'Service/traefik/traefik': { apiVersion: 'v1', kind: 'Service', metadata: { name: 'traefik', namespace: 'traefik' }, ...lb([{ ip: '172.18.0.3' }]) } } } });
-    const r = await sb.run('endpoints', [], { CLUSTER: 'existing' });
+    const r = await sb.run('endpoints', [], existingClusterEnv(sb));
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toContain('Traefik Service LoadBalancer 172.18.0.3:443');
     expect(r.stdout).toContain('https://grafana.localhost/');
     expect(r.calls.map((c) => `${c.tool} ${c.argv.filter((a) => !a.includes('kubeconfig')).join(' ')}`)).toEqual([expect.stringMatching(/^kubectl .*get nodes,services --namespace traefik --output json$/)]);
     const none = makeSandbox();
     none.createCluster();
-    const before = await none.run('endpoints', [], { CLUSTER: 'existing' });
+    const before = await none.run('endpoints', [], existingClusterEnv(none));
     expect(before.code).toBe(0);
     expect(before.stdout).toContain('no address: Traefik is not installed yet: run `task traefik`');
   });

@@ -116,6 +116,12 @@ export function freePortsSync(count: number): number[] {
   return Array.from(shared.subarray(1));
 }
 
+/**
+ * The environment that deploys to the sandbox's cluster as to a user's own (CLUSTER=existing): its
+ * kubeconfig named by KUBECONFIG, as a user names theirs.
+ */
+export const existingClusterEnv = (sb: Pick<Sandbox, 'stateDir'>) => ({ CLUSTER: 'existing', KUBECONFIG: path.join(sb.stateDir, 'kubeconfig') });
+
 export function makeSandbox(): Sandbox {
   const [HTTP_PORT, HTTPS_PORT, REGISTRY_PORT] = freePortsSync(3);
   const ports: SandboxPorts = { HTTP_PORT, HTTPS_PORT, REGISTRY_PORT };

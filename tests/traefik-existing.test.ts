@@ -4,7 +4,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { INGRESS_NODE_PORTS, mergeValues } from '../scripts/lib.ts';
 import { type ClusterObject, K3S_SERVICELB_LABEL, ingressServiceType, traefikValues } from '../scripts/traefik.ts';
-import { makeSandbox, type Sandbox } from './helpers.ts';
+import { makeSandbox, type Sandbox, existingClusterEnv } from './helpers.ts';
 
 const node = (name: string, providerID?: string, labels: Record<string, string> = {}): ClusterObject => ({
   kind: 'Node',
@@ -71,18 +71,18 @@ describe('traefik phase with CLUSTER=existing against the stand-in tools', { tim
         objects: { 'DaemonSet/kube-system/svclb-traefik-4b7a1c2e': { apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'svclb-traefik-4b7a1c2e', namespace: 'kube-system' } } },
       },
     });
-    const r = await sb.run('traefik', [], { CLUSTER: 'existing' });
+    const r = await sb.run('traefik', [], existingClusterEnv(sb));
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/Service LoadBalancer: k3s ServiceLB runs \(DaemonSet kube-system\/svclb-traefik-4b7a1c2e\)/);
     expect(release().values.service.spec.type).toBe('LoadBalancer');
-    const again = await sb.run('traefik', [], { CLUSTER: 'existing' });
+    const again = await sb.run('traefik', [], existingClusterEnv(sb));
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(again.stdout).toMatch(/nothing changed/);
   });
 
   it('kind (no load balancer): NodePort on every node, the Talos affinity left out', async () => {
     sb.scenario({ kubectl: { nodes: [{ apiVersion: 'v1', kind: 'Node', metadata: { name: 'dev-control-plane', labels: { 'node-role.kubernetes.io/control-plane': '' } }, spec: { providerID: 'kind://docker/dev/dev-control-plane' }, status: { conditions: [{ type: 'Ready', status: 'True' }] } }] } });
-    const r = await sb.run('traefik', [], { CLUSTER: 'existing' });
+    const r = await sb.run('traefik', [], existingClusterEnv(sb));
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/Service NodePort: no load balancer found/);
     expect(release().values.service.spec.type).toBe('NodePort');

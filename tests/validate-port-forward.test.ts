@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AppRecord } from '../scripts/lib.ts';
 import { PROJECT_DIR, parseConfig } from '../scripts/lib.ts';
 import { OUR_NAMESPACES, forwardedPort, ourNamespaces } from '../scripts/validate.ts';
-import { closedPort, makeSandbox } from './helpers.ts';
+import { closedPort, makeSandbox, existingClusterEnv } from './helpers.ts';
 import { deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
 import { applyLogQL, checkLines, grafanaHandler, startHttpsFront, writeValidateState } from './fixtures/validate/servers.ts';
 
@@ -87,7 +87,7 @@ describe('validate with CLUSTER=existing: routes through kubectl port-forward', 
     routeStatus = 200;
     const sb = sandbox();
     // Nothing listens on HTTPS_PORT: a check that dialled it would fail.
-    const r = await sb.run('validate', ['--app', NAME, '--wait', '0'], { CLUSTER: 'existing', DOMAIN, HOST_IP: '127.0.0.1', HTTPS_PORT: String(await closedPort()) });
+    const r = await sb.run('validate', ['--app', NAME, '--wait', '0'], { ...existingClusterEnv(sb), DOMAIN, HOST_IP: '127.0.0.1', HTTPS_PORT: String(await closedPort()) });
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const local = forwardedVia(r.stdout);
     expect(local).toBeGreaterThan(0);
@@ -108,7 +108,7 @@ describe('validate with CLUSTER=existing: routes through kubectl port-forward', 
     seen = [];
     routeStatus = 502;
     const sb = sandbox();
-    const r = await sb.run('validate', ['--app', NAME, '--wait', '0'], { CLUSTER: 'existing', DOMAIN, HTTPS_PORT: String(await closedPort()) });
+    const r = await sb.run('validate', ['--app', NAME, '--wait', '0'], { ...existingClusterEnv(sb), DOMAIN, HTTPS_PORT: String(await closedPort()) });
     expect(r.code).toBe(1);
     const local = forwardedVia(r.stdout);
     expect(r.stdout).toContain(`✗ App ${NAME}: route https://${NAME}.${DOMAIN}/ via kubectl port-forward 127.0.0.1:${local}`);
@@ -120,7 +120,7 @@ describe('validate with CLUSTER=existing: routes through kubectl port-forward', 
     const sb = sandbox();
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', 'validate.ts'), '--app', NAME, '--wait', '0'], {
       cwd: PROJECT_DIR,
-      env: { ...sb.env(path.join(sb.dir, 'calls.jsonl')), CLUSTER: 'existing', DOMAIN },
+      env: { ...sb.env(path.join(sb.dir, 'calls.jsonl')), ...existingClusterEnv(sb), DOMAIN },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -140,7 +140,7 @@ describe('validate with CLUSTER=existing: routes through kubectl port-forward', 
 
   it('a forward that cannot start (no Traefik pod runs): fails with kubectl\'s words and what to check, no check runs', async () => {
     const sb = sandbox(false);
-    const r = await sb.run('validate', ['--app', NAME, '--wait', '0'], { CLUSTER: 'existing', DOMAIN });
+    const r = await sb.run('validate', ['--app', NAME, '--wait', '0'], { ...existingClusterEnv(sb), DOMAIN });
     expect(r.code).toBe(1);
     expect(r.stdout + r.stderr).toMatch(/`kubectl port-forward --namespace traefik service\/traefik :websecure` exited with code 1:\s+error: unable to forward port because pod is not running/);
     expect(r.stdout + r.stderr).toContain('Is Traefik installed (`task traefik`) with a Ready pod?');
