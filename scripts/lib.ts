@@ -378,6 +378,12 @@ export interface AppRecord {
   metricsPath: string | null;
   /** The Grafana dashboard uid, app-<name>. */
   dashboard: string;
+  /**
+   * The metric names Prometheus had for the app's job when the dashboard was made from them (absent
+   * when it was made from the assumed names): with the same image, a re-run makes the same dashboard
+   * from these without asking Prometheus again.
+   */
+  metricNames?: string[];
 }
 
 /** Where `task app` keeps the record of one app: $STATE_DIR/apps/<name>.json. */
