@@ -29,6 +29,11 @@
 //   docker context, only DOCKER_HOST: it is given the endpoint the docker CLI uses, so both talk to
 //   the same Docker (Docker Desktop, Colima, OrbStack, a plain engine).
 //
+// Under `task deploy` (DEPLOY_RUN_ID) the registry phase records that Docker passed its checks and
+// that the subnet is free and the network exists, and talos reuses both instead of asking Docker
+// again; talos records that the API answered (the nodes read) for the later phases (lib's run facts).
+// The tool versions are asked once per binary (lib.toolVersionOutput).
+//
 // It reads the current state first (containers, network, kubeconfig, nodes), compares it with what
 // .env asks for, and acts only on the difference: a healthy cluster is reported and left alone;
 // stopped nodes are started; a half-created or differently-shaped cluster is explained with the
