@@ -340,7 +340,7 @@ export function parseQuantity(raw: string | number): number {
 export const quantityMiB = (raw: string) => parseQuantity(raw) / 2 ** 20;
 
 /** Path of a file in the state directory. */
-export const statePath = (cfg: Config, ...parts: string[]) => path.join(cfg.stateDir, ...parts);
+export const statePath = (cfg: Pick<Config, 'stateDir'>, ...parts: string[]) => path.join(cfg.stateDir, ...parts);
 
 /**
  * The file that marks a folder as this platform's STATE_DIR. claimStateDir() writes it when a phase
@@ -569,7 +569,7 @@ export const RUN_FACTS = {
 /** How long a run fact stands for a check of its own: a deploy that waited longer checks again. */
 export const RUN_FACT_MAX_AGE_MS = 15 * 60_000;
 
-const runFactPath = (cfg: Pick<Config, 'stateDir'>, name: string) => path.join(cfg.stateDir, 'run-facts', `${name}.json`);
+const runFactPath = (cfg: Pick<Config, 'stateDir'>, name: string) => statePath(cfg, 'run-facts', `${name}.json`);
 
 /**
  * Records what this phase proved, for the later phases of the same `task deploy` (DEPLOY_RUN_ID, set
@@ -620,7 +620,7 @@ export function toolBinaryKey(tool: string): string | undefined {
 export async function toolVersionOutput(cfg: Pick<Config, 'stateDir'>, tool: string, args: string[]): Promise<string> {
   const binary = toolBinaryKey(tool);
   const key = binary && `${binary}|${args.join(' ')}`;
-  const file = path.join(cfg.stateDir, 'tool-versions', `${tool}.json`);
+  const file = statePath(cfg, 'tool-versions', `${tool}.json`);
   if (key && fs.existsSync(file)) {
     try {
       const cached = JSON.parse(fs.readFileSync(file, 'utf8')) as { key: string; output: string };
