@@ -26,11 +26,12 @@
 //      OpenTelemetry's OTEL_* env pointing at the OTLP receiver (lib.otlpEndpoint), the
 //      IngressRoute https://<name>.<DOMAIN> (route.yaml.tmpl), and the dashboard ConfigMap
 //      (dashboard.yaml.tmpl), which Grafana's dashboard sidecar provisions into the folder "Apps";
-//      every file applied through kubectl diff first (lib.applyManifests). The dashboard's panels come from the metric names of the app's job, asked from Prometheus
-//      through the API server's service proxy; when Prometheus does not answer or has no series of
+//      steps 2 and 3 applied through one kubectl diff first (lib.applyManifests). The dashboard's panels come from the metric names of the app's job, asked from Prometheus
+//      through the API server's service proxy (not asked again while the image and metrics endpoint
+//      stay those of the record, which keeps the names); when Prometheus does not answer or has no series of
 //      the app yet, from the declared kind (the usual HTTP metrics when it serves metrics), said so;
 //   4. the record $STATE_DIR/apps/<name>.json ({ name, namespace, host, image, metricsPort,
-//      metricsPath, dashboard }), read by hosts, endpoints, status, traefik, validate and --remove
+//      metricsPath, dashboard, and metricNames when Prometheus gave them }), read by hosts, endpoints, status, traefik, validate and --remove
 //      (written before the rollout, so that a deploy that never gets ready can be removed);
 //   5. the server certificate: when it does not name the host yet, runs the traefik phase, which
 //      re-issues it with every recorded host (*.localhost wildcards are refused by browsers);
@@ -611,10 +612,27 @@ export const declaredMetricNames = (servesMetrics: boolean) =>
     ? [HTTP_CONVENTIONS[0].requests, ...['_bucket', '_sum', '_count'].map((s) => `${HTTP_CONVENTIONS[0].duration}${s}`), 'process_cpu_seconds_total', 'process_resident_memory_bytes']
     : [];
 
-/** The dashboard for an app, from the names Prometheus has, else from the declared kind (and a note why). */
-async function dashboardFor(cfg: Config, spec: AppSpec): Promise<Record<string, unknown>> {
-  const found = spec.metricsPort === undefined ? { names: [] } : await scrapedMetricNames(cfg, spec);
-  if ('names' in found && found.names.length > 0) return appDashboard({ name: spec.name, namespace: spec.namespace, metricNames: found.names });
+/**
+ * The metric names a dashboard was made from at the last deploy of the same image and metrics
+ * endpoint (the record's metricNames), or undefined: another image may serve other metrics, and a
+ * dashboard made from the assumed names asks Prometheus again.
+ */
+export function recordedMetricNames(record: AppRecord | undefined, spec: AppSpec, image: string): string[] | undefined {
+  if (!record?.metricNames?.length || spec.metricsPort === undefined) return undefined;
+  const same = record.image === image && record.namespace === spec.namespace && record.metricsPort === spec.metricsPort && record.metricsPath === (spec.metricsPath ?? null);
+  return same ? record.metricNames : undefined;
+}
+
+/**
+ * The dashboard for an app and the names it was made from: the names recorded for this image
+ * (recordedMetricNames), else those Prometheus has, else from the declared kind (and a note why).
+ */
+async function dashboardFor(cfg: Config, spec: AppSpec, image: string): Promise<{ dashboard: Record<string, unknown>; metricNames?: string[] }> {
+  const recorded = recordedMetricNames(readRecord(cfg, spec.name), spec, image);
+  const found = recorded ? { names: recorded } : spec.metricsPort === undefined ? { names: [] } : await scrapedMetricNames(cfg, spec);
+  if ('names' in found && found.names.length > 0) {
+    return { dashboard: appDashboard({ name: spec.name, namespace: spec.namespace, metricNames: found.names }), metricNames: found.names };
+  }
   if (spec.metricsPort === undefined) {
     note(`No --metrics-port: the dashboard shows pods and logs only. If the app serves Prometheus metrics, run again with --metrics-port <port> [--metrics-path /metrics]; Alloy then scrapes it.`);
   } else {
@@ -622,7 +640,7 @@ async function dashboardFor(cfg: Config, spec: AppSpec): Promise<Record<string, 
       `Dashboard: ${'unavailable' in found ? `Prometheus could not be asked (${found.unavailable})` : `Prometheus has no series of job ${spec.name} yet`}, so it assumes the usual HTTP metrics (${HTTP_CONVENTIONS[0].requests}, ${HTTP_CONVENTIONS[0].duration}); run \`task app\` again after the first scrape to match what the app exposes.`,
     );
   }
-  return appDashboard({ name: spec.name, namespace: spec.namespace, metricNames: declaredMetricNames(spec.metricsPort !== undefined) });
+  return { dashboard: appDashboard({ name: spec.name, namespace: spec.namespace, metricNames: declaredMetricNames(spec.metricsPort !== undefined) }) };
 }
 
 /** What pods refused or crashing because of Pod Security / a root user need, or undefined. */
@@ -649,15 +667,22 @@ export async function waitRollout(cfg: Config, namespace: string, name: string):
   }
 }
 
+/** Objects deployed with an app's own (in the same kubectl diff) and the Deployments among them to wait for. */
+export interface AppCompanion {
+  title: string;
+  yaml: string;
+  deployments: string[];
+}
+
 /**
- * Deploys an app: image (unless given), namespace, app objects, route and dashboard, rollout, and
- * the record. `extras` and `afterApply` are the sample app's additions (its settings, its traffic
- * generator); `buildHint` what to say when the image does not build.
+ * Deploys an app: image (unless given), namespace, app objects, route and dashboard (one kubectl
+ * diff for all), rollout, and the record. `extras` and `companion` are the sample app's additions
+ * (its settings, its traffic generator); `buildHint` what to say when the image does not build.
  */
 export async function deployApp(
   cfg: Config,
   spec: AppSpec,
-  opts: { extras?: AppExtras; buildHint?: string; afterApply?: (image: string) => Promise<string[]> } = {},
+  opts: { extras?: AppExtras; buildHint?: string; companion?: (image: string) => AppCompanion } = {},
 ): Promise<AppRecord> {
   await check('Cluster answers', async () => {
     await requireCluster(cfg);
@@ -672,11 +697,15 @@ export async function deployApp(
       return r.detail;
     });
   }
-  const dashboard = await dashboardFor(cfg, spec);
+  const { dashboard, metricNames } = await dashboardFor(cfg, spec, image);
   const manifests = appManifests(spec, image, cfg.DOMAIN, dashboard, opts.extras);
-  await step(`Namespace ${spec.namespace} (Pod Security restricted)`, async () => ((await applyManifests(cfg, manifests.namespace)) === 'unchanged' ? 'unchanged' : 'applied'));
-  await step(`Deployment, Service, route ${spec.hostName}.${cfg.DOMAIN} and dashboard app-${spec.name}`, async () =>
-    (await applyManifests(cfg, manifests.app)) === 'unchanged' ? 'unchanged' : `applied (image ${image}${spec.envFile ? `, env from ${path.basename(spec.envFile)} as Secret ${spec.name}-env` : ''})`,
+  const companion = opts.companion?.(image);
+  await step(
+    `Namespace ${spec.namespace} (Pod Security restricted), Deployment, Service, route ${spec.hostName}.${cfg.DOMAIN} and dashboard app-${spec.name}${companion ? `, ${companion.title}` : ''}`,
+    async () =>
+      (await applyManifests(cfg, [manifests.namespace, manifests.app, ...(companion ? [companion.yaml] : [])].join('---\n'))) === 'unchanged'
+        ? 'unchanged'
+        : `applied (image ${image}${spec.envFile ? `, env from ${path.basename(spec.envFile)} as Secret ${spec.name}-env` : ''})`,
   );
   // The record before the rollout: a deploy that does not become ready can still be removed.
   const record: AppRecord = {
@@ -687,13 +716,14 @@ export async function deployApp(
     metricsPort: spec.metricsPort ?? null,
     metricsPath: spec.metricsPath ?? null,
     dashboard: `app-${spec.name}`,
+    ...(metricNames ? { metricNames } : {}),
   };
   await step(`Record ${path.relative(cfg.stateDir, appRecordPath(cfg, spec.name))}`, async () => {
     claimStateDir(cfg);
     return writeFileAtomic(appRecordPath(cfg, spec.name), `${JSON.stringify(record, null, 2)}\n`) ? 'written' : 'unchanged';
   });
   await step(`Certificate names ${record.host}`, () => ensureCertificateCovers(cfg, record.host));
-  const waitFor = [spec.name, ...(opts.afterApply ? await opts.afterApply(image) : [])];
+  const waitFor = [spec.name, ...(companion?.deployments ?? [])];
   await check('Rollout', async () => {
     // One read of the Deployments; a wait only for one not rolled out (a changed one always is not).
     const pending = await pendingRollouts(cfg, spec.namespace, waitFor.map((name) => ({ kind: 'deployment', name })));

@@ -25,10 +25,15 @@
 //   - parseQuantity()/quantityMiB(): Kubernetes quantities (requests, limits, volume sizes) as numbers;
 //   - subnetRange(), namesAddress(), ingressUrl(), resolvesByItself(): addresses and names;
 //   - appRecords()/appRecordPath(): the apps `task app` deployed, from STATE_DIR/apps/*.json;
+//   - recordRunFact()/runFact(): what one phase of a `task deploy` proved (the API answers, the
+//     Docker checks passed), reused by the later phases of the same run (DEPLOY_RUN_ID);
+//     toolVersionOutput(): a tool's version output, asked once per binary;
 //   - small shared actions: applyManifests() (diff first, apply only the difference; with
 //     CLUSTER=existing our new namespaces get NAMESPACE_OWNER_LABEL),
 //     helmRelease() (install or upgrade only when chart or values differ; deployedReleases() and
-//     deployedValues() read Helm once per process), requireCluster() (prints and confirms the target),
+//     deployedValues() read Helm once per process, and a revision's values are recorded in
+//     STATE_DIR/helm, so an unchanged release needs only `helm list`), requireCluster() (prints
+//     and confirms the target),
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
 // .env keys: all of CONFIG_KEYS (loadConfig); the target reads CLUSTER, KUBECONFIG, KUBE_CONTEXT.
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
@@ -353,7 +358,7 @@ export function parseQuantity(raw: string | number): number {
 export const quantityMiB = (raw: string) => parseQuantity(raw) / 2 ** 20;
 
 /** Path of a file in the state directory. */
-export const statePath = (cfg: Config, ...parts: string[]) => path.join(cfg.stateDir, ...parts);
+export const statePath = (cfg: Pick<Config, 'stateDir'>, ...parts: string[]) => path.join(cfg.stateDir, ...parts);
 
 /**
  * The file that marks a folder as this platform's STATE_DIR. claimStateDir() writes it when a phase
@@ -370,7 +375,7 @@ export const STATE_ENTRIES = [
   'talosconfig', // talos
   'talos', // talos: config patches and talosctl's cluster state
   'phases.log', // runPhase, for the closing summary of `task deploy`
-  'helm', // helmRelease: the values of each release
+  'helm', // helmRelease: the values of each release, and the record of each deployed revision's values
   'storage', // storage: the rendered kustomization
   'certs', // traefik: the local CA and the server certificate
   'grafana-admin-password', // observability
@@ -378,6 +383,8 @@ export const STATE_ENTRIES = [
   'apps', // app: one record per app that `task app` deployed (appRecords)
   'target.json', // confirmTarget: the remote context a `task deploy` run confirmed (CLUSTER=existing)
   'installed.log', // helmRelease, storage: what the platform installed on the cluster (recordInstalled), for destroy
+  'run-facts', // recordRunFact: what a phase of one `task deploy` proved, for the later phases of that run
+  'tool-versions', // toolVersionOutput: each tool's version output, by the binary that gave it
 ] as const;
 
 /** What `task app` created for one app, in $STATE_DIR/apps/<name>.json (scripts/app.ts writes it). */
@@ -391,6 +398,12 @@ export interface AppRecord {
   metricsPath: string | null;
   /** The Grafana dashboard uid, app-<name>. */
   dashboard: string;
+  /**
+   * The metric names Prometheus had for the app's job when the dashboard was made from them (absent
+   * when it was made from the assumed names): with the same image, a re-run makes the same dashboard
+   * from these without asking Prometheus again.
+   */
+  metricNames?: string[];
 }
 
 /** Where `task app` keeps the record of one app: $STATE_DIR/apps/<name>.json. */
@@ -797,13 +810,99 @@ export async function requireCluster(cfg: Config): Promise<string> {
       : `The cluster of context ${target.context} (server ${target.server}) does not answer. Check it with \`${toolHint(cfg, 'kubectl')} get --raw /readyz\`, or set KUBE_CONTEXT in .env to another context.`;
   if (target.kind === 'talos' && !fs.existsSync(kubeconfigPath(cfg))) throw new UserError(hint);
   if (target.kind === 'existing') await confirmTarget(cfg);
-  try {
-    await kubectl(cfg, ['get', '--raw', '/readyz'], { hint });
-  } catch (err) {
-    throw new UserError(`${hint}\n${(err as Error).message}`);
+  // Under `task deploy`, an earlier phase of the same run that saw the API answer stands for this /readyz.
+  if (!runFact(cfg, RUN_FACTS.clusterAnswers)) {
+    try {
+      await kubectl(cfg, ['get', '--raw', '/readyz'], { hint });
+    } catch (err) {
+      throw new UserError(`${hint}\n${(err as Error).message}`);
+    }
   }
   claimStateDir(cfg);
+  recordRunFact(cfg, RUN_FACTS.clusterAnswers, true);
   return target.kind === 'talos' ? cfg.CLUSTER_NAME : `context ${target.context}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Facts reused: within one deploy run, and tool versions by binary
+// ---------------------------------------------------------------------------------------------
+
+/** The facts a phase of `task deploy` proves and later phases of the same run reuse (one file each: phases run side by side). */
+export const RUN_FACTS = {
+  /** The Kubernetes API answered (talos read the nodes, or requireCluster its /readyz). */
+  clusterAnswers: 'cluster-answers',
+  /** The docker CLI's endpoint and `docker info` passed the Docker checks (talos.ts). */
+  docker: 'docker',
+  /** CLUSTER_SUBNET overlaps no other network and the cluster network exists (the registry phase made sure). */
+  clusterNetwork: 'cluster-network',
+} as const;
+
+/** How long a run fact stands for a check of its own: a deploy that waited longer checks again. */
+export const RUN_FACT_MAX_AGE_MS = 15 * 60_000;
+
+const runFactPath = (cfg: Pick<Config, 'stateDir'>, name: string) => statePath(cfg, 'run-facts', `${name}.json`);
+
+/**
+ * Records what this phase proved, for the later phases of the same `task deploy` (DEPLOY_RUN_ID, set
+ * by the Taskfile for each phase of one run). Nothing outside a deploy run, nor into a STATE_DIR that
+ * is not ours yet. Written atomically; one file per fact, so phases side by side never race on one.
+ */
+export function recordRunFact(cfg: Pick<Config, 'stateDir'>, name: string, value: unknown): void {
+  const run = process.env.DEPLOY_RUN_ID;
+  if (!run || !fs.existsSync(path.join(cfg.stateDir, STATE_DIR_MARKER))) return;
+  writeFileAtomic(runFactPath(cfg, name), `${JSON.stringify({ run, at: Date.now(), value })}\n`);
+}
+
+/**
+ * A fact an earlier phase of this deploy run recorded, or undefined: outside a deploy run (a phase
+ * run alone checks for itself), from another run, older than RUN_FACT_MAX_AGE_MS, or unreadable.
+ */
+export function runFact<T = unknown>(cfg: Pick<Config, 'stateDir'>, name: string, now = Date.now()): T | undefined {
+  const run = process.env.DEPLOY_RUN_ID;
+  const file = runFactPath(cfg, name);
+  if (!run || !fs.existsSync(file)) return undefined;
+  try {
+    const fact = JSON.parse(fs.readFileSync(file, 'utf8')) as { run: string; at: number; value: T };
+    return fact.run === run && fact.at <= now && now - fact.at <= RUN_FACT_MAX_AGE_MS ? fact.value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Which binary `tool` runs, as "<resolved path>|<size>|<mtime>": another binary, or the same one
+ * replaced, gives another key. Undefined when it is not on PATH, or when it is a link to a binary of
+ * another name (a version manager such as mise, whose link stays the same when the tool it runs changes).
+ */
+export function toolBinaryKey(tool: string): string | undefined {
+  const onPath = (process.env.PATH ?? '').split(path.delimiter).map((dir) => dir && path.join(dir, tool)).find((f) => f && fs.existsSync(f));
+  const resolved = onPath ? fs.realpathSync(onPath) : undefined;
+  if (!resolved || path.basename(resolved) !== tool) return undefined;
+  const stat = fs.statSync(resolved);
+  return `${resolved}|${stat.size}|${stat.mtimeMs}`;
+}
+
+/**
+ * The output of `<tool> <args>` (a version command), run once per binary: kept in
+ * STATE_DIR/tool-versions/<tool>.json under the binary's resolved path, size and mtime, so another
+ * binary (an upgrade, another one first on PATH) is asked again. Kept only in a STATE_DIR that is ours,
+ * and only for a binary named as the tool (a link into a version manager such as mise is asked each time).
+ */
+export async function toolVersionOutput(cfg: Pick<Config, 'stateDir'>, tool: string, args: string[]): Promise<string> {
+  const binary = toolBinaryKey(tool);
+  const key = binary && `${binary}|${args.join(' ')}`;
+  const file = statePath(cfg, 'tool-versions', `${tool}.json`);
+  if (key && fs.existsSync(file)) {
+    try {
+      const cached = JSON.parse(fs.readFileSync(file, 'utf8')) as { key: string; output: string };
+      if (cached.key === key) return cached.output;
+    } catch {
+      // unreadable: ask the tool again
+    }
+  }
+  const { stdout } = await run(tool, args);
+  if (key && fs.existsSync(path.join(cfg.stateDir, STATE_DIR_MARKER))) writeFileAtomic(file, `${JSON.stringify({ key, output: stdout })}\n`);
+  return stdout;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1050,12 +1149,49 @@ export function mergeValues(...layers: Record<string, unknown>[]): Record<string
   return out;
 }
 
-/** A release as `helm list --output json` shows it. */
+/** A release as `helm list --output json` shows it (revision a number as text; updated when its last revision was deployed). */
 export interface HelmListEntry {
   name: string;
   namespace: string;
+  revision: string;
+  updated: string;
   chart: string;
   status: string;
+}
+
+/**
+ * The user values of one revision of a release, as Helm answered them (or as we passed them to the
+ * upgrade that made that revision), in STATE_DIR/helm/<release>.deployed.json. A revision's values
+ * never change; any upgrade or rollback (ours or anyone's) makes a new revision, and a reinstall at the
+ * same number has another `updated`: so a record that matches `helm list` in all of these stands for
+ * `helm get values`.
+ */
+interface HelmDeployedRecord {
+  namespace: string;
+  revision: string;
+  updated: string;
+  chart: string;
+  values: Record<string, unknown>;
+}
+
+const helmRecordPath = (cfg: Config, release: string) => statePath(cfg, 'helm', `${release}.deployed.json`);
+
+/** The recorded values of exactly this listed revision, or undefined. */
+function recordedValues(cfg: Config, entry: HelmListEntry): Record<string, unknown> | undefined {
+  const file = helmRecordPath(cfg, entry.name);
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    const r = JSON.parse(fs.readFileSync(file, 'utf8')) as HelmDeployedRecord;
+    const same = r.namespace === entry.namespace && r.revision === entry.revision && r.updated === entry.updated && r.chart === entry.chart;
+    return same ? r.values : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function recordValues(cfg: Config, entry: HelmListEntry, values: Record<string, unknown>): void {
+  const record: HelmDeployedRecord = { namespace: entry.namespace, revision: entry.revision, updated: entry.updated, chart: entry.chart, values };
+  writeFileAtomic(helmRecordPath(cfg, entry.name), `${JSON.stringify(record, null, 2)}\n`);
 }
 
 // What a phase read from Helm, once per process: the releases of every namespace, and the values of each.
@@ -1068,16 +1204,26 @@ export function deployedReleases(cfg: Config): Promise<HelmListEntry[]> {
   return releasesRead;
 }
 
-/** The user values of a deployed release (`helm get values`, once per process), or undefined when it is not installed. */
+/**
+ * The user values of a deployed release, or undefined when it is not installed: from the record of
+ * the revision `helm list` shows (see HelmDeployedRecord), else `helm get values` (once per process),
+ * which is then recorded for that revision.
+ */
 export function deployedValues(cfg: Config, release: string, namespace: string): Promise<Record<string, unknown> | undefined> {
   const key = `${namespace}/${release}`;
   if (!valuesRead.has(key)) {
-    valuesRead.set(
-      key,
-      helm(cfg, ['get', 'values', release, '--namespace', namespace, '--output', 'json'], { okCodes: [1] }).then((r) =>
-        r.code === 0 ? ((JSON.parse(r.stdout || 'null') ?? {}) as Record<string, unknown>) : undefined,
-      ),
-    );
+    const read = async () => {
+      const entry = (await deployedReleases(cfg)).find((r) => r.name === release && r.namespace === namespace);
+      if (!entry) return undefined;
+      const recorded = recordedValues(cfg, entry);
+      if (recorded) return recorded;
+      const r = await helm(cfg, ['get', 'values', release, '--namespace', namespace, '--output', 'json'], { okCodes: [1] });
+      if (r.code !== 0) return undefined;
+      const values = (JSON.parse(r.stdout || 'null') ?? {}) as Record<string, unknown>;
+      if (fs.existsSync(statePath(cfg, STATE_DIR_MARKER))) recordValues(cfg, entry, values);
+      return values;
+    };
+    valuesRead.set(key, read());
   }
   return valuesRead.get(key)!;
 }
@@ -1133,7 +1279,7 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
   valuesRead.delete(`${spec.namespace}/${spec.release}`);
   // On a cluster that is not ours, the CRDs this install adds are recorded: destroy removes only those.
   const crdsBefore = cfg.CLUSTER === 'existing' && !current ? await crdNames(cfg) : undefined;
-  await helm(cfg, [
+  const upgrade = await helm(cfg, [
     'upgrade', '--install', spec.release, spec.chart.chart,
     '--repo', repo,
     '--version', spec.chart.version,
@@ -1141,6 +1287,11 @@ export async function helmRelease(cfg: Config, spec: HelmReleaseSpec): Promise<s
     '--values', valuesFile,
     '--wait', '--timeout', spec.timeout ?? '10m',
   ]);
+  // The revision this upgrade made (helm prints "REVISION: n"), as `helm list` shows it now: its values are ours.
+  const made = /^REVISION: (\d+)$/m.exec(upgrade.stdout)?.[1];
+  releasesRead = undefined;
+  const after = (await deployedReleases(cfg)).find((r) => r.name === spec.release && r.namespace === spec.namespace);
+  if (after && after.revision === made) recordValues(cfg, after, JSON.parse(JSON.stringify(values)));
   if (crdsBefore) {
     const added = (await crdNames(cfg)).filter((n) => !crdsBefore.includes(n));
     if (added.length) recordInstalled(cfg, { crds: added });

@@ -10,18 +10,18 @@
 //      LOKI_STORAGE and TEMPO_STORAGE match the deployed volumes (local-path volumes cannot be
 //      resized: it stops and says how to proceed);
 //   2. namespace `monitoring` with Pod Security "privileged" (the log collector reads /var/log/pods,
-//      node-exporter uses the host's namespaces);
-//   3. the Secret alertmanager-webhook holding ALERT_WEBHOOK_URL (empty when unset; Alertmanager
-//      reads it from a file, so the URL is never in values, a command line or the output), Grafana's
-//      admin Secret `grafana-admin` (random password, generated once, also kept in
-//      <STATE_DIR>/grafana-admin-password) and the ConfigMap of dashboards/*.json (Grafana's pods
-//      mount both);
+//      node-exporter uses the host's namespaces) and Grafana's admin Secret `grafana-admin` (random
+//      password, generated once, also kept in <STATE_DIR>/grafana-admin-password), in one kubectl diff;
+//   3. server-side, in one kubectl diff: the Secret alertmanager-webhook holding ALERT_WEBHOOK_URL
+//      (empty when unset; Alertmanager reads it from a file, so the URL is never in values, a command
+//      line or the output) and the ConfigMap of dashboards/*.json (Grafana's pods mount both);
 //   4. Prometheus (every alerts/*.rules.yaml as a rule file, and Alertmanager), Loki, Tempo, Alloy
 //      (k8s-monitoring, then waits for its collectors) and Grafana, all at once: none needs another
 //      to be up (Alloy and Tempo retry their writes, Grafana its datasources; the charts' hooks only
 //      touch their own release).
 // Every release is `helm upgrade --install --wait --timeout` through lib.helmRelease, which does
-// nothing when chart version and values are unchanged. When a release fails, the pods of
+// nothing when chart version and values are unchanged (one `helm list`; a revision's values are
+// recorded in STATE_DIR/helm, so an unchanged release needs no `helm get values`). When a release fails, the pods of
 // `monitoring` that are not ready are shown with their recent events and log lines; when the Alloy
 // collectors do not appear, also the Alloy objects' status and the Alloy Operator's log.
 //
@@ -479,8 +479,11 @@ async function checkVolumeSizes(cfg: Config): Promise<string> {
   return sizes.join(', ');
 }
 
-/** Keeps the admin password in the state dir and the Secret in step; generates it only once. */
-async function ensureAdminPassword(cfg: Config): Promise<string> {
+/**
+ * The namespace, and the Grafana admin Secret with the password kept in the state dir (generated only
+ * once): one kubectl diff for both, an apply only when it sees a difference.
+ */
+async function ensureNamespaceAndAdminPassword(cfg: Config): Promise<string> {
   const file = statePath(cfg, GRAFANA_PASSWORD_FILE);
   let password = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim() : '';
   let source = 'kept';
@@ -492,9 +495,9 @@ async function ensureAdminPassword(cfg: Config): Promise<string> {
     source = existing ? 'recovered from the cluster' : 'generated';
     writeFileAtomic(file, `${password}\n`, 0o600);
   }
-  const applied = await applyManifests(cfg, adminSecretManifest(password));
+  const applied = await applyManifests(cfg, `${namespaceManifest()}---\n${adminSecretManifest(password)}`);
   if (applied === 'unchanged' && source === 'kept') return `unchanged (Secret ${GRAFANA_ADMIN.secret})`;
-  return `${source} password, Secret ${GRAFANA_ADMIN.secret} ${applied} (${file})`;
+  return `${source} password, ${applied} (${file})`;
 }
 
 /** The Alloy Operator (a subchart of k8s-monitoring): its pods' label and the Alloy custom resource it reconciles. */
@@ -566,19 +569,15 @@ export async function observability(cfg: Config): Promise<void> {
     return requireCluster(cfg);
   });
   await check('Volume sizes can be honoured', () => checkVolumeSizes(cfg));
-  await step(`Namespace ${NAMESPACE} (Pod Security privileged)`, async () => {
-    const r = await applyManifests(cfg, namespaceManifest());
-    return r === 'unchanged' ? 'unchanged' : 'applied';
-  });
-  await step(`Alertmanager webhook Secret ${ALERT_WEBHOOK.secret} (ALERT_WEBHOOK_URL ${cfg.ALERT_WEBHOOK_URL ? 'set' : 'not set'})`, async () => {
-    const r = await applyManifests(cfg, webhookSecretManifest(cfg.ALERT_WEBHOOK_URL), true);
-    return r === 'unchanged' ? 'unchanged' : 'applied';
-  });
-  await step('Grafana admin password', () => ensureAdminPassword(cfg));
-  await step(`Dashboards ConfigMap (${dashboards.files.length} from dashboards/)`, async () => {
-    const r = await applyManifests(cfg, dashboards.yaml, true);
-    return r === 'unchanged' ? `unchanged (${dashboards.files.join(', ') || 'none'})` : `applied ${dashboards.files.join(', ') || '(no dashboards yet)'}`;
-  });
+  await step(`Namespace ${NAMESPACE} (Pod Security privileged) and Grafana admin password`, () => ensureNamespaceAndAdminPassword(cfg));
+  // Server-side, in one kubectl diff: the webhook Secret and the dashboards ConfigMap.
+  await step(
+    `Alertmanager webhook Secret ${ALERT_WEBHOOK.secret} (ALERT_WEBHOOK_URL ${cfg.ALERT_WEBHOOK_URL ? 'set' : 'not set'}) and dashboards ConfigMap (${dashboards.files.length} from dashboards/)`,
+    async () => {
+      const r = await applyManifests(cfg, `${webhookSecretManifest(cfg.ALERT_WEBHOOK_URL)}---\n${dashboards.yaml}`, true);
+      return r === 'unchanged' ? `unchanged (${dashboards.files.join(', ') || 'no dashboards'})` : `applied (${dashboards.files.join(', ') || 'no dashboards yet'})`;
+    },
+  );
   await parallel(
     () =>
       step(`Prometheus ${PINNED.charts.prometheus.version} with Alertmanager and ${Object.keys(rules).length} rule files from alerts/`, () =>

@@ -25,8 +25,8 @@
 // without a rebuild. SAMPLE_TRAFFIC=false removes the traffic generator.
 import fs from 'node:fs';
 import path from 'node:path';
-import { type Config, PROJECT_DIR, applyManifests, ingressUrl, isMain, kubectl, note, otlpEndpoint, renderTemplate, runPhase, step } from './lib.ts';
-import { type AppExtras, type AppSpec, SAMPLE_APP, deployApp, ensureImage, imageStepTitle } from './app.ts';
+import { type Config, PROJECT_DIR, ingressUrl, isMain, kubectl, note, otlpEndpoint, renderTemplate, runPhase, step } from './lib.ts';
+import { type AppCompanion, type AppExtras, type AppSpec, SAMPLE_APP, deployApp, ensureImage, imageStepTitle } from './app.ts';
 
 export const APP_DIR = path.join(PROJECT_DIR, 'sample-app');
 export const NAMESPACE = SAMPLE_APP;
@@ -73,22 +73,25 @@ async function deploymentNames(cfg: Config): Promise<string[]> {
   return (JSON.parse(res.stdout || '{"items":[]}').items as { metadata: { name: string } }[]).map((d) => d.metadata.name);
 }
 
-/** Applies or removes the traffic generator (SAMPLE_TRAFFIC); returns the Deployments to wait for. */
-async function trafficGenerator(cfg: Config, image: string): Promise<string[]> {
-  await step(`Traffic generator (SAMPLE_TRAFFIC=${cfg.SAMPLE_TRAFFIC})`, async () => {
-    if (cfg.SAMPLE_TRAFFIC) {
-      const result = await applyManifests(cfg, trafficManifest(image));
-      return result === 'unchanged' ? 'unchanged' : `applied deployment/${TRAFFIC_DEPLOYMENT}`;
-    }
+/** The traffic generator (SAMPLE_TRAFFIC=true): applied with the app's objects, in the same kubectl diff. */
+const trafficGenerator = (image: string): AppCompanion => ({
+  title: `traffic generator (SAMPLE_TRAFFIC=true)`,
+  yaml: trafficManifest(image),
+  deployments: [TRAFFIC_DEPLOYMENT],
+});
+
+/** SAMPLE_TRAFFIC=false: removes the traffic generator when it is there. */
+async function removeTrafficGenerator(cfg: Config): Promise<void> {
+  await step('Traffic generator (SAMPLE_TRAFFIC=false)', async () => {
     if (!(await deploymentNames(cfg)).includes(TRAFFIC_DEPLOYMENT)) return 'unchanged (off)';
     await kubectl(cfg, ['delete', 'deployment', TRAFFIC_DEPLOYMENT, '--namespace', NAMESPACE]);
     return `removed deployment/${TRAFFIC_DEPLOYMENT} (SAMPLE_TRAFFIC=false)`;
   });
-  return cfg.SAMPLE_TRAFFIC ? [TRAFFIC_DEPLOYMENT] : [];
 }
 
 export async function deploySampleApp(cfg: Config): Promise<void> {
-  await deployApp(cfg, SAMPLE_APP_SPEC, { extras: SAMPLE_APP_EXTRAS, buildHint: BUILD_HINT, afterApply: (image) => trafficGenerator(cfg, image) });
+  await deployApp(cfg, SAMPLE_APP_SPEC, { extras: SAMPLE_APP_EXTRAS, buildHint: BUILD_HINT, companion: cfg.SAMPLE_TRAFFIC ? trafficGenerator : undefined });
+  if (!cfg.SAMPLE_TRAFFIC) await removeTrafficGenerator(cfg);
   note(`The app: ${ingressUrl(cfg, 'app', '/')}, in the cluster http://${APP_DEPLOYMENT}.${NAMESPACE}.svc`);
 }
 

@@ -11,8 +11,10 @@
 //     pods mount hostPath volumes; Talos enforces "baseline"), the default-class annotation, the
 //     volume path /var/local-path-provisioner (the talos phase binds it into the kubelet), and the
 //     helper pods' image pinned to PINNED.busyboxImage (upstream's template names busybox untagged).
-//   - Idempotent: `kubectl kustomize` renders, `kubectl diff` decides, `kubectl apply` only when
-//     something differs.
+//   - Idempotent: `kubectl kustomize` renders (kept in STATE_DIR/storage/render.json while the
+//     kustomization and the kubectl binary stay the same), `kubectl diff` decides, `kubectl apply`
+//     only when something differs; one read of the StorageClasses and the provisioner's Deployment,
+//     and `rollout status` only when that read shows the rollout not complete.
 //   - `--smoke` (also run by `task validate`) installs nothing: it creates a claim on the default
 //     StorageClass and a pod that writes to it, waits for Bound and for the pod to succeed, and
 //     always removes both.
@@ -23,7 +25,7 @@
 // Tools: kubectl (get storageclasses, kustomize, diff, apply, rollout status, wait, delete).
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import YAML from 'yaml';
 import {
   PINNED,
@@ -39,13 +41,16 @@ import {
   note,
   renderTemplate,
   requireCluster,
+  rolloutPending,
   runPhase,
   toolHint,
   statePath,
   step,
+  toolBinaryKey,
   warn,
   writeFileAtomic,
   type Config,
+  type WorkloadJson,
 } from './lib.ts';
 
 export const STORAGE_NAMESPACE = 'local-path-storage';
@@ -74,6 +79,26 @@ export function writeKustomization(cfg: Config): string {
     writeFileAtomic(path.join(dir, file), renderTemplate(text, { LOCAL_PATH_PROVISIONER_VERSION: PINNED.localPathProvisioner, HELPER_IMAGE: PINNED.busyboxImage }));
   }
   return dir;
+}
+
+/**
+ * `kubectl kustomize` of the kustomization, or the render kept from the last time
+ * (STATE_DIR/storage/render.json) when its files and the kubectl binary are the same: the render is a
+ * function of those alone (the upstream manifest is taken at the pinned tag), and it downloads.
+ */
+async function renderKustomization(cfg: Config, dir: string): Promise<{ text: string; kept: boolean }> {
+  const hash = createHash('sha256');
+  for (const file of fs.readdirSync(dir).sort()) hash.update(`${file}\0${fs.readFileSync(path.join(dir, file), 'utf8')}\0`);
+  const kubectlBinary = toolBinaryKey('kubectl');
+  const key = kubectlBinary && `${hash.digest('hex')}|${kubectlBinary}`;
+  const keptFile = statePath(cfg, 'storage', 'render.json');
+  const kept = key && fs.existsSync(keptFile) ? (JSON.parse(fs.readFileSync(keptFile, 'utf8')) as { key: string; text: string }) : undefined;
+  if (kept && kept.key === key) return { text: kept.text, kept: true };
+  const text = (await kubectl(cfg, ['kustomize', dir], {
+    hint: 'kustomize downloads the upstream manifest from raw.githubusercontent.com: check the network (or proxy) and retry.',
+  })).stdout;
+  if (key) writeFileAtomic(keptFile, `${JSON.stringify({ key, text })}\n`);
+  return { text, kept: false };
 }
 
 /** Whether an image reference names a fixed version: a digest, or a tag other than "latest". */
@@ -188,14 +213,13 @@ async function install(cfg: Config): Promise<void> {
   let clusterObjects: string[] = [];
   await check(`Render local-path-provisioner ${PINNED.localPathProvisioner} (upstream manifest + manifests/storage patches)`, async () => {
     const dir = writeKustomization(cfg);
-    rendered = (await kubectl(cfg, ['kustomize', dir], {
-      hint: 'kustomize downloads the upstream manifest from raw.githubusercontent.com: check the network (or proxy) and retry.',
-    })).stdout;
+    const render = await renderKustomization(cfg, dir);
+    rendered = render.text;
     const objects = YAML.parseAllDocuments(rendered).map((d) => d.toJSON()).filter(Boolean) as KObject[];
     const problems = checkRendered(objects);
     if (problems.length) throw new Error(`the rendered manifest is not what this phase expects:\n  - ${problems.join('\n  - ')}`);
     clusterObjects = clusterScopedObjects(objects);
-    return `${objects.length} objects, patches in place`;
+    return `${objects.length} objects, patches in place${render.kept ? ' (kept render: same kustomization, same kubectl)' : ''}`;
   });
 
   await step('Apply local-path-provisioner', async () => {
@@ -205,8 +229,10 @@ async function install(cfg: Config): Promise<void> {
     return result === 'applied' ? 'applied the difference (kubectl diff found one)' : 'unchanged (matches the cluster)';
   });
 
+  // One read for both checks below: the StorageClasses, and the provisioner's Deployment (after the apply).
+  const read = JSON.parse((await kubectl(cfg, ['get', 'storageclasses,deployments', '--namespace', STORAGE_NAMESPACE, '-o', 'json'])).stdout).items as KObject[];
   await check(`StorageClass ${STORAGE_CLASS} is the only default`, async () => {
-    const classes = JSON.parse((await kubectl(cfg, ['get', 'storageclasses', '-o', 'json'])).stdout).items as KObject[];
+    const classes = read.filter((o) => o.kind === 'StorageClass');
     const defaults = defaultClasses(classes);
     if (!defaults.includes(STORAGE_CLASS)) throw new Error(`StorageClass ${STORAGE_CLASS} is not marked default in the cluster`);
     const others = defaults.filter((n) => n !== STORAGE_CLASS);
@@ -218,6 +244,8 @@ async function install(cfg: Config): Promise<void> {
   });
 
   await check('Provisioner ready', async () => {
+    const deployment = read.find((o) => o.kind === 'Deployment' && o.metadata.name === PROVISIONER_DEPLOYMENT) as WorkloadJson | undefined;
+    if (deployment && rolloutPending(deployment) === undefined) return 'ready (rolled out already)';
     await kubectl(cfg, ['rollout', 'status', `deployment/${PROVISIONER_DEPLOYMENT}`, '--namespace', STORAGE_NAMESPACE, '--timeout=180s'], {
       hint: `See: ${toolHint(cfg, 'kubectl')} -n ${STORAGE_NAMESPACE} describe deployment ${PROVISIONER_DEPLOYMENT}`,
     });

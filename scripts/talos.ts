@@ -42,6 +42,11 @@
 //   docker context, only DOCKER_HOST: it is given the endpoint the docker CLI uses, so both talk to
 //   the same Docker (Docker Desktop, Colima, OrbStack, a plain engine).
 //
+// Under `task deploy` (DEPLOY_RUN_ID) the registry phase records that Docker passed its checks and
+// that the subnet is free and the network exists, and talos reuses both instead of asking Docker
+// again; talos records that the API answered (the nodes read) for the later phases (lib's run facts).
+// The tool versions are asked once per binary (lib.toolVersionOutput).
+//
 // It reads the current state first (containers, network, kubeconfig, nodes), compares it with what
 // .env asks for, and acts only on the difference: a healthy cluster is reported and left alone;
 // stopped nodes are started; a half-created or differently-shaped cluster is explained with the
@@ -73,6 +78,7 @@ import {
   targetLine,
   PINNED,
   PROJECT_DIR,
+  RUN_FACTS,
   STATE_DIR_MARKER,
   claimStateDir,
   STATE_ENTRIES,
@@ -84,12 +90,15 @@ import {
   kubectl,
   quantityMiB,
   note,
+  recordRunFact,
   run,
+  runFact,
   check,
   runPhase,
   statePath,
   subnetRange,
   step,
+  toolVersionOutput,
   warn,
   writeFileAtomic,
 } from './lib.ts';
@@ -760,6 +769,9 @@ interface DockerFound {
 async function checkDockerDaemon(cfg: Config, platform: NodeJS.Platform): Promise<DockerFound> {
   let found: DockerFound | undefined;
   await check('Docker daemon', async () => {
+    // The registry phase of this deploy run passed these checks moments ago, through the same docker CLI.
+    found = runFact<DockerFound>(cfg, RUN_FACTS.docker);
+    if (found) return `Docker ${found.info.ServerVersion} at ${found.endpoint.host} (checked by the registry phase of this deploy)`;
     const where = { platform, dockerHostEnv: process.env.DOCKER_HOST || undefined };
     const endpoint = await dockerEndpoint().catch((err: Error) => {
       throw new UserError(dockerUnreachable(err instanceof CommandError ? err.output : err.message, where));
@@ -782,6 +794,11 @@ async function checkDockerDaemon(cfg: Config, platform: NodeJS.Platform): Promis
 async function checkClusterSubnet(cfg: Config): Promise<boolean> {
   let networkExists = false;
   await check(`Docker network for CLUSTER_SUBNET=${cfg.CLUSTER_SUBNET}`, async () => {
+    // The registry phase of this deploy run checked the subnet and made sure the network exists.
+    if (runFact(cfg, RUN_FACTS.clusterNetwork)) {
+      networkExists = true;
+      return `network ${cfg.CLUSTER_NAME} exists (checked by the registry phase of this deploy)`;
+    }
     const names = (await run('docker', ['network', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter(Boolean);
     const inspected = names.length ? (await run('docker', ['network', 'inspect', '--format', '{{json .}}', ...names])).stdout : '';
     const networks = inspected.split('\n').filter(Boolean).map((l) => JSON.parse(l) as DockerNetwork);
@@ -826,16 +843,17 @@ async function checkTools(cfg: Config, tools: string[], platform: NodeJS.Platfor
 async function preflight(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<Preflight> {
   await check('Tools: docker, talosctl, kubectl, helm', async () => {
     await checkTools(cfg, ['docker', 'talosctl', 'kubectl', 'helm'], platform);
-    const talosctl = await run('talosctl', ['version', '--client', '--short']);
-    const helm = await run('helm', ['version', '--short']);
-    const kubectlVersion = await run('kubectl', ['version', '--client', '--output', 'json']);
+    // Each binary is asked once: another binary on PATH (an upgrade too) is asked again.
+    const talosctl = await toolVersionOutput(cfg, 'talosctl', ['version', '--client', '--short']);
+    const helm = await toolVersionOutput(cfg, 'helm', ['version', '--short']);
+    const kubectlVersion = await toolVersionOutput(cfg, 'kubectl', ['version', '--client', '--output', 'json']);
     const problems = [
-      versionProblem('talosctl', talosctl.stdout, cfg),
-      versionProblem('helm', helm.stdout, cfg),
-      versionProblem('kubectl', kubectlVersion.stdout, cfg),
+      versionProblem('talosctl', talosctl, cfg),
+      versionProblem('helm', helm, cfg),
+      versionProblem('kubectl', kubectlVersion, cfg),
     ].filter((p): p is string => !!p);
     if (problems.length) throw new UserError(problems.join('\n'));
-    return `talosctl ${parseVersion(talosctl.stdout)!.text}, helm ${parseVersion(helm.stdout)!.text}, kubectl ${parseVersion(kubectlVersion.stdout)!.text}`;
+    return `talosctl ${parseVersion(talosctl)!.text}, helm ${parseVersion(helm)!.text}, kubectl ${parseVersion(kubectlVersion)!.text}`;
   });
 
   const { info, endpoint } = await checkDockerDaemon(cfg, platform);
@@ -902,13 +920,16 @@ async function preflight(cfg: Config, platform: NodeJS.Platform = process.platfo
  */
 async function registryOnly(cfg: Config, platform: NodeJS.Platform = process.platform): Promise<void> {
   await check('Tools: docker', () => checkTools(cfg, ['docker'], platform));
-  await checkDockerDaemon(cfg, platform);
+  const docker = await checkDockerDaemon(cfg, platform);
   const networkExists = await checkClusterSubnet(cfg);
   // The nodes publish no registry port: the helpers are all the registry needs to know.
   const current: Current = { nodes: [], helpers: await dockerPs(`${OWNER_LABEL}=${cfg.CLUSTER_NAME}`) };
   await checkPorts(cfg, current, ['REGISTRY_PORT'], platform);
   claimStateDir(cfg);
   await ensureNetwork(cfg, networkExists);
+  // For the talos phase of this deploy run: Docker passed its checks, the subnet is free and the network exists.
+  recordRunFact(cfg, RUN_FACTS.docker, docker);
+  recordRunFact(cfg, RUN_FACTS.clusterNetwork, true);
   await ensureHelpers(cfg, current);
   note(`Images pushed to localhost:${cfg.REGISTRY_PORT}/<name> run in the cluster under the same name.`);
 }
@@ -1111,6 +1132,8 @@ async function ensureCluster(cfg: Config, current: Current, dockerHost: string, 
           `Upgrade with \`talosctl --talosconfig ${talosconfig} --nodes ${controlplaneIp(cfg)} upgrade-k8s --to ${cfg.KUBERNETES_VERSION}\`, or recreate the cluster.`,
       );
     }
+    // The API answered: the later phases of this deploy run need not ask its /readyz again.
+    recordRunFact(cfg, RUN_FACTS.clusterAnswers, true);
     return `${already ? 'already ' : ''}${nodes.length}/${want} Ready (Kubernetes ${versions.join(', ')})`;
   });
 }

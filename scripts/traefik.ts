@@ -19,7 +19,9 @@
 //      phase owns and that does not exist yet is created first (manifests/traefik/backend-namespaces.yaml),
 //      so the routes apply now and start serving when their Services appear. The sample app's route
 //      app.<DOMAIN> and every other app's are made with the app (scripts/app.ts).
-//   Idempotent: helm only when chart or values differ, kubectl apply only after kubectl diff.
+//   Idempotent: helm only when chart or values differ, kubectl apply only after kubectl diff (one
+//   diff for 3 and 4 together); one read of the namespaces and the DaemonSet, and `rollout status`
+//   only when that read shows the rollout not complete.
 //
 // `--trust-ca` (`task trust-ca`) adds <stateDir>/certs/ca.crt to this OS's trust store (asks for
 // sudo) when run in a terminal, otherwise prints the exact commands. The store follows the OS:
@@ -59,6 +61,7 @@ import {
   readProjectYaml,
   renderTemplate,
   requireCluster,
+  rolloutPending,
   toolHint,
   run,
   runPhase,
@@ -67,6 +70,7 @@ import {
   step,
   warn,
   type Config,
+  type WorkloadJson,
 } from './lib.ts';
 
 export const TRAEFIK_NAMESPACE = 'traefik';
@@ -361,26 +365,27 @@ async function deploy(cfg: Config): Promise<void> {
     }),
   );
 
-  await step(`Default certificate (Secret ${TLS_SECRET}, TLSStore default)`, async () => {
-    const text = `${tlsSecretYaml(fs.readFileSync(files.crt, 'utf8'), fs.readFileSync(files.key, 'utf8'))}---\n${readManifest('tlsstore.yaml')}`;
-    return (await applyManifests(cfg, text)) === 'applied' ? 'applied' : 'unchanged';
-  });
-
   const routesText = routesYaml(cfg.DOMAIN);
   const routes = docsOf(routesText);
+  // One read for the namespaces the routes need and for the DaemonSet the chart rolled out.
+  const read = JSON.parse((await kubectl(cfg, ['get', 'namespaces,daemonsets', '--namespace', TRAEFIK_NAMESPACE, '-o', 'json'])).stdout).items as KObject[];
   await step('Namespaces of the routes', async () => {
-    const existing = (JSON.parse((await kubectl(cfg, ['get', 'namespaces', '-o', 'json'])).stdout).items as KObject[]).map((n) => n.metadata.name);
+    const existing = read.filter((o) => o.kind === 'Namespace').map((n) => n.metadata.name);
     const missing = missingNamespaces(routes, existing);
     if (missing.length === 0) return 'already exist';
     await kubectl(cfg, ['apply', '-f', '-'], { input: missing.map((m) => YAML.stringify(m)).join('---\n') });
     return `created ${missing.map((m) => m.metadata.name).join(', ')} (their phases have not run yet; the routes serve once the Services exist)`;
   });
 
-  await step(`IngressRoutes for ${ROUTED_HERE.map((h) => `${h}.${cfg.DOMAIN}`).join(', ')}`, async () =>
-    (await applyManifests(cfg, routesText)) === 'applied' ? 'applied' : 'unchanged',
-  );
+  // One kubectl diff for the certificate and the routes (an apply only when it sees a difference).
+  await step(`Default certificate (Secret ${TLS_SECRET}, TLSStore default) and IngressRoutes for ${ROUTED_HERE.map((h) => `${h}.${cfg.DOMAIN}`).join(', ')}`, async () => {
+    const text = [tlsSecretYaml(fs.readFileSync(files.crt, 'utf8'), fs.readFileSync(files.key, 'utf8')), readManifest('tlsstore.yaml'), routesText].join('---\n');
+    return (await applyManifests(cfg, text)) === 'applied' ? 'applied' : 'unchanged';
+  });
 
   await check('Traefik ready', async () => {
+    const daemonSet = read.find((o) => o.kind === 'DaemonSet' && o.metadata.name === 'traefik') as WorkloadJson | undefined;
+    if (daemonSet && rolloutPending(daemonSet) === undefined) return 'ready (rolled out already)';
     await kubectl(cfg, ['rollout', 'status', 'daemonset/traefik', '--namespace', TRAEFIK_NAMESPACE, '--timeout=180s'], {
       hint: `See: ${toolHint(cfg, 'kubectl')} -n ${TRAEFIK_NAMESPACE} get pods -o wide`,
     });

@@ -13,7 +13,7 @@ import { IngressRoute } from '@kubernetes-models/traefik/traefik.io/v1alpha1';
 import YAML from 'yaml';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { type AppSpec, DEFAULT_RESOURCES, appDashboard, appManifests, contentHash, contextFiles, dockerignoreMatcher, parseAppArgs, rootUserHint } from '../scripts/app.ts';
-import { type Sandbox, callsOf, closedPort, makeSandbox, mutatingLines, startStandInRegistry } from './helpers.ts';
+import { type ToolCall, type Sandbox, callsOf, closedPort, makeSandbox, mutatingLines, startStandInRegistry } from './helpers.ts';
 
 const tmp = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 /** A folder named `name` with a Dockerfile, a source file and the given extra files. */
@@ -288,16 +288,39 @@ describe('task app (stand-in tools)', { timeout: 90000 }, () => {
     expect(record('shop').image).toBe(ref2);
   });
 
-  it('uses the metric names Prometheus has for the app', async () => {
+  it('uses the metric names Prometheus has for the app, and asks again only for another image or after assumed names', async () => {
     sb.createCluster();
     const match = encodeURIComponent('{namespace="shop",job="shop"}');
+    const namesPath = `/api/v1/namespaces/monitoring/services/prometheus-server:80/proxy/api/v1/label/__name__/values?match[]=${match}`;
+    const prometheusHas = (names: string[]) => sb.scenario({ kubectl: { raw: { [namesPath]: JSON.stringify({ status: 'success', data: names }) } } });
+    const dashboardText = () => sb.state().kubectl.objects['ConfigMap/shop/shop-dashboard'].data['shop.json'] as string;
+    const asked = (r: { calls: ToolCall[] }) => callsOf(r.calls, 'kubectl').filter((c) => c.argv.includes(namesPath)).length;
+    const dir = appFolder('shop');
+    // Prometheus has no series yet: assumed names, not recorded, so the next run asks again.
+    const first = await sb.run('app', [dir, '--metrics-port', '8080'], env);
+    expect(first.stdout).toMatch(/assumes the usual HTTP metrics/);
+    expect(record('shop').metricNames).toBeUndefined();
     const names = ['flask_http_request_total', 'flask_http_request_duration_seconds_bucket', 'process_resident_memory_bytes'];
-    sb.scenario({ kubectl: { raw: { [`/api/v1/namespaces/monitoring/services/prometheus-server:80/proxy/api/v1/label/__name__/values?match[]=${match}`]: JSON.stringify({ status: 'success', data: names }) } } });
-    const r = await sb.run('app', [appFolder('shop'), '--metrics-port', '8080'], env);
+    prometheusHas(names);
+    const r = await sb.run('app', [dir, '--metrics-port', '8080'], env);
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    const dashboard = JSON.parse(sb.state().kubectl.objects['ConfigMap/shop/shop-dashboard'].data['shop.json']);
-    expect(JSON.stringify(dashboard)).toContain('flask_http_request_total');
+    expect(asked(r)).toBe(1);
+    expect(dashboardText()).toContain('flask_http_request_total');
     expect(r.stdout).not.toMatch(/assumes the usual HTTP metrics/);
+    expect(record('shop').metricNames).toEqual(names);
+    // The same image again: the recorded names, no question to Prometheus, nothing changes.
+    const again = await sb.run('app', [dir, '--metrics-port', '8080'], env);
+    expect(asked(again)).toBe(0);
+    expect(mutatingLines(again.calls)).toEqual([]);
+    expect(again.stdout).toMatch(/nothing changed/);
+    // Another image may serve other metrics: asked again, and the dashboard follows.
+    prometheusHas(['django_http_requests_total_by_view_transport_method_total', 'process_resident_memory_bytes']);
+    fs.appendFileSync(path.join(dir, 'server.sh'), 'echo v2\n');
+    const changed = await sb.run('app', [dir, '--metrics-port', '8080'], env);
+    expect(changed.code, changed.stdout + changed.stderr).toBe(0);
+    expect(asked(changed)).toBe(1);
+    expect(dashboardText()).not.toContain('flask_http_request_total');
+    expect(record('shop').metricNames).toEqual(['django_http_requests_total_by_view_transport_method_total', 'process_resident_memory_bytes']);
   });
 
   it('without --metrics-port: no scrape annotations, and it says how to enable scraping', async () => {

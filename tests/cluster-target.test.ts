@@ -165,7 +165,7 @@ describe('clusterDefaultClass: the StorageClass of an existing cluster to use in
 
 describe('ownedOnCluster: what destroy may remove from a cluster that is not ours', () => {
   const ns = (name: string, owner?: string) => ({ metadata: { name, labels: (owner ? { 'talos-local.platform/owner': owner } : {}) as Record<string, string> } });
-  const rel = (name: string, namespace: string, chart: string) => ({ name, namespace, chart, status: 'deployed' });
+  const rel = (name: string, namespace: string, chart: string) => ({ name, namespace, chart, status: 'deployed', revision: '1', updated: '2026-01-01 00:00:00.000000000 +0000 UTC' });
   it('only recorded releases (namespace and name) of our charts, labelled namespaces, recorded CRDs still there, local-path objects when ours', () => {
     expect(
       ownedOnCluster({

@@ -414,7 +414,8 @@ export default function kubectl(argv, ctx) {
   if (verb === 'kustomize') return kustomize(words[0] ?? '.', ctx);
   if (!clusterUp(state, kubeconfigFiles(one(flags, 'kubeconfig'), ctx.env), one(flags, 'context'))) {
     err('The connection to the server 127.0.0.1:40123 was refused - did you specify the right host or port?\n');
-    return 1;
+    // kubectl diff exits 1 only for "differences found"; its errors exit 2 (cmdutil.CheckDiffErr: code+1).
+    return verb === 'diff' ? 2 : 1;
   }
   const ns = one(flags, 'namespace');
   const output = one(flags, 'output');
