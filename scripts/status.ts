@@ -1,5 +1,5 @@
 // `task status`: one line per component (cluster, storage, each Helm release — traefik, prometheus,
-// loki, k8s-monitoring, grafana —, Alertmanager (the prometheus release's StatefulSet), the sample
+// loki, tempo, k8s-monitoring, grafana —, Alertmanager (the prometheus release's StatefulSet), the sample
 // app, and each app `task app` deployed, from STATE_DIR/apps/*.json) with its state and version, read
 // from kubectl and helm. Changes nothing. Exit code 0 when every component is ok, 1 otherwise.
 //
@@ -8,7 +8,7 @@
 // Tools: kubectl (get nodes, deployments, statefulsets, pods), helm 3.17+ or 4 (list).
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { type Config, HELM_LIST_EVERY_STATE, PINNED, appRecords, helm, installedRecord, isMain, kubeconfigPath, kubectl, loadConfig, targetLine } from './lib.ts';
+import { type Config, HELM_LIST_EVERY_STATE, PINNED, TEMPO, appRecords, helm, installedRecord, isMain, kubeconfigPath, kubectl, loadConfig, targetLine } from './lib.ts';
 
 export type State = 'ok' | 'degraded' | 'down' | 'missing';
 export interface ComponentStatus {
@@ -29,6 +29,7 @@ export const RELEASES = [
   { release: 'traefik', namespace: 'traefik', chart: PINNED.charts.traefik },
   { release: 'prometheus', namespace: 'monitoring', chart: PINNED.charts.prometheus },
   { release: 'loki', namespace: 'monitoring', chart: PINNED.charts.loki },
+  { release: TEMPO.release, namespace: TEMPO.namespace, chart: PINNED.charts.tempo },
   { release: 'k8s-monitoring', namespace: 'monitoring', chart: PINNED.charts.k8sMonitoring },
   { release: 'grafana', namespace: 'monitoring', chart: PINNED.charts.grafana },
 ] as const;

@@ -6,7 +6,9 @@
 //      openssl in <stateDir>/certs (ca.crt ca.key tls.crt tls.key). The CA is kept; the server
 //      certificate is re-issued only when a name is missing (DOMAIN changed, a new app), it expires
 //      within 30 days, or it no longer matches the CA or its key.
-//   2. Traefik (PINNED.charts.traefik) from helm-values/traefik.yaml: DaemonSet on the workers,
+//   2. namespace `traefik` with Pod Security "restricted" (manifests/traefik/namespace.yaml), applied
+//      only when the read below shows it missing or without those labels; then
+//      Traefik (PINNED.charts.traefik) from helm-values/traefik.yaml: DaemonSet on the workers,
 //      Service NodePort 30080/30443 (INGRESS_NODE_PORTS), which the control-plane container
 //      publishes on HOST_IP:HTTP_PORT/HTTPS_PORT. HTTP redirects to HTTPS (not permanently).
 //      With CLUSTER=existing: on every node that admits it, Service type from the cluster's nodes and
@@ -20,8 +22,8 @@
 //      so the routes apply now and start serving when their Services appear. The sample app's route
 //      app.<DOMAIN> and every other app's are made with the app (scripts/app.ts).
 //   Idempotent: helm only when chart or values differ, kubectl apply only after kubectl diff (one
-//   diff for 3 and 4 together); one read of the namespaces and the DaemonSet, and `rollout status`
-//   only when that read shows the rollout not complete.
+//   diff for 3 and 4 together); one read of the namespaces and the DaemonSet before the chart, and
+//   `rollout status` only when the chart changed or that read shows the rollout not complete.
 //
 // `--trust-ca` (`task trust-ca`) adds <stateDir>/certs/ca.crt to this OS's trust store (asks for
 // sudo) when run in a terminal, otherwise prints the exact commands. The store follows the OS:
@@ -313,6 +315,13 @@ interface KObject {
   [k: string]: unknown;
 }
 
+/** Traefik's namespace as manifests/traefik/namespace.yaml defines it (its Pod Security labels). */
+export const TRAEFIK_NAMESPACE_MANIFEST = docsOf(readManifest('namespace.yaml'))[0];
+
+/** Whether a namespace read from the cluster carries every label of the manifest (others may be there too). */
+export const namespaceLabelsMatch = (have: KObject, want: KObject) =>
+  Object.entries(want.metadata.labels ?? {}).every(([k, v]) => have.metadata.labels?.[k] === v);
+
 /** The IngressRoutes and Middleware with DOMAIN filled in. */
 export const routesYaml = (domain: string) => renderTemplate(readManifest('ingressroutes.yaml'), { DOMAIN: domain });
 
@@ -355,20 +364,28 @@ async function deploy(cfg: Config): Promise<void> {
     values = traefikValues(cfg, type);
     shape = `DaemonSet, Service ${type}: ${why}`;
   }
-  await step(`Traefik chart ${PINNED.charts.traefik.version} (${shape})`, () =>
-    helmRelease(cfg, {
+  const routesText = routesYaml(cfg.DOMAIN);
+  const routes = docsOf(routesText);
+  // One read for Traefik's namespace, the namespaces the routes need and the DaemonSet the chart rolls out.
+  const read = JSON.parse((await kubectl(cfg, ['get', 'namespaces,daemonsets', '--namespace', TRAEFIK_NAMESPACE, '-o', 'json'])).stdout).items as KObject[];
+  await step(`Namespace ${TRAEFIK_NAMESPACE} (Pod Security restricted)`, async () => {
+    const have = read.find((o) => o.kind === 'Namespace' && o.metadata.name === TRAEFIK_NAMESPACE);
+    if (have && namespaceLabelsMatch(have, TRAEFIK_NAMESPACE_MANIFEST)) return 'unchanged';
+    return (await applyManifests(cfg, readManifest('namespace.yaml'))) === 'applied' ? 'applied' : 'unchanged';
+  });
+  let chartChanged = false;
+  await step(`Traefik chart ${PINNED.charts.traefik.version} (${shape})`, async () => {
+    const result = await helmRelease(cfg, {
       release: 'traefik',
       namespace: TRAEFIK_NAMESPACE,
       chart: PINNED.charts.traefik,
       values,
       timeout: '5m',
-    }),
-  );
+    });
+    chartChanged = !result.startsWith('unchanged');
+    return result;
+  });
 
-  const routesText = routesYaml(cfg.DOMAIN);
-  const routes = docsOf(routesText);
-  // One read for the namespaces the routes need and for the DaemonSet the chart rolled out.
-  const read = JSON.parse((await kubectl(cfg, ['get', 'namespaces,daemonsets', '--namespace', TRAEFIK_NAMESPACE, '-o', 'json'])).stdout).items as KObject[];
   await step('Namespaces of the routes', async () => {
     const existing = read.filter((o) => o.kind === 'Namespace').map((n) => n.metadata.name);
     const missing = missingNamespaces(routes, existing);
@@ -384,8 +401,9 @@ async function deploy(cfg: Config): Promise<void> {
   });
 
   await check('Traefik ready', async () => {
+    // The read came before the chart: after a change of the chart, wait for its rollout.
     const daemonSet = read.find((o) => o.kind === 'DaemonSet' && o.metadata.name === 'traefik') as WorkloadJson | undefined;
-    if (daemonSet && rolloutPending(daemonSet) === undefined) return 'ready (rolled out already)';
+    if (!chartChanged && daemonSet && rolloutPending(daemonSet) === undefined) return 'ready (rolled out already)';
     await kubectl(cfg, ['rollout', 'status', 'daemonset/traefik', '--namespace', TRAEFIK_NAMESPACE, '--timeout=180s'], {
       hint: `See: ${toolHint(cfg, 'kubectl')} -n ${TRAEFIK_NAMESPACE} get pods -o wide`,
     });

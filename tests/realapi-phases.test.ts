@@ -33,7 +33,7 @@ const chartsDir = process.env.OBS_CHARTS_DIR ?? '';
 const traefikChart = process.env.TRAEFIK_CHART_DIR ?? path.join(chartsDir, 'traefik-src', 'traefik');
 const lppUpstream = process.env.LPP_UPSTREAM ?? '/tmp/lpp.yaml';
 /** The chart folders to serve: every pinned chart, at its pinned version. */
-const chartDirs = () => [traefikChart, ...['prometheus', 'loki', 'grafana', 'k8s-monitoring'].map((c) => path.join(chartsDir, c))];
+const chartDirs = () => [traefikChart, ...['prometheus', 'loki', 'tempo', 'grafana', 'k8s-monitoring'].map((c) => path.join(chartsDir, c))];
 const present =
   (REAL_API_PLATFORM as boolean) &&
   chartsDir !== '' &&

@@ -25,6 +25,7 @@ describe('task status', () => {
       'traefik ok traefik-41.3.0 (app v3.6.2) deployed, 2/2 pods Ready',
       'prometheus ok prometheus-29.27.0 (app v3.8.0) deployed, 2/2 pods Ready',
       'loki ok loki-18.11.0 (app 3.6.0) deployed, 1/1 pods Ready',
+      'tempo ok tempo-2.2.4 (app 2.10.8) deployed, 1/1 pods Ready',
       'k8s-monitoring ok k8s-monitoring-4.4.0 (app 4.4.0) deployed, 2/2 pods Ready',
       'grafana ok grafana-12.11.1 (app 12.3.0) deployed, 1/1 pods Ready',
       'alertmanager ok v0.34.0 1/1 replicas ready',
@@ -108,7 +109,7 @@ describe('task status', () => {
     const r = await sb.run('status');
     expect(r.code).toBe(1);
     const out = lines(r.stdout);
-    expect(out).toHaveLength(9);
+    expect(out).toHaveLength(10);
     expect(out[0]).toMatch(/^cluster down - no cluster "talos-local" \(no .*\/state\/kubeconfig\): run `task talos`$/);
     expect(out.slice(1).every((l) => / down - cluster not reachable$/.test(l))).toBe(true);
     expect(r.calls).toEqual([]);

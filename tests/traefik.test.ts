@@ -47,9 +47,11 @@ describe('traefik phase against the stand-in tools', { timeout: 60_000 }, () => 
     sb.createCluster();
     const r = await sb.run('traefik');
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    // Order: chart (CRDs) before the custom resources that need them; the routes' namespaces, then the
-    // certificate, TLSStore and routes in one apply.
+    // Order: Traefik's namespace (Pod Security restricted) before its chart; the chart (CRDs) before
+    // the custom resources that need them; the routes' namespaces, then the certificate, TLSStore and
+    // routes in one apply.
     expect(mutating(r.calls)).toEqual([
+      'kubectl apply -f -',
       expect.stringMatching(/^helm upgrade --install traefik traefik --repo https:\/\/traefik\.github\.io\/charts --version 41\.3\.0 --namespace traefik/),
       'kubectl apply -f -',
       'kubectl apply -f -',
@@ -75,6 +77,7 @@ describe('traefik phase against the stand-in tools', { timeout: 60_000 }, () => 
     });
     expect(o['IngressRoute/traefik/dashboard'].spec.routes[0].services[0]).toEqual({ name: 'api@internal', kind: 'TraefikService' });
     expect(o['Namespace//monitoring'].metadata.labels['pod-security.kubernetes.io/enforce']).toBe('privileged');
+    expect(o['Namespace//traefik'].metadata.labels).toMatchObject({ 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/warn': 'restricted' });
     expect(o['Namespace//sample-app']).toBeUndefined();
     expect(r.stdout).toContain(`https://grafana.localhost:${sb.ports.HTTPS_PORT}/`);
     expect(r.stdout).toMatch(/\*\.localhost resolves to 127\.0\.0\.1 by itself .*Safari: `task hosts -- --force`/);
@@ -121,13 +124,29 @@ describe('traefik phase against the stand-in tools', { timeout: 60_000 }, () => 
     expect(release(sb).values.ports.websecure.exposedPort).toBe(28443);
   });
 
+  it('a traefik namespace without its Pod Security labels (made by an earlier version through helm) gets them, and only that changes', async () => {
+    sb.createCluster();
+    expect((await sb.run('traefik')).code).toBe(0);
+    // The fake state as helm's --create-namespace left it: no labels of ours (scenario() would merge them).
+    const state = JSON.parse(fs.readFileSync(sb.fakeState, 'utf8'));
+    state.kubectl.objects['Namespace//traefik'].metadata.labels = { 'kubernetes.io/metadata.name': 'traefik' };
+    fs.writeFileSync(sb.fakeState, JSON.stringify(state));
+    const r = await sb.run('traefik');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(mutating(r.calls)).toEqual(['kubectl apply -f -']);
+    expect(r.stdout).toMatch(/Namespace traefik \(Pod Security restricted\).*applied/);
+    expect(objects(sb)['Namespace//traefik'].metadata.labels['pod-security.kubernetes.io/enforce']).toBe('restricted');
+  });
+
   it('a failing chart install stops the phase before any route is applied', async () => {
     sb.createCluster();
     sb.scenario({ failures: [{ tool: 'helm', argv: ['upgrade'], code: 1, stderr: 'Error: context deadline exceeded\n' }] });
     const r = await sb.run('traefik');
     expect(r.code).not.toBe(0);
     expect(r.stdout + r.stderr).toMatch(/context deadline exceeded/);
-    expect(mutating(r.calls).filter((c) => c.startsWith('kubectl'))).toEqual([]);
+    // Only the namespace, before the chart; nothing after it.
+    expect(mutating(r.calls).filter((c) => c.startsWith('kubectl'))).toEqual(['kubectl apply -f -']);
+    expect(Object.keys(objects(sb)).filter((k) => !k.startsWith('Namespace/'))).not.toContain('Secret/traefik/platform-tls');
   });
 });
 

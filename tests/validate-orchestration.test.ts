@@ -343,7 +343,7 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     expect(r.stdout.match(/not yet, retrying/g)).toHaveLength(1);
     // Seen at the first retry after it turned Ready (every 3 s): each retry reads the cluster afresh,
     // the one read the other checks share is never held over a retry.
-    expect(r.stdout).toMatch(/✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app \(([3-9]|1[0-4])\.\ds\) 12 pods Ready/);
+    expect(r.stdout).toMatch(/✓ Pods Ready in local-path-storage, traefik, monitoring, sample-app \(([3-9]|1[0-4])\.\ds\) 13 pods Ready/);
   }, 60000);
 
   it('--alerts: injects errors through the app route, prints the seconds to firing and to resolved, ends the injection', async () => {
