@@ -481,6 +481,18 @@ async function sendMarked(app: Target, pathAndQuery: string, count: number, head
 // 5. Loki, through Grafana's datasource proxy
 // ---------------------------------------------------------------------------------------------
 
+/** POST /api/ds/query with one query (refId A): the answer, its body parsed ({} when not JSON) and the query's result. */
+async function dsQueryA(grafana: Target, from: string, to: string, query: Record<string, unknown>): Promise<{ ds: HttpResult; body: any; result: any }> {
+  const ds = await request(grafana, '/api/ds/query', { json: { from, to, queries: [query] } });
+  let body: any;
+  try {
+    body = JSON.parse(ds.body);
+  } catch {
+    body = {};
+  }
+  return { ds, body, result: body.results?.A };
+}
+
 export interface LogStream {
   stream: Record<string, string>;
   values: [string, string, ...unknown[]][];
@@ -509,14 +521,7 @@ export async function lokiQuery(grafana: Target, expr: string, sinceSeconds: num
     throw new CheckError(`${new URL(proxyPath, grafana.url).href} answered HTTP ${res.status}: ${res.body.trim().slice(0, 200)}`);
   }
   const query = { refId: 'A', datasource: { type: 'loki', uid: lokiUid }, expr, queryType: 'range', maxLines: 100 };
-  const ds = await request(grafana, '/api/ds/query', { json: { from: String(startMs), to: String(endMs), queries: [query] } });
-  let body: any;
-  try {
-    body = JSON.parse(ds.body);
-  } catch {
-    body = {};
-  }
-  const result = body.results?.A;
+  const { ds, body, result } = await dsQueryA(grafana, String(startMs), String(endMs), query);
   if (ds.status !== 200 || result?.error) {
     throw new CheckError(
       `Loki query ${expr}: the datasource proxy answered HTTP ${res.status} (${res.body.trim().slice(0, 120)}) and /api/ds/query HTTP ${ds.status} (${result?.error ?? body.message ?? ds.body.slice(0, 120)})`,
@@ -716,14 +721,7 @@ export async function tempoTrace(grafana: Target, traceId: string, tempoUid: str
     if (res.status !== 404) break;
   }
   const query = { refId: 'A', datasource: { type: 'tempo', uid: tempoUid }, queryType: 'traceId', query: traceId };
-  const ds = await request(grafana, '/api/ds/query', { json: { from: 'now-15m', to: 'now', queries: [query] } });
-  let body: any;
-  try {
-    body = JSON.parse(ds.body);
-  } catch {
-    body = {};
-  }
-  const result = body.results?.A;
+  const { ds, body, result } = await dsQueryA(grafana, 'now-15m', 'now', query);
   // Grafana's Tempo datasource: an unknown id is status 404, "failed to get trace with id: <id> Status: 404 …".
   if (result?.error && (result.status === 404 || /Status: 404/.test(String(result.error)))) return { spans: [], via: '/api/ds/query' };
   if (ds.status !== 200 || result?.error) {
