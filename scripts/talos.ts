@@ -347,10 +347,10 @@ export const EXPECTED_MEMORY_MIB = {
   /** Talos services, containerd, kubelet, Flannel, kube-proxy. */
   worker: 512,
   /**
-   * The platform's pods: their memory requests add up to ~2.2GiB with 2 workers (observability
-   * ~1.9GiB as rendered, see README Phase 3; Traefik 2 × 64MiB; the sample app and its traffic).
+   * The platform's pods: their memory requests add up to ~2.4GiB with 2 workers (2490MiB as
+   * rendered, Tempo and the OTLP receiver included, see README Phase 3), with headroom for use above them.
    */
-  workloads: 2560,
+  workloads: 3072,
   /** The local registry and the pull-through caches (registry:2, a few tens of MiB each). */
   helpers: 256,
   /** Where Docker runs in a VM: the VM's kernel and Docker itself, out of the VM's memory. */
@@ -363,7 +363,7 @@ export function requiredResources(cfg: Config): Resources {
   return {
     memoryMiB: m.controlplane + cfg.WORKERS * m.worker + m.workloads + m.helpers,
     cpus: Math.max(cfg.CONTROLPLANE_CPUS, cfg.WORKER_CPUS),
-    diskMiB: 10 * 1024 + quantityMiB(cfg.PROMETHEUS_STORAGE) + quantityMiB(cfg.LOKI_STORAGE),
+    diskMiB: 10 * 1024 + quantityMiB(cfg.PROMETHEUS_STORAGE) + quantityMiB(cfg.LOKI_STORAGE) + quantityMiB(cfg.TEMPO_STORAGE),
   };
 }
 

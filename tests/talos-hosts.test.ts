@@ -97,10 +97,10 @@ describe('talosctl publishes the APIs on 127.0.0.1 and the ingress on HOST_IP', 
 });
 
 describe('memory: expected use against what Docker can give', () => {
-  it('the defaults are expected to use 5.25GiB, far less than the 12GiB their node limits add up to', () => {
-    expect(requiredResources(cfg).memoryMiB).toBe(5376);
+  it('the defaults are expected to use 5.75GiB, far less than the 12GiB their node limits add up to', () => {
+    expect(requiredResources(cfg).memoryMiB).toBe(5888);
     expect(cfg.CONTROLPLANE_MEMORY + cfg.WORKERS * cfg.WORKER_MEMORY).toBe(12 * 1024);
-    expect(requiredResources(cfgWith({ WORKERS: '5' })).memoryMiB).toBe(5376 + 3 * 512);
+    expect(requiredResources(cfgWith({ WORKERS: '5' })).memoryMiB).toBe(5888 + 3 * 512);
   });
 
   it("the platform's own memory requests fit in the model's share for pods", () => {
@@ -134,7 +134,7 @@ describe('memory: expected use against what Docker can give', () => {
   it.each([
     ['Docker Desktop on a 16GB Mac', 8192 - 180 - 512, []],
     ['a 16GB Linux laptop with a browser open', 6 * 1024, []],
-    ['Colima with its default 2GiB', 1536, [/Docker has 1.5GiB of memory available but the cluster is expected to use 5.3GiB .*colima start --memory 8/]],
+    ['Colima with its default 2GiB', 1536, [/Docker has 1.5GiB of memory available but the cluster is expected to use 5.8GiB .*colima start --memory 8/]],
   ])('%s (%d MiB)', (_, memoryMiB, want) => {
     const problems = resourceProblems(requiredResources(cfg), { memoryMiB, cpus: 8 });
     expect(problems).toHaveLength(want.length);
@@ -143,10 +143,12 @@ describe('memory: expected use against what Docker can give', () => {
 
   it.each([
     [{ WORKERS: '2', WORKER_MEMORY: '4GiB' }, undefined],
-    [{ WORKERS: '2', WORKER_MEMORY: '1792MiB' }, undefined],
-    [{ WORKERS: '2', WORKER_MEMORY: '1GiB' }, /WORKER_MEMORY=1.0GiB is less than a worker is expected to use with WORKERS=2 \(1.8GiB/],
-    [{ WORKERS: '1', WORKER_MEMORY: '1.5GiB' }, /with WORKERS=1 \(3.0GiB/],
-    [{ WORKERS: '5', WORKER_MEMORY: '1GiB' }, undefined],
+    [{ WORKERS: '2', WORKER_MEMORY: '2GiB' }, undefined],
+    [{ WORKERS: '2', WORKER_MEMORY: '1792MiB' }, /WORKER_MEMORY=1.8GiB is less than a worker is expected to use with WORKERS=2 \(2.0GiB/],
+    [{ WORKERS: '2', WORKER_MEMORY: '1GiB' }, /WORKER_MEMORY=1.0GiB is less than a worker is expected to use with WORKERS=2 \(2.0GiB/],
+    [{ WORKERS: '1', WORKER_MEMORY: '1.5GiB' }, /with WORKERS=1 \(3.5GiB/],
+    [{ WORKERS: '5', WORKER_MEMORY: '1152MiB' }, undefined],
+    [{ WORKERS: '5', WORKER_MEMORY: '1GiB' }, /with WORKERS=5 \(1.1GiB/],
   ])('worker limit %j', (env, want) => {
     const problem = workerMemoryProblem(cfgWith(env));
     if (want === undefined) expect(problem).toBeUndefined();

@@ -91,9 +91,9 @@ describe('pure parts', () => {
 
   it.each([
     [{ memoryMiB: 64 * 1024, cpus: 8, diskMiB: 100 * 1024 }, []],
-    [{ memoryMiB: 4 * 1024, cpus: 8 }, [/Docker has 4.0GiB of memory available but the cluster is expected to use 5.3GiB/]],
+    [{ memoryMiB: 4 * 1024, cpus: 8 }, [/Docker has 4.0GiB of memory available but the cluster is expected to use 5.8GiB/]],
     [{ memoryMiB: 64 * 1024, cpus: 1 }, [/Docker has 1 CPUs but a node asks for 2/]],
-    [{ diskMiB: 5 * 1024 }, [/only 5.0GiB of disk is free .* 25.0GiB is needed/]],
+    [{ diskMiB: 5 * 1024 }, [/only 5.0GiB of disk is free .* 27.0GiB is needed/]],
     [{}, []],
   ])('resources %j', (have, want) => {
     const problems = resourceProblems(requiredResources(cfg), have);
@@ -366,7 +366,7 @@ describe('preflight failures stop before anything changes', () => {
     sandbox.scenario({ docker: { info: { MemTotal: 4 * 1024 ** 3 } } });
     const res = await sandbox.run('talos');
     expectStopped(res);
-    expect(res.stderr).toMatch(/Docker has 3.5GiB of memory available but the cluster is expected to use 5.3GiB.*or lower WORKERS in .env/);
+    expect(res.stderr).toMatch(/Docker has 3.5GiB of memory available but the cluster is expected to use 5.8GiB.*or lower WORKERS in .env/);
   });
 
   it('a missing tool, with an install hint', async () => {
