@@ -251,7 +251,7 @@ function chartRenders(): Record<string, string> {
   });
   const docs = (...objects: unknown[]) => objects.map((o) => YAML.stringify(o)).join('---\n');
   const key = (c: { repo: string; chart: string; version: string }) => `${c.repo}|${c.chart}|${c.version}`;
-  const { traefik, prometheus, loki, grafana, k8sMonitoring } = PINNED.charts;
+  const { traefik, prometheus, loki, tempo, grafana, k8sMonitoring } = PINNED.charts;
   const alloyOperator = '1.11.1';
   return {
     [key(traefik)]: docs(deployment('docker.io/traefik:v3.7.11')),
@@ -261,6 +261,7 @@ function chartRenders(): Record<string, string> {
       deployment('quay.io/prometheus/alertmanager:v0.34.0'),
     ),
     [key(loki)]: docs(deployment('docker.io/grafana/loki:3.7.6')),
+    [key(tempo)]: docs(deployment('docker.io/grafana/tempo:2.10.8')),
     [key(k8sMonitoring)]: docs(
       deployment('quay.io/prometheus/node-exporter:v1.12.1'),
       deployment(`ghcr.io/grafana/alloy-operator:${alloyOperator}`, { 'app.kubernetes.io/name': 'alloy-operator', 'app.kubernetes.io/version': alloyOperator }),
@@ -418,7 +419,10 @@ async function main(): Promise<void> {
   }
 }
 
-/** The observability phase before today: Prometheus and Loki, then (after the Grafana password and dashboards) Alloy and Grafana. */
-export const BEFORE_TODAY_OBSERVABILITY = { phase: 'observability', groups: [['prometheus', 'loki'], ['k8s-monitoring', 'grafana']] };
+/**
+ * The observability phase before today: Prometheus and Loki (Tempo, which came later, with them: the
+ * releases with volumes), then (after the Grafana password and dashboards) Alloy and Grafana.
+ */
+export const BEFORE_TODAY_OBSERVABILITY = { phase: 'observability', groups: [['prometheus', 'loki', 'tempo'], ['k8s-monitoring', 'grafana']] };
 
 if (isMain(import.meta.url)) await main();

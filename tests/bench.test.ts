@@ -150,6 +150,6 @@ describe('sequentialBefore', () => {
   });
 
   it('a branch that upgrades none of the releases is an error, not a guess', () => {
-    expect(() => sequentialBefore([helm('tempo', 5, '0.0/')], BEFORE_TODAY_OBSERVABILITY)).toThrow(/observability: parallel branches 0\.0\/ upgrade none of the releases/);
+    expect(() => sequentialBefore([helm('jaeger', 5, '0.0/')], BEFORE_TODAY_OBSERVABILITY)).toThrow(/observability: parallel branches 0\.0\/ upgrade none of the releases/);
   });
 });
