@@ -390,7 +390,9 @@ async function deploy(cfg: Config): Promise<void> {
     const existing = read.filter((o) => o.kind === 'Namespace').map((n) => n.metadata.name);
     const missing = missingNamespaces(routes, existing);
     if (missing.length === 0) return 'already exist';
-    await kubectl(cfg, ['apply', '-f', '-'], { input: missing.map((m) => YAML.stringify(m)).join('---\n') });
+    // Through applyManifests: with CLUSTER=existing it labels them ours (NAMESPACE_OWNER_LABEL), or the
+    // owning phase would find them unlabelled, take them for the user's and destroy would leave them.
+    await applyManifests(cfg, missing.map((m) => YAML.stringify(m)).join('---\n'));
     return `created ${missing.map((m) => m.metadata.name).join(', ')} (their phases have not run yet; the routes serve once the Services exist)`;
   });
 

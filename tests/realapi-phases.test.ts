@@ -6,12 +6,18 @@
 // chart at $TRAEFIK_CHART_DIR (default $OBS_CHARTS_DIR/traefik-src/traefik), each at its pinned version.
 // A simcluster (tests/tools/simcluster, with its Alloy Operator stand-in) and the real helm and
 // kubectl, as in realapi.test.ts; the charts are packaged into a local Helm repository that
-// CHART_REPOSITORY_MIRROR points the phases at. Storage is applied from the upstream local-path
-// manifest ($LPP_UPSTREAM, default /tmp/lpp.yaml; the storage phase itself fetches it from GitHub),
-// then the traefik, observability and sample-app phases run twice each: the first succeeds, the
-// second changes nothing; then `task status`'s script. No Docker here: the sample app's image is "in"
-// a stand-in local registry (tests/helpers.ts startStandInRegistry) under its source's tag, so the
-// phase skips the build, as it does when the registry has it (no container runs on a simcluster anyway).
+// CHART_REPOSITORY_MIRROR points the phases at. The phases run with CLUSTER=existing and
+// KUBECONFIG=the simcluster's admin kubeconfig (where it is, not copied), in a state dir that is
+// ours and otherwise empty. The user's cluster has a default StorageClass: local-path applied by
+// "the user" from the upstream manifest ($LPP_UPSTREAM, default /tmp/lpp.yaml) as the storage phase
+// renders it, without our label; the storage phase then uses it and installs nothing (offline: it
+// never renders). The traefik and observability phases run twice each: the first succeeds, the
+// second changes nothing. The sample app runs under the Talos-style target (its own state dir with
+// the kubeconfig): with CLUSTER=existing it needs IMAGE_REGISTRY and `docker manifest inspect`, and
+// there is no Docker here; its image is "in" a stand-in local registry (tests/helpers.ts
+// startStandInRegistry) under its source's tag, so the phase skips the build. Then `task status`'s
+// script with CLUSTER=existing, and last destroy with CLUSTER=existing --yes, twice, next to a
+// namespace and a Helm release of the user's.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -20,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { STATE_DIR_MARKER, parseConfig } from '../scripts/lib.ts';
+import { HELM_LIST_EVERY_STATE, NAMESPACE_OWNER_LABEL, STATE_DIR_MARKER, installedRecord, parseConfig } from '../scripts/lib.ts';
 import { writeKustomization } from '../scripts/storage.ts';
 import { contentHash } from '../scripts/app.ts';
 import { APP_DIR } from '../scripts/sample-app.ts';
@@ -54,14 +60,27 @@ const runAsync = (cmd: string, args: string[], env: NodeJS.ProcessEnv) =>
 describe.skipIf(!present)('the phases against a real API server with the pinned charts', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'realapi-phases-'));
   const simDir = path.join(tmp, 'simcluster');
+  // CLUSTER=existing: the user's own kubeconfig (the simcluster's admin one, not copied into the
+  // state dir), and a state dir that is ours and otherwise empty.
   const stateDir = path.join(tmp, 'state');
+  // The sample app under the Talos-style target (STATE_DIR/kubeconfig): with CLUSTER=existing it needs
+  // IMAGE_REGISTRY and `docker manifest inspect` (no Docker here).
+  const talosStateDir = path.join(tmp, 'talos-state');
+  let adminKubeconfig = '';
   const clientsPath = `${KUBE_CLIENTS.binDir()}${path.delimiter}${process.env.PATH}`;
   const simEnv = (extra: NodeJS.ProcessEnv = {}) => ({ ...process.env, PATH: clientsPath, SIMCLUSTER_BIN: SIMCLUSTER.binDir(), SIMCLUSTER_DIR: simDir, ...extra });
   let server: http.Server;
   let registry: Awaited<ReturnType<typeof startStandInRegistry>>;
   let env: NodeJS.ProcessEnv;
-  const phase = (name: string) => runAsync(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', `${name}.ts`)], env);
-  const kubectl = (args: string[], input?: string) => execFileSync('kubectl', ['--kubeconfig', path.join(stateDir, 'kubeconfig'), ...args], { env, input, encoding: 'utf8' });
+  const phase = (name: string, args: string[] = [], extra: NodeJS.ProcessEnv = {}) =>
+    runAsync(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', `${name}.ts`), ...args], { ...env, ...extra });
+  /** The Talos-style target: STATE_DIR/kubeconfig of its own state dir. */
+  const talosStyle = () => ({ CLUSTER: 'talos', STATE_DIR: talosStateDir });
+  const kubectl = (args: string[], input?: string) => execFileSync('kubectl', ['--kubeconfig', adminKubeconfig, ...args], { env, input, encoding: 'utf8' });
+  const helmList = () =>
+    (JSON.parse(execFileSync('helm', ['--kubeconfig', adminKubeconfig, 'list', '-A', ...HELM_LIST_EVERY_STATE, '--output', 'json'], { env, encoding: 'utf8' })) as { name: string; namespace: string }[])
+      .map((r) => `${r.namespace}/${r.name}`)
+      .sort();
 
   beforeAll(async () => {
     const [api, etcd, peer] = freePortsSync(3).map(String);
@@ -70,10 +89,14 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
     }).trim();
-    // The state dir as the talos phase leaves it: ours, with the cluster's kubeconfig.
+    adminKubeconfig = kubeconfig;
+    // Ours and otherwise empty: CLUSTER=existing reads the user's kubeconfig where it is.
     fs.mkdirSync(stateDir, { recursive: true });
     fs.writeFileSync(path.join(stateDir, STATE_DIR_MARKER), '');
-    fs.copyFileSync(kubeconfig, path.join(stateDir, 'kubeconfig'));
+    // The state dir as the talos phase leaves it: ours, with the cluster's kubeconfig (the sample app's target).
+    fs.mkdirSync(talosStateDir, { recursive: true });
+    fs.writeFileSync(path.join(talosStateDir, STATE_DIR_MARKER), '');
+    fs.copyFileSync(kubeconfig, path.join(talosStateDir, 'kubeconfig'));
 
     const repoDir = path.join(tmp, 'repo');
     fs.mkdirSync(repoDir);
@@ -93,6 +116,9 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
       ...helmHome,
       PATH: clientsPath,
       STATE_DIR: stateDir,
+      CLUSTER: 'existing',
+      KUBECONFIG: kubeconfig,
+      KUBE_CONTEXT: '',
       ENV_FILE: path.join(tmp, 'no.env'),
       NO_COLOR: '1',
       HTTP_PORT,
@@ -101,8 +127,10 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
       CHART_REPOSITORY_MIRROR: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     };
 
-    // Storage as the storage phase renders it, from the upstream manifest on disk.
-    const dir = writeKustomization(parseConfig({ STATE_DIR: stateDir }));
+    // The user's cluster has a default StorageClass (as kind's, k3d's or a cloud's): local-path as the
+    // storage phase renders it (marked default, Pod Security privileged), from the upstream manifest on
+    // disk, applied by the user (no owner label), rendered outside our state dir.
+    const dir = writeKustomization(parseConfig({ STATE_DIR: path.join(tmp, 'user-storage') }));
     fs.copyFileSync(lppUpstream, path.join(dir, 'upstream.yaml'));
     const k = YAML.parse(fs.readFileSync(path.join(dir, 'kustomization.yaml'), 'utf8'));
     k.resources = ['upstream.yaml'];
@@ -117,15 +145,35 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  for (const name of ['traefik', 'observability', 'sample-app']) {
-    it(`${name}: the first run succeeds, the second changes nothing`, async () => {
+  it("storage with CLUSTER=existing: uses the cluster's default StorageClass, installs nothing (offline)", async () => {
+    for (const run of [1, 2]) {
+      const r = await phase('storage');
+      expect(r.code, r.out).toBe(0);
+      expect(r.out, r.out).toMatch(/using default StorageClass local-path/);
+      if (run === 2) expect(r.out, r.out).toMatch(/nothing changed/);
+    }
+    expect(installedRecord(parseConfig({ STATE_DIR: stateDir, CLUSTER: 'existing', KUBECONFIG: adminKubeconfig }))).toEqual({ storageClass: 'local-path', localPath: false });
+    expect(fs.existsSync(path.join(stateDir, 'kubeconfig'))).toBe(false);
+  }, 120_000);
+
+  for (const name of ['traefik', 'observability']) {
+    it(`${name} with CLUSTER=existing: the first run succeeds, the second changes nothing`, async () => {
       const first = await phase(name);
       expect(first.code, first.out).toBe(0);
+      expect(first.out, first.out).toMatch(/cluster: context simcluster \(server https:\/\/127\.0\.0\.1:\d+\)/);
       const second = await phase(name);
       expect(second.code, second.out).toBe(0);
       expect(second.out, second.out).toMatch(/done in [\d.]+s: \d+ steps, nothing changed/);
     }, 900_000);
   }
+
+  it('sample-app (Talos-style target, its own state dir): the first run succeeds, the second changes nothing', async () => {
+    const first = await phase('sample-app', [], talosStyle());
+    expect(first.code, first.out).toBe(0);
+    const second = await phase('sample-app', [], talosStyle());
+    expect(second.code, second.out).toBe(0);
+    expect(second.out, second.out).toMatch(/done in [\d.]+s: \d+ steps, nothing changed/);
+  }, 900_000);
 
   it('Pod Security: each namespace enforces the strictest level all its pods pass (baseline when unlabelled, the cluster default)', () => {
     const LEVELS = ['restricted', 'baseline', 'privileged'];
@@ -138,7 +186,7 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
       // The ServiceAccount admission refuses a pod until the namespace's default ServiceAccount exists.
       kubectl(['wait', '--for=create', 'serviceaccount/default', '-n', ns, '--timeout=30s']);
       try {
-        execFileSync('kubectl', ['--kubeconfig', path.join(stateDir, 'kubeconfig'), 'create', '--dry-run=server', '-n', ns, '-f', '-'], {
+        execFileSync('kubectl', ['--kubeconfig', adminKubeconfig, 'create', '--dry-run=server', '-n', ns, '-f', '-'], {
           env,
           input: JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'check' }, spec }),
           stdio: ['pipe', 'pipe', 'pipe'],
@@ -169,11 +217,57 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     expect(found).toEqual(Object.fromEntries(Object.entries(found).map(([ns, f]) => [ns, { enforced: f.strictestThatWorks, strictestThatWorks: f.strictestThatWorks }])));
   }, 120_000);
 
-  it('status: every component ok', async () => {
+  it('status with CLUSTER=existing: every component ok', async () => {
     const r = await phase('status');
     expect(r.code, r.out).toBe(0);
     for (const component of ['cluster', 'storage', 'traefik', 'prometheus', 'loki', 'k8s-monitoring', 'grafana', 'alertmanager', 'app']) {
       expect(r.out, r.out).toMatch(new RegExp(`^${component} +ok `, 'm'));
     }
   }, 120_000);
+
+  // Last: it removes what the tests above read.
+  it("destroy with CLUSTER=existing --yes: only what the platform installed goes; the user's namespace, release and objects stay", async () => {
+    // The user's own things: a namespace without our label with a ConfigMap, and a Helm release of their own chart.
+    kubectl(['create', 'namespace', 'user-stuff']);
+    kubectl(['create', 'configmap', 'mine', '-n', 'user-stuff', '--from-literal=keep=yes']);
+    const chart = path.join(tmp, 'user-chart');
+    fs.mkdirSync(path.join(chart, 'templates'), { recursive: true });
+    fs.writeFileSync(path.join(chart, 'Chart.yaml'), 'apiVersion: v2\nname: user-chart\nversion: 0.1.0\n');
+    fs.writeFileSync(path.join(chart, 'templates', 'cm.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: user-release-cm\ndata:\n  keep: "yes"\n');
+    execFileSync('helm', ['--kubeconfig', adminKubeconfig, 'install', 'user-release', chart, '--namespace', 'user-stuff', '--wait'], { env, stdio: 'ignore' });
+
+    const ours = ['monitoring/grafana', 'monitoring/k8s-monitoring', 'monitoring/loki', 'monitoring/prometheus', 'monitoring/tempo', 'traefik/traefik'];
+    const before = helmList();
+    // The Alloy Operator's own releases (k8s-monitoring-alloy-*) are not ours to uninstall: they go with their Alloy objects and namespace.
+    expect(before).toEqual(expect.arrayContaining([...ours, 'user-stuff/user-release']));
+    const labelled = () =>
+      (JSON.parse(kubectl(['get', 'namespaces', '-l', NAMESPACE_OWNER_LABEL, '-o', 'json'])).items as { metadata: { name: string }; status: { phase: string } }[])
+        .filter((n) => n.status.phase !== 'Terminating')
+        .map((n) => n.metadata.name)
+        .sort();
+    expect(labelled()).toEqual(['monitoring', 'traefik']);
+
+    const first = await phase('talos', ['--destroy', '--yes']);
+    expect(first.code, first.out).toBe(0);
+    for (const r of ours) expect(first.out, first.out).toContain(`will remove Helm release ${r}`);
+    expect(first.out, first.out).not.toMatch(/will remove .*(user-stuff|sample-app|local-path|kube-system|default)/);
+
+    // Ours gone (namespaces gone or terminating); the user's, the sample app's (not installed with CLUSTER=existing) and local-path stay.
+    expect(helmList()).toEqual(['user-stuff/user-release']);
+    expect(labelled()).toEqual([]);
+    expect(kubectl(['get', 'configmap', 'mine', '-n', 'user-stuff', '-o', 'jsonpath={.data.keep}'])).toBe('yes');
+    expect(kubectl(['get', 'configmap', 'user-release-cm', '-n', 'user-stuff', '-o', 'jsonpath={.data.keep}'])).toBe('yes');
+    for (const ns of ['user-stuff', 'sample-app', 'local-path-storage', 'kube-system', 'default']) {
+      expect(JSON.parse(kubectl(['get', 'namespace', ns, '-o', 'json'])).status.phase, ns).toBe('Active');
+    }
+    expect(kubectl(['get', 'storageclass', 'local-path', '-o', 'name'])).toMatch(/local-path/);
+    expect(kubectl(['get', '--raw', '/readyz'])).toBe('ok');
+    expect(fs.existsSync(path.join(stateDir, 'installed.log'))).toBe(false);
+
+    const second = await phase('talos', ['--destroy', '--yes']);
+    expect(second.code, second.out).toBe(0);
+    expect(second.out, second.out).not.toMatch(/will remove/);
+    expect(second.out, second.out).toMatch(/nothing changed/);
+    expect(helmList()).toEqual(['user-stuff/user-release']);
+  }, 900_000);
 });
