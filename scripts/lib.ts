@@ -407,7 +407,7 @@ export interface AppRecord {
 }
 
 /** Where `task app` keeps the record of one app: $STATE_DIR/apps/<name>.json. */
-export const appRecordPath = (cfg: Pick<Config, 'stateDir'>, name: string) => path.join(cfg.stateDir, 'apps', `${name}.json`);
+export const appRecordPath = (cfg: Pick<Config, 'stateDir'>, name: string) => statePath(cfg, 'apps', `${name}.json`);
 
 /** The records of the apps `task app` deployed, sorted by name (hosts, endpoints, status, traefik and validate read them). */
 export function appRecords(cfg: Pick<Config, 'stateDir'>): AppRecord[] {
@@ -456,9 +456,12 @@ export function checkStateDir(cfg: Config): void {
  * Makes STATE_DIR ours before a phase first writes there: creates it, or marks a free one, with the
  * marker. Idempotent; refuses what checkStateDir refuses.
  */
+/** Whether STATE_DIR carries our marker: the phases record facts and caches only in a folder that is ours. */
+export const isOurStateDir = (cfg: Pick<Config, 'stateDir'>) => fs.existsSync(statePath(cfg, STATE_DIR_MARKER));
+
 export function claimStateDir(cfg: Config): 'created' | 'adopted' | 'ours' {
   const marker = statePath(cfg, STATE_DIR_MARKER);
-  if (fs.existsSync(marker)) return 'ours';
+  if (isOurStateDir(cfg)) return 'ours';
   checkStateDir(cfg);
   const exists = fs.existsSync(cfg.stateDir);
   fs.mkdirSync(cfg.stateDir, { recursive: true });
@@ -725,10 +728,7 @@ export async function confirmTarget(cfg: Config, argv = process.argv): Promise<s
   return 'confirmed';
 }
 
-export const kubectl = (cfg: Config, args: string[], opts: RunOptions = {}) => {
-  const target = targetArgs(clusterTarget(cfg), 'kubectl');
-  return run('kubectl', [...target.args, ...args], { ...opts, env: { ...target.env, ...opts.env } });
-};
+
 export const helm = (cfg: Config, args: string[], opts: RunOptions = {}) => {
   const target = targetArgs(clusterTarget(cfg), 'helm');
   return run('helm', [...target.args, ...args], { ...opts, env: { ...target.env, ...opts.env } });
@@ -738,6 +738,10 @@ export const helm = (cfg: Config, args: string[], opts: RunOptions = {}) => {
  * the background (validate's port-forward), which run() cannot do: it must reach the same cluster.
  */
 export const kubectlTarget = (cfg: Config): { args: string[]; env: Record<string, string> } => targetArgs(clusterTarget(cfg), 'kubectl');
+export const kubectl = (cfg: Config, args: string[], opts: RunOptions = {}) => {
+  const target = kubectlTarget(cfg);
+  return run('kubectl', [...target.args, ...args], { ...opts, env: { ...target.env, ...opts.env } });
+};
 
 /**
  * What the platform installed on a cluster of CLUSTER=existing (STATE_DIR/installed.log; with
@@ -849,7 +853,7 @@ const runFactPath = (cfg: Pick<Config, 'stateDir'>, name: string) => statePath(c
  */
 export function recordRunFact(cfg: Pick<Config, 'stateDir'>, name: string, value: unknown): void {
   const run = process.env.DEPLOY_RUN_ID;
-  if (!run || !fs.existsSync(path.join(cfg.stateDir, STATE_DIR_MARKER))) return;
+  if (!run || !isOurStateDir(cfg)) return;
   writeFileAtomic(runFactPath(cfg, name), `${JSON.stringify({ run, at: Date.now(), value })}\n`);
 }
 
@@ -901,7 +905,7 @@ export async function toolVersionOutput(cfg: Pick<Config, 'stateDir'>, tool: str
     }
   }
   const { stdout } = await run(tool, args);
-  if (key && fs.existsSync(path.join(cfg.stateDir, STATE_DIR_MARKER))) writeFileAtomic(file, `${JSON.stringify({ key, output: stdout })}\n`);
+  if (key && isOurStateDir(cfg)) writeFileAtomic(file, `${JSON.stringify({ key, output: stdout })}\n`);
   return stdout;
 }
 
@@ -1220,7 +1224,7 @@ export function deployedValues(cfg: Config, release: string, namespace: string):
       const r = await helm(cfg, ['get', 'values', release, '--namespace', namespace, '--output', 'json'], { okCodes: [1] });
       if (r.code !== 0) return undefined;
       const values = (JSON.parse(r.stdout || 'null') ?? {}) as Record<string, unknown>;
-      if (fs.existsSync(statePath(cfg, STATE_DIR_MARKER))) recordValues(cfg, entry, values);
+      if (isOurStateDir(cfg)) recordValues(cfg, entry, values);
       return values;
     };
     valuesRead.set(key, read());
@@ -1426,7 +1430,7 @@ export async function runPhase(phase: string, body: (cfg: Config) => Promise<voi
   );
   if (verbose) note(`${commandsRun} tool calls (docker, talosctl, kubectl, helm …)`);
   // Only into a folder that is ours, and not after `task clean` removed it: a log line is no reason to create it again.
-  if (cfg && process.env.DEPLOY_RUN_ID && fs.existsSync(statePath(cfg, STATE_DIR_MARKER))) {
+  if (cfg && process.env.DEPLOY_RUN_ID && isOurStateDir(cfg)) {
     const longest = steps.reduce<StepRecord | undefined>((a, s) => (a && a.ms >= s.ms ? a : s), undefined);
     const record: PhaseRecord = { run: process.env.DEPLOY_RUN_ID, phase, ok, ms, changed, start, end, ...(longest ? { longest: { title: longest.title, ms: longest.ms } } : {}) };
     fs.appendFileSync(statePath(cfg, 'phases.log'), `${JSON.stringify(record)}\n`);
