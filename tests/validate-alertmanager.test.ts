@@ -122,7 +122,14 @@ beforeAll(async () => {
   amTarget = { url: am.url };
   appTarget = { url: app.url };
   // Prometheus' first evaluations and its first send.
-  await waitFor(async () => (await activeAlerts(amTarget)).some((a) => a.labels.alertname === 'Watchdog'), 30000, 'Watchdog in Alertmanager');
+  await waitFor(async () => (await activeAlerts(amTarget)).some((a) => a.labels.alertname === 'Watchdog'), 30000, 'Watchdog in Alertmanager').catch(async (err: Error) => {
+    // What Prometheus evaluated and where it sends, and what both processes said: why it did not arrive.
+    const read = async (url: string) => (await fetch(url).then((r) => r.text()).catch((e: Error) => e.message)).slice(0, 1500);
+    throw new Error(
+      `${err.message}\nPrometheus alerts: ${await read(`${prom.url}/api/v1/alerts`)}\nPrometheus alertmanagers: ${await read(`${prom.url}/api/v1/alertmanagers`)}\n` +
+        `Prometheus output: ${prom.output().slice(-1500)}\nAlertmanager (${am.url}) output: ${am.output().slice(-1500)}`,
+    );
+  });
 });
 
 afterAll(async () => {
