@@ -8,16 +8,19 @@
 //      the PersistentVolumeClaims of Prometheus and Loki Bound, each to a PersistentVolume of the
 //      local-path StorageClass (or the cluster's default class the storage phase recorded, lib
 //      volumeClass) that names it as its claim;
-//   2. storage, read-only: Prometheus writes to its local-path volume (prometheus_tsdb_head_series > 0
-//      through its route); with `--smoke` also the storage smoke test (`scripts/storage.ts --smoke`:
-//      it creates and deletes a claim and a pod, so a plain validate, and a no-op `task deploy`,
-//      changes nothing);
+//   2. storage: with `--smoke` the storage smoke test (`scripts/storage.ts --smoke`: it creates and
+//      deletes a claim and a pod, so a plain validate, and a no-op `task deploy`, changes nothing);
+//      then, read-only, Prometheus writes to its volume (prometheus_tsdb_head_series > 0 through its
+//      route);
 //   3. every route (grafana, prometheus, alertmanager, traefik, app .<DOMAIN>) answers through Traefik on
 //      HOST_IP:HTTPS_PORT over HTTPS with our certificate (<stateDir>/certs/ca.crt is the only CA
 //      trusted; SNI and Host are the route's name, the connection goes to HOST_IP: no /etc/hosts).
 //      With CLUSTER=existing (its LoadBalancer or NodePort may not be reachable from here) every
 //      check dials 127.0.0.1:<port> of one `kubectl port-forward service/traefik :websecure` instead,
-//      with the same names and CA, started once and stopped at the end (failure and signals too);
+//      with the same names and CA, started once and stopped at the end (failure and signals too).
+//      Starting it is a check of its own ("Routes reachable from this machine", after 1 and the
+//      smoke test, retried within --wait); when it fails, one failed line stands for every check
+//      that needs the routes (they are not run), so the cluster checks above still say what they saw;
 //   4. Prometheus (https://prometheus.<DOMAIN>): every Ready pod of the sample app's Deployment has
 //      an up == 1 series with the namespace, pod, container, node and job labels; validate sends 5
 //      GET / marked `x-synthetic: validate` (each must answer 2xx) and http_requests_total and the
@@ -1301,9 +1304,11 @@ export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY
   let stdout = '';
   let stderr = '';
   const local = await new Promise<number>((resolve, reject) => {
-    const fail = (why: string) => {
+    // Not starting at all (no kubectl) is final; exiting or not forwarding yet is retried within --wait.
+    const fail = (why: string, final = false) => {
       stopAll();
-      reject(new UserError(`\`kubectl ${args.slice(target.args.length).join(' ')}\` ${why}${stderr.trim() ? `:\n${stderr.trim()}` : ''}\nIs Traefik installed (\`task traefik\`) with a Ready pod?`));
+      const message = `\`kubectl ${args.slice(target.args.length).join(' ')}\` ${why}${stderr.trim() ? `:\n${stderr.trim()}` : ''}\nIs Traefik installed (\`task traefik\`) with a Ready pod?`;
+      reject(final ? new UserError(message) : new CheckError(message));
     };
     const timer = setTimeout(() => fail(`did not start forwarding within ${readyMs / 1000}s`), readyMs);
     // Read on after the first line too ("Handling connection for …" per connection), so the pipe never fills.
@@ -1318,7 +1323,7 @@ export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', (err) => {
       clearTimeout(timer);
-      fail(`did not start (${err.message})`);
+      fail(`did not start (${err.message})`, true);
     });
     child.on('exit', (code) => {
       clearTimeout(timer);
@@ -1404,12 +1409,17 @@ export function parseWait(argv: string[]): number {
   return Number(raw);
 }
 
+interface CheckRunner {
+  verify: (title: string, fn: () => Promise<string | void>, retry?: boolean) => Promise<void>;
+  failed: string[];
+}
+
 /**
  * Runs checks (steps that change nothing) and keeps the titles of those that failed. Until the
  * settle deadline (`--wait`) a failing check is retried (a freshly deployed platform needs a scrape
  * interval or two); after it, a failure is noted and the next check runs.
  */
-function checkRunner(waitSeconds: number, onRetry: () => void = () => {}) {
+function checkRunner(waitSeconds: number, onRetry: () => void = () => {}): CheckRunner {
   const settleUntil = Date.now() + waitSeconds * 1000;
   const failed: string[] = [];
   const verify = async (title: string, fn: () => Promise<string | void>, retry = true) => {
@@ -1436,26 +1446,49 @@ function checkRunner(waitSeconds: number, onRetry: () => void = () => {}) {
   return { verify, failed };
 }
 
-/** The route access platformTargets started in this process: validatePhase stops it at the end. */
+/** The route access reachRoutes started in this process: validatePhase stops it at the end. */
 let routeAccessStarted: RouteAccess | undefined;
 
-/**
- * What every check needs: a reachable cluster, our CA and the route targets (routeAccess: started
- * here, stopped by validatePhase), Grafana with its admin password.
- */
-async function platformTargets(cfg: Config) {
-  await requireCluster(cfg);
+/** Our CA (the traefik phase makes it) and Grafana's admin password (the observability phase makes it), from the state dir. */
+function platformSecrets(cfg: Config) {
   const ca = readStateFile(cfg, 'certs/ca.crt', 'Run `task traefik` (it generates the certificates).');
   const password = readStateFile(cfg, 'grafana-admin-password', 'Run `task observability` (it generates the Grafana admin password).');
-  const access = await routeAccess(cfg);
+  return { ca, password };
+}
+
+/** A title of the check that stands for every check through the routes when they cannot be reached. */
+export const UNREACHED_ROUTES_CHECK = 'Checks through the routes (metrics, logs, traces, Grafana, freshness, alerting)';
+
+/**
+ * The route targets (routeAccess: started here, stopped by validatePhase) and Grafana with its admin
+ * password. On Talos they are HOST_IP:HTTPS_PORT, nothing to start. With CLUSTER=existing reaching
+ * them is a check of its own, after the cluster checks (the port-forward needs a Ready Traefik pod,
+ * so it is retried within --wait); when it fails, one more failed line stands for the checks that
+ * need the routes, and there are no targets.
+ */
+async function reachRoutes(cfg: Config, ca: string, password: string, verify: CheckRunner['verify']) {
+  let access: RouteAccess | undefined;
+  if (cfg.CLUSTER !== 'existing') access = await routeAccess(cfg);
+  else {
+    await verify('Routes reachable from this machine', async () => {
+      access = await routeAccess(cfg);
+      return access.via;
+    });
+  }
+  if (!access) {
+    await verify(UNREACHED_ROUTES_CHECK, async () => {
+      throw new UserError('not run: the routes cannot be reached from this machine (see above)');
+    });
+    return undefined;
+  }
   routeAccessStarted = access;
   const routes = routeTargets(cfg, ca, access.connect);
   const grafana: Target = { ...routes.grafana, auth: { user: 'admin', password } };
-  return { ca, routes, grafana, access };
+  return { routes, grafana, access };
 }
 
 /** Prints the diagnostics and fails the phase when a check failed. */
-async function reportFailures(cfg: Config, failed: string[], prom: Target, namespaces?: readonly string[]): Promise<void> {
+async function reportFailures(cfg: Config, failed: string[], prom: Target | undefined, namespaces?: readonly string[]): Promise<void> {
   if (failed.length === 0) return;
   note('Diagnostics:');
   for (const line of await diagnostics(cfg, prom, namespaces)) console.log(indentLines(line, 4));
@@ -1466,15 +1499,19 @@ async function reportFailures(cfg: Config, failed: string[], prom: Target, names
 async function validateApp(cfg: Config, name: string, waitSeconds: number): Promise<void> {
   const app = readAppRecord(cfg, name);
   const { verify, failed } = checkRunner(waitSeconds);
-  const { ca, routes, grafana, access } = await platformTargets(cfg);
+  await requireCluster(cfg);
+  const { ca, password } = platformSecrets(cfg);
   const selector = `namespace="${app.namespace}"`;
   const readDeployment = async (): Promise<[KObject, KObject[]]> => [
     JSON.parse((await kubectl(cfg, ['get', 'deployment', app.name, '--namespace', app.namespace, '-o', 'json'])).stdout),
     JSON.parse((await kubectl(cfg, ['get', 'pods', '--namespace', app.namespace, '-o', 'json'])).stdout).items,
   ];
   const readPods = async () => appPods(...(await readDeployment()));
-  const route: Target = { url: `https://${app.host}`, ca, connect: access.connect };
   await verify(`App ${name}: pods of Deployment ${app.namespace}/${app.name} Ready`, async () => checkDeploymentReady(...(await readDeployment())));
+  const reached = await reachRoutes(cfg, ca, password, verify);
+  if (!reached) return reportFailures(cfg, failed, undefined, [app.namespace]);
+  const { routes, grafana, access } = reached;
+  const route: Target = { url: `https://${app.host}`, ca, connect: access.connect };
   await verify(`App ${name}: route https://${app.host}/ via ${access.via}`, () => checkRoute(route, '/'));
   if (app.metricsPort == null) {
     note(`${name} serves no metrics (deployed without --metrics-port): no scrape to check. \`task app -- <dir> --name ${name} --metrics-port <port>\` adds it.`);
@@ -1508,7 +1545,8 @@ async function validate(cfg: Config): Promise<void> {
     return cached.read;
   };
   const { verify, failed } = checkRunner(waitSeconds, () => (cached = undefined));
-  const { routes, grafana, access } = await platformTargets(cfg);
+  await requireCluster(cfg);
+  const { ca, password } = platformSecrets(cfg);
   const namespaces = ourNamespaces(cfg);
   const readAppPods = async () => sampleAppPods(await cluster());
 
@@ -1520,7 +1558,6 @@ async function validate(cfg: Config): Promise<void> {
     return checkVolumes(claims, volumes, volumeClass(cfg));
   });
   // 2. Storage: read-only unless --smoke
-  await verify('Prometheus: writes its TSDB to its volume (prometheus_tsdb_head_series > 0)', () => checkPrometheusWrites(routes.prometheus));
   if (withSmoke) {
     await verify('Storage smoke test (scripts/storage.ts --smoke)', async () => {
       // Its own phase record would count as a phase of `task deploy`: DEPLOY_RUN_ID is cleared.
@@ -1528,6 +1565,10 @@ async function validate(cfg: Config): Promise<void> {
       return `a pod wrote and read back a file on a ${volumeClass(cfg)} volume`;
     }, false);
   }
+  const reached = await reachRoutes(cfg, ca, password, verify);
+  if (!reached) return reportFailures(cfg, failed, undefined, namespaces);
+  const { routes, grafana, access } = reached;
+  await verify('Prometheus: writes its TSDB to its volume (prometheus_tsdb_head_series > 0)', () => checkPrometheusWrites(routes.prometheus));
   // 3. Routes
   for (const r of ROUTES) {
     await verify(`Route https://${r.name}.${cfg.DOMAIN}${r.path} via ${access.via}`, () => checkRoute(routes[r.name], r.path));
@@ -1586,7 +1627,7 @@ async function validate(cfg: Config): Promise<void> {
   await reportFailures(cfg, failed, routes.prometheus, namespaces);
 }
 
-/** validate, then the end of what platformTargets started to reach the routes (the port-forward), whatever happened. */
+/** validate, then the end of what reachRoutes started to reach the routes (the port-forward), whatever happened. */
 async function validatePhase(cfg: Config): Promise<void> {
   try {
     await validate(cfg);

@@ -190,7 +190,7 @@ describe('task validate (stand-in cluster, HTTPS front with our CA)', () => {
     const sb = sandboxWithPlatform();
     const r = await sb.run('validate', ['--smoke'], env());
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(checkLines(r.stdout).slice(3, 5)).toEqual(['✓ Prometheus: writes its TSDB to its volume (prometheus_tsdb_head_series > 0)', '✓ Storage smoke test (scripts/storage.ts --smoke)']);
+    expect(checkLines(r.stdout).slice(3, 5)).toEqual(['✓ Storage smoke test (scripts/storage.ts --smoke)', '✓ Prometheus: writes its TSDB to its volume (prometheus_tsdb_head_series > 0)']);
     const mutating = r.calls.filter(isMutating);
     expect(mutating.length).toBeGreaterThan(0); // the smoke test's own claim and pod
     expect(mutating.every(smokeCall), JSON.stringify(mutating)).toBe(true);

@@ -93,6 +93,7 @@ describe('validate with CLUSTER=existing: routes through kubectl port-forward', 
     expect(local).toBeGreaterThan(0);
     expect(checkLines(r.stdout)).toEqual([
       `✓ App ${NAME}: pods of Deployment ${NAME}/${NAME} Ready`,
+      '✓ Routes reachable from this machine',
       `✓ App ${NAME}: route https://${NAME}.${DOMAIN}/ via kubectl port-forward 127.0.0.1:${local}`,
       `✓ App ${NAME}: container logs of every Ready pod in Loki (via Grafana) in the last 5 minutes`,
     ]);
@@ -138,13 +139,20 @@ describe('validate with CLUSTER=existing: routes through kubectl port-forward', 
     expect(await listening(local)).toBe(false);
   });
 
-  it('a forward that cannot start (no Traefik pod runs): fails with kubectl\'s words and what to check, no check runs', async () => {
+  it("a forward that cannot start (no Traefik pod runs): the cluster checks still run; reaching the routes fails with kubectl's words and what to check; nothing through them runs", async () => {
     const sb = sandbox(false);
     const r = await sb.run('validate', ['--app', NAME, '--wait', '0'], { ...existingClusterEnv(sb), DOMAIN });
     expect(r.code).toBe(1);
     expect(r.stdout + r.stderr).toMatch(/`kubectl port-forward --namespace traefik service\/traefik :websecure` exited with code 1:\s+error: unable to forward port because pod is not running/);
     expect(r.stdout + r.stderr).toContain('Is Traefik installed (`task traefik`) with a Ready pod?');
-    expect(checkLines(r.stdout)).toEqual([]);
+    expect(checkLines(r.stdout)).toEqual([
+      `✓ App ${NAME}: pods of Deployment ${NAME}/${NAME} Ready`,
+      '✗ Routes reachable from this machine',
+      '✗ Checks through the routes (metrics, logs, traces, Grafana, freshness, alerting)',
+    ]);
+    expect(r.stdout + r.stderr).toContain('not run: the routes cannot be reached from this machine (see above)');
+    // --wait 0: one try.
+    expect(r.calls.filter((c) => c.argv.includes('port-forward'))).toHaveLength(1);
   });
 
   it('CLUSTER=talos dials HOST_IP:HTTPS_PORT as before: no port-forward', async () => {
