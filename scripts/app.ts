@@ -684,10 +684,7 @@ export async function deployApp(
   spec: AppSpec,
   opts: { extras?: AppExtras; buildHint?: string; companion?: (image: string) => AppCompanion } = {},
 ): Promise<AppRecord> {
-  await check('Cluster answers', async () => {
-    await requireCluster(cfg);
-    return cfg.CLUSTER_NAME;
-  });
+  await check('Cluster answers', () => requireCluster(cfg));
   let image = spec.image ?? '';
   if (spec.dir) {
     const dir = spec.dir;
@@ -755,10 +752,7 @@ export async function removeApp(cfg: Config, name: string): Promise<void> {
   if (!record) {
     throw new UserError(`no app "${name}": ${appRecordPath(cfg, name)} does not exist, so nothing is removed. The apps \`task app\` deployed are the files in ${statePath(cfg, 'apps')}.`);
   }
-  await check('Cluster answers', async () => {
-    await requireCluster(cfg);
-    return cfg.CLUSTER_NAME;
-  });
+  await check('Cluster answers', () => requireCluster(cfg));
   await step(`Namespace ${record.namespace} (app, route, dashboard)`, async () => {
     const got = await kubectl(cfg, ['get', 'namespace', record.namespace, '--output', 'json'], { okCodes: [1] });
     if (got.code !== 0) return 'already absent';

@@ -77,6 +77,7 @@ import https from 'node:https';
 import path from 'node:path';
 import {
   type AppRecord,
+  CommandError,
   type Config,
   PROJECT_DIR,
   UserError,
@@ -1229,7 +1230,9 @@ export async function diagnostics(cfg: Config, prom: Target | undefined, namespa
       const errors = logs.split('\n').filter((l) => /level=(error|warn)|"level":"(error|warn)"/i.test(l)).slice(-15);
       out.push(`alloy ${p.metadata.name}: ${errors.length ? `last error/warning lines:\n${indentLines(errors.join('\n'))}` : 'no error or warning lines in the last 300'}`);
     } catch (err) {
-      out.push(`alloy ${p.metadata.name}: ${(err as Error).message.split('\n')[0]}`);
+      // kubectl's own words (the last line it printed), not only the command that failed.
+      const said = err instanceof CommandError ? err.output.trim().split('\n').at(-1) : undefined;
+      out.push(`alloy ${p.metadata.name}: ${said ? `kubectl logs: ${said}` : (err as Error).message.split('\n')[0]}`);
     }
   }
   if (prom) {

@@ -12,12 +12,13 @@
 // "the user" from the upstream manifest ($LPP_UPSTREAM, default /tmp/lpp.yaml) as the storage phase
 // renders it, without our label; the storage phase then uses it and installs nothing (offline: it
 // never renders). The traefik and observability phases run twice each: the first succeeds, the
-// second changes nothing. The sample app runs under the Talos-style target (its own state dir with
-// the kubeconfig): with CLUSTER=existing it needs IMAGE_REGISTRY and `docker manifest inspect`, and
-// there is no Docker here; its image is "in" a stand-in local registry (tests/helpers.ts
-// startStandInRegistry) under its source's tag, so the phase skips the build. Then `task status`'s
-// script with CLUSTER=existing, and last destroy with CLUSTER=existing --yes, twice, next to a
-// namespace and a Helm release of the user's.
+// second changes nothing. The sample app too, with IMAGE_REGISTRY (the way an image reaches any
+// cluster's nodes): there is no Docker here, so `docker` alone is the stand-in (tests/fakes: its
+// build, push and manifest inspect keep the pushed images in its state file); the first run builds
+// and pushes, the second finds the image there and changes nothing. Then `task status`'s script,
+// validate (its cluster checks pass; the routes cannot be reached: no container runs, so there is
+// no kubelet to port-forward through), and last destroy with CLUSTER=existing --yes, twice, next
+// to a namespace and a Helm release of the user's.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -30,7 +31,7 @@ import { HELM_LIST_EVERY_STATE, NAMESPACE_OWNER_LABEL, STATE_DIR_MARKER, install
 import { writeKustomization } from '../scripts/storage.ts';
 import { contentHash } from '../scripts/app.ts';
 import { APP_DIR } from '../scripts/sample-app.ts';
-import { freePortsSync, startStandInRegistry } from './helpers.ts';
+import { freePortsSync } from './helpers.ts';
 // @ts-expect-error: plain ESM module without types
 import { KUBE_CLIENTS, REAL_API_PLATFORM, SIMCLUSTER } from './tools/test-tools.mjs';
 
@@ -38,6 +39,8 @@ const PROJECT_DIR = path.resolve(import.meta.dirname, '..');
 const chartsDir = process.env.OBS_CHARTS_DIR ?? '';
 const traefikChart = process.env.TRAEFIK_CHART_DIR ?? path.join(chartsDir, 'traefik-src', 'traefik');
 const lppUpstream = process.env.LPP_UPSTREAM ?? '/tmp/lpp.yaml';
+/** The user's registry the sample app's image is pushed to (only the stand-in docker talks to it). */
+const IMAGE_REGISTRY = 'registry.example.test/team';
 /** The chart folders to serve: every pinned chart, at its pinned version. */
 const chartDirs = () => [traefikChart, ...['prometheus', 'loki', 'tempo', 'grafana', 'k8s-monitoring'].map((c) => path.join(chartsDir, c))];
 const present =
@@ -63,19 +66,16 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
   // CLUSTER=existing: the user's own kubeconfig (the simcluster's admin one, not copied into the
   // state dir), and a state dir that is ours and otherwise empty.
   const stateDir = path.join(tmp, 'state');
-  // The sample app under the Talos-style target (STATE_DIR/kubeconfig): with CLUSTER=existing it needs
-  // IMAGE_REGISTRY and `docker manifest inspect` (no Docker here).
-  const talosStateDir = path.join(tmp, 'talos-state');
+  // `docker` alone from the stand-ins (the real helm and kubectl stay first for everything else), and its state.
+  const dockerBin = path.join(tmp, 'docker-bin');
+  const dockerState = path.join(tmp, 'docker-state.json');
   let adminKubeconfig = '';
   const clientsPath = `${KUBE_CLIENTS.binDir()}${path.delimiter}${process.env.PATH}`;
   const simEnv = (extra: NodeJS.ProcessEnv = {}) => ({ ...process.env, PATH: clientsPath, SIMCLUSTER_BIN: SIMCLUSTER.binDir(), SIMCLUSTER_DIR: simDir, ...extra });
   let server: http.Server;
-  let registry: Awaited<ReturnType<typeof startStandInRegistry>>;
   let env: NodeJS.ProcessEnv;
   const phase = (name: string, args: string[] = [], extra: NodeJS.ProcessEnv = {}) =>
     runAsync(process.execPath, ['--import', 'tsx', path.join(PROJECT_DIR, 'scripts', `${name}.ts`), ...args], { ...env, ...extra });
-  /** The Talos-style target: STATE_DIR/kubeconfig of its own state dir. */
-  const talosStyle = () => ({ CLUSTER: 'talos', STATE_DIR: talosStateDir });
   const kubectl = (args: string[], input?: string) => execFileSync('kubectl', ['--kubeconfig', adminKubeconfig, ...args], { env, input, encoding: 'utf8' });
   const helmList = () =>
     (JSON.parse(execFileSync('helm', ['--kubeconfig', adminKubeconfig, 'list', '-A', ...HELM_LIST_EVERY_STATE, '--output', 'json'], { env, encoding: 'utf8' })) as { name: string; namespace: string }[])
@@ -93,10 +93,8 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     // Ours and otherwise empty: CLUSTER=existing reads the user's kubeconfig where it is.
     fs.mkdirSync(stateDir, { recursive: true });
     fs.writeFileSync(path.join(stateDir, STATE_DIR_MARKER), '');
-    // The state dir as the talos phase leaves it: ours, with the cluster's kubeconfig (the sample app's target).
-    fs.mkdirSync(talosStateDir, { recursive: true });
-    fs.writeFileSync(path.join(talosStateDir, STATE_DIR_MARKER), '');
-    fs.copyFileSync(kubeconfig, path.join(talosStateDir, 'kubeconfig'));
+    fs.mkdirSync(dockerBin);
+    fs.writeFileSync(path.join(dockerBin, 'docker'), `#!/bin/sh\nexec "${process.execPath}" "${path.join(PROJECT_DIR, 'tests', 'fakes', 'fake-tool.mjs')}" docker "$@"\n`, { mode: 0o755 });
 
     const repoDir = path.join(tmp, 'repo');
     fs.mkdirSync(repoDir);
@@ -110,11 +108,11 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const [HTTP_PORT, HTTPS_PORT] = freePortsSync(2).map(String);
-    registry = await startStandInRegistry(() => ({ [`localhost:${registry.port}/sample-app:${contentHash(APP_DIR)}`]: `sha256:${'0'.repeat(64)}` }));
     env = {
       ...process.env,
       ...helmHome,
-      PATH: clientsPath,
+      PATH: `${dockerBin}${path.delimiter}${clientsPath}`,
+      FAKE_STATE: dockerState,
       STATE_DIR: stateDir,
       CLUSTER: 'existing',
       KUBECONFIG: kubeconfig,
@@ -123,7 +121,7 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
       NO_COLOR: '1',
       HTTP_PORT,
       HTTPS_PORT,
-      REGISTRY_PORT: String(registry.port),
+      IMAGE_REGISTRY: IMAGE_REGISTRY,
       CHART_REPOSITORY_MIRROR: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     };
 
@@ -140,7 +138,6 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
 
   afterAll(async () => {
     await new Promise((r) => server?.close(r));
-    await registry?.close();
     execFileSync('bash', [path.join(SIMCLUSTER.dir, 'down.sh'), '--purge'], { env: simEnv(), stdio: 'inherit' });
     fs.rmSync(tmp, { recursive: true, force: true });
   });
@@ -167,11 +164,15 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     }, 900_000);
   }
 
-  it('sample-app (Talos-style target, its own state dir): the first run succeeds, the second changes nothing', async () => {
-    const first = await phase('sample-app', [], talosStyle());
+  it('sample-app with CLUSTER=existing and IMAGE_REGISTRY: the first run builds, pushes and rolls out; the second changes nothing', async () => {
+    const image = `${IMAGE_REGISTRY}/sample-app:${contentHash(APP_DIR)}`;
+    const first = await phase('sample-app');
     expect(first.code, first.out).toBe(0);
-    const second = await phase('sample-app', [], talosStyle());
+    expect(first.out, first.out).toContain(`built and pushed to ${IMAGE_REGISTRY} (${image})`);
+    expect(kubectl(['get', 'deployment', 'sample-app', '-n', 'sample-app', '-o', 'jsonpath={.spec.template.spec.containers[0].image}'])).toBe(image);
+    const second = await phase('sample-app');
     expect(second.code, second.out).toBe(0);
+    expect(second.out, second.out).toContain(`unchanged (${image} is in ${IMAGE_REGISTRY})`);
     expect(second.out, second.out).toMatch(/done in [\d.]+s: \d+ steps, nothing changed/);
   }, 900_000);
 
@@ -225,6 +226,24 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     }
   }, 120_000);
 
+  it('validate with CLUSTER=existing: the cluster checks pass; the routes cannot be reached (no kubelet to port-forward through), and nothing through them runs', async () => {
+    const r = await phase('validate', ['--wait', '0']);
+    expect(r.code, r.out).toBe(1);
+    // Each check's status line without its duration and detail.
+    const checks = r.out.split('\n').flatMap((l) => /^([✓✗] .*?) \([\d.]+m?s\)/.exec(l)?.[1] ?? []);
+    expect(checks, r.out).toEqual([
+      '✓ Nodes Ready',
+      '✓ Pods Ready in traefik, monitoring, sample-app',
+      '✓ Prometheus and Loki volumes Bound to local-path volumes',
+      '✗ Routes reachable from this machine',
+      '✗ Checks through the routes (metrics, logs, traces, Grafana, freshness, alerting)',
+    ]);
+    // The real kubectl's own words for why it cannot forward, and what to check.
+    // (the API server dials the node's kubelet for it: kwok's nodes have none).
+    expect(r.out, r.out).toMatch(/`kubectl port-forward --namespace traefik service\/traefik :websecure` exited with code 1:\n\s+error: error upgrading connection: error dialing backend: dial tcp [\d.]+:10250/);
+    expect(r.out, r.out).toContain('Is Traefik installed (`task traefik`) with a Ready pod?');
+  }, 120_000);
+
   // Last: it removes what the tests above read.
   it("destroy with CLUSTER=existing --yes: only what the platform installed goes; the user's namespace, release and objects stay", async () => {
     // The user's own things: a namespace without our label with a ConfigMap, and a Helm release of their own chart.
@@ -245,19 +264,20 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
         .filter((n) => n.status.phase !== 'Terminating')
         .map((n) => n.metadata.name)
         .sort();
-    expect(labelled()).toEqual(['monitoring', 'traefik']);
+    expect(labelled()).toEqual(['monitoring', 'sample-app', 'traefik']);
 
     const first = await phase('talos', ['--destroy', '--yes']);
     expect(first.code, first.out).toBe(0);
     for (const r of ours) expect(first.out, first.out).toContain(`will remove Helm release ${r}`);
-    expect(first.out, first.out).not.toMatch(/will remove .*(user-stuff|sample-app|local-path|kube-system|default)/);
+    expect(first.out, first.out).toContain(`will remove namespace sample-app (labelled ${NAMESPACE_OWNER_LABEL}=`);
+    expect(first.out, first.out).not.toMatch(/will remove .*(user-stuff|local-path|kube-system|default)/);
 
-    // Ours gone (namespaces gone or terminating); the user's, the sample app's (not installed with CLUSTER=existing) and local-path stay.
+    // Ours gone (namespaces gone or terminating); the user's and local-path stay.
     expect(helmList()).toEqual(['user-stuff/user-release']);
     expect(labelled()).toEqual([]);
     expect(kubectl(['get', 'configmap', 'mine', '-n', 'user-stuff', '-o', 'jsonpath={.data.keep}'])).toBe('yes');
     expect(kubectl(['get', 'configmap', 'user-release-cm', '-n', 'user-stuff', '-o', 'jsonpath={.data.keep}'])).toBe('yes');
-    for (const ns of ['user-stuff', 'sample-app', 'local-path-storage', 'kube-system', 'default']) {
+    for (const ns of ['user-stuff', 'local-path-storage', 'kube-system', 'default']) {
       expect(JSON.parse(kubectl(['get', 'namespace', ns, '-o', 'json'])).status.phase, ns).toBe('Active');
     }
     expect(kubectl(['get', 'storageclass', 'local-path', '-o', 'name'])).toMatch(/local-path/);
