@@ -4,7 +4,8 @@
 // sends to, and a webhook receiver in this test that Alertmanager posts to. It proves: Watchdog
 // arrives; SampleAppErrorRatioHigh fires when the app fails most /api/* requests, with the labels the
 // rule promises, and resolves after the injection ends; Alertmanager's API lists the active alerts.
-// Only the intervals are short (scrape and evaluation every second, Alertmanager groups at once);
+// Only the intervals are short (scrape and evaluation every second, Alertmanager groups at once,
+// Prometheus resends a firing alert after 5 s: servers.ts TEST_RESEND_DELAY);
 // the rules are the files in alerts/.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { createApp } from '../sample-app/src/app.ts';
 import { ROUTES } from '../sample-app/src/metric-names.ts';
+import { TEST_RESEND_DELAY } from './fixtures/validate/servers.ts';
 import { PROJECT_DIR } from './helpers.ts';
 
 interface WebhookAlert { status: 'firing' | 'resolved'; labels: Record<string, string>; annotations: Record<string, string>; startsAt: string; endsAt: string }
@@ -103,7 +105,7 @@ beforeAll(async () => {
     // The labels Alloy's annotation autodiscovery gives the app's series (job from app.kubernetes.io/name).
     scrape_configs: [{ job_name: 'sample-app', static_configs: [{ targets: [new URL(app).host], labels: { namespace: 'sample-app', pod: 'sample-app-test' } }] }],
   }));
-  startTool('prometheus', ['--config.file=prometheus.yml', '--storage.tsdb.path=prom-data', `--web.listen-address=127.0.0.1:${promPort}`]);
+  startTool('prometheus', ['--config.file=prometheus.yml', '--storage.tsdb.path=prom-data', `--web.listen-address=127.0.0.1:${promPort}`, TEST_RESEND_DELAY]);
 
   await waitFor('Alertmanager ready', ready(alertmanager), 30000);
   await waitFor('Prometheus ready', ready(`http://127.0.0.1:${promPort}`), 30000);

@@ -111,6 +111,7 @@ let appTarget: Target;
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'validate-am-test-'));
+  fs.writeFileSync(path.join(dir, 'platform-only.rules.yaml'), YAML.stringify(alertRuleFiles()['platform.rules.yaml']));
   [app, webhook] = await Promise.all([startStandInApp(), startWebhookReceiver()]);
   const urlFile = path.join(dir, 'webhook-url');
   fs.writeFileSync(urlFile, `${webhook.url}\n`); // as the Secret's key is mounted into the pod
@@ -159,6 +160,30 @@ describe('checkWatchdog (real Prometheus → real Alertmanager)', () => {
       await expect(checkWatchdog({ url: silenced.url })).rejects.toThrow(/Watchdog is not active in Alertmanager/);
     } finally {
       await silenced.stop();
+    }
+  });
+
+  it('the test Prometheus resends: Watchdog whose first sends found no Alertmanager (not discovered yet) still arrives within 30 s', async () => {
+    // The race a loaded machine can lose: evaluations before the discovery's first update. Here the
+    // Alertmanager is named (file_sd) only after Prometheus has Watchdog firing, so its first sends
+    // went nowhere; at Prometheus' default resend delay (1m) it would arrive after about a minute.
+    const amFile = path.join(dir, 'alertmanagers.json');
+    fs.writeFileSync(amFile, '[]');
+    const late = await startAlertmanager(deployedAlertmanagerConfig({}, '/nonexistent'));
+    const lateProm = await startPrometheus(
+      YAML.stringify({
+        global: { evaluation_interval: '1s' },
+        rule_files: [path.join(dir, 'platform-only.rules.yaml')],
+        alerting: { alertmanagers: [{ file_sd_configs: [{ files: [amFile], refresh_interval: '1s' }] }] },
+      }),
+    );
+    try {
+      await waitFor(async () => ((await (await fetch(`${lateProm.url}/api/v1/alerts`)).json()) as any).data.alerts.some((a: any) => a.labels.alertname === 'Watchdog' && a.state === 'firing'), 30000, 'Watchdog firing in Prometheus');
+      fs.writeFileSync(`${amFile}.tmp`, JSON.stringify([{ targets: [`127.0.0.1:${late.port}`] }]));
+      fs.renameSync(`${amFile}.tmp`, amFile);
+      await waitFor(async () => (await activeAlerts({ url: late.url })).some((a) => a.labels.alertname === 'Watchdog'), 30000, 'Watchdog in the Alertmanager named late');
+    } finally {
+      await Promise.all([lateProm.stop(), late.stop()]);
     }
   });
 
