@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { NAMESPACE_OWNER_LABEL } from '../scripts/lib.ts';
 import { deployGraph } from '../scripts/summary.ts';
 import { PROJECT_DIR, makeSandbox } from './helpers.ts';
 
@@ -149,13 +150,27 @@ describe('Taskfile.yml', () => {
 describe('.github/workflows/e2e.yml (never run here: only its shape is checked)', () => {
   const workflow = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, '.github', 'workflows', 'e2e.yml'), 'utf8'));
   const taskfile = YAML.parse(fs.readFileSync(path.join(PROJECT_DIR, 'Taskfile.yml'), 'utf8'));
-  const steps = workflow.jobs['deploy-validate-destroy'].steps as { name?: string; run?: string }[];
+  const steps = workflow.jobs['deploy-validate-destroy'].steps as { name?: string; run?: string; if?: string }[];
   const runs = steps.map((s) => s.run ?? '').join('\n');
 
   it('parses as YAML and every `task <name>` it runs is a task of the Taskfile', () => {
     const called = [...runs.matchAll(/(?:^|[\s;&|(])task ([a-z][a-z0-9:-]*)/g)].map((m) => m[1]);
     expect(called.length).toBeGreaterThan(5);
     expect(called.filter((name) => !(name in taskfile.tasks))).toEqual([]);
+  });
+
+  it('a CLUSTER=existing job on a kind cluster of its own (the pinned kind, checksum verified), whose destroy must leave the cluster running', () => {
+    const job = workflow.jobs['deploy-validate-destroy'];
+    expect(job.strategy.matrix.include).toContainEqual({ helm: 'v4.2.4', cluster: 'existing' });
+    const kind = steps.find((s) => s.name?.startsWith('CLUSTER=existing: a kind cluster'));
+    expect(kind?.run).toContain('sha256sum -c -');
+    expect(kind?.run).toContain('kind create cluster --name e2e');
+    expect(kind?.run).toMatch(/echo CLUSTER=existing; echo KUBE_CONTEXT=kind-e2e; \} >> "\$GITHUB_ENV"/);
+    expect(job.env.KIND_VERSION).toBe(/Stand-in `kind` \((v[\d.]+)\)/.exec(fs.readFileSync(path.join(PROJECT_DIR, 'tests', 'fakes', 'tools', 'kind.mjs'), 'utf8'))?.[1]);
+    const after = steps.find((s) => s.name?.startsWith('CLUSTER=existing: the destroy left'));
+    expect(after?.run).toContain('get --raw /readyz');
+    expect(after?.run).toContain(`-l ${NAMESPACE_OWNER_LABEL}`);
+    expect(steps.find((s) => s.name?.startsWith('task images'))?.if).toBe("matrix.cluster == 'talos'");
   });
 
   it('runs deploy, validate (plain, --alerts, --app), app and its removal, images, the no-op re-run and destroy', () => {
