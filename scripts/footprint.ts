@@ -3,15 +3,38 @@
 // with its CPU and memory requests and limits (from the pods' specs) and its current use (from
 // Prometheus: cAdvisor's container_memory_working_set_bytes and container_cpu_usage_seconds_total,
 // read through the API server's service proxy, so no route or /etc/hosts is needed), then the total
-// against the nodes' memory: CONTROLPLANE_MEMORY + WORKERS × WORKER_MEMORY. The kubelet cannot
-// enforce that total (a Talos node in Docker reports the host's RAM), so this is where to see it.
+// against the nodes' memory.
+//   - CLUSTER=talos: every pod of the cluster (it is ours), against CONTROLPLANE_MEMORY + WORKERS ×
+//     WORKER_MEMORY. The kubelet cannot enforce that total (a Talos node in Docker reports the
+//     host's RAM), so this is where to see it.
+//   - CLUSTER=existing: the context comes first (targetLine); only the platform's pods count: those
+//     in the namespaces it created (labelled NAMESPACE_OWNER_LABEL=CLUSTER_NAME, as destroy decides)
+//     and in the namespaces its Helm releases went into (installed.log), not other people's
+//     workloads; against the nodes' allocatable memory (status.allocatable.memory, summed).
 // Changes nothing. Exit code 0 when the pods could be read (use may be missing: it says why), else 1.
 //
-// .env keys: STATE_DIR (kubeconfig), CLUSTER_NAME (messages), WORKERS, CONTROLPLANE_MEMORY, WORKER_MEMORY.
-// Tools: kubectl (get pods -A, get --raw on the prometheus-server service proxy).
+// .env keys: STATE_DIR (kubeconfig; installed.log with CLUSTER=existing), CLUSTER_NAME (messages, the
+//   owner label), CLUSTER, KUBECONFIG, KUBE_CONTEXT (the target), WORKERS, CONTROLPLANE_MEMORY,
+//   WORKER_MEMORY (talos).
+// Tools: kubectl (talos: get pods -A; existing: get nodes,namespaces,pods -A; get --raw on the
+//   prometheus-server service proxy).
 import fs from 'node:fs';
 import kleur from 'kleur';
-import { CommandError, type Config, isMain, kubeconfigPath, kubectl, loadConfig, parseQuantity } from './lib.ts';
+import {
+  CommandError,
+  type Config,
+  type InstalledRecord,
+  NAMESPACE_OWNER_LABEL,
+  installedRecord,
+  isMain,
+  kubeconfigPath,
+  kubectl,
+  loadConfig,
+  parseQuantity,
+  statePath,
+  targetLine,
+} from './lib.ts';
+import { ownedOnCluster } from './talos.ts';
 
 /** prometheus-community/prometheus' Service (the contract in helm-values/prometheus.yaml), through the API server. */
 export const PROMETHEUS_PROXY = '/api/v1/namespaces/monitoring/services/prometheus-server:80/proxy';
@@ -99,13 +122,47 @@ export function podUse(memory: Map<string, number>, cpu: Map<string, number>): P
 /** The nodes' memory in MiB as configured (each node container's Docker limit). */
 export const nodesMemoryMiB = (cfg: Pick<Config, 'CONTROLPLANE_MEMORY' | 'WORKER_MEMORY' | 'WORKERS'>) => cfg.CONTROLPLANE_MEMORY + cfg.WORKERS * cfg.WORKER_MEMORY;
 
+/** The memory the total is held against: its MiB, and what it is, for the last line. */
+export interface NodesMemory { mib: number; what: string }
+
+/** CLUSTER=talos: the node sizes of .env. */
+export const talosNodesMemory = (cfg: Pick<Config, 'CONTROLPLANE_MEMORY' | 'WORKER_MEMORY' | 'WORKERS'>): NodesMemory => ({
+  mib: nodesMemoryMiB(cfg),
+  what: `nodes' memory: ${cfg.CONTROLPLANE_MEMORY}Mi control plane + ${cfg.WORKERS} × ${cfg.WORKER_MEMORY}Mi workers`,
+});
+
+export interface NodeJson { metadata: { name: string }; status?: { allocatable?: Record<string, string> } }
+
+/** CLUSTER=existing: the nodes' allocatable memory (what the kubelets let pods have), summed; a node without it is named. */
+export function allocatableMemory(nodes: NodeJson[]): NodesMemory {
+  const without = nodes.filter((n) => n.status?.allocatable?.memory === undefined).map((n) => n.metadata.name);
+  const bytes = nodes.reduce((t, n) => t + (n.status?.allocatable?.memory === undefined ? 0 : parseQuantity(n.status.allocatable.memory)), 0);
+  return {
+    mib: Math.round(bytes / 2 ** 20),
+    what: `allocatable memory of the ${nodes.length} node${nodes.length === 1 ? '' : 's'}${without.length ? ` (none reported by ${without.join(', ')})` : ''}`,
+  };
+}
+
+export interface NamespaceJson { metadata: { name: string; labels?: Record<string, string> } }
+
+/**
+ * CLUSTER=existing: the namespaces whose pods are the platform's: those it created (labelled
+ * NAMESPACE_OWNER_LABEL=CLUSTER_NAME: ownedOnCluster, as destroy decides) and those its Helm
+ * releases went into (installed.log: a namespace the user had before counts whole). Sorted.
+ */
+export function platformNamespaces(clusterName: string, namespaces: NamespaceJson[], installed: InstalledRecord): string[] {
+  const labelled = ownedOnCluster({ clusterName, releases: [], namespaces, crds: [], installed }).namespaces;
+  const ofReleases = (installed.releases ?? []).map((r) => r.split('/')[0]);
+  return [...new Set([...labelled, ...ofReleases])].sort();
+}
+
 const cores = (n: number) => (n === 0 ? '0' : n < 1 ? `${Math.round(n * 1000)}m` : `${Number(n.toFixed(2))}`);
 const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20)}Mi`;
 const amount = (a: Amount, show: (n: number) => string) => (a.unbounded && !a.value ? 'none' : `${show(a.value)}${a.unbounded ? '+' : ''}`);
-const percent = (bytes: number, totalMiB: number) => `${Math.round((bytes / 2 ** 20 / totalMiB) * 100)} %`;
+const percent = (bytes: number, totalMiB: number) => (totalMiB > 0 ? `${Math.round((bytes / 2 ** 20 / totalMiB) * 100)} %` : 'of none');
 
 /** The table, a total line and the line against the nodes' memory. "+" marks a sum with containers that set no value. */
-export function formatFootprint(rows: ComponentFootprint[], cfg: Pick<Config, 'CONTROLPLANE_MEMORY' | 'WORKER_MEMORY' | 'WORKERS'>, useProblem?: string): string[] {
+export function formatFootprint(rows: ComponentFootprint[], nodes: NodesMemory, useProblem?: string): string[] {
   const sum = (pick: (r: ComponentFootprint) => Amount): Amount =>
     rows.reduce((t, r) => ({ value: t.value + pick(r).value, unbounded: t.unbounded + pick(r).unbounded }), { value: 0, unbounded: 0 });
   const used = (n: number | undefined, show: (n: number) => string) => (n === undefined ? '-' : show(n));
@@ -123,12 +180,11 @@ export function formatFootprint(rows: ComponentFootprint[], cfg: Pick<Config, 'C
   ];
   const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
   const lines = table.map((row) => row.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ').trimEnd());
-  const nodes = nodesMemoryMiB(cfg);
-  const of = (a: Amount) => `${mib(a.value)}${a.unbounded ? ` + ${a.unbounded} containers without one` : ''} (${percent(a.value, nodes)})`;
+  const of = (a: Amount) => `${mib(a.value)}${a.unbounded ? ` + ${a.unbounded} containers without one` : ''} (${percent(a.value, nodes.mib)})`;
   return [
     ...lines,
-    `nodes' memory: ${cfg.CONTROLPLANE_MEMORY}Mi control plane + ${cfg.WORKERS} × ${cfg.WORKER_MEMORY}Mi workers = ${nodes}Mi; ` +
-      `requests ${of(total.memoryRequest)}, limits ${of(total.memoryLimit)}, used ${total.memoryUsed === undefined ? '-' : `${mib(total.memoryUsed)} (${percent(total.memoryUsed, nodes)})`}`,
+    `${nodes.what} = ${nodes.mib}Mi; ` +
+      `requests ${of(total.memoryRequest)}, limits ${of(total.memoryLimit)}, used ${total.memoryUsed === undefined ? '-' : `${mib(total.memoryUsed)} (${percent(total.memoryUsed, nodes.mib)})`}`,
     ...(useProblem ? [`use: not available, ${useProblem}`] : []),
   ];
 }
@@ -140,9 +196,29 @@ async function promVector(cfg: Config, expr: string): Promise<Map<string, number
 /** What went wrong, in one line: the tool's own words for a failed call, else the message. */
 const reason = (err: unknown) => (err instanceof CommandError && err.output.trim() ? err.output.trim().split('\n')[0] : (err as Error).message);
 
+/** The pods to count and the memory to hold them against: CLUSTER=talos all pods and .env's node sizes; existing the platform's pods and the nodes' allocatable memory. */
+async function podsAndNodes(cfg: Config): Promise<{ lines: string[]; pods: PodSpecJson[]; nodes: NodesMemory }> {
+  if (cfg.CLUSTER === 'talos') {
+    if (!fs.existsSync(kubeconfigPath(cfg))) throw new Error(`no cluster "${cfg.CLUSTER_NAME}" (no ${kubeconfigPath(cfg)}): run \`task talos\``);
+    const pods = JSON.parse((await kubectl(cfg, ['get', 'pods', '--all-namespaces', '-o', 'json'])).stdout).items as PodSpecJson[];
+    return { lines: [], pods, nodes: talosNodesMemory(cfg) };
+  }
+  const lines = [targetLine(cfg)];
+  const items: { kind: string }[] = JSON.parse((await kubectl(cfg, ['get', 'nodes,namespaces,pods', '--all-namespaces', '-o', 'json'])).stdout).items ?? [];
+  const ofKind = <T>(kind: string) => items.filter((o) => o.kind === kind) as T[];
+  const ours = platformNamespaces(cfg.CLUSTER_NAME, ofKind<NamespaceJson>('Namespace'), installedRecord(cfg));
+  const pods = ofKind<PodSpecJson>('Pod');
+  const counted = pods.filter((p) => ours.includes(p.metadata.namespace));
+  lines.push(
+    ours.length
+      ? `the platform's namespaces: ${ours.join(', ')} (${pods.length - counted.length} pods in other namespaces not counted)`
+      : `the platform's namespaces: none (no namespace labelled ${NAMESPACE_OWNER_LABEL}=${cfg.CLUSTER_NAME}, no release in ${statePath(cfg, 'installed.log')}): run \`task deploy\``,
+  );
+  return { lines, pods: counted, nodes: allocatableMemory(ofKind<NodeJson>('Node')) };
+}
+
 async function footprint(cfg: Config): Promise<string[]> {
-  if (!fs.existsSync(kubeconfigPath(cfg))) throw new Error(`no cluster "${cfg.CLUSTER_NAME}" (no ${kubeconfigPath(cfg)}): run \`task talos\``);
-  const pods = JSON.parse((await kubectl(cfg, ['get', 'pods', '--all-namespaces', '-o', 'json'])).stdout).items as PodSpecJson[];
+  const { lines, pods, nodes } = await podsAndNodes(cfg);
   let use: PodUse | undefined;
   let useProblem: string | undefined;
   try {
@@ -150,7 +226,7 @@ async function footprint(cfg: Config): Promise<string[]> {
   } catch (err) {
     useProblem = `Prometheus (service monitoring/prometheus-server) did not answer: ${reason(err)}. Run \`task observability\`, or wait for its first scrapes.`;
   }
-  return formatFootprint(footprintRows(pods, use), cfg, useProblem);
+  return [...lines, ...formatFootprint(footprintRows(pods, use), nodes, useProblem)];
 }
 
 if (isMain(import.meta.url)) {

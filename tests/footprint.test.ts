@@ -1,18 +1,25 @@
 // `task footprint`: requests and limits from the pods' specs, use from Prometheus through the API
-// server's service proxy, and the total against CONTROLPLANE_MEMORY + WORKERS × WORKER_MEMORY.
-// Pure parts table-tested; the script run against the stand-in tools.
+// server's service proxy, and the total against CONTROLPLANE_MEMORY + WORKERS × WORKER_MEMORY
+// (CLUSTER=existing: the nodes' allocatable memory, and only the platform's namespaces).
+// Pure parts table-tested; the script run against the stand-in tools (CLUSTER=existing: footprint-existing.test.ts).
 import { describe, expect, it, vi } from 'vitest';
 import {
+  type NamespaceJson,
+  type NodeJson,
   type PodSpecJson,
   PROMETHEUS_PROXY,
   USE_QUERIES,
+  allocatableMemory,
   componentOf,
   footprintRows,
   formatFootprint,
   nodesMemoryMiB,
+  platformNamespaces,
   podUse,
+  talosNodesMemory,
   vectorByPod,
 } from '../scripts/footprint.ts';
+import { type InstalledRecord, NAMESPACE_OWNER_LABEL } from '../scripts/lib.ts';
 import { isMutating, makeSandbox } from './helpers.ts';
 import { deployedCluster } from './fixtures/validate/cluster.ts';
 
@@ -85,7 +92,7 @@ describe('footprintRows and formatFootprint', () => {
   });
 
   it('prints a table, the total and the total against the nodes\' memory', () => {
-    const out = formatFootprint(rows, cfg);
+    const out = formatFootprint(rows, talosNodesMemory(cfg));
     expect(out.map((l) => l.replace(/\s+/g, ' '))).toEqual([
       'component pods cpu req cpu lim cpu used mem req mem lim mem used',
       'kube-system/kube-apiserver 1 200m none 150m 512Mi none 600Mi',
@@ -99,7 +106,7 @@ describe('footprintRows and formatFootprint', () => {
   });
 
   it('without use (Prometheus did not answer) the use columns say "-" and the reason follows', () => {
-    const out = formatFootprint(footprintRows(PODS, undefined), cfg, 'no endpoints');
+    const out = formatFootprint(footprintRows(PODS, undefined), talosNodesMemory(cfg), 'no endpoints');
     expect(out.at(-3)!.replace(/\s+/g, ' ')).toBe('total 6 630m none - 1738Mi 3434Mi+ -');
     expect(out.at(-2)).toMatch(/used -$/);
     expect(out.at(-1)).toBe('use: not available, no endpoints');
@@ -115,6 +122,41 @@ describe('footprintRows and formatFootprint', () => {
 
   it('vectorByPod refuses an error answer', () => {
     expect(() => vectorByPod(JSON.stringify({ status: 'error', error: 'bad_data' }))).toThrow(/Prometheus answered/);
+  });
+});
+
+describe('CLUSTER=existing: which namespaces count, and the nodes\' allocatable memory', () => {
+  const ns = (name: string, owner?: string): NamespaceJson => ({ metadata: { name, labels: { team: 'x', ...(owner && { [NAMESPACE_OWNER_LABEL]: owner }) } } });
+  const CLUSTER_NS = [ns('monitoring'), ns('sample-app', 'talos-local'), ns('traefik', 'talos-local'), ns('team-a'), ns('kube-system'), ns('other-copy', 'someone-else')];
+  it.each<[string, InstalledRecord, string[]]>([
+    ['labelled ours only (no release recorded)', {}, ['sample-app', 'traefik']],
+    ['plus a namespace the user had, where our releases went', { releases: ['monitoring/prometheus', 'monitoring/loki'] }, ['monitoring', 'sample-app', 'traefik']],
+    ['a release namespace that is labelled too counts once', { releases: ['traefik/traefik'] }, ['sample-app', 'traefik']],
+    ['storage and CRDs recorded add no namespace', { storageClass: 'standard', localPath: false, crds: ['alloys.collectors.grafana.com'] }, ['sample-app', 'traefik']],
+  ])('%s', (_name, installed, want) => {
+    expect(platformNamespaces('talos-local', CLUSTER_NS, installed)).toEqual(want);
+  });
+  it('another CLUSTER_NAME owns other namespaces', () => {
+    expect(platformNamespaces('someone-else', CLUSTER_NS, {})).toEqual(['other-copy']);
+  });
+
+  const node = (name: string, memory?: string): NodeJson => ({ metadata: { name }, status: { allocatable: { cpu: '4', ...(memory && { memory }) } } });
+  it.each<[string, NodeJson[], number, string]>([
+    ['kind: one node, in Ki', [node('demo-control-plane', '16331452Ki')], 15949, 'allocatable memory of the 1 node'],
+    ['three nodes, mixed units', [node('a', '8Gi'), node('b', '4194304Ki'), node('c', '2147483648')], 14336, 'allocatable memory of the 3 nodes'],
+    ['a node that reports none is named', [node('a', '8Gi'), node('b')], 8192, 'allocatable memory of the 2 nodes (none reported by b)'],
+    ['no nodes', [], 0, 'allocatable memory of the 0 nodes'],
+  ])('%s', (_name, nodes, mib, what) => {
+    expect(allocatableMemory(nodes)).toEqual({ mib, what });
+  });
+  it('the last line holds the total against the allocatable memory; with none, it says so instead of a share', () => {
+    const rows = footprintRows(PODS.filter((p) => p.metadata.namespace === 'monitoring'), undefined);
+    expect(formatFootprint(rows, allocatableMemory([node('a', '8Gi'), node('b', '4Gi')]), 'no endpoints').at(-2)).toBe(
+      'allocatable memory of the 2 nodes = 12288Mi; requests 1156Mi (9 %), limits 3264Mi (27 %), used -',
+    );
+    expect(formatFootprint(rows, allocatableMemory([]), 'no endpoints').at(-2)).toBe(
+      'allocatable memory of the 0 nodes = 0Mi; requests 1156Mi (of none), limits 3264Mi (of none), used -',
+    );
   });
 });
 
