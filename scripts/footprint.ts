@@ -30,11 +30,11 @@ import {
   kubeconfigPath,
   kubectl,
   loadConfig,
+  ownedOnCluster,
   parseQuantity,
   statePath,
   targetLine,
 } from './lib.ts';
-import { ownedOnCluster } from './talos.ts';
 
 /** prometheus-community/prometheus' Service (the contract in helm-values/prometheus.yaml), through the API server. */
 export const PROMETHEUS_PROXY = '/api/v1/namespaces/monitoring/services/prometheus-server:80/proxy';

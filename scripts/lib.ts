@@ -16,6 +16,8 @@
 //     remote-looking context is confirmed once per `task deploy` run, or with --yes);
 //   - installedRecord()/recordInstalled()/volumeClass(): what the platform installed on an existing
 //     cluster (STATE_DIR/installed.log), for storage, observability, validate, status and destroy;
+//     ownedOnCluster(): from that record and the cluster's own answers, what is provably ours there
+//     (destroy removes it, footprint counts it);
 //   - runPhase()/step(): a list of named steps, each with a status line that always closes
 //     (✓ or ✗ with its duration), and a summary at the end; under `task deploy` (PHASE_LABELS=true,
 //     set by the deploy graph, where phases run side by side) every line starts with "[phase] ";
@@ -795,6 +797,41 @@ export function recordInstalled(cfg: Config, change: InstalledRecord): void {
 
 /** The StorageClass of the platform's volumes: the one the storage phase recorded, local-path before it ran. */
 export const volumeClass = (cfg: Config) => installedRecord(cfg).storageClass ?? 'local-path';
+
+/** Chart names of the platform's releases (PINNED.charts): a release of another chart is never ours. */
+const OUR_CHARTS = Object.values(PINNED.charts).map((c) => c.chart as string);
+
+/** What destroy removes from a cluster the platform did not make: only what it installed there. */
+export interface OwnedOnCluster {
+  releases: { name: string; namespace: string }[];
+  namespaces: string[];
+  crds: string[];
+  clusterObjects: string[];
+}
+
+/**
+ * The platform's own things on an existing cluster: releases it recorded (namespace/name in
+ * installed.log) of one of its charts; namespaces that carry NAMESPACE_OWNER_LABEL=CLUSTER_NAME;
+ * CRDs and cluster-scoped objects (local-path's StorageClass and RBAC) it recorded, and only those
+ * still there.
+ */
+export function ownedOnCluster(input: {
+  clusterName: string;
+  releases: HelmListEntry[];
+  namespaces: { metadata: { name: string; labels?: Record<string, string> } }[];
+  crds: string[];
+  installed: InstalledRecord;
+}): OwnedOnCluster {
+  const ofOurChart = (chart: string) => OUR_CHARTS.some((c) => chart.startsWith(`${c}-`) && /^v?\d/.test(chart.slice(c.length + 1)));
+  return {
+    releases: input.releases
+      .filter((r) => (input.installed.releases ?? []).includes(`${r.namespace}/${r.name}`) && ofOurChart(r.chart))
+      .map((r) => ({ name: r.name, namespace: r.namespace })),
+    namespaces: input.namespaces.filter((n) => n.metadata.labels?.[NAMESPACE_OWNER_LABEL] === input.clusterName).map((n) => n.metadata.name),
+    crds: (input.installed.crds ?? []).filter((c) => input.crds.includes(c)),
+    clusterObjects: input.installed.localPath ? (input.installed.clusterObjects ?? []) : [],
+  };
+}
 
 let targetShown = false;
 

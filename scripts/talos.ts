@@ -65,10 +65,10 @@ import YAML from 'yaml';
 import {
   CommandError,
   type Config,
-  type HelmListEntry,
   INGRESS_NODE_PORTS,
-  type InstalledRecord,
   NAMESPACE_OWNER_LABEL,
+  type OwnedOnCluster,
+  ownedOnCluster,
   clusterTarget,
   crdNames,
   deployedReleases,
@@ -1340,41 +1340,6 @@ async function target(cfg: Config): Promise<void> {
     await requireCluster(cfg);
     return `context ${clusterTarget(cfg).context} answers`;
   });
-}
-
-/** Chart names of the platform's releases (PINNED.charts): a release of another chart is never ours. */
-const OUR_CHARTS = Object.values(PINNED.charts).map((c) => c.chart as string);
-
-/** What destroy removes from a cluster the platform did not make: only what it installed there. */
-export interface OwnedOnCluster {
-  releases: { name: string; namespace: string }[];
-  namespaces: string[];
-  crds: string[];
-  clusterObjects: string[];
-}
-
-/**
- * The platform's own things on an existing cluster: releases it recorded (namespace/name in
- * installed.log) of one of its charts; namespaces that carry NAMESPACE_OWNER_LABEL=CLUSTER_NAME;
- * CRDs and cluster-scoped objects (local-path's StorageClass and RBAC) it recorded, and only those
- * still there.
- */
-export function ownedOnCluster(input: {
-  clusterName: string;
-  releases: HelmListEntry[];
-  namespaces: { metadata: { name: string; labels?: Record<string, string> } }[];
-  crds: string[];
-  installed: InstalledRecord;
-}): OwnedOnCluster {
-  const ofOurChart = (chart: string) => OUR_CHARTS.some((c) => chart.startsWith(`${c}-`) && /^v?\d/.test(chart.slice(c.length + 1)));
-  return {
-    releases: input.releases
-      .filter((r) => (input.installed.releases ?? []).includes(`${r.namespace}/${r.name}`) && ofOurChart(r.chart))
-      .map((r) => ({ name: r.name, namespace: r.namespace })),
-    namespaces: input.namespaces.filter((n) => n.metadata.labels?.[NAMESPACE_OWNER_LABEL] === input.clusterName).map((n) => n.metadata.name),
-    crds: (input.installed.crds ?? []).filter((c) => input.crds.includes(c)),
-    clusterObjects: input.installed.localPath ? (input.installed.clusterObjects ?? []) : [],
-  };
 }
 
 /**

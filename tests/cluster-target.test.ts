@@ -8,10 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { type ClusterTarget, clusterTarget, installedRecord, isLocalTarget, mergeValues, parseConfig, recordInstalled, resolveContext, targetArgs, toolHint } from '../scripts/lib.ts';
+import { type ClusterTarget, clusterTarget, installedRecord, isLocalTarget, mergeValues, ownedOnCluster, parseConfig, recordInstalled, resolveContext, targetArgs, toolHint } from '../scripts/lib.ts';
 import { CLUSTER_PROFILE_SIZES, clusterLayers, releaseSpec } from '../scripts/observability.ts';
 import { clusterDefaultClass } from '../scripts/storage.ts';
-import { ownedOnCluster } from '../scripts/talos.ts';
 import { type Sandbox, type ToolCall, isMutating, makeSandbox } from './helpers.ts';
 
 describe('isLocalTarget: deploy without asking only to a cluster on this machine or its LAN', () => {
