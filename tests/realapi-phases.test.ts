@@ -16,6 +16,7 @@
 // cluster's nodes): there is no Docker here, so `docker` alone is the stand-in (tests/fakes: its
 // build, push and manifest inspect keep the pushed images in its state file); the first run builds
 // and pushes, the second finds the image there and changes nothing. Then `task status`'s script,
+// `task footprint`'s (the platform's pods only),
 // validate (its cluster checks pass; the routes cannot be reached: no container runs, so there is
 // no kubelet to port-forward through), and last destroy with CLUSTER=existing --yes, twice, next
 // to a namespace and a Helm release of the user's.
@@ -224,6 +225,17 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     for (const component of ['cluster', 'storage', 'traefik', 'prometheus', 'loki', 'k8s-monitoring', 'grafana', 'alertmanager', 'app']) {
       expect(r.out, r.out).toMatch(new RegExp(`^${component} +ok `, 'm'));
     }
+  }, 120_000);
+
+  it("footprint with CLUSTER=existing: the platform's pods only, against the nodes' allocatable memory", async () => {
+    const r = await phase('footprint');
+    expect(r.code, r.out).toBe(0);
+    expect(r.out, r.out).toMatch(/^cluster: context simcluster /m);
+    expect(r.out, r.out).toMatch(/the platform's namespaces: monitoring, sample-app, traefik \(\d+ pods in other namespaces not counted\)/);
+    const nodes = JSON.parse(kubectl(['get', 'nodes', '-o', 'json'])).items as unknown[];
+    expect(r.out, r.out).toContain(`allocatable memory of the ${nodes.length} nodes`);
+    // No Prometheus runs: use is not available, and says why.
+    expect(r.out, r.out).toMatch(/use: not available, Prometheus \(service monitoring\/prometheus-server\) did not answer/);
   }, 120_000);
 
   it('validate with CLUSTER=existing: the cluster checks pass; the routes cannot be reached (no kubelet to port-forward through), and nothing through them runs', async () => {
