@@ -37,7 +37,7 @@
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic();
 //   - our routes on the cluster's own ingress controller (INGRESS_CLASS): routeSpecsOf() (from the
 //     IngressRoutes), ingressManifests() (Ingresses of that class and the TLS Secrets they name),
-//     tlsSecretManifest().
+//     tlsSecretManifest(), ingressService() (INGRESS_SERVICE's parts).
 // .env keys: all of CONFIG_KEYS (loadConfig); the target reads CLUSTER, KUBECONFIG, KUBE_CONTEXT.
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -1014,6 +1014,12 @@ export function ingressManifests(ingressClass: string, routes: readonly RouteSpe
       renderTemplate(template, { NAME: r.name, NAMESPACE: r.namespace, HOST: r.host, SERVICE: r.service, PORT: r.port, INGRESS_CLASS: ingressClass, TLS_SECRET: PLATFORM_TLS_SECRET }),
     ),
   ].join('---\n');
+}
+
+/** INGRESS_SERVICE (<namespace>/<service>[:<port>]) as its parts, the port 443 when not given; undefined when not set. */
+export function ingressService(cfg: Pick<Config, 'INGRESS_SERVICE'>): { namespace: string; service: string; port: string } | undefined {
+  const m = /^([^/]+)\/([^:]+)(?::(.+))?$/.exec(cfg.INGRESS_SERVICE);
+  return m ? { namespace: m[1], service: m[2], port: m[3] ?? '443' } : undefined;
 }
 
 /** Reads a YAML file of the repository (helm-values/, manifests/ ...). */
