@@ -20,11 +20,14 @@ import {
   type Config,
   ConfigError,
   INGRESS_HOSTS,
+  ROUTES_NAMESPACE,
   UserError,
   appRecords,
   clusterTarget,
   failureReason,
+  ingressClassAddressOf,
   ingressService,
+  type IngressAddress,
   isMain,
   kubeconfigPath,
   kubectl,
@@ -35,16 +38,6 @@ import {
   statePath,
   toolHint,
 } from './lib.ts';
-
-/** Where Traefik answers on an existing cluster: an address, its HTTPS port, and how it got them. */
-export interface IngressAddress {
-  address: string;
-  port: number;
-  /** What the address is: "LoadBalancer …" or "NodePort … on node …". */
-  how: string;
-  /** The address is a DNS name (a cloud load balancer): the names need a CNAME, not an /etc/hosts line. */
-  isHostname?: boolean;
-}
 
 /** Traefik's Service and the nodes as `kubectl get -o json` shows them, as far as the address needs. */
 export interface ServiceJson {
@@ -81,35 +74,6 @@ export function ingressAddressOf(service: ServiceJson, nodes: readonly NodeAddre
     }
   }
   return { missing: 'no Ready node with an address' };
-}
-
-/** An Ingress as `kubectl get ingresses -o json` shows it, as far as its address needs. */
-export interface IngressJson {
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
-  spec?: { ingressClassName?: string };
-  status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } };
-}
-
-/** The namespace of our Ingresses the address is read from (grafana, prometheus, alertmanager: the traefik phase's). */
-export const ROUTES_NAMESPACE = 'monitoring';
-
-/**
- * With INGRESS_CLASS: the address the controller published on our Ingresses of that class
- * (status.loadBalancer.ingress[0]: IP, else hostname), HTTPS on 443, or why there is none yet.
- */
-export function ingressClassAddressOf(ingresses: readonly IngressJson[], className: string): IngressAddress | { missing: string } {
-  const ours = ingresses.filter((i) => i.spec?.ingressClassName === className && i.metadata.labels?.['app.kubernetes.io/part-of'] === 'talos-local-observability');
-  if (ours.length === 0) return { missing: `no Ingress of ours with class ${className} in ${ROUTES_NAMESPACE} yet: run \`task traefik\`` };
-  for (const i of ours) {
-    const lb = i.status?.loadBalancer?.ingress?.[0];
-    const address = lb?.ip || lb?.hostname;
-    if (address) return { address, port: 443, how: `IngressClass ${className}: ${address}:443 (published on Ingress ${i.metadata.namespace ?? ROUTES_NAMESPACE}/${i.metadata.name})`, isHostname: !lb?.ip };
-  }
-  return {
-    missing:
-      `the ${className} controller has published no address on our Ingresses yet (\`kubectl --namespace ${ROUTES_NAMESPACE} get ingress ${ours[0].metadata.name} --watch\`; ` +
-      "some controllers never publish one, e.g. ingress-nginx on a NodePort or hostNetwork without --publish-service): reach it at the address its Service or nodes have, or through a port-forward to its Service below",
-  };
 }
 
 /** Reads Traefik's Service and the nodes (one kubectl call) and finds the address (CLUSTER=existing); with INGRESS_CLASS, our Ingresses (one call). */

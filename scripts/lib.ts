@@ -37,7 +37,8 @@
 //     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic();
 //   - our routes on the cluster's own ingress controller (INGRESS_CLASS): routeSpecsOf() (from the
 //     IngressRoutes), ingressManifests() (Ingresses of that class and the TLS Secrets they name),
-//     tlsSecretManifest(), ingressService() (INGRESS_SERVICE's parts).
+//     tlsSecretManifest(), ingressService() (INGRESS_SERVICE's parts), ingressClassAddressOf() (the
+//     address the controller published on them: endpoints, validate).
 // .env keys: all of CONFIG_KEYS (loadConfig); the target reads CLUSTER, KUBECONFIG, KUBE_CONTEXT.
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -1020,6 +1021,45 @@ export function ingressManifests(ingressClass: string, routes: readonly RouteSpe
 export function ingressService(cfg: Pick<Config, 'INGRESS_SERVICE'>): { namespace: string; service: string; port: string } | undefined {
   const m = /^([^/]+)\/([^:]+)(?::(.+))?$/.exec(cfg.INGRESS_SERVICE);
   return m ? { namespace: m[1], service: m[2], port: m[3] ?? '443' } : undefined;
+}
+
+/** Where the ingress answers on an existing cluster (Traefik, or the controller of INGRESS_CLASS): an address, its HTTPS port, and how it got them. */
+export interface IngressAddress {
+  address: string;
+  port: number;
+  /** What the address is: "LoadBalancer …" or "NodePort … on node …". */
+  how: string;
+  /** The address is a DNS name (a cloud load balancer): the names need a CNAME, not an /etc/hosts line. */
+  isHostname?: boolean;
+}
+
+/** An Ingress as `kubectl get ingresses -o json` shows it, as far as its address needs. */
+export interface IngressJson {
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  spec?: { ingressClassName?: string };
+  status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } };
+}
+
+/** The namespace of our Ingresses the address is read from (grafana, prometheus, alertmanager: the traefik phase's). */
+export const ROUTES_NAMESPACE = 'monitoring';
+
+/**
+ * With INGRESS_CLASS: the address the controller published on our Ingresses of that class
+ * (status.loadBalancer.ingress[0]: IP, else hostname), HTTPS on 443, or why there is none yet.
+ */
+export function ingressClassAddressOf(ingresses: readonly IngressJson[], className: string): IngressAddress | { missing: string } {
+  const ours = ingresses.filter((i) => i.spec?.ingressClassName === className && i.metadata.labels?.['app.kubernetes.io/part-of'] === 'talos-local-observability');
+  if (ours.length === 0) return { missing: `no Ingress of ours with class ${className} in ${ROUTES_NAMESPACE} yet: run \`task traefik\`` };
+  for (const i of ours) {
+    const lb = i.status?.loadBalancer?.ingress?.[0];
+    const address = lb?.ip || lb?.hostname;
+    if (address) return { address, port: 443, how: `IngressClass ${className}: ${address}:443 (published on Ingress ${i.metadata.namespace ?? ROUTES_NAMESPACE}/${i.metadata.name})`, isHostname: !lb?.ip };
+  }
+  return {
+    missing:
+      `the ${className} controller has published no address on our Ingresses yet (\`kubectl --namespace ${ROUTES_NAMESPACE} get ingress ${ours[0].metadata.name} --watch\`; ` +
+      "some controllers never publish one, e.g. ingress-nginx on a NodePort or hostNetwork without --publish-service): reach it at the address its Service or nodes have, or through a port-forward to its Service (INGRESS_SERVICE)",
+  };
 }
 
 /** Reads a YAML file of the repository (helm-values/, manifests/ ...). */
