@@ -271,6 +271,26 @@ describe('traefik phase with INGRESS_CLASS against the stand-in tools', { timeou
     expect(e.stdout).toContain(`https://grafana.${DOMAIN}/`);
   });
 
+  it("destroy: our namespace with our Ingresses and Secret goes; the user's controller (its class, namespace, Service) is not touched", async () => {
+    const sb = makeSandbox();
+    sb.createCluster();
+    const controller = {
+      'IngressClass//nginx': NGINX_CLASS,
+      'Namespace//ingress-nginx': { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'ingress-nginx' } },
+      'Service/ingress-nginx/ingress-nginx-controller': { apiVersion: 'v1', kind: 'Service', metadata: { name: 'ingress-nginx-controller', namespace: 'ingress-nginx' }, spec: { type: 'LoadBalancer', ports: [{ name: 'https', port: 443 }] } },
+    };
+    sb.scenario({ kubectl: { objects: controller } });
+    expect((await sb.run('traefik', [], withClass(sb))).code).toBe(0);
+    const r = await sb.run('talos', ['--destroy', '--yes'], withClass(sb));
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const deletes = mutatingLines(r.calls).filter((l) => / delete /.test(l));
+    expect(deletes).toEqual([expect.stringMatching(/ delete namespace monitoring --ignore-not-found/)]);
+    expect(mutatingLines(r.calls).some((l) => /ingress-nginx|ingressclass/.test(l))).toBe(false);
+    const objects = sb.state().kubectl.objects;
+    for (const [key, object] of Object.entries(controller)) expect(objects[key]).toEqual(object);
+    expect(objects).not.toHaveProperty(['Namespace//monitoring']);
+  });
+
   it('a class the cluster does not have: refused with the classes it has, before any change (no certificate made, nothing applied)', async () => {
     const sb = makeSandbox();
     sb.createCluster();
