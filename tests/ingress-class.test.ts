@@ -269,6 +269,12 @@ describe('traefik phase with INGRESS_CLASS against the stand-in tools', { timeou
     expect(e.code, e.stdout + e.stderr).toBe(0);
     expect(e.stdout).toContain('IngressClass nginx: 203.0.113.7:443 (published on Ingress monitoring/');
     expect(e.stdout).toContain(`https://grafana.${DOMAIN}/`);
+
+    // status: an ingress line with the class in the place of Traefik's release (the rest is not deployed here).
+    const st = await sb.run('status', [], withClass(sb));
+    expect(st.stdout).toMatch(/^ingress +ok +IngressClass nginx \(controller k8s\.io\/ingress-nginx\) +3 Ingresses of ours \(grafana, prometheus, alertmanager\), address 203\.0\.113\.7$/m);
+    expect(st.stdout).not.toMatch(/^traefik /m);
+    expect(st.calls.some((c) => c.tool === 'helm' && c.argv.includes('traefik'))).toBe(false);
   });
 
   it("destroy: our namespace with our Ingresses and Secret goes; the user's controller (its class, namespace, Service) is not touched", async () => {
@@ -289,6 +295,25 @@ describe('traefik phase with INGRESS_CLASS against the stand-in tools', { timeou
     const objects = sb.state().kubectl.objects;
     for (const [key, object] of Object.entries(controller)) expect(objects[key]).toEqual(object);
     expect(objects).not.toHaveProperty(['Namespace//monitoring']);
+  });
+
+  it("the sample app's route is an Ingress of the class with its Secret (no IngressRoute: no Traefik CRD there); traefik again changes nothing", async () => {
+    const sb = makeSandbox();
+    sb.createCluster();
+    const kindNodes = ['dev-control-plane', 'dev-worker'].map((n) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: n, labels: {} }, spec: { providerID: `kind://docker/dev/${n}` }, status: { conditions: [{ type: 'Ready', status: 'True' }], addresses: [] } }));
+    sb.scenario({ kubectl: { nodes: kindNodes, objects: { 'IngressClass//nginx': NGINX_CLASS } } });
+    expect((await sb.run('traefik', [], withClass(sb))).code).toBe(0);
+    const app = await sb.run('sample-app', [], withClass(sb));
+    expect(app.code, app.stdout + app.stderr).toBe(0);
+    const objects = sb.state().kubectl.objects;
+    expect(objects['Ingress/sample-app/app'].spec).toMatchObject({ ingressClassName: 'nginx', tls: [{ hosts: [`app.${DOMAIN}`], secretName: PLATFORM_TLS_SECRET }] });
+    expect(objects['Ingress/sample-app/app'].spec.rules[0].http.paths[0].backend.service).toEqual({ name: 'sample-app', port: { number: 80 } });
+    expect(objects['Secret/sample-app/platform-tls'].data).toEqual(objects['Secret/monitoring/platform-tls'].data);
+    expect(Object.keys(objects).filter((k) => k.startsWith('IngressRoute/'))).toEqual([]);
+    const again = await sb.run('traefik', [], withClass(sb));
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(again.stdout).toContain('Secret platform-tls in monitoring, sample-app');
+    expect(mutatingLines(again.calls)).toEqual([]);
   });
 
   it('a class the cluster does not have: refused with the classes it has, before any change (no certificate made, nothing applied)', async () => {
