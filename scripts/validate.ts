@@ -1290,7 +1290,7 @@ export type ForwardedService = { namespace: string; service: string; port: strin
 export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY_MS, forwarded: ForwardedService = FORWARDED_SERVICE): Promise<RouteAccess> {
   const target = kubectlTarget(cfg);
   const { namespace, service, port } = forwarded;
-  const installed = forwarded === FORWARDED_SERVICE ? 'Is Traefik installed (`task traefik`) with a Ready pod?' : `Is INGRESS_SERVICE=${cfg.INGRESS_SERVICE} your ${cfg.INGRESS_CLASS} controller's Service, with a Ready pod?`;
+  const notRunningHint = forwarded === FORWARDED_SERVICE ? 'Is Traefik installed (`task traefik`) with a Ready pod?' : `Is INGRESS_SERVICE=${cfg.INGRESS_SERVICE} your ${cfg.INGRESS_CLASS} controller's Service, with a Ready pod?`;
   const args = [...target.args, 'port-forward', '--namespace', namespace, `service/${service}`, `:${port}`];
   const child = spawn('kubectl', args, { env: { ...process.env, ...target.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const stop = () => {
@@ -1314,7 +1314,7 @@ export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY
   const local = await new Promise<number>((resolve, reject) => {
     const fail = (why: string) => {
       stopAll();
-      reject(new UserError(`\`kubectl ${args.slice(target.args.length).join(' ')}\` ${why}${stderr.trim() ? `:\n${stderr.trim()}` : ''}\n${installed}`));
+      reject(new UserError(`\`kubectl ${args.slice(target.args.length).join(' ')}\` ${why}${stderr.trim() ? `:\n${stderr.trim()}` : ''}\n${notRunningHint}`));
     };
     const timer = setTimeout(() => fail(`did not start forwarding within ${readyMs / 1000}s`), readyMs);
     // Read on after the first line too ("Handling connection for …" per connection), so the pipe never fills.
