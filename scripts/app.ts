@@ -24,7 +24,8 @@
 //      <name> (manifests/app/app.yaml.tmpl; requests/limits default to DEFAULT_RESOURCES), the
 //      prometheus.io/scrape|port|path annotations when --metrics-port or --metrics-path is given,
 //      OpenTelemetry's OTEL_* env pointing at the OTLP receiver (lib.otlpEndpoint), the
-//      IngressRoute https://<name>.<DOMAIN> (route.yaml.tmpl), and the dashboard ConfigMap
+//      IngressRoute https://<name>.<DOMAIN> (route.yaml.tmpl; with INGRESS_CLASS the same route as an
+//      Ingress of that class and Secret platform-tls with our certificate, lib ingressManifests), and the dashboard ConfigMap
 //      (dashboard.yaml.tmpl), which Grafana's dashboard sidecar provisions into the folder "Apps";
 //      steps 2 and 3 applied through one kubectl diff first (lib.applyManifests). The dashboard's panels come from the metric names of the app's job, asked from Prometheus
 //      through the API server's service proxy (not asked again while the image and metrics endpoint
@@ -44,7 +45,7 @@
 // The sample app (scripts/sample-app.ts) is deployed through deployApp() too.
 //
 // Reads .env keys: REGISTRY_PORT HOST_IP (the local registry), CLUSTER IMAGE_REGISTRY KUBE_CONTEXT
-//   (where the image goes), DOMAIN HTTPS_PORT (the route and its URL), CLUSTER_NAME STATE_DIR
+//   (where the image goes), DOMAIN HTTPS_PORT INGRESS_CLASS (the route and its URL), CLUSTER_NAME STATE_DIR
 //   (kubeconfig, the records).
 // Tools: docker (image inspect, build, push; manifest inspect with IMAGE_REGISTRY), kind or k3d (an
 //   existing kind/k3d cluster), kubectl (get, diff, apply, delete, rollout status,
@@ -68,6 +69,7 @@ import {
   check,
   claimStateDir,
   failureReason,
+  ingressManifests,
   ingressUrl,
   isMain,
   kubectl,
@@ -79,6 +81,7 @@ import {
   podDiagnostics,
   renderTemplate,
   requireCluster,
+  routeSpecsOf,
   run,
   runPhase,
   statePath,
@@ -532,11 +535,40 @@ export function envSecret(spec: AppSpec): Record<string, unknown> | undefined {
   };
 }
 
+/** With INGRESS_CLASS: the class, and our certificate for the app's Secret platform-tls. */
+export interface AppIngress {
+  className: string;
+  cert: { crt: string; key: string };
+}
+
+/** The app's route: its IngressRoute (Traefik), or with INGRESS_CLASS the same route as an Ingress of that class and its TLS Secret. */
+const routeObjects = (ingressRoute: Record<string, any>[], ingress?: AppIngress) =>
+  ingress
+    ? (YAML.parseAllDocuments(ingressManifests(ingress.className, routeSpecsOf(ingressRoute), ingress.cert)).map((d) => d.toJSON()) as Record<string, any>[])
+    : ingressRoute;
+
+/** AppIngress of the config: none without INGRESS_CLASS; the certificate the traefik phase made, which must exist. */
+function appIngress(cfg: Config): AppIngress | undefined {
+  if (!cfg.INGRESS_CLASS) return undefined;
+  const [crt, key] = [statePath(cfg, 'certs', 'tls.crt'), statePath(cfg, 'certs', 'tls.key')];
+  if (!fs.existsSync(crt) || !fs.existsSync(key)) {
+    throw new UserError(`INGRESS_CLASS=${cfg.INGRESS_CLASS}: ${crt} does not exist yet, and the app's Ingress serves it. Run \`task traefik\` first (it makes the certificate).`);
+  }
+  return { className: cfg.INGRESS_CLASS, cert: { crt: fs.readFileSync(crt, 'utf8'), key: fs.readFileSync(key, 'utf8') } };
+}
+
 /**
  * The app's manifests as YAML text: the namespace apart (applied first), then the app (Secret,
  * Deployment, Service), the route and the dashboard ConfigMap.
  */
-export function appManifests(spec: AppSpec, image: string, domain: string, dashboard: Record<string, unknown>, extras: AppExtras = {}): { namespace: string; app: string } {
+export function appManifests(
+  spec: AppSpec,
+  image: string,
+  domain: string,
+  dashboard: Record<string, unknown>,
+  extras: AppExtras = {},
+  ingress?: AppIngress,
+): { namespace: string; app: string } {
   const vars = {
     NAME: spec.name,
     NAMESPACE: spec.namespace,
@@ -573,7 +605,7 @@ export function appManifests(spec: AppSpec, image: string, domain: string, dashb
   configMap.data = { [`${spec.name}.json`]: `${JSON.stringify(dashboard, null, 2)}\n` };
   return {
     namespace: toYaml(readTemplate('namespace.yaml.tmpl', vars)),
-    app: toYaml([...(secret ? [secret] : []), deployment, service, ...readTemplate('route.yaml.tmpl', vars), configMap]),
+    app: toYaml([...(secret ? [secret] : []), deployment, service, ...routeObjects(readTemplate('route.yaml.tmpl', vars), ingress), configMap]),
   };
 }
 
@@ -695,7 +727,7 @@ export async function deployApp(
     });
   }
   const { dashboard, metricNames } = await dashboardFor(cfg, spec, image);
-  const manifests = appManifests(spec, image, cfg.DOMAIN, dashboard, opts.extras);
+  const manifests = appManifests(spec, image, cfg.DOMAIN, dashboard, opts.extras, appIngress(cfg));
   const companion = opts.companion?.(image);
   await step(
     `Namespace ${spec.namespace} (Pod Security restricted), Deployment, Service, route ${spec.hostName}.${cfg.DOMAIN} and dashboard app-${spec.name}${companion ? `, ${companion.title}` : ''}`,

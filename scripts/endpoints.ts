@@ -6,21 +6,28 @@
 // With CLUSTER=existing it reads Traefik's Service and the nodes once (kubectl) for the address the
 // ingress got (ingressAddressOf: the LoadBalancer's IP or hostname, or a node's address with the
 // NodePort), prints the URLs on it, how the names reach it, and a `kubectl port-forward` that
-// reaches the routes from any machine.
+// reaches the routes from any machine. With INGRESS_CLASS it reads our Ingresses in monitoring
+// instead (ingressClassAddressOf: the address the cluster's controller published on them, HTTPS on
+// 443), no Traefik dashboard, and the port-forward to INGRESS_SERVICE when it is set.
 //
 // .env keys: CLUSTER, KUBECONFIG, KUBE_CONTEXT (the kubectl lines), DOMAIN, HOST_IP, HTTPS_PORT,
-// REGISTRY_PORT, IMAGE_REGISTRY, STATE_DIR, ALERT_WEBHOOK_URL (only whether it is set).
-// Tools: none on Talos; kubectl (get service, nodes) with CLUSTER=existing.
+// REGISTRY_PORT, IMAGE_REGISTRY, STATE_DIR, ALERT_WEBHOOK_URL (only whether it is set),
+// INGRESS_CLASS, INGRESS_SERVICE.
+// Tools: none on Talos; kubectl (get service, nodes; or get ingresses) with CLUSTER=existing.
 import fs from 'node:fs';
 import kleur from 'kleur';
 import {
   type Config,
   ConfigError,
   INGRESS_HOSTS,
+  ROUTES_NAMESPACE,
   UserError,
   appRecords,
   clusterTarget,
   failureReason,
+  ingressClassAddressOf,
+  ingressService,
+  type IngressAddress,
   isMain,
   kubeconfigPath,
   kubectl,
@@ -31,16 +38,6 @@ import {
   statePath,
   toolHint,
 } from './lib.ts';
-
-/** Where Traefik answers on an existing cluster: an address, its HTTPS port, and how it got them. */
-export interface IngressAddress {
-  address: string;
-  port: number;
-  /** What the address is: "LoadBalancer …" or "NodePort … on node …". */
-  how: string;
-  /** The address is a DNS name (a cloud load balancer): the names need a CNAME, not an /etc/hosts line. */
-  isHostname?: boolean;
-}
 
 /** Traefik's Service and the nodes as `kubectl get -o json` shows them, as far as the address needs. */
 export interface ServiceJson {
@@ -79,8 +76,14 @@ export function ingressAddressOf(service: ServiceJson, nodes: readonly NodeAddre
   return { missing: 'no Ready node with an address' };
 }
 
-/** Reads Traefik's Service and the nodes (one kubectl call) and finds the address (CLUSTER=existing). */
+/** Reads Traefik's Service and the nodes (one kubectl call) and finds the address (CLUSTER=existing); with INGRESS_CLASS, our Ingresses (one call). */
 export async function readIngressAddress(cfg: Config): Promise<IngressAddress | { missing: string }> {
+  if (cfg.INGRESS_CLASS) {
+    const read = await kubectl(cfg, ['get', 'ingresses', '--namespace', ROUTES_NAMESPACE, '--output', 'json']).catch((err: unknown) => {
+      throw new UserError(`cannot read the cluster: ${failureReason(err)}`);
+    });
+    return ingressClassAddressOf(JSON.parse(read.stdout).items ?? [], cfg.INGRESS_CLASS);
+  }
   const r = await kubectl(cfg, ['get', 'nodes,services', '--namespace', 'traefik', '--output', 'json']).catch((err: unknown) => {
     throw new UserError(`cannot read the cluster: ${failureReason(err)}`);
   });
@@ -110,7 +113,7 @@ export function endpointLines(
   const ca = statePath(cfg, 'certs', 'ca.crt');
   const kubeconfig = kubeconfigPath(cfg);
   const others = apps.filter((a) => a.host !== `app.${cfg.DOMAIN}`);
-  const hosts = [...INGRESS_HOSTS.map((h) => `${h}.${cfg.DOMAIN}`), ...others.map((a) => a.host).filter((h) => h.endsWith(`.${cfg.DOMAIN}`))];
+  const hosts = [...INGRESS_HOSTS.filter((h) => !(cfg.INGRESS_CLASS && h === 'traefik')).map((h) => `${h}.${cfg.DOMAIN}`), ...others.map((a) => a.host).filter((h) => h.endsWith(`.${cfg.DOMAIN}`))];
   const images = cfg.IMAGE_REGISTRY
     ? `  Images       ${cfg.IMAGE_REGISTRY}   (IMAGE_REGISTRY: apps are pushed there with your docker login; the nodes pull from it)`
     : existing
@@ -118,13 +121,14 @@ export function endpointLines(
       : `  Registry     localhost:${cfg.REGISTRY_PORT}   (docker push localhost:${cfg.REGISTRY_PORT}/<image>:<tag>; pods pull the same name)`;
   const lines = [
     kleur.bold('Endpoints'),
-    ...(existing ? [reached ? `  Ingress      Traefik Service ${reached.how}` : kleur.yellow(`  Ingress      no address: ${ingress && 'missing' in ingress ? ingress.missing : 'not read'}`)] : []),
+    ...(existing ? [reached ? `  Ingress      ${cfg.INGRESS_CLASS ? '' : 'Traefik Service '}${reached.how}` : kleur.yellow(`  Ingress      no address: ${ingress && 'missing' in ingress ? ingress.missing : 'not read'}`)] : []),
     `  Grafana      ${url('grafana', '/')}`,
     `               user admin, password in ${password}${missing(password, 'observability')}`,
     `               (cat ${password}, or: kubectl -n monitoring get secret grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d)`,
     `  Prometheus   ${url('prometheus', '/')}`,
     `  Alertmanager ${url('alertmanager', '/')}   (alerts and silences; ${cfg.ALERT_WEBHOOK_URL ? 'also sent to ALERT_WEBHOOK_URL' : 'no receiver outside this machine: ALERT_WEBHOOK_URL not set'})`,
-    `  Traefik      ${url('traefik', '/dashboard/')}`,
+    // With INGRESS_CLASS there is no Traefik, hence no dashboard route.
+    ...(cfg.INGRESS_CLASS ? [] : [`  Traefik      ${url('traefik', '/dashboard/')}`]),
     `  Sample app   ${url('app', '/')}`,
     ...others.map((a) => `  App ${a.name.padEnd(8)} ${url(a.host.slice(0, -cfg.DOMAIN.length - 1), '/')}   dashboard ${url('grafana', `/d/${a.dashboard}`)}`),
     images,
@@ -145,9 +149,17 @@ export function endpointLines(
       );
     }
     const t = clusterTarget(cfg);
+    const controller = cfg.INGRESS_CLASS ? ingressService(cfg) : { namespace: 'traefik', service: 'traefik', port: HTTPS_PORT_NAME };
     lines.push(
-      '  From a machine that cannot reach that address (what `task validate` does):',
-      `  ${toolHint(cfg, 'kubectl')} --namespace traefik port-forward service/traefik 8443:${HTTPS_PORT_NAME}   then https://grafana.${cfg.DOMAIN}:8443/ with *.${cfg.DOMAIN} → 127.0.0.1`,
+      ...(controller
+        ? [
+            '  From a machine that cannot reach that address (what `task validate` does):',
+            `  ${toolHint(cfg, 'kubectl')} --namespace ${controller.namespace} port-forward service/${controller.service} 8443:${controller.port}   then https://grafana.${cfg.DOMAIN}:8443/ with *.${cfg.DOMAIN} → 127.0.0.1`,
+          ]
+        : [
+            `  From a machine that cannot reach that address: set INGRESS_SERVICE=<namespace>/<service>[:<port>] in .env to your ${cfg.INGRESS_CLASS} controller's Service,`,
+            '  and `task validate` port-forwards to it (this line then says how to do it yourself).',
+          ]),
       '',
       kleur.bold('kubectl'),
       `  context ${t.context} (server ${t.server}) from ${t.files.join(':')} (CLUSTER=existing)`,

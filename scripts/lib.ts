@@ -36,7 +36,11 @@
 //     deployedValues() read Helm once per process, and a revision's values are recorded in
 //     STATE_DIR/helm, so an unchanged release needs only `helm list`), requireCluster() (prints
 //     and confirms the target),
-//     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic().
+//     podDiagnostics() (unready pods with events and logs), renderTemplate() and writeFileAtomic();
+//   - our routes on the cluster's own ingress controller (INGRESS_CLASS): routeSpecsOf() (from the
+//     IngressRoutes), ingressManifests() (Ingresses of that class and the TLS Secrets they name),
+//     tlsSecretManifest(), ingressService() (INGRESS_SERVICE's parts), ingressClassAddressOf() (the
+//     address the controller published on them: endpoints, validate).
 // .env keys: all of CONFIG_KEYS (loadConfig); the target reads CLUSTER, KUBECONFIG, KUBE_CONTEXT.
 // Tools: whatever the calling phase runs through run(). No tool is called at import time.
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -212,6 +216,16 @@ export const CONFIG_KEYS = {
     allowed: 'empty (the local registry, or kind/k3d image loading with CLUSTER=existing) or a registry host and path the nodes pull from, such as ghcr.io/me or registry.example.com:5000/team',
     parse: matching(/^$|^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?(\/[a-z0-9._-]+)*$/),
   }),
+  INGRESS_CLASS: key({
+    default: '',
+    allowed: "empty (the platform installs Traefik) or the name of an IngressClass the cluster already has, such as nginx (only with CLUSTER=existing)",
+    parse: matching(/^$|^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/),
+  }),
+  INGRESS_SERVICE: key({
+    default: '',
+    allowed: "empty, or your ingress controller's Service as <namespace>/<service>[:<port name or number>] (default port 443), such as ingress-nginx/ingress-nginx-controller:https; validate port-forwards to it (only with INGRESS_CLASS)",
+    parse: matching(/^$|^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\/[a-z]([a-z0-9-]{0,61}[a-z0-9])?(:([1-9]\d{0,4}|[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?))?$/),
+  }),
   CLUSTER_NAME: key({
     default: 'talos-local',
     allowed: 'lowercase letters, digits and "-", starting with a letter, at most 40 characters',
@@ -325,6 +339,18 @@ export function parseConfig(raw: Record<string, string | undefined>): Config {
         problems.push(`${a} and ${b} are both ${out[a]}: each needs its own port. Change one of them in .env.`);
       }
     }
+  }
+  if (out.INGRESS_CLASS && out.CLUSTER === 'talos') {
+    problems.push(
+      `INGRESS_CLASS="${out.INGRESS_CLASS}" needs CLUSTER=existing: the Talos cluster runs its own Traefik on HTTP_PORT/HTTPS_PORT. ` +
+        'Remove INGRESS_CLASS from .env (or your shell), or set CLUSTER=existing with KUBECONFIG/KUBE_CONTEXT of a cluster that runs that ingress controller.',
+    );
+  }
+  if (out.INGRESS_SERVICE && out.INGRESS_CLASS === '') {
+    problems.push(
+      `INGRESS_SERVICE="${out.INGRESS_SERVICE}" names an ingress controller's Service, but INGRESS_CLASS is not set (the platform installs Traefik then, and validate forwards to it). ` +
+        'Set INGRESS_CLASS to that controller\'s IngressClass, or remove INGRESS_SERVICE.',
+    );
   }
   if (typeof out.DOMAIN === 'string' && typeof out.HOST_IP === 'string' && resolvesByItself(out.DOMAIN) && namesAddress(out.HOST_IP) !== '127.0.0.1') {
     problems.push(
@@ -967,6 +993,110 @@ export function renderTemplate(text: string, vars: Record<string, string | numbe
     if (!(name in vars)) throw new Error(`template placeholder \${${name}} has no value`);
     return String(vars[name]);
   });
+}
+
+/** The Secret (type kubernetes.io/tls) of our certificate for *.<DOMAIN>: Traefik's default, and each route namespace's with INGRESS_CLASS. */
+export const PLATFORM_TLS_SECRET = 'platform-tls';
+
+/** Secret platform-tls (type kubernetes.io/tls) in `namespace`, from PEM text. */
+export function tlsSecretManifest(namespace: string, certPem: string, keyPem: string): string {
+  return YAML.stringify({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    type: 'kubernetes.io/tls',
+    metadata: { name: PLATFORM_TLS_SECRET, namespace, labels: { 'app.kubernetes.io/part-of': 'talos-local-observability' } },
+    data: { 'tls.crt': Buffer.from(certPem).toString('base64'), 'tls.key': Buffer.from(keyPem).toString('base64') },
+  });
+}
+
+/** One route of ours: https://<host> to port <port> of Service <service>, named <name>, in <namespace>. */
+export interface RouteSpec {
+  name: string;
+  namespace: string;
+  host: string;
+  service: string;
+  port: number;
+}
+
+/**
+ * The routes of Traefik IngressRoute documents (manifests/traefik/ingressroutes.yaml, the apps'
+ * route.yaml.tmpl): each one's Host(`…`) rule and its Kubernetes Service with a port number. Routes
+ * to Traefik itself (a TraefikService: its dashboard) and other kinds (Middleware) have none.
+ */
+export function routeSpecsOf(docs: readonly { kind?: string; metadata?: { name?: string; namespace?: string }; spec?: any }[]): RouteSpec[] {
+  const out: RouteSpec[] = [];
+  for (const d of docs) {
+    if (d.kind !== 'IngressRoute') continue;
+    for (const r of d.spec?.routes ?? []) {
+      const host = /^Host\(`([^`]+)`\)$/.exec(String(r.match ?? ''))?.[1];
+      const service = (r.services ?? [])[0];
+      if (!host || !service || (service.kind ?? 'Service') !== 'Service') continue;
+      if (typeof service.port !== 'number') throw new Error(`IngressRoute ${d.metadata?.namespace}/${d.metadata?.name}: Service port ${JSON.stringify(service.port)} is not a number`);
+      out.push({ name: String(d.metadata?.name), namespace: String(d.metadata?.namespace), host, service: String(service.name), port: service.port });
+    }
+  }
+  return out;
+}
+
+/**
+ * With INGRESS_CLASS: the routes as networking.k8s.io/v1 Ingresses of that class
+ * (manifests/ingress/ingress.yaml.tmpl), and before them Secret platform-tls in each of their
+ * namespaces and in `alsoSecretIn` (namespaces whose routes come with their app): one YAML text.
+ */
+export function ingressManifests(ingressClass: string, routes: readonly RouteSpec[], cert: { crt: string; key: string }, alsoSecretIn: readonly string[] = []): string {
+  const template = fs.readFileSync(path.join(PROJECT_DIR, 'manifests', 'ingress', 'ingress.yaml.tmpl'), 'utf8');
+  const namespaces = [...new Set([...routes.map((r) => r.namespace), ...alsoSecretIn])];
+  return [
+    ...namespaces.map((ns) => tlsSecretManifest(ns, cert.crt, cert.key)),
+    ...routes.map((r) =>
+      renderTemplate(template, { NAME: r.name, NAMESPACE: r.namespace, HOST: r.host, SERVICE: r.service, PORT: r.port, INGRESS_CLASS: ingressClass, TLS_SECRET: PLATFORM_TLS_SECRET }),
+    ),
+  ].join('---\n');
+}
+
+/** INGRESS_SERVICE (<namespace>/<service>[:<port>]) as its parts, the port 443 when not given; undefined when not set. */
+export function ingressService(cfg: Pick<Config, 'INGRESS_SERVICE'>): { namespace: string; service: string; port: string } | undefined {
+  const m = /^([^/]+)\/([^:]+)(?::(.+))?$/.exec(cfg.INGRESS_SERVICE);
+  return m ? { namespace: m[1], service: m[2], port: m[3] ?? '443' } : undefined;
+}
+
+/** Where the ingress answers on an existing cluster (Traefik, or the controller of INGRESS_CLASS): an address, its HTTPS port, and how it got them. */
+export interface IngressAddress {
+  address: string;
+  port: number;
+  /** What the address is: "LoadBalancer …" or "NodePort … on node …". */
+  how: string;
+  /** The address is a DNS name (a cloud load balancer): the names need a CNAME, not an /etc/hosts line. */
+  isHostname?: boolean;
+}
+
+/** An Ingress as `kubectl get ingresses -o json` shows it, as far as its address needs. */
+export interface IngressJson {
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  spec?: { ingressClassName?: string };
+  status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } };
+}
+
+/** The namespace of our Ingresses the address is read from (grafana, prometheus, alertmanager: the traefik phase's). */
+export const ROUTES_NAMESPACE = 'monitoring';
+
+/**
+ * With INGRESS_CLASS: the address the controller published on our Ingresses of that class
+ * (status.loadBalancer.ingress[0]: IP, else hostname), HTTPS on 443, or why there is none yet.
+ */
+export function ingressClassAddressOf(ingresses: readonly IngressJson[], className: string): IngressAddress | { missing: string } {
+  const ours = ingresses.filter((i) => i.spec?.ingressClassName === className && i.metadata.labels?.['app.kubernetes.io/part-of'] === 'talos-local-observability');
+  if (ours.length === 0) return { missing: `no Ingress of ours with class ${className} in ${ROUTES_NAMESPACE} yet: run \`task traefik\`` };
+  for (const i of ours) {
+    const lb = i.status?.loadBalancer?.ingress?.[0];
+    const address = lb?.ip || lb?.hostname;
+    if (address) return { address, port: 443, how: `IngressClass ${className}: ${address}:443 (published on Ingress ${i.metadata.namespace ?? ROUTES_NAMESPACE}/${i.metadata.name})`, isHostname: !lb?.ip };
+  }
+  return {
+    missing:
+      `the ${className} controller has published no address on our Ingresses yet (\`kubectl --namespace ${ROUTES_NAMESPACE} get ingress ${ours[0].metadata.name} --watch\`; ` +
+      "some controllers never publish one, e.g. ingress-nginx on a NodePort or hostNetwork without --publish-service): reach it at the address its Service or nodes have, or through a port-forward to its Service (INGRESS_SERVICE)",
+  };
 }
 
 /** Reads a YAML file of the repository (helm-values/, manifests/ ...). */

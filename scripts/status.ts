@@ -1,11 +1,13 @@
 // `task status`: one line per component (cluster, storage, each Helm release — traefik, prometheus,
-// loki, tempo, k8s-monitoring, grafana —, Alertmanager (the prometheus release's StatefulSet), the sample
+// loki, tempo, k8s-monitoring, grafana; with INGRESS_CLASS an "ingress" line for the cluster's
+// IngressClass and our Ingresses instead of traefik's —, Alertmanager (the prometheus release's StatefulSet), the sample
 // app, and each app `task app` deployed, from STATE_DIR/apps/*.json) with its state and version, read
 // from kubectl and helm. Changes nothing. Exit code 0 when every component is ok, 1 otherwise.
 //
 // .env keys: STATE_DIR (kubeconfig, app records, installed.log), CLUSTER_NAME (messages), CLUSTER,
-//   KUBECONFIG, KUBE_CONTEXT (with CLUSTER=existing: the context, printed first).
-// Tools: kubectl (get nodes, deployments, statefulsets, pods), helm 3.17+ or 4 (list).
+//   KUBECONFIG, KUBE_CONTEXT (with CLUSTER=existing: the context, printed first), INGRESS_CLASS.
+// Tools: kubectl (get nodes, deployments, statefulsets, pods; ingressclasses and ingresses with
+//   INGRESS_CLASS), helm 3.17+ or 4 (list).
 import fs from 'node:fs';
 import kleur from 'kleur';
 import { type Config, HELM_LIST_EVERY_STATE, PINNED, TEMPO, appRecords, helm, installedRecord, isMain, kubeconfigPath, kubectl, loadConfig, targetLine } from './lib.ts';
@@ -19,6 +21,7 @@ export interface ComponentStatus {
 }
 
 interface KObject {
+  kind?: string;
   metadata: { name: string; namespace?: string; labels?: Record<string, string> };
   spec?: any;
   status?: any;
@@ -81,6 +84,22 @@ export function releaseStatus(
   return { name: spec.release, state, version, detail: `${r.status}, ${ready}/${mine.length} pods Ready` };
 }
 
+/**
+ * With INGRESS_CLASS, the ingress row in the place of Traefik's release: the cluster's IngressClass
+ * (its controller as the version), our Ingresses of that class in monitoring and the address the
+ * controller published on them (none is not an error: some controllers publish none).
+ */
+export function ingressClassStatus(className: string, classes: KObject[], ingresses: KObject[]): ComponentStatus {
+  const name = 'ingress';
+  const found = classes.find((c) => c.metadata.name === className);
+  if (!found) return { name, state: 'missing', version: '-', detail: `IngressClass ${className} (INGRESS_CLASS) not found: is its controller installed?` };
+  const version = `IngressClass ${className} (controller ${found.spec?.controller ?? 'unknown'})`;
+  const ours = ingresses.filter((i) => i.spec?.ingressClassName === className && i.metadata.labels?.['app.kubernetes.io/part-of'] === 'talos-local-observability');
+  if (ours.length === 0) return { name, state: 'missing', version, detail: 'no Ingress of ours in monitoring: run `task traefik`' };
+  const lb = ours.map((i) => i.status?.loadBalancer?.ingress?.[0]).find((a) => a?.ip || a?.hostname);
+  return { name, state: 'ok', version, detail: `${ours.length} Ingresses of ours (${ours.map((i) => i.metadata.name).join(', ')}), ${lb ? `address ${lb.ip || lb.hostname}` : 'no address published yet (`task endpoints`)'}` };
+}
+
 export function formatStatus(list: ComponentStatus[]): string[] {
   const w = Math.max(...list.map((c) => c.name.length));
   const color = { ok: kleur.green, degraded: kleur.yellow, down: kleur.red, missing: kleur.red };
@@ -90,7 +109,9 @@ export function formatStatus(list: ComponentStatus[]): string[] {
 
 async function collect(cfg: Config): Promise<ComponentStatus[]> {
   const apps = appRecords(cfg).filter((a) => a.name !== 'sample-app');
-  const names = ['cluster', 'storage', ...RELEASES.map((r) => r.release), 'alertmanager', 'app', ...apps.map((a) => `app ${a.name}`)];
+  // With INGRESS_CLASS the cluster's own ingress controller takes the place of Traefik's release.
+  const releases = RELEASES.filter((r) => !(cfg.INGRESS_CLASS && r.release === 'traefik'));
+  const names = ['cluster', 'storage', ...(cfg.INGRESS_CLASS ? ['ingress'] : []), ...releases.map((r) => r.release), 'alertmanager', 'app', ...apps.map((a) => `app ${a.name}`)];
   const downAll = (why: string) => names.map((name, i) => ({ name, state: 'down' as State, version: '-', detail: i === 0 ? why : 'cluster not reachable' }));
   if (cfg.CLUSTER === 'talos' && !fs.existsSync(kubeconfigPath(cfg))) return downAll(`no cluster "${cfg.CLUSTER_NAME}" (no ${kubeconfigPath(cfg)}): run \`task talos\``);
   const items = async (args: string[]) => JSON.parse((await kubectl(cfg, [...args, '-o', 'json'])).stdout).items as KObject[];
@@ -113,11 +134,15 @@ async function collect(cfg: Config): Promise<ComponentStatus[]> {
   }
   const listed: Record<string, any[]> = {};
   const pods: Record<string, KObject[]> = {};
-  for (const ns of [...new Set(RELEASES.map((r) => r.namespace))]) {
+  if (cfg.INGRESS_CLASS) {
+    const read = await items(['get', 'ingressclasses,ingresses', '--namespace', 'monitoring']);
+    out.push(ingressClassStatus(cfg.INGRESS_CLASS, read.filter((o) => o.kind === 'IngressClass'), read.filter((o) => o.kind === 'Ingress')));
+  }
+  for (const ns of [...new Set(releases.map((r) => r.namespace))]) {
     listed[ns] = JSON.parse((await helm(cfg, ['list', '--namespace', ns, ...HELM_LIST_EVERY_STATE, '--output', 'json'])).stdout || '[]');
     pods[ns] = await items(['get', 'pods', '--namespace', ns]);
   }
-  for (const spec of RELEASES) out.push(releaseStatus(spec, listed[spec.namespace], pods[spec.namespace]));
+  for (const spec of releases) out.push(releaseStatus(spec, listed[spec.namespace], pods[spec.namespace]));
   const alertmanager = (await items(['get', 'statefulsets', '--namespace', ALERTMANAGER.namespace])).find((o) => o.metadata.name === ALERTMANAGER.statefulSet);
   out.push(workloadStatus('alertmanager', alertmanager, `StatefulSet ${ALERTMANAGER.statefulSet} not found: run \`task observability\``));
   const app = workloadStatus('app', await deployment('sample-app', 'sample-app'), 'sample app not deployed: run `task sample-app`');

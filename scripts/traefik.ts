@@ -21,6 +21,14 @@
 //      phase owns and that does not exist yet is created first (manifests/traefik/backend-namespaces.yaml),
 //      so the routes apply now and start serving when their Services appear. The sample app's route
 //      app.<DOMAIN> and every other app's are made with the app (scripts/app.ts).
+//   With INGRESS_CLASS (CLUSTER=existing: the cluster's own ingress controller serves our routes):
+//   first one read of the IngressClasses and namespaces: a class the cluster does not have is refused
+//   (a UserError listing the ones it has) before anything changes. Then 1, no Traefik (no chart, no
+//   traefik namespace, no TLSStore, Middleware or dashboard route), and instead of 3-4: Ingresses of
+//   that class (manifests/ingress/ingress.yaml.tmpl, lib ingressManifests) with the hosts, Services
+//   and ports of the IngressRoutes of 4, and Secret platform-tls in each of their namespaces and in
+//   each recorded app's (whose Ingress comes with the app), one kubectl diff for all. A Traefik
+//   release the platform installed before is left running, with a warning that says how to remove it.
 //   Idempotent: helm only when chart or values differ, kubectl apply only after kubectl diff (one
 //   diff for 3 and 4 together); one read of the namespaces and the DaemonSet before the chart, and
 //   `rollout status` only when the chart changed or that read shows the rollout not complete.
@@ -34,7 +42,7 @@
 // itself (the bundle the refresh writes; `security verify-cert` on macOS), and checked again after
 // adding. It prints how to undo it, and what browsers with their own store (and WSL) need.
 //
-// .env keys: DOMAIN, HOST_IP, HTTP_PORT, HTTPS_PORT, CLUSTER, CLUSTER_NAME, STATE_DIR.
+// .env keys: DOMAIN, HOST_IP, HTTP_PORT, HTTPS_PORT, CLUSTER, CLUSTER_NAME, STATE_DIR, INGRESS_CLASS.
 // Tools: openssl, helm, kubectl; with --trust-ca: sudo and the OS's trust tool (security,
 // trust, update-ca-certificates or update-ca-trust), certutil when present.
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
@@ -49,11 +57,14 @@ import {
   PROJECT_DIR,
   UserError,
   appRecords,
+  PLATFORM_TLS_SECRET,
   applyManifests,
   check,
   commandLine,
   hasTool,
   helmRelease,
+  ingressManifests,
+  installedRecord,
   isMain,
   kubectl,
   ingressUrl,
@@ -64,19 +75,21 @@ import {
   renderTemplate,
   requireCluster,
   rolloutPending,
+  routeSpecsOf,
   toolHint,
   run,
   runPhase,
   runsInWsl,
   statePath,
   step,
+  tlsSecretManifest,
   warn,
   type Config,
   type WorkloadJson,
 } from './lib.ts';
 
 export const TRAEFIK_NAMESPACE = 'traefik';
-export const TLS_SECRET = 'platform-tls';
+export const TLS_SECRET = PLATFORM_TLS_SECRET;
 const MANIFEST_DIR = path.join(PROJECT_DIR, 'manifests', 'traefik');
 const DAY_MS = 24 * 3600 * 1000;
 /** Re-issue the server certificate when it has fewer days left than this. */
@@ -239,16 +252,8 @@ export async function ensureCertificates(domain: string, files: CertFiles, now =
   }
 }
 
-/** Secret platform-tls (type kubernetes.io/tls) from PEM text. */
-export function tlsSecretYaml(certPem: string, keyPem: string): string {
-  return YAML.stringify({
-    apiVersion: 'v1',
-    kind: 'Secret',
-    type: 'kubernetes.io/tls',
-    metadata: { name: TLS_SECRET, namespace: TRAEFIK_NAMESPACE, labels: { 'app.kubernetes.io/part-of': 'talos-local-observability' } },
-    data: { 'tls.crt': Buffer.from(certPem).toString('base64'), 'tls.key': Buffer.from(keyPem).toString('base64') },
-  });
-}
+/** Secret platform-tls (type kubernetes.io/tls) in Traefik's namespace from PEM text. */
+export const tlsSecretYaml = (certPem: string, keyPem: string) => tlsSecretManifest(TRAEFIK_NAMESPACE, certPem, keyPem);
 
 // ---------------------------------------------------------------------------------------------
 // Chart values and manifests
@@ -326,12 +331,35 @@ export const namespaceLabelsMatch = (have: KObject, want: KObject) =>
 export const routesYaml = (domain: string) => renderTemplate(readManifest('ingressroutes.yaml'), { DOMAIN: domain });
 
 /** The namespaces the routes need that are not in `existing`, as manifests from backend-namespaces.yaml. */
-export function missingNamespaces(routes: KObject[], existing: string[]): KObject[] {
+export function missingNamespaces(routes: readonly { metadata: { namespace?: string } }[], existing: string[]): KObject[] {
   const needed = new Set(routes.map((r) => r.metadata.namespace).filter((n): n is string => Boolean(n)));
   const defined = docsOf(readManifest('backend-namespaces.yaml'));
   const missing = [...needed].filter((n) => n !== TRAEFIK_NAMESPACE && !existing.includes(n));
   return missing.map((n) => defined.find((d) => d.metadata.name === n) ?? { apiVersion: 'v1', kind: 'Namespace', metadata: { name: n } });
 }
+
+/** An IngressClass as `kubectl get ingressclasses -o json` shows it, as far as the phase needs. */
+export interface IngressClassJson {
+  kind?: string;
+  metadata: { name: string; annotations?: Record<string, string> };
+  spec?: { controller?: string };
+}
+
+/** The annotation that makes an IngressClass the cluster's default (networking.k8s.io/v1). */
+export const DEFAULT_CLASS_ANNOTATION = 'ingressclass.kubernetes.io/is-default-class';
+
+/** Why INGRESS_CLASS cannot be used on this cluster (it has no such IngressClass), or undefined when it can. */
+export function ingressClassProblem(name: string, classes: readonly IngressClassJson[]): string | undefined {
+  if (classes.some((c) => c.metadata.name === name)) return undefined;
+  const have = classes.map((c) => `${c.metadata.name}${c.metadata.annotations?.[DEFAULT_CLASS_ANNOTATION] === 'true' ? ' (default)' : ''}`);
+  return (
+    `INGRESS_CLASS="${name}": the cluster has no IngressClass "${name}" (it has ${have.length ? have.join(', ') : 'none: no ingress controller is installed'}). ` +
+    `Set INGRESS_CLASS in .env to one of them${have.length ? '' : ' once your ingress controller is installed'}, or remove it to have the platform install Traefik. Nothing was changed.`
+  );
+}
+
+/** Our routes on the cluster's ingress controller (INGRESS_CLASS): those of ingressroutes.yaml that reach a Service (Traefik's dashboard goes). */
+export const ingressClassRoutes = (domain: string) => routeSpecsOf(docsOf(routesYaml(domain)));
 
 // ---------------------------------------------------------------------------------------------
 // Phase
@@ -349,6 +377,9 @@ async function deploy(cfg: Config): Promise<void> {
     return `up (${cfg.CLUSTER_NAME})`;
   });
 
+  // With INGRESS_CLASS, one read before any change: the class must exist (and the namespaces, for the routes).
+  const classRead = cfg.INGRESS_CLASS ? await readIngressClasses(cfg) : undefined;
+
   const files = certFiles(cfg);
   let caReplaced = false;
   await step(`TLS certificate for *.${cfg.DOMAIN} from the local CA`, async () => {
@@ -356,7 +387,63 @@ async function deploy(cfg: Config): Promise<void> {
     caReplaced = r.caReplaced;
     return r.detail;
   });
+  if (classRead) await deployOnIngressClass(cfg, files, classRead.namespaces);
+  else await deployTraefik(cfg, files);
+  note(`Browsers trust the certificate once the CA is trusted: \`task trust-ca\` (CA: ${files.caCrt}).`);
+  if (caReplaced) warn('A new CA was made: trust it again with `task trust-ca` (browsers reject the old one\'s certificates).');
+}
 
+/**
+ * INGRESS_CLASS: the IngressClasses and namespaces (one read), and a check that the class is one of
+ * them: otherwise a UserError listing the classes, before anything changed.
+ */
+async function readIngressClasses(cfg: Config): Promise<{ namespaces: string[] }> {
+  const items: (IngressClassJson & { kind?: string })[] = JSON.parse((await kubectl(cfg, ['get', 'ingressclasses,namespaces', '--output', 'json'])).stdout).items ?? [];
+  await check(`IngressClass ${cfg.INGRESS_CLASS} (INGRESS_CLASS: the cluster's ingress controller serves our routes, no Traefik)`, async () => {
+    const problem = ingressClassProblem(cfg.INGRESS_CLASS, items.filter((o) => o.kind === 'IngressClass'));
+    if (problem) throw new UserError(problem);
+    const found = items.find((o) => o.kind === 'IngressClass' && o.metadata.name === cfg.INGRESS_CLASS);
+    return `found (controller ${found?.spec?.controller ?? 'unknown'})`;
+  });
+  return { namespaces: items.filter((o) => o.kind === 'Namespace').map((n) => n.metadata.name) };
+}
+
+/**
+ * INGRESS_CLASS: our routes as Ingresses of that class with Secret platform-tls in their namespaces
+ * (and in the namespaces of the recorded apps, whose Ingresses come with them: a re-issued
+ * certificate reaches them too). No Traefik chart, CRD objects or traefik namespace.
+ */
+async function deployOnIngressClass(cfg: Config, files: CertFiles, namespaces: string[]): Promise<void> {
+  const routes = ingressClassRoutes(cfg.DOMAIN);
+  await ensureRouteNamespaces(cfg, routes.map((r) => ({ metadata: { namespace: r.namespace } })), namespaces);
+  const appNamespaces = appRecords(cfg).map((a) => a.namespace).filter((ns) => namespaces.includes(ns));
+  await step(`Ingresses (class ${cfg.INGRESS_CLASS}) for ${routes.map((r) => r.host).join(', ')}, Secret ${TLS_SECRET} in ${[...new Set([...routes.map((r) => r.namespace), ...appNamespaces])].join(', ')}`, async () => {
+    const text = ingressManifests(cfg.INGRESS_CLASS, routes, { crt: fs.readFileSync(files.crt, 'utf8'), key: fs.readFileSync(files.key, 'utf8') }, appNamespaces);
+    return (await applyManifests(cfg, text)) === 'applied' ? 'applied' : 'unchanged';
+  });
+  if (installedRecord(cfg).releases?.includes(`${TRAEFIK_NAMESPACE}/traefik`)) {
+    warn(
+      `Traefik (release ${TRAEFIK_NAMESPACE}/traefik, installed here by the platform before INGRESS_CLASS was set) is left as it is: its routes still answer on its own address. ` +
+        `To remove it: ${toolHint(cfg, 'helm')} uninstall traefik --namespace ${TRAEFIK_NAMESPACE} (\`task destroy\` removes it with the rest).`,
+    );
+  }
+  note(`\`task endpoints\` prints the address your ${cfg.INGRESS_CLASS} controller published on these Ingresses, and the URLs.`);
+}
+
+/** The namespaces the routes live in that later phases own, created when missing (backend-namespaces.yaml). */
+async function ensureRouteNamespaces(cfg: Config, routes: readonly { metadata: { namespace?: string } }[], existing: string[]): Promise<void> {
+  await step('Namespaces of the routes', async () => {
+    const missing = missingNamespaces(routes, existing);
+    if (missing.length === 0) return 'already exist';
+    // Through applyManifests: with CLUSTER=existing it labels them ours (NAMESPACE_OWNER_LABEL), or the
+    // owning phase would find them unlabelled, take them for the user's and destroy would leave them.
+    await applyManifests(cfg, missing.map((m) => YAML.stringify(m)).join('---\n'));
+    return `created ${missing.map((m) => m.metadata.name).join(', ')} (their phases have not run yet; the routes serve once the Services exist)`;
+  });
+}
+
+/** Traefik (chart, namespace, default certificate, IngressRoutes), as the header's steps 2-4 say. */
+async function deployTraefik(cfg: Config, files: CertFiles): Promise<void> {
   let values = traefikValues(cfg);
   let shape = `DaemonSet on workers, NodePorts ${INGRESS_NODE_PORTS.http}/${INGRESS_NODE_PORTS.https}`;
   if (cfg.CLUSTER === 'existing') {
@@ -386,15 +473,7 @@ async function deploy(cfg: Config): Promise<void> {
     return result;
   });
 
-  await step('Namespaces of the routes', async () => {
-    const existing = read.filter((o) => o.kind === 'Namespace').map((n) => n.metadata.name);
-    const missing = missingNamespaces(routes, existing);
-    if (missing.length === 0) return 'already exist';
-    // Through applyManifests: with CLUSTER=existing it labels them ours (NAMESPACE_OWNER_LABEL), or the
-    // owning phase would find them unlabelled, take them for the user's and destroy would leave them.
-    await applyManifests(cfg, missing.map((m) => YAML.stringify(m)).join('---\n'));
-    return `created ${missing.map((m) => m.metadata.name).join(', ')} (their phases have not run yet; the routes serve once the Services exist)`;
-  });
+  await ensureRouteNamespaces(cfg, routes, read.filter((o) => o.kind === 'Namespace').map((n) => n.metadata.name));
 
   // One kubectl diff for the certificate and the routes (an apply only when it sees a difference).
   await step(`Default certificate (Secret ${TLS_SECRET}, TLSStore default) and IngressRoutes for ${ROUTED_HERE.map((h) => `${h}.${cfg.DOMAIN}`).join(', ')}`, async () => {
@@ -422,8 +501,6 @@ async function deploy(cfg: Config): Promise<void> {
       note(`Names: \`task hosts\` adds them to /etc/hosts (or dnsmasq: address=/${cfg.DOMAIN}/${namesAddress(cfg.HOST_IP)}).`);
     }
   }
-  note(`Browsers trust the certificate once the CA is trusted: \`task trust-ca\` (CA: ${files.caCrt}).`);
-  if (caReplaced) warn('A new CA was made: trust it again with `task trust-ca` (browsers reject the old one\'s certificates).');
 }
 
 // ---------------------------------------------------------------------------------------------

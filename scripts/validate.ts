@@ -18,9 +18,14 @@
 //      With CLUSTER=existing (its LoadBalancer or NodePort may not be reachable from here) every
 //      check dials 127.0.0.1:<port> of one `kubectl port-forward service/traefik :websecure` instead,
 //      with the same names and CA, started once and stopped at the end (failure and signals too).
-//      Starting it is a check of its own ("Routes reachable from this machine", after 1 and the
-//      smoke test, retried within --wait); when it fails, one failed line stands for every check
-//      that needs the routes (they are not run), so the cluster checks above still say what they saw;
+//      With INGRESS_CLASS (the cluster's own controller, no Traefik): through a port-forward to
+//      INGRESS_SERVICE when it is set, else at the address the controller published on our
+//      Ingresses, port 443. No traefik dashboard route then, and no traefik namespace in check 1.
+//      With CLUSTER=existing, reaching the routes is a check of its own ("Routes reachable from
+//      this machine", after 1 and the smoke test; a port-forward that exits is retried within
+//      --wait; neither INGRESS_SERVICE nor an address fails it naming INGRESS_SERVICE); when it
+//      fails, one failed line stands for every check that needs the routes (they are not run), so
+//      the cluster checks above still say what they saw;
 //   4. Prometheus (https://prometheus.<DOMAIN>): every Ready pod of the sample app's Deployment has
 //      an up == 1 series with the namespace, pod, container, node and job labels; validate sends 5
 //      GET / marked `x-synthetic: validate` (each must answer 2xx) and http_requests_total and the
@@ -64,9 +69,9 @@
 // lib TEMPO.datasourceUid); Grafana user admin with the password in <stateDir>/grafana-admin-password;
 // the sample app continues an incoming `traceparent`, names its spans' service after its Deployment
 // (OTEL_SERVICE_NAME, APP_SERVICE below) and writes "trace_id":"<id>" in the JSON log line of a request.
-// .env keys: CLUSTER, DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages).
+// .env keys: CLUSTER, DOMAIN, HOST_IP, HTTPS_PORT, STATE_DIR, CLUSTER_NAME (in messages), INGRESS_CLASS, INGRESS_SERVICE.
 // Arguments: --wait N (see above), --alerts (step 9), --smoke (step 2).
-// Tools: kubectl (port-forward with CLUSTER=existing; one read of nodes, pods, claims, volumes and Deployments, again only after a check
+// Tools: kubectl (port-forward with CLUSTER=existing; get ingresses with INGRESS_CLASS and no INGRESS_SERVICE; one read of nodes, pods, claims, volumes and Deployments, again only after a check
 // failed and retries or after CLUSTER_READ_MAX_AGE_MS; diagnostics), node (`--smoke`: the storage
 // smoke test through tsx).
 import { spawn } from 'node:child_process';
@@ -83,7 +88,10 @@ import {
   UserError,
   appRecordPath,
   appRecords,
+  ROUTES_NAMESPACE,
   check,
+  ingressClassAddressOf,
+  ingressService,
   isMain,
   kubectl,
   installedRecord,
@@ -1277,15 +1285,19 @@ export const forwardedPort = (output: string) => {
   return m ? Number(m[1]) : undefined;
 };
 
+/** The Service validate forwards to: Traefik's, or with INGRESS_CLASS the controller's of INGRESS_SERVICE. */
+export type ForwardedService = { namespace: string; service: string; port: string };
+
 /**
- * `kubectl port-forward service/traefik :websecure` on a free local port, running until stop()
- * (also when this process exits or is interrupted): the routes are then checked through
- * 127.0.0.1:<port> with the same names (Host, SNI) and CA, so Traefik's routing and TLS are still
+ * `kubectl port-forward service/traefik :websecure` (or `forwarded`) on a free local port, running
+ * until stop() (also when this process exits or is interrupted): the routes are then checked through
+ * 127.0.0.1:<port> with the same names (Host, SNI) and CA, so the ingress's routing and TLS are still
  * proven where its LoadBalancer or NodePort cannot be reached from this machine.
  */
-export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY_MS): Promise<RouteAccess> {
+export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY_MS, forwarded: ForwardedService = FORWARDED_SERVICE): Promise<RouteAccess> {
   const target = kubectlTarget(cfg);
-  const { namespace, service, port } = FORWARDED_SERVICE;
+  const { namespace, service, port } = forwarded;
+  const notRunningHint = forwarded === FORWARDED_SERVICE ? 'Is Traefik installed (`task traefik`) with a Ready pod?' : `Is INGRESS_SERVICE=${cfg.INGRESS_SERVICE} your ${cfg.INGRESS_CLASS} controller's Service, with a Ready pod?`;
   const args = [...target.args, 'port-forward', '--namespace', namespace, `service/${service}`, `:${port}`];
   const child = spawn('kubectl', args, { env: { ...process.env, ...target.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const stop = () => {
@@ -1310,7 +1322,7 @@ export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY
     // Not starting at all (no kubectl) is final; exiting or not forwarding yet is retried within --wait.
     const fail = (why: string, final = false) => {
       stopAll();
-      const message = `\`kubectl ${args.slice(target.args.length).join(' ')}\` ${why}${stderr.trim() ? `:\n${stderr.trim()}` : ''}\nIs Traefik installed (\`task traefik\`) with a Ready pod?`;
+      const message = `\`kubectl ${args.slice(target.args.length).join(' ')}\` ${why}${stderr.trim() ? `:\n${stderr.trim()}` : ''}\n${notRunningHint}`;
       reject(final ? new UserError(message) : new CheckError(message));
     };
     const timer = setTimeout(() => fail(`did not start forwarding within ${readyMs / 1000}s`), readyMs);
@@ -1336,23 +1348,54 @@ export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY
   return { connect: { host: '127.0.0.1', port: local }, via: `kubectl port-forward 127.0.0.1:${local}`, stop: stopAll };
 }
 
-/** How validate reaches the routes: HOST_IP:HTTPS_PORT on Talos; through a port-forward to Traefik with CLUSTER=existing. */
+/**
+ * How validate reaches the routes: HOST_IP:HTTPS_PORT on Talos; through a port-forward to Traefik with
+ * CLUSTER=existing; with INGRESS_CLASS through a port-forward to INGRESS_SERVICE when it is set, else
+ * the address the controller published on our Ingresses, port 443 (neither: a UserError naming
+ * INGRESS_SERVICE).
+ */
 export async function routeAccess(cfg: Config): Promise<RouteAccess> {
   if (cfg.CLUSTER !== 'existing') {
     const connect = { host: namesAddress(cfg.HOST_IP), port: cfg.HTTPS_PORT };
     return { connect, via: `${connect.host}:${connect.port}`, stop: () => {} };
   }
+  if (cfg.INGRESS_CLASS) return ingressClassAccess(cfg);
   const access = await startPortForward(cfg);
   note(`CLUSTER=existing: the routes are checked through ${access.via} → service/${FORWARDED_SERVICE.service} (${FORWARDED_SERVICE.port}) in ${FORWARDED_SERVICE.namespace}, with their names and our CA; it stops when validate ends`);
   return access;
 }
 
+/** INGRESS_CLASS: the routes through a port-forward to INGRESS_SERVICE, else at the address on our Ingresses (routeAccess). */
+async function ingressClassAccess(cfg: Config): Promise<RouteAccess> {
+  const forwarded = ingressService(cfg);
+  if (forwarded) {
+    const access = await startPortForward(cfg, PORT_FORWARD_READY_MS, forwarded);
+    note(`INGRESS_CLASS=${cfg.INGRESS_CLASS}: the routes are checked through ${access.via} → service/${forwarded.service} (${forwarded.port}) in ${forwarded.namespace} (INGRESS_SERVICE), with their names and our CA; it stops when validate ends`);
+    return access;
+  }
+  const ingresses = JSON.parse((await kubectl(cfg, ['get', 'ingresses', '--namespace', ROUTES_NAMESPACE, '-o', 'json'])).stdout).items ?? [];
+  const reached = ingressClassAddressOf(ingresses, cfg.INGRESS_CLASS);
+  if ('missing' in reached) {
+    // The controller may publish an address a little later: retried within --wait.
+    throw new CheckError(
+      `INGRESS_CLASS=${cfg.INGRESS_CLASS}: the routes cannot be reached: INGRESS_SERVICE is not set, and ${reached.missing}. ` +
+        `Set INGRESS_SERVICE=<namespace>/<service>[:<port>] in .env to your ${cfg.INGRESS_CLASS} controller's Service (such as ingress-nginx/ingress-nginx-controller:https): validate then port-forwards to it.`,
+    );
+  }
+  note(`INGRESS_CLASS=${cfg.INGRESS_CLASS}: the routes are checked at ${reached.how}, with their names and our CA (set INGRESS_SERVICE to go through a port-forward instead)`);
+  return { connect: { host: reached.address, port: reached.port }, via: `${reached.address}:${reached.port}`, stop: () => {} };
+}
+
+/** The routes validate checks: ROUTES without Traefik's dashboard when INGRESS_CLASS serves them (no Traefik). */
+export const checkedRoutes = (cfg: Pick<Config, 'INGRESS_CLASS'>) => ROUTES.filter((r) => !(cfg.INGRESS_CLASS && r.name === 'traefik'));
+
 /**
  * The namespaces whose pods validate expects: OUR_NAMESPACES without local-path-storage when the
- * storage phase used the cluster's own default StorageClass (lib installedRecord: localPath false).
+ * storage phase used the cluster's own default StorageClass (lib installedRecord: localPath false),
+ * and without traefik when INGRESS_CLASS serves the routes (no Traefik was installed).
  */
 export function ourNamespaces(cfg: Config): readonly string[] {
-  return installedRecord(cfg).localPath === false ? OUR_NAMESPACES.filter((n) => n !== 'local-path-storage') : OUR_NAMESPACES;
+  return OUR_NAMESPACES.filter((n) => !(n === 'local-path-storage' && installedRecord(cfg).localPath === false) && !(n === 'traefik' && cfg.INGRESS_CLASS));
 }
 
 function readStateFile(cfg: Config, name: string, fix: string): string {
@@ -1573,7 +1616,7 @@ async function validate(cfg: Config): Promise<void> {
   const { routes, grafana, access } = reached;
   await verify('Prometheus: writes its TSDB to its volume (prometheus_tsdb_head_series > 0)', () => checkPrometheusWrites(routes.prometheus));
   // 3. Routes
-  for (const r of ROUTES) {
+  for (const r of checkedRoutes(cfg)) {
     await verify(`Route https://${r.name}.${cfg.DOMAIN}${r.path} via ${access.via}`, () => checkRoute(routes[r.name], r.path));
   }
   // 4. Prometheus

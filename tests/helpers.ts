@@ -27,9 +27,12 @@ export interface ScriptResult {
   calls: ToolCall[];
 }
 
+/** Flags of kubectl and helm whose value is the next word (the target): that value is not the command. */
+const TARGET_VALUE_FLAGS = new Set(['--context', '--kube-context', '--kubeconfig', '--namespace', '-n']);
+
 /** Calls that change something: the contract the "re-run changes nothing" tests rely on. */
 export function isMutating(call: ToolCall): boolean {
-  const [a = '', b = ''] = call.argv.filter((x) => !x.startsWith('-') && !x.includes('/') && !x.includes('='));
+  const [a = '', b = ''] = call.argv.filter((x, i) => !x.startsWith('-') && !x.includes('/') && !x.includes('=') && !TARGET_VALUE_FLAGS.has(call.argv[i - 1]));
   switch (call.tool) {
     case 'docker':
       return ['run', 'start', 'stop', 'rm', 'build', 'push', 'tag', 'pull', 'create'].includes(a) ||

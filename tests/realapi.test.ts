@@ -9,7 +9,8 @@
 //     wait` and `rollout status`: the storage kustomization (with the upstream local-path manifest
 //     when $LPP_UPSTREAM, default /tmp/lpp.yaml, is there), manifests/traefik (the routes with
 //     Traefik's CRDs when $TRAEFIK_CHART_DIR, default /tmp/charts-telemetry/traefik-src/traefik, is
-//     there), the sample app as scripts/app.ts renders it;
+//     there), the sample app as scripts/app.ts renders it; with INGRESS_CLASS our Ingresses and TLS
+//     Secrets (lib.ts ingressManifests) of a user's IngressClass nginx, accepted and then unchanged;
 //   - Pod Security admission (cluster default enforce=baseline, as Talos): each namespace's level
 //     admits our pods, one level stricter rejects them;
 //   - the stand-ins (tests/fakes/tools/{helm,kubectl}.mjs) answer the commands our scripts parse as
@@ -26,10 +27,10 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { appDashboard, appManifests, declaredMetricNames, waitRollout } from '../scripts/app.ts';
-import { type Config, HELM_LIST_EVERY_STATE, PINNED, applyManifests, helmRelease, kubeconfigPath, parseConfig } from '../scripts/lib.ts';
+import { type Config, HELM_LIST_EVERY_STATE, PINNED, applyManifests, helmRelease, ingressManifests, kubeconfigPath, parseConfig } from '../scripts/lib.ts';
 import { SAMPLE_APP_EXTRAS, SAMPLE_APP_SPEC, trafficManifest } from '../scripts/sample-app.ts';
 import { SMOKE, checkRendered, smokeManifest, writeKustomization } from '../scripts/storage.ts';
-import { routesYaml } from '../scripts/traefik.ts';
+import { certFiles, ensureCertificates, ingressClassRoutes, routesYaml } from '../scripts/traefik.ts';
 import { FAKE_BIN, PROJECT_DIR, freePortsSync, makeSandbox } from './helpers.ts';
 // @ts-expect-error: plain ESM module without types
 import { KUBE_CLIENTS, REAL_API_PLATFORM, SIMCLUSTER } from './tools/test-tools.mjs';
@@ -285,6 +286,40 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
     }, 120_000);
   });
 
+  describe('INGRESS_CLASS: our routes as Ingresses of the IngressClass the user has', () => {
+    const NGINX_CLASS = { apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'nginx' }, spec: { controller: 'k8s.io/ingress-nginx' } };
+    const classVersion = () => kubectlOut(['get', 'ingressclass', 'nginx', '-o', 'jsonpath={.metadata.resourceVersion}']);
+
+    it('the real API accepts the Ingresses and TLS Secrets (server-side validation); a re-run sees no difference; the class is not touched', async () => {
+      kubectlOut(['apply', '-f', writeTemp('ingressclass.yaml', YAML.stringify(NGINX_CLASS))]); // the user's, made before the platform
+      const before = classVersion();
+      const files = certFiles(cfg);
+      await ensureCertificates(cfg.DOMAIN, files);
+      const cert = { crt: fs.readFileSync(files.crt, 'utf8'), key: fs.readFileSync(files.key, 'utf8') };
+      // The traefik phase's (monitoring) and the sample app's, as scripts/app.ts renders it with INGRESS_CLASS.
+      const app = YAML.parseAllDocuments(appManifests(SAMPLE_APP_SPEC, 'localhost:5000/sample-app:realapi', cfg.DOMAIN, {}, SAMPLE_APP_EXTRAS, { className: 'nginx', cert }).app)
+        .filter((d) => d.get('kind') === 'Ingress' || d.get('type') === 'kubernetes.io/tls')
+        .map((d) => d.toString());
+      const appNamespace = appManifests(SAMPLE_APP_SPEC, 'x', cfg.DOMAIN, {}).namespace;
+      const text = [readManifestText('traefik/backend-namespaces.yaml'), appNamespace, ingressManifests('nginx', ingressClassRoutes(cfg.DOMAIN), cert), ...app].join('---\n');
+      expect(await applyManifests(cfg, text)).toBe('applied');
+      expect(await applyManifests(cfg, text)).toBe('unchanged');
+      const ingresses = JSON.parse(kubectlOut(['get', 'ingresses', '--all-namespaces', '-o', 'json'])).items.map((i: any) => `${i.metadata.namespace}/${i.metadata.name} ${i.spec.ingressClassName} ${i.spec.rules[0].host} ${i.spec.tls[0].secretName}`);
+      expect(ingresses.sort()).toEqual([
+        `monitoring/alertmanager nginx alertmanager.${cfg.DOMAIN} platform-tls`,
+        `monitoring/grafana nginx grafana.${cfg.DOMAIN} platform-tls`,
+        `monitoring/prometheus nginx prometheus.${cfg.DOMAIN} platform-tls`,
+        `sample-app/app nginx app.${cfg.DOMAIN} platform-tls`,
+      ]);
+      for (const ns of ['monitoring', 'sample-app']) expect(kubectlOut(['get', 'secret', 'platform-tls', '-n', ns, '-o', 'jsonpath={.type}'])).toBe('kubernetes.io/tls');
+      expect(classVersion()).toBe(before);
+      // The validation is real: the same Ingress without its pathType is refused.
+      const broken = YAML.parse(ingressManifests('nginx', ingressClassRoutes(cfg.DOMAIN).slice(0, 1), cert).split('---\n').at(-1)!);
+      delete broken.spec.rules[0].http.paths[0].pathType;
+      expect(() => execFileSync('kubectl', ['--kubeconfig', kubeconfigPath(cfg), 'apply', '--dry-run=server', '-f', '-'], { input: JSON.stringify(broken), stdio: ['pipe', 'pipe', 'pipe'] })).toThrow(/pathType: Required value/);
+    }, 120_000);
+  });
+
   describe('Pod Security admission (cluster default enforce=baseline, as Talos)', () => {
     const LEVELS = ['privileged', 'baseline', 'restricted'] as const;
     let nsCount = 0;
@@ -381,6 +416,13 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
         selector: { matchLabels: { app: 'compared' } },
         template: { metadata: { labels: { app: 'compared' } }, spec: { containers: [{ name: 'c', image: PINNED.busyboxImage }] } },
       },
+    });
+
+    it('kubectl get ingressclass of a class the cluster does not have: NotFound, exit 1', async () => {
+      const r = await both('kubectl', (kc) => ['--kubeconfig', kc, 'get', 'ingressclass', 'absent-class', '-o', 'json']);
+      expect(r.real.code).toBe(1);
+      expect(r.real.stderr).toContain('Error from server (NotFound): ingressclasses.networking.k8s.io "absent-class" not found');
+      expect(r.fake).toMatchObject({ code: r.real.code, stderr: r.real.stderr });
     });
 
     it('kubectl get --raw /readyz', async () => {

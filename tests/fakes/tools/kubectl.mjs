@@ -51,7 +51,7 @@ const KUSTOMIZE = { 31: 'v5.4.2', 32: 'v5.5.0', 33: 'v5.6.0', 34: 'v5.7.1', 35: 
 /** Namespaces every cluster has. */
 const BUILTIN_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
 
-const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'StorageClass', 'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'PersistentVolume']);
+const CLUSTER_SCOPED = new Set(['Namespace', 'Node', 'StorageClass', 'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'PersistentVolume', 'IngressClass']);
 
 /** Kind names as kubectl accepts them on the command line. */
 const KIND_ALIASES = {
@@ -67,6 +67,8 @@ const KIND_ALIASES = {
   sc: 'StorageClass', storageclass: 'StorageClass', storageclasses: 'StorageClass',
   secret: 'Secret', secrets: 'Secret', configmap: 'ConfigMap', configmaps: 'ConfigMap', cm: 'ConfigMap',
   ingressroute: 'IngressRoute', ingressroutes: 'IngressRoute',
+  ingress: 'Ingress', ingresses: 'Ingress', ing: 'Ingress',
+  ingressclass: 'IngressClass', ingressclasses: 'IngressClass',
   tlsstore: 'TLSStore', tlsstores: 'TLSStore', middleware: 'Middleware', middlewares: 'Middleware',
   events: 'Event', event: 'Event',
   alloy: 'Alloy', alloys: 'Alloy',
@@ -79,7 +81,25 @@ const GROUP_OF = {
   StorageClass: 'storage.k8s.io', CustomResourceDefinition: 'apiextensions.k8s.io',
   ClusterRole: 'rbac.authorization.k8s.io', ClusterRoleBinding: 'rbac.authorization.k8s.io', Role: 'rbac.authorization.k8s.io', RoleBinding: 'rbac.authorization.k8s.io',
   IngressRoute: 'traefik.io', TLSStore: 'traefik.io', Middleware: 'traefik.io', Alloy: 'collectors.grafana.com',
+  Ingress: 'networking.k8s.io', IngressClass: 'networking.k8s.io',
 };
+/**
+ * The qualified resource the API server names in a NotFound (apimachinery errors.NewNotFound:
+ * `<resource>.<group> "<name>" not found`), for the kinds whose answer a phase reads; the others
+ * answer with the word the call used.
+ */
+const NOT_FOUND_RESOURCE = { IngressClass: 'ingressclasses.networking.k8s.io', Ingress: 'ingresses.networking.k8s.io' };
+
+/**
+ * An Ingress as the API server shows it once its class's controller has admitted it: the scenario's
+ * state.kubectl.ingressControllers[<class>] = {ip} or {hostname} is the address that controller
+ * publishes in status.loadBalancer.ingress; without it (no controller, or none yet) no status.
+ */
+function withIngressStatus(state, o) {
+  if (o.kind !== 'Ingress' || o.status) return o;
+  const address = state.kubectl.ingressControllers?.[o.spec?.ingressClassName];
+  return address ? { ...o, status: { loadBalancer: { ingress: [address] } } } : { ...o, status: { loadBalancer: {} } };
+}
 /** How kubectl names an object's type in its messages (cli-runtime's name printer): "deployment.apps", "configmap". */
 const typeName = (kind, apiVersion) => {
   const group = apiVersion ? (apiVersion.includes('/') ? apiVersion.split('/')[0] : '') : GROUP_OF[kind] ?? '';
@@ -439,13 +459,13 @@ export default function kubectl(argv, ctx) {
       if (words[1]) {
         const found = list(state, kinds[0], ns ?? 'default').find((o) => o.metadata.name === words[1]);
         if (!found) {
-          err(`Error from server (NotFound): ${words[0]} "${words[1]}" not found\n`);
+          err(`Error from server (NotFound): ${NOT_FOUND_RESOURCE[kinds[0]] ?? words[0]} "${words[1]}" not found\n`);
           return 1;
         }
-        out(output === 'json' ? JSON.stringify(withController(state, found)) : `${found.metadata.name}\n`);
+        out(output === 'json' ? JSON.stringify(withIngressStatus(state, withController(state, found))) : `${found.metadata.name}\n`);
         return 0;
       }
-      const items = kinds.flatMap((k) => list(state, k, flags['all-namespaces'] ? undefined : ns ?? 'default')).map((o) => withController(state, o));
+      const items = kinds.flatMap((k) => list(state, k, flags['all-namespaces'] ? undefined : ns ?? 'default')).map((o) => withIngressStatus(state, withController(state, o)));
       out(output === 'json' ? JSON.stringify({ apiVersion: 'v1', kind: 'List', items }) : items.map((o) => `${o.metadata.name}\n`).join(''));
       return 0;
     }
