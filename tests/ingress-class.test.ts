@@ -11,7 +11,6 @@ import { SAMPLE_APP_SPEC } from '../scripts/sample-app.ts';
 import { appManifests } from '../scripts/app.ts';
 import { endpointLines } from '../scripts/endpoints.ts';
 import {
-  type AppRecord,
   ConfigError,
   PLATFORM_TLS_SECRET,
   PROJECT_DIR,
@@ -25,8 +24,8 @@ import { ingressClassStatus } from '../scripts/status.ts';
 import { ingressClassProblem, ingressClassRoutes } from '../scripts/traefik.ts';
 import { ROUTES, checkedRoutes, ourNamespaces } from '../scripts/validate.ts';
 import { closedPort, existingClusterEnv, makeSandbox, mutatingLines, type Sandbox } from './helpers.ts';
-import { deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
-import { applyLogQL, checkLines, grafanaHandler, startHttpsFront, writeValidateState } from './fixtures/validate/servers.ts';
+import { SHOP, shopSandbox, startShopFront } from './fixtures/validate/app-front.ts';
+import { checkLines } from './fixtures/validate/servers.ts';
 
 const EXISTING = { CLUSTER: 'existing' };
 
@@ -349,11 +348,7 @@ describe('traefik phase with INGRESS_CLASS against the stand-in tools', { timeou
 });
 
 describe('validate with INGRESS_CLASS against the stand-in tools', { timeout: 60_000 }, () => {
-  const NAME = 'shop';
-  const PASSWORD = 'ic-pw';
-  const PODS = ['shop-5c9d7b8f6-abcde'];
-  const SELECTOR = { 'app.kubernetes.io/name': NAME, 'app.kubernetes.io/component': 'app' };
-  const RECORD: AppRecord = { name: NAME, namespace: NAME, host: `${NAME}.${DOMAIN}`, image: 'ghcr.io/me/shop:0f1e2d3c4b5a', metricsPort: null, metricsPath: null, dashboard: `app-${NAME}` };
+  const NAME = SHOP;
   /** ingress-nginx's controller Service as its chart makes it: https by name on 443. */
   const CONTROLLER_SERVICE = {
     apiVersion: 'v1',
@@ -361,34 +356,13 @@ describe('validate with INGRESS_CLASS against the stand-in tools', { timeout: 60
     metadata: { name: 'ingress-nginx-controller', namespace: 'ingress-nginx' },
     spec: { type: 'LoadBalancer', ports: [{ name: 'http', port: 80, targetPort: 'http' }, { name: 'https', port: 443, targetPort: 'https' }] },
   };
-  let front: Awaited<ReturnType<typeof startHttpsFront>>;
-  const seen: string[] = [];
+  let front: Awaited<ReturnType<typeof startShopFront>>;
   beforeAll(async () => {
-    front = await startHttpsFront('validate-ic-', DOMAIN, (req, res) => {
-      const host = req.headers.host ?? '';
-      seen.push(`${(req.socket as import('node:tls').TLSSocket).servername} ${host} ${req.url}`);
-      if (host === `grafana.${DOMAIN}`) {
-        return grafanaHandler({
-          password: PASSWORD,
-          datasources: { prometheus: { ok: true }, loki: { ok: true } },
-          loki: (query) => applyLogQL(query, PODS.map((pod) => ({ stream: { namespace: NAME, container: 'app', node: 'kind-worker', pod }, values: [[String(BigInt(Date.now() - 2000) * 1_000_000n), '{"msg":"request"}']] }))),
-        })(req, res);
-      }
-      if (host === RECORD.host && req.url === '/') return res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"message":"hello"}\n');
-      res.writeHead(404).end('404 page not found\n');
-    });
+    front = await startShopFront(DOMAIN);
   });
   afterAll(() => front.close());
 
-  function sandbox(objects: any[] = []) {
-    const sb = makeSandbox();
-    deployedCluster(sb, [...healthyObjects(), CONTROLLER_SERVICE, deploymentObj(NAME, NAME, RECORD.image, 1, 1, SELECTOR, 'app'), ...PODS.map((p) => podObj(NAME, p, true, SELECTOR)), ...objects]);
-    sb.scenario({ kubectl: { portForward: { 'Service/ingress-nginx/ingress-nginx-controller': { host: '127.0.0.1', port: front.port, containerPort: 443 } } } });
-    writeValidateState(sb.stateDir, front.certs.ca, PASSWORD);
-    fs.mkdirSync(path.join(sb.stateDir, 'apps'), { recursive: true });
-    fs.writeFileSync(path.join(sb.stateDir, 'apps', `${NAME}.json`), JSON.stringify(RECORD));
-    return sb;
-  }
+  const sandbox = (objects: unknown[] = []) => shopSandbox(DOMAIN, front, CONTROLLER_SERVICE, { forwardTo: 443, objects });
 
   it('INGRESS_SERVICE: the routes through a port-forward to the controller\'s Service, names as SNI and Host, our CA', async () => {
     const sb = sandbox();
@@ -400,7 +374,7 @@ describe('validate with INGRESS_CLASS against the stand-in tools', { timeout: 60
     expect(checkLines(r.stdout)).toContain(`✓ App ${NAME}: route https://${NAME}.${DOMAIN}/ via kubectl port-forward 127.0.0.1:${local}`);
     expect(r.stdout).toContain(`INGRESS_CLASS=nginx: the routes are checked through kubectl port-forward 127.0.0.1:${local} → service/ingress-nginx-controller (https) in ingress-nginx (INGRESS_SERVICE)`);
     expect(r.calls.filter((c) => c.argv.includes('port-forward')).map((c) => c.argv.slice(c.argv.indexOf('port-forward')).join(' '))).toEqual(['port-forward --namespace ingress-nginx service/ingress-nginx-controller :https']);
-    expect(seen).toContain(`${NAME}.${DOMAIN} ${NAME}.${DOMAIN} /`);
+    expect(front.seen).toContain(`${NAME}.${DOMAIN} ${NAME}.${DOMAIN} /`);
   });
 
   it('neither INGRESS_SERVICE nor an address on our Ingresses: stops with a message naming INGRESS_SERVICE and the fix, no forward', async () => {

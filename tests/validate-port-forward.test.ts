@@ -9,21 +9,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { AppRecord } from '../scripts/lib.ts';
 import { PROJECT_DIR, parseConfig } from '../scripts/lib.ts';
 import { OUR_NAMESPACES, forwardedPort, ourNamespaces } from '../scripts/validate.ts';
 import { closedPort, makeSandbox, existingClusterEnv } from './helpers.ts';
-import { deployedCluster, deploymentObj, healthyObjects, podObj } from './fixtures/validate/cluster.ts';
-import { applyLogQL, checkLines, grafanaHandler, startHttpsFront, writeValidateState } from './fixtures/validate/servers.ts';
+import { SHOP, shopSandbox, startShopFront } from './fixtures/validate/app-front.ts';
+import { checkLines } from './fixtures/validate/servers.ts';
 
 vi.setConfig({ testTimeout: 60000 });
 
 const DOMAIN = 'obs.test';
-const PASSWORD = 'pf-pw';
-const NAME = 'shop';
-const PODS = ['shop-5c9d7b8f6-abcde'];
-const SELECTOR = { 'app.kubernetes.io/name': NAME, 'app.kubernetes.io/component': 'app' };
-const RECORD: AppRecord = { name: NAME, namespace: NAME, host: `${NAME}.${DOMAIN}`, image: 'ghcr.io/me/shop:0f1e2d3c4b5a', metricsPort: null, metricsPath: null, dashboard: `app-${NAME}` };
+const NAME = SHOP;
 /** Traefik's Service as the chart makes it: the websecure port by name, to the pod's websecure port. */
 const TRAEFIK_SERVICE = {
   apiVersion: 'v1',
@@ -32,44 +27,16 @@ const TRAEFIK_SERVICE = {
   spec: { type: 'NodePort', ports: [{ name: 'web', port: 30080, targetPort: 'web', nodePort: 30080 }, { name: 'websecure', port: 30443, targetPort: 'websecure', nodePort: 30443 }] },
 };
 
-let front: Awaited<ReturnType<typeof startHttpsFront>>;
-/** What reached the front: "SNI Host path" per request. */
-let seen: string[] = [];
+let front: Awaited<ReturnType<typeof startShopFront>>;
 let routeStatus = 200;
 
 beforeAll(async () => {
-  front = await startHttpsFront('validate-pf-', DOMAIN, (req, res) => {
-    const host = req.headers.host ?? '';
-    seen.push(`${(req.socket as import('node:tls').TLSSocket).servername} ${host} ${req.url}`);
-    if (host === `grafana.${DOMAIN}`) {
-      return grafanaHandler({
-        password: PASSWORD,
-        datasources: { prometheus: { ok: true }, loki: { ok: true } },
-        loki: (query) => applyLogQL(query, PODS.map((pod) => ({ stream: { namespace: NAME, container: 'app', node: 'kind-worker', pod }, values: [[String(BigInt(Date.now() - 2000) * 1_000_000n), '{"msg":"request"}']] }))),
-      })(req, res);
-    }
-    if (host === RECORD.host && req.url === '/' && routeStatus === 0) return undefined;
-    if (host === RECORD.host && req.url === '/') return res.writeHead(routeStatus, { 'Content-Type': 'application/json' }).end('{"message":"hello"}\n');
-    res.writeHead(404).end('404 page not found\n');
-  });
+  front = await startShopFront(DOMAIN, () => routeStatus);
 });
 afterAll(() => front.close());
 
 /** An existing cluster with shop deployed and Traefik's Service; `backend`: where its pod answers (none: no pod runs). */
-function sandbox(backend = true) {
-  const sb = makeSandbox();
-  deployedCluster(sb, [
-    ...healthyObjects(),
-    TRAEFIK_SERVICE,
-    deploymentObj(NAME, NAME, RECORD.image, 1, 1, SELECTOR, 'app'),
-    ...PODS.map((p) => podObj(NAME, p, true, SELECTOR)),
-  ]);
-  if (backend) sb.scenario({ kubectl: { portForward: { 'Service/traefik/traefik': { host: '127.0.0.1', port: front.port, containerPort: 8443 } } } });
-  writeValidateState(sb.stateDir, front.certs.ca, PASSWORD);
-  fs.mkdirSync(path.join(sb.stateDir, 'apps'), { recursive: true });
-  fs.writeFileSync(path.join(sb.stateDir, 'apps', `${NAME}.json`), JSON.stringify(RECORD));
-  return sb;
-}
+const sandbox = (backend = true) => shopSandbox(DOMAIN, front, TRAEFIK_SERVICE, { forwardTo: backend ? 8443 : undefined });
 
 /** Whether something listens on 127.0.0.1:port. */
 const listening = (port: number) =>
@@ -83,7 +50,7 @@ const forwardedVia = (stdout: string) => Number(/via kubectl port-forward 127\.0
 
 describe('validate with CLUSTER=existing: routes through kubectl port-forward', () => {
   it('checks the route through the forward with the route name as SNI and Host; HOST_IP:HTTPS_PORT is never dialled; the forward is gone after', async () => {
-    seen = [];
+    front.seen.length = 0;
     routeStatus = 200;
     const sb = sandbox();
     // Nothing listens on HTTPS_PORT: a check that dialled it would fail.
@@ -98,15 +65,15 @@ describe('validate with CLUSTER=existing: routes through kubectl port-forward', 
       `✓ App ${NAME}: container logs of every Ready pod in Loki (via Grafana) in the last 5 minutes`,
     ]);
     expect(r.stdout).toContain(`CLUSTER=existing: the routes are checked through kubectl port-forward 127.0.0.1:${local} → service/traefik (websecure) in traefik`);
-    expect(seen).toContain(`${NAME}.${DOMAIN} ${NAME}.${DOMAIN} /`);
-    expect(seen.some((s) => s.startsWith(`grafana.${DOMAIN} grafana.${DOMAIN} `))).toBe(true);
+    expect(front.seen).toContain(`${NAME}.${DOMAIN} ${NAME}.${DOMAIN} /`);
+    expect(front.seen.some((s) => s.startsWith(`grafana.${DOMAIN} grafana.${DOMAIN} `))).toBe(true);
     // One forward, to Traefik's HTTPS port by name, with the flags kubectl 1.31 has.
     expect(r.calls.filter((c) => c.argv.includes('port-forward')).map((c) => c.argv.slice(c.argv.indexOf('port-forward')).join(' '))).toEqual(['port-forward --namespace traefik service/traefik :websecure']);
     expect(await listening(local)).toBe(false);
   });
 
   it('a failing check: exit 1, and the forward is stopped all the same', async () => {
-    seen = [];
+    front.seen.length = 0;
     routeStatus = 502;
     const sb = sandbox();
     const r = await sb.run('validate', ['--app', NAME, '--wait', '0'], { ...existingClusterEnv(sb), DOMAIN, HTTPS_PORT: String(await closedPort()) });
