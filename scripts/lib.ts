@@ -1095,7 +1095,7 @@ export function ingressClassAddressOf(ingresses: readonly IngressJson[], classNa
   return {
     missing:
       `the ${className} controller has published no address on our Ingresses yet (\`kubectl --namespace ${ROUTES_NAMESPACE} get ingress ${ours[0].metadata.name} --watch\`; ` +
-      "some controllers never publish one, e.g. ingress-nginx on a NodePort or hostNetwork without --publish-service): reach it at the address its Service or nodes have, or through a port-forward to its Service (INGRESS_SERVICE)",
+      'some controllers never publish one, e.g. on hostNetwork without a published Service): reach it at the address its Service or nodes have, or through a port-forward to its Service (INGRESS_SERVICE)',
   };
 }
 

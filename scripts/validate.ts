@@ -78,6 +78,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import https from 'node:https';
 import path from 'node:path';
 import {
@@ -1276,6 +1277,12 @@ export function routeTargets(cfg: Config, ca: string, connect: RouteAccess['conn
 
 /** Traefik's Service and the port (by its name in the chart) validate forwards to with CLUSTER=existing. */
 export const FORWARDED_SERVICE = { namespace: 'traefik', service: 'traefik', port: 'websecure' } as const;
+/**
+ * kubectl port-forward's answers that no retry changes: the Service is not there, it has no such
+ * port (cmd/portforward translateServicePortToTargetPort), or the user may not forward (RBAC).
+ */
+export const PERMANENT_FORWARD_ERROR = /Error from server \((NotFound|Forbidden)\)|does not have a (service|named) port/;
+
 /** How long `kubectl port-forward` may take to say where it listens. */
 export const PORT_FORWARD_READY_MS = 30_000;
 
@@ -1300,7 +1307,9 @@ export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY
   const notRunningHint = forwarded === FORWARDED_SERVICE ? 'Is Traefik installed (`task traefik`) with a Ready pod?' : `Is INGRESS_SERVICE=${cfg.INGRESS_SERVICE} your ${cfg.INGRESS_CLASS} controller's Service, with a Ready pod?`;
   const args = [...target.args, 'port-forward', '--namespace', namespace, `service/${service}`, `:${port}`];
   const child = spawn('kubectl', args, { env: { ...process.env, ...target.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stopping = false;
   const stop = () => {
+    stopping = true;
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
   };
   const onSignal = (signal: NodeJS.Signals) => {
@@ -1318,8 +1327,11 @@ export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY
   };
   let stdout = '';
   let stderr = '';
+  let forwarding = false;
   const local = await new Promise<number>((resolve, reject) => {
-    // Not starting at all (no kubectl) is final; exiting or not forwarding yet is retried within --wait.
+    // Not starting at all (no kubectl), or kubectl's answer that the Service or its port does not
+    // exist or may not be forwarded, is final; exiting otherwise (no Ready pod yet) or not forwarding
+    // yet is retried within --wait.
     const fail = (why: string, final = false) => {
       stopAll();
       const message = `\`kubectl ${args.slice(target.args.length).join(' ')}\` ${why}${stderr.trim() ? `:\n${stderr.trim()}` : ''}\n${notRunningHint}`;
@@ -1330,7 +1342,8 @@ export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY
     child.stdout.on('data', (d) => {
       stdout += d;
       const found = forwardedPort(stdout);
-      if (found !== undefined) {
+      if (found !== undefined && !forwarding) {
+        forwarding = true;
         clearTimeout(timer);
         resolve(found);
       }
@@ -1342,7 +1355,12 @@ export async function startPortForward(cfg: Config, readyMs = PORT_FORWARD_READY
     });
     child.on('exit', (code) => {
       clearTimeout(timer);
-      fail(`exited with code ${code}`);
+      if (!forwarding) return fail(`exited with code ${code}`, PERMANENT_FORWARD_ERROR.test(stderr));
+      // It ended while validate still ran (the pod went away, the connection to it broke): say so,
+      // or the checks after this would only see a refused connection on 127.0.0.1.
+      if (stopping) return;
+      stopAll();
+      warn(`\`kubectl ${args.slice(target.args.length).join(' ')}\` stopped forwarding (exit code ${code})${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''}; the checks after this cannot reach the routes. Run \`task validate\` again.`);
     });
   });
   return { connect: { host: '127.0.0.1', port: local }, via: `kubectl port-forward 127.0.0.1:${local}`, stop: stopAll };
@@ -1382,8 +1400,34 @@ async function ingressClassAccess(cfg: Config): Promise<RouteAccess> {
         `Set INGRESS_SERVICE=<namespace>/<service>[:<port>] in .env to your ${cfg.INGRESS_CLASS} controller's Service (such as ingress-nginx/ingress-nginx-controller:https): validate then port-forwards to it.`,
     );
   }
+  // A published address is not always one this machine reaches: ingress-nginx behind a NodePort
+  // Service publishes that Service's ClusterIP (statusAddressFromService), which answers only inside the cluster.
+  const refused = await tcpProblem(reached.address, reached.port, ADDRESS_CONNECT_MS);
+  if (refused) {
+    throw new CheckError(
+      `INGRESS_CLASS=${cfg.INGRESS_CLASS}: the address the controller published on our Ingresses, ${reached.address}:${reached.port}, does not answer from this machine (${refused}); ` +
+        `a controller behind a NodePort or ClusterIP Service may publish an in-cluster address. Set INGRESS_SERVICE=<namespace>/<service>[:<port>] in .env to the controller's Service (such as ingress-nginx/ingress-nginx-controller:https): validate then port-forwards to it.`,
+    );
+  }
   note(`INGRESS_CLASS=${cfg.INGRESS_CLASS}: the routes are checked at ${reached.how}, with their names and our CA (set INGRESS_SERVICE to go through a port-forward instead)`);
   return { connect: { host: reached.address, port: reached.port }, via: `${reached.address}:${reached.port}`, stop: () => {} };
+}
+
+/** How long validate waits for a TCP connection to an ingress address it was given. */
+export const ADDRESS_CONNECT_MS = 5000;
+
+/** Why a TCP connection to host:port cannot be made within `ms` (refused, unreachable, timed out), or undefined when it can. */
+export function tcpProblem(host: string, port: number, ms: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (problem?: string) => {
+      socket.destroy();
+      resolve(problem);
+    };
+    socket.setTimeout(ms, () => done(`no answer within ${ms / 1000}s`));
+    socket.once('connect', () => done());
+    socket.once('error', (err) => done(err.message));
+  });
 }
 
 /** The routes validate checks: ROUTES without Traefik's dashboard when INGRESS_CLASS serves them (no Traefik). */

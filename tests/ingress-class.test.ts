@@ -377,6 +377,17 @@ describe('validate with INGRESS_CLASS against the stand-in tools', { timeout: 60
     expect(front.seen).toContain(`${NAME}.${DOMAIN} ${NAME}.${DOMAIN} /`);
   });
 
+  it('a published address this machine cannot reach (an in-cluster ClusterIP, say): the routes check fails naming INGRESS_SERVICE, nothing is dialled through it', async () => {
+    // 127.0.0.1:443: nothing listens there on a test machine, as a ClusterIP answers nothing outside the cluster.
+    const withIngress = sandbox([{ apiVersion: 'networking.k8s.io/v1', ...ingress('grafana', 'nginx', { ip: '127.0.0.1' }) }]);
+    const r = await withIngress.run('validate', ['--app', NAME, '--wait', '0'], { ...existingClusterEnv(withIngress), DOMAIN, INGRESS_CLASS: 'nginx' });
+    expect(r.code).toBe(1);
+    expect(checkLines(r.stdout)).toEqual([`✓ App ${NAME}: pods of Deployment ${NAME}/${NAME} Ready`, '✗ Routes reachable from this machine', '✗ Checks through the routes (metrics, logs, traces, Grafana, freshness, alerting)']);
+    expect(r.stdout + r.stderr).toMatch(/the address the controller published on our Ingresses, 127\.0\.0\.1:443, does not answer from this machine \(connect ECONNREFUSED/);
+    expect(r.stdout + r.stderr).toContain('Set INGRESS_SERVICE=<namespace>/<service>[:<port>] in .env');
+    expect(r.calls.some((c) => c.argv.includes('port-forward'))).toBe(false);
+  });
+
   it('neither INGRESS_SERVICE nor an address on our Ingresses: stops with a message naming INGRESS_SERVICE and the fix, no forward', async () => {
     const sb = sandbox([{ apiVersion: 'networking.k8s.io/v1', ...ingress('grafana', 'nginx') }]);
     const r = await sb.run('validate', ['--app', NAME, '--wait', '0'], { ...existingClusterEnv(sb), DOMAIN, INGRESS_CLASS: 'nginx' });

@@ -122,6 +122,21 @@ describe('validate with CLUSTER=existing: routes through kubectl port-forward', 
     expect(r.calls.filter((c) => c.argv.includes('port-forward'))).toHaveLength(1);
   });
 
+  it('within --wait a forward that exits (no Ready pod yet) is tried again; one that kubectl refuses for good (no such Service) is not', async () => {
+    const forwards = (r: { calls: { argv: string[] }[] }) => r.calls.filter((c) => c.argv.includes('port-forward')).length;
+    const noPod = sandbox(false);
+    const waiting = await noPod.run('validate', ['--app', NAME, '--wait', '8'], { ...existingClusterEnv(noPod), DOMAIN });
+    expect(waiting.code).toBe(1);
+    expect(forwards(waiting), waiting.stdout).toBeGreaterThan(1);
+    expect(waiting.stdout).toContain('not yet, retrying for up to');
+
+    const noService = shopSandbox(DOMAIN, front, { ...TRAEFIK_SERVICE, metadata: { name: 'not-traefik', namespace: 'traefik' } });
+    const refused = await noService.run('validate', ['--app', NAME, '--wait', '8'], { ...existingClusterEnv(noService), DOMAIN });
+    expect(refused.code).toBe(1);
+    expect(refused.stdout + refused.stderr).toContain('Error from server (NotFound): services "traefik" not found');
+    expect(forwards(refused)).toBe(1);
+  });
+
   it('CLUSTER=talos dials HOST_IP:HTTPS_PORT as before: no port-forward', async () => {
     routeStatus = 200;
     const sb = sandbox();
