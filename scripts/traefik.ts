@@ -274,8 +274,18 @@ export function traefikValues(cfg: Pick<Config, 'HTTP_PORT' | 'HTTPS_PORT'>, ser
   delete base.affinity;
   if (serviceType === 'LoadBalancer') for (const p of ['web', 'websecure']) delete base.ports[p].nodePort;
   const exposed = serviceType === 'NodePort' ? INGRESS_NODE_PORTS : { http: cfg.HTTP_PORT, https: cfg.HTTPS_PORT };
-  return [base, { service: { spec: { type: serviceType } }, ports: { web: { exposedPort: exposed.http }, websecure: { exposedPort: exposed.https } } }];
+  return [base, { service: { spec: { type: serviceType } }, ports: { web: { exposedPort: exposed.http }, websecure: { exposedPort: exposed.https } } }, EXISTING_CLUSTER_INGRESS_VALUES];
 }
+
+/**
+ * On a cluster that is not ours, Traefik serves only our IngressRoutes' kind of routes: no
+ * IngressClass (the chart makes one named "traefik" and the cluster's default: a k3s/k3d cluster
+ * already has an IngressClass "traefik" of its own Traefik, which helm would refuse to adopt, and a
+ * second default class makes the API server refuse every new Ingress without a class), and no
+ * Kubernetes Ingress provider (it would serve, and write its address into the status of, the
+ * user's Ingresses).
+ */
+export const EXISTING_CLUSTER_INGRESS_VALUES = { ingressClass: { enabled: false }, providers: { kubernetesIngress: { enabled: false } } };
 
 /** A Node or DaemonSet as `kubectl get -o json` shows it, as far as the Service type needs. */
 export interface ClusterObject {

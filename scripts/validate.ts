@@ -23,7 +23,9 @@
 //      Ingresses, port 443. No traefik dashboard route then, and no traefik namespace in check 1.
 //      With CLUSTER=existing, reaching the routes is a check of its own ("Routes reachable from
 //      this machine", after 1 and the smoke test; a port-forward that exits is retried within
-//      --wait; neither INGRESS_SERVICE nor an address fails it naming INGRESS_SERVICE); when it
+//      --wait, unless kubectl says the Service or port does not exist or is forbidden; a published
+//      address must accept a TCP connection; neither INGRESS_SERVICE nor an address fails it naming
+//      INGRESS_SERVICE; a forward that stops mid-run is reported); when it
 //      fails, one failed line stands for every check that needs the routes (they are not run), so
 //      the cluster checks above still say what they saw;
 //   4. Prometheus (https://prometheus.<DOMAIN>): every Ready pod of the sample app's Deployment has

@@ -49,6 +49,18 @@ describe.skipIf(!haveChart || !helmBin)(`Traefik chart ${PINNED.charts.traefik.v
     expect(r.stderr).toMatch(/schema/);
   });
 
+  it("CLUSTER=existing: no IngressClass rendered, the Ingress provider off, IngressRoutes (CRD provider) still served", () => {
+    const r = render(mergeValues(...traefikValues({ HTTP_PORT: 80, HTTPS_PORT: 443 }, 'NodePort')));
+    expect(r.status, r.stderr).toBe(0);
+    const objs = docs(r.stdout);
+    expect(objs.filter((o) => o.kind === 'IngressClass')).toEqual([]);
+    const args: string[] = objs.find((o) => o.kind === 'DaemonSet').spec.template.spec.containers[0].args;
+    expect(args.some((a) => a.startsWith('--providers.kubernetesingress'))).toBe(false);
+    expect(args).toContain('--providers.kubernetescrd');
+    // On Talos the chart's own class is kept (the cluster is ours).
+    expect(docs(render(mergeValues(...traefikValues({ HTTP_PORT: 80, HTTPS_PORT: 443 }))).stdout).filter((o) => o.kind === 'IngressClass')).toHaveLength(1);
+  });
+
   it.each([
     [80, 443],
     [8080, 8443],

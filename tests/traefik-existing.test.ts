@@ -47,6 +47,14 @@ describe('traefikValues', () => {
     expect('affinity' in v).toBe(false);
     expect([v.ports.websecure.nodePort, v.ports.websecure.exposedPort]).toEqual([INGRESS_NODE_PORTS.https, INGRESS_NODE_PORTS.https]);
   });
+  it.each(['NodePort', 'LoadBalancer'] as const)('existing, %s: no IngressClass and no Kubernetes Ingress provider (the cluster\'s own classes and Ingresses are left alone); Talos keeps both', (type) => {
+    const v = merged(type);
+    expect(v.ingressClass).toEqual({ enabled: false });
+    expect(v.providers.kubernetesIngress.enabled).toBe(false);
+    expect(v.providers.kubernetesCRD.enabled).toBe(true);
+    expect(merged().ingressClass).toBeUndefined();
+    expect(merged().providers.kubernetesIngress.enabled).toBe(true);
+  });
   it('existing, LoadBalancer: HTTP_PORT/HTTPS_PORT, NodePorts left to the API server, no nulls', () => {
     const v = merged('LoadBalancer');
     expect(v.service.spec.type).toBe('LoadBalancer');
