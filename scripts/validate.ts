@@ -362,7 +362,7 @@ export async function checkRoute(target: Target, pathName: string): Promise<stri
   if (res.status >= 400) {
     throw new CheckError(
       `${new URL(pathName, target.url).href} answered HTTP ${res.status}` +
-        (res.status === 404 ? ' (Traefik has no route for this host, or the service has no such path)' : '') +
+        (res.status === 404 ? ' (the ingress has no route for this host, or the service has no such path)' : '') +
         `: ${res.body.trim().slice(0, 200)}`,
     );
   }

@@ -412,7 +412,7 @@ describe('checkRoute: HTTPS through an address, trusting only our CA (real TLS, 
   });
   it('fails when Traefik has no route for the host (404)', async () => {
     await expect(checkRoute(target('prometheus.local.test', ours.ca), '/-/ready')).rejects.toThrow(
-      'https://prometheus.local.test/-/ready answered HTTP 404 (Traefik has no route for this host, or the service has no such path): 404 page not found',
+      'https://prometheus.local.test/-/ready answered HTTP 404 (the ingress has no route for this host, or the service has no such path): 404 page not found',
     );
   });
   it('fails when nothing listens', async () => {
