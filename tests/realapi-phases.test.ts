@@ -231,7 +231,10 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     const r = await phase('footprint');
     expect(r.code, r.out).toBe(0);
     expect(r.out, r.out).toMatch(/^cluster: context simcluster /m);
-    expect(r.out, r.out).toMatch(/the platform's namespaces: monitoring, sample-app, traefik \(\d+ pods in other namespaces not counted\)/);
+    // The user's local-path provisioner (local-path-storage, not ours) is there and not counted.
+    expect(r.out, r.out).toMatch(/the platform's namespaces: monitoring, sample-app, traefik \([1-9]\d* pods in other namespaces not counted\)/);
+    expect(r.out, r.out).toMatch(/^monitoring\/\S+ /m);
+    expect(r.out, r.out).not.toMatch(/^(local-path-storage|kube-system)\//m);
     const nodes = JSON.parse(kubectl(['get', 'nodes', '-o', 'json'])).items as unknown[];
     expect(r.out, r.out).toContain(`allocatable memory of the ${nodes.length} nodes`);
     // No Prometheus runs: use is not available, and says why.
