@@ -421,4 +421,32 @@ describe('phases with CLUSTER=existing', { timeout: 240_000 }, () => {
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(again.calls.filter(isMutating).map(line)).toEqual([]);
   });
+
+  it("destroy with Traefik, in the user's monitoring: our IngressRoutes there go (the Traefik CRDs are the user's and stay), their IngressRoute stays", async () => {
+    const sb = existingSandbox();
+    const crd = (name: string) => ({ apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', metadata: { name } });
+    const theirs = {
+      'Namespace//monitoring': namespaceObject('monitoring', { team: 'ops' }),
+      'IngressRoute/monitoring/team-route': { apiVersion: 'traefik.io/v1alpha1', kind: 'IngressRoute', metadata: { name: 'team-route', namespace: 'monitoring' }, spec: { routes: [] } },
+      'CustomResourceDefinition//ingressroutes.traefik.io': crd('ingressroutes.traefik.io'),
+      'CustomResourceDefinition//middlewares.traefik.io': crd('middlewares.traefik.io'),
+      'CustomResourceDefinition//tlsstores.traefik.io': crd('tlsstores.traefik.io'),
+    };
+    sb.scenario({ kubectl: { objects: { ...theirs, 'StorageClass//standard': { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'standard', annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } } } } } });
+    const t = await sb.run('traefik', [], EXISTING);
+    expect(t.code, t.stdout + t.stderr).toBe(0);
+    expect(Object.keys(sb.state().kubectl.objects).filter((k) => k.startsWith('IngressRoute/monitoring/')).sort()).toEqual(['IngressRoute/monitoring/alertmanager', 'IngressRoute/monitoring/grafana', 'IngressRoute/monitoring/prometheus', 'IngressRoute/monitoring/team-route']);
+
+    const r = await sb.run('talos', ['--destroy', '--yes'], EXISTING);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('will remove IngressRoute monitoring/grafana (labelled app.kubernetes.io/part-of=talos-local-observability, in namespace monitoring, which is not ours)');
+    const objects = sb.state().kubectl.objects;
+    expect(Object.keys(objects).filter((k) => k.split('/')[1] === 'monitoring')).toEqual(['IngressRoute/monitoring/team-route']);
+    for (const [key, object] of Object.entries(theirs).filter(([k]) => !k.startsWith('Namespace/'))) expect(objects[key]).toEqual(object);
+    expect(objects).not.toHaveProperty(['Namespace//traefik']);
+
+    const again = await sb.run('talos', ['--destroy', '--yes'], EXISTING);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(again.calls.filter(isMutating).map(line)).toEqual([]);
+  });
 });
