@@ -588,6 +588,13 @@ export const kubeconfigPath = (cfg: Config) => statePath(cfg, 'kubeconfig');
 /** The label on every namespace the platform creates: destroy with CLUSTER=existing deletes only namespaces that carry it. */
 export const NAMESPACE_OWNER_LABEL = 'talos-local.platform/owner';
 
+/**
+ * The label on every object the platform applies with kubectl (manifests/, ingressManifests, the
+ * observability phase's Secrets and dashboards): with CLUSTER=existing, destroy deletes the ones in
+ * namespaces that are not ours by it.
+ */
+export const PART_OF_LABEL = { 'app.kubernetes.io/part-of': 'talos-local-observability' } as const;
+
 /** Where every kubectl and helm call of this run goes. */
 export interface ClusterTarget {
   kind: 'talos' | 'existing';

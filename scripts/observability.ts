@@ -43,6 +43,7 @@ import YAML from 'yaml';
 import {
   type Config,
   type HelmReleaseSpec,
+  PART_OF_LABEL,
   PINNED,
   PROJECT_DIR,
   TEMPO,
@@ -244,7 +245,7 @@ export function webhookSecretManifest(url: string): string {
     apiVersion: 'v1',
     kind: 'Secret',
     type: 'Opaque',
-    metadata: { name: ALERT_WEBHOOK.secret, namespace: NAMESPACE, labels: { 'app.kubernetes.io/part-of': 'platform' } },
+    metadata: { name: ALERT_WEBHOOK.secret, namespace: NAMESPACE, labels: { ...PART_OF_LABEL } },
     data: { [ALERT_WEBHOOK.key]: Buffer.from(url, 'utf8').toString('base64') },
   });
 }
@@ -412,7 +413,7 @@ export function adminSecretManifest(password: string): string {
     apiVersion: 'v1',
     kind: 'Secret',
     type: 'Opaque',
-    metadata: { name: GRAFANA_ADMIN.secret, namespace: NAMESPACE },
+    metadata: { name: GRAFANA_ADMIN.secret, namespace: NAMESPACE, labels: { ...PART_OF_LABEL } },
     data: { [GRAFANA_ADMIN.userKey]: b64(GRAFANA_ADMIN.user), [GRAFANA_ADMIN.passwordKey]: b64(password) },
   });
 }
@@ -446,7 +447,7 @@ export function dashboardsConfigMap(dir: string = DASHBOARDS_DIR): { yaml: strin
     metadata: {
       name: DASHBOARDS_CONFIGMAP,
       namespace: NAMESPACE,
-      labels: { 'app.kubernetes.io/part-of': 'platform', 'app.kubernetes.io/component': 'dashboards' },
+      labels: { ...PART_OF_LABEL, 'app.kubernetes.io/component': 'dashboards' },
     },
     data,
   });

@@ -28,8 +28,11 @@
 // With CLUSTER=existing (README "Use your own cluster") the cluster is the user's: create, --registry,
 // --preflight and --kubeconfig say "skipped: CLUSTER=existing" and call no tool; --destroy [--clean]
 // lists what the platform installed there (releases and CRDs recorded in STATE_DIR/installed.log,
-// namespaces labelled talos-local.platform/owner=<CLUSTER_NAME>, local-path when storage installed
-// it), asks unless --yes, removes only that and the state; never the cluster, never Docker.
+// namespaces labelled talos-local.platform/owner=<CLUSTER_NAME>, the objects it applied with the
+// label app.kubernetes.io/part-of=talos-local-observability into namespaces that are not ours, e.g.
+// a monitoring the user had before: Ingresses, Secret platform-tls with our key, IngressRoutes;
+// local-path when storage installed it), asks unless --yes, removes only that and the state; never
+// the cluster, never Docker.
 //
 // Reads .env keys: CLUSTER_NAME TALOS_VERSION KUBERNETES_VERSION WORKERS CONTROLPLANE_CPUS
 //   CONTROLPLANE_MEMORY WORKER_CPUS WORKER_MEMORY CLUSTER_SUBNET HOST_IP HTTP_PORT HTTPS_PORT
@@ -67,6 +70,7 @@ import {
   type Config,
   INGRESS_NODE_PORTS,
   NAMESPACE_OWNER_LABEL,
+  PART_OF_LABEL,
   type OwnedOnCluster,
   ownedOnCluster,
   clusterTarget,
@@ -1343,28 +1347,69 @@ async function target(cfg: Config): Promise<void> {
 }
 
 /**
+ * The kinds the platform applies with kubectl into namespaces (manifests/, lib ingressManifests and
+ * tlsSecretManifest, the observability phase's Secrets and dashboards, the app phase), as kubectl
+ * names them; the Traefik ones only where their CRD exists (kubectl fails on a resource type the
+ * server does not have).
+ */
+const APPLIED_KINDS = ['deployments.apps', 'services', 'secrets', 'configmaps', 'ingresses.networking.k8s.io'];
+const TRAEFIK_KINDS = ['ingressroutes.traefik.io', 'middlewares.traefik.io', 'tlsstores.traefik.io'];
+const [PART_OF_KEY, PART_OF_VALUE] = Object.entries(PART_OF_LABEL)[0];
+
+/** An object the platform applied outside its own namespaces: its type for kubectl (kind.group), namespace and name. */
+export interface AppliedObject {
+  type: string;
+  kind: string;
+  namespace: string;
+  name: string;
+}
+
+/**
+ * Of the objects a label-selected `kubectl get` returned, those that are ours (PART_OF_LABEL, checked
+ * again here) in a namespace that is not (ourNamespaces go whole, with everything in them).
+ */
+export function ourObjectsElsewhere(
+  items: { apiVersion?: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } }[],
+  ourNamespaces: string[],
+): AppliedObject[] {
+  return items
+    .filter((o) => o.metadata.namespace && !ourNamespaces.includes(o.metadata.namespace) && o.metadata.labels?.[PART_OF_KEY] === PART_OF_VALUE)
+    .map((o) => {
+      const group = o.apiVersion?.includes('/') ? o.apiVersion.split('/')[0] : '';
+      return { type: `${o.kind.toLowerCase()}${group ? `.${group}` : ''}`, kind: o.kind, namespace: o.metadata.namespace as string, name: o.metadata.name };
+    });
+}
+
+/**
  * destroy with CLUSTER=existing: lists exactly what the platform installed on the cluster
- * (ownedOnCluster), asks unless --yes, removes it (releases, then namespaces, CRDs, local-path's
- * cluster objects) and the state it wrote. Never the cluster, never Docker, never anything else.
+ * (ownedOnCluster, ourObjectsElsewhere), asks unless --yes, removes it (releases, then the objects
+ * it applied into namespaces that are not ours, namespaces, CRDs, local-path's cluster objects) and
+ * the state it wrote. Never the cluster, never Docker, never anything else.
  */
 async function destroyExisting(cfg: Config, clean: boolean, yes: boolean): Promise<void> {
   const t = clusterTarget(cfg);
   note(targetLine(cfg));
   let owned: OwnedOnCluster = { releases: [], namespaces: [], crds: [], clusterObjects: [] };
+  let elsewhere: AppliedObject[] = [];
   await check('What the platform installed there', async () => {
     await kubectl(cfg, ['get', '--raw', '/readyz'], { hint: `Check the cluster of context ${t.context}, or KUBE_CONTEXT in .env.` });
+    const crds = await crdNames(cfg);
     owned = ownedOnCluster({
       clusterName: cfg.CLUSTER_NAME,
       releases: await deployedReleases(cfg),
       namespaces: JSON.parse((await kubectl(cfg, ['get', 'namespaces', '--output', 'json'])).stdout).items ?? [],
-      crds: installedRecord(cfg).crds?.length ? await crdNames(cfg) : [],
+      crds,
       installed: installedRecord(cfg),
     });
-    const n = owned.releases.length + owned.namespaces.length + owned.crds.length + owned.clusterObjects.length;
+    const kinds = [...APPLIED_KINDS, ...TRAEFIK_KINDS.filter((k) => crds.includes(k))];
+    const labelled = await kubectl(cfg, ['get', kinds.join(','), '--all-namespaces', '--selector', `${PART_OF_KEY}=${PART_OF_VALUE}`, '--output', 'json']);
+    elsewhere = ourObjectsElsewhere(JSON.parse(labelled.stdout).items ?? [], owned.namespaces);
+    const n = owned.releases.length + owned.namespaces.length + elsewhere.length + owned.crds.length + owned.clusterObjects.length;
     return n ? `${n} things` : 'nothing';
   });
   const listing = [
     ...owned.releases.map((r) => `Helm release ${r.namespace}/${r.name}`),
+    ...elsewhere.map((o) => `${o.kind} ${o.namespace}/${o.name} (labelled ${PART_OF_KEY}=${PART_OF_VALUE}, in namespace ${o.namespace}, which is not ours)`),
     ...owned.namespaces.map((n) => `namespace ${n} (labelled ${NAMESPACE_OWNER_LABEL}=${cfg.CLUSTER_NAME}) with everything in it`),
     ...owned.crds.map((c) => `CustomResourceDefinition ${c}`),
     ...owned.clusterObjects.map((o) => `${o} (local-path-provisioner)`),
@@ -1378,6 +1423,15 @@ async function destroyExisting(cfg: Config, clean: boolean, yes: boolean): Promi
   await step('Our Helm releases', async () => {
     for (const r of owned.releases) await helm(cfg, ['uninstall', r.name, '--namespace', r.namespace, '--wait', '--timeout', '5m']);
     return owned.releases.length ? `uninstalled ${owned.releases.map((r) => r.name).join(', ')}` : 'unchanged (none)';
+  });
+  await step(`Our objects in namespaces that are not ours (labelled ${PART_OF_KEY}=${PART_OF_VALUE})`, async () => {
+    // One delete per namespace and type, by the names listed and confirmed above (not by the selector).
+    for (const key of new Set(elsewhere.map((o) => `${o.namespace} ${o.type}`))) {
+      const [namespace, type] = key.split(' ');
+      const names = elsewhere.filter((o) => o.namespace === namespace && o.type === type).map((o) => o.name);
+      await kubectl(cfg, ['delete', type, ...names, '--namespace', namespace, '--ignore-not-found']);
+    }
+    return elsewhere.length ? `deleted ${elsewhere.map((o) => `${o.kind} ${o.namespace}/${o.name}`).join(', ')}` : 'unchanged (none)';
   });
   await step('Our namespaces', async () => {
     if (owned.namespaces.length) await kubectl(cfg, ['delete', 'namespace', ...owned.namespaces, '--ignore-not-found', '--timeout=5m']);

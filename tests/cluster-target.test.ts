@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { type ClusterTarget, clusterTarget, installedRecord, isLocalTarget, mergeValues, ownedOnCluster, parseConfig, recordInstalled, resolveContext, targetArgs, toolHint } from '../scripts/lib.ts';
 import { CLUSTER_PROFILE_SIZES, clusterLayers, releaseSpec } from '../scripts/observability.ts';
 import { clusterDefaultClass } from '../scripts/storage.ts';
+import { ourObjectsElsewhere } from '../scripts/talos.ts';
 import { type Sandbox, type ToolCall, isMutating, makeSandbox } from './helpers.ts';
 
 describe('isLocalTarget: deploy without asking only to a cluster on this machine or its LAN', () => {
@@ -186,6 +187,21 @@ describe('ownedOnCluster: what destroy may remove from a cluster that is not our
   });
 });
 
+describe("ourObjectsElsewhere: what destroy removes from namespaces that are not ours", () => {
+  const ours = { 'app.kubernetes.io/part-of': 'talos-local-observability' };
+  const obj = (apiVersion: string, kind: string, namespace: string, name: string, labels: Record<string, string> = ours) => ({ apiVersion, kind, metadata: { name, namespace, labels } });
+  it.each([
+    ['a Secret of ours in their namespace', [obj('v1', 'Secret', 'monitoring', 'platform-tls')], [], [{ type: 'secret', kind: 'Secret', namespace: 'monitoring', name: 'platform-tls' }]],
+    ['an Ingress: kind.group for kubectl', [obj('networking.k8s.io/v1', 'Ingress', 'monitoring', 'grafana')], [], [{ type: 'ingress.networking.k8s.io', kind: 'Ingress', namespace: 'monitoring', name: 'grafana' }]],
+    ['an IngressRoute', [obj('traefik.io/v1alpha1', 'IngressRoute', 'shop', 'shop')], [], [{ type: 'ingressroute.traefik.io', kind: 'IngressRoute', namespace: 'shop', name: 'shop' }]],
+    ['in a namespace of ours: it goes with the namespace', [obj('v1', 'Secret', 'monitoring', 'platform-tls')], ['monitoring'], []],
+    ['without our label (whatever the selector returned)', [obj('v1', 'Secret', 'monitoring', 'team', { 'app.kubernetes.io/part-of': 'kube-prometheus-stack' }), obj('v1', 'ConfigMap', 'monitoring', 'x', {})], [], []],
+    ['cluster-scoped (no namespace)', [{ apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'traefik', labels: ours } }], [], []],
+  ] as const)('%s', (_, items, namespaces, want) => {
+    expect(ourObjectsElsewhere(items as any, [...namespaces])).toEqual(want);
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // Phases against the stand-ins
 // ---------------------------------------------------------------------------------------------
@@ -351,6 +367,83 @@ describe('phases with CLUSTER=existing', { timeout: 240_000 }, () => {
     expect(objects).not.toHaveProperty(['CustomResourceDefinition//alloys.collectors.grafana.com']);
     expect(objects).toHaveProperty(['StorageClass//standard']);
     expect(fs.existsSync(path.join(sb.stateDir, 'installed.log'))).toBe(false);
+
+    const again = await sb.run('talos', ['--destroy', '--yes'], EXISTING);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(again.calls.filter(isMutating).map(line)).toEqual([]);
+  });
+
+  it("destroy, in a namespace that was the user's before: our objects go (the Ingresses, Secret platform-tls with our key, Grafana's Secret, the dashboards), theirs stay", async () => {
+    const sb = existingSandbox();
+    const ours = (o: { metadata: { labels?: Record<string, string> } }) => o.metadata.labels?.['app.kubernetes.io/part-of'] === 'talos-local-observability';
+    // The user's monitoring (kube-prometheus-stack's usual home) with their own Secret and Ingress, and their ingress controller.
+    const theirs = {
+      'Namespace//monitoring': namespaceObject('monitoring', { team: 'ops' }),
+      'Secret/monitoring/team-creds': { apiVersion: 'v1', kind: 'Secret', type: 'Opaque', metadata: { name: 'team-creds', namespace: 'monitoring' }, data: { token: 'eA==' } },
+      'Ingress/monitoring/team-dash': { apiVersion: 'networking.k8s.io/v1', kind: 'Ingress', metadata: { name: 'team-dash', namespace: 'monitoring', labels: { team: 'ops' } }, spec: { ingressClassName: 'nginx' } },
+      'ConfigMap/monitoring/team-dashboards': { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'team-dashboards', namespace: 'monitoring', labels: { 'app.kubernetes.io/part-of': 'kube-prometheus-stack' } }, data: {} },
+    };
+    sb.scenario({
+      kubectl: {
+        objects: {
+          ...theirs,
+          'StorageClass//standard': { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'standard', annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } } },
+          'IngressClass//nginx': { apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'nginx' }, spec: { controller: 'k8s.io/ingress-nginx' } },
+        },
+      },
+    });
+    const env = { ...EXISTING, INGRESS_CLASS: 'nginx' };
+    for (const phase of ['storage', 'observability', 'traefik']) {
+      const r = await sb.run(phase, [], env);
+      expect(r.code, `${phase}: ${r.stdout}${r.stderr}`).toBe(0);
+    }
+    const inMonitoring = () => Object.entries(sb.state().kubectl.objects).filter(([k]) => k.split('/')[1] === 'monitoring');
+    const ourKeys = inMonitoring().filter(([, o]) => ours(o as never)).map(([k]) => k).sort();
+    // What the phases applied there with kubectl, every one labelled ours.
+    expect(ourKeys).toEqual(expect.arrayContaining(['Ingress/monitoring/grafana', 'Secret/monitoring/platform-tls', 'Secret/monitoring/grafana-admin', 'ConfigMap/monitoring/grafana-dashboards-platform', 'Secret/monitoring/alertmanager-webhook']));
+    expect(inMonitoring().map(([k]) => k).filter((k) => !k.startsWith('Namespace/') && !(k in theirs) && !ourKeys.includes(k))).toEqual([]);
+
+    const plan = await sb.run('talos', ['--destroy'], env);
+    expect(plan.code).toBe(1);
+    expect(plan.stdout).toContain('will remove Secret monitoring/platform-tls (labelled app.kubernetes.io/part-of=talos-local-observability, in namespace monitoring, which is not ours)');
+    expect(plan.stdout).toContain('will remove Ingress monitoring/grafana (labelled');
+    expect(plan.stdout).not.toMatch(/team-/);
+    expect(plan.calls.filter(isMutating)).toEqual([]);
+
+    const r = await sb.run('talos', ['--destroy', '--yes'], env);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(inMonitoring().filter(([, o]) => ours(o as never)).map(([k]) => k)).toEqual([]);
+    // Their namespace stays (the stand-in's apply replaced its labels with ours: the real one merges them), and everything of theirs in it.
+    expect(sb.state().kubectl.objects).toHaveProperty(['Namespace//monitoring']);
+    for (const [key, object] of Object.entries(theirs).filter(([k]) => !k.startsWith('Namespace/'))) expect(sb.state().kubectl.objects[key]).toEqual(object);
+
+    const again = await sb.run('talos', ['--destroy', '--yes'], env);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(again.calls.filter(isMutating).map(line)).toEqual([]);
+  });
+
+  it("destroy with Traefik, in the user's monitoring: our IngressRoutes there go (the Traefik CRDs are the user's and stay), their IngressRoute stays", async () => {
+    const sb = existingSandbox();
+    const crd = (name: string) => ({ apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', metadata: { name } });
+    const theirs = {
+      'Namespace//monitoring': namespaceObject('monitoring', { team: 'ops' }),
+      'IngressRoute/monitoring/team-route': { apiVersion: 'traefik.io/v1alpha1', kind: 'IngressRoute', metadata: { name: 'team-route', namespace: 'monitoring' }, spec: { routes: [] } },
+      'CustomResourceDefinition//ingressroutes.traefik.io': crd('ingressroutes.traefik.io'),
+      'CustomResourceDefinition//middlewares.traefik.io': crd('middlewares.traefik.io'),
+      'CustomResourceDefinition//tlsstores.traefik.io': crd('tlsstores.traefik.io'),
+    };
+    sb.scenario({ kubectl: { objects: { ...theirs, 'StorageClass//standard': { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'standard', annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } } } } } });
+    const t = await sb.run('traefik', [], EXISTING);
+    expect(t.code, t.stdout + t.stderr).toBe(0);
+    expect(Object.keys(sb.state().kubectl.objects).filter((k) => k.startsWith('IngressRoute/monitoring/')).sort()).toEqual(['IngressRoute/monitoring/alertmanager', 'IngressRoute/monitoring/grafana', 'IngressRoute/monitoring/prometheus', 'IngressRoute/monitoring/team-route']);
+
+    const r = await sb.run('talos', ['--destroy', '--yes'], EXISTING);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('will remove IngressRoute monitoring/grafana (labelled app.kubernetes.io/part-of=talos-local-observability, in namespace monitoring, which is not ours)');
+    const objects = sb.state().kubectl.objects;
+    expect(Object.keys(objects).filter((k) => k.split('/')[1] === 'monitoring')).toEqual(['IngressRoute/monitoring/team-route']);
+    for (const [key, object] of Object.entries(theirs).filter(([k]) => !k.startsWith('Namespace/'))) expect(objects[key]).toEqual(object);
+    expect(objects).not.toHaveProperty(['Namespace//traefik']);
 
     const again = await sb.run('talos', ['--destroy', '--yes'], EXISTING);
     expect(again.code, again.stdout + again.stderr).toBe(0);

@@ -211,7 +211,7 @@ describe('manifests', () => {
   });
   it('the admin Secret has the contract keys, base64-encoded', () => {
     const s = YAML.parse(adminSecretManifest('s3cr3t'));
-    expect(s.metadata).toEqual({ name: 'grafana-admin', namespace: 'monitoring' });
+    expect(s.metadata).toEqual({ name: 'grafana-admin', namespace: 'monitoring', labels: { 'app.kubernetes.io/part-of': 'talos-local-observability' } });
     expect(Buffer.from(s.data['admin-user'], 'base64').toString()).toBe('admin');
     expect(Buffer.from(s.data['admin-password'], 'base64').toString()).toBe('s3cr3t');
   });

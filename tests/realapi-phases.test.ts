@@ -280,6 +280,9 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
         .map((n) => n.metadata.name)
         .sort();
     expect(labelled()).toEqual(['monitoring', 'sample-app', 'traefik']);
+    // The Traefik chart's CRDs (its crds/ dir: Helm installs them, and never deletes them on uninstall).
+    const traefikCrds = () => kubectl(['get', 'customresourcedefinitions', '-o', 'name']).split('\n').filter((l) => l.endsWith('.traefik.io'));
+    expect(traefikCrds()).toContain('customresourcedefinition.apiextensions.k8s.io/ingressroutes.traefik.io');
 
     const first = await phase('talos', ['--destroy', '--yes']);
     expect(first.code, first.out).toBe(0);
@@ -298,6 +301,14 @@ describe.skipIf(!present)('the phases against a real API server with the pinned 
     expect(kubectl(['get', 'storageclass', 'local-path', '-o', 'name'])).toMatch(/local-path/);
     expect(kubectl(['get', '--raw', '/readyz'])).toBe('ok');
     expect(fs.existsSync(path.join(stateDir, 'installed.log'))).toBe(false);
+    // The CRDs the Traefik chart added were recorded when it installed them, and go; nothing labelled ours is left outside our namespaces.
+    expect(first.out, first.out).toContain('will remove CustomResourceDefinition ingressroutes.traefik.io');
+    expect(traefikCrds()).toEqual([]);
+    const ourLabel = 'app.kubernetes.io/part-of=talos-local-observability';
+    const leftLabelled = (JSON.parse(kubectl(['get', 'deployments.apps,services,secrets,configmaps,ingresses.networking.k8s.io', '-A', '-l', ourLabel, '-o', 'json'])).items as { metadata: { namespace: string; name: string } }[])
+      .map((o) => `${o.metadata.namespace}/${o.metadata.name}`)
+      .filter((n) => !['monitoring', 'sample-app', 'traefik'].includes(n.split('/')[0]));
+    expect(leftLabelled).toEqual([]);
 
     const second = await phase('talos', ['--destroy', '--yes']);
     expect(second.code, second.out).toBe(0);

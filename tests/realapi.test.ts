@@ -465,6 +465,27 @@ describe.skipIf(!realApi)('against a real API server (simcluster, real helm and 
       expect(remove.fake).toMatchObject({ code: 0, stdout: remove.real.stdout });
     });
 
+    it("destroy's label-selected get across namespaces and its delete by name: the same objects, the same lines; nothing matching is an empty list, exit 0", async () => {
+      const ours = { 'app.kubernetes.io/part-of': 'talos-local-observability' };
+      const secret = (name: string, labels: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Secret', type: 'Opaque', metadata: { name, namespace: 'compare-labels', labels } });
+      const text = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'compare-labels' } }, secret('ours', ours), secret('theirs', { team: 'ops' })].map((d) => YAML.stringify(d)).join('---\n');
+      for (const r of Object.values(await both('kubectl', (kc) => ['--kubeconfig', kc, 'apply', '-f', '-'], text))) expectOk(r);
+      const labelled = () => both('kubectl', (kc) => ['--kubeconfig', kc, 'get', 'deployments.apps,services,secrets,configmaps,ingresses.networking.k8s.io', '--all-namespaces', '--selector', 'app.kubernetes.io/part-of=talos-local-observability', '--output', 'json']);
+      const names = (r: { stdout: string }) => JSON.parse(r.stdout).items.map((o: any) => `${o.kind} ${o.metadata.namespace}/${o.metadata.name}`).filter((n: string) => n.includes('compare-labels'));
+      const found = await labelled();
+      expect(names(found.real)).toEqual(['Secret compare-labels/ours']);
+      expect(found.fake.code).toBe(found.real.code);
+      expect(names(found.fake)).toEqual(names(found.real));
+      const remove = await both('kubectl', (kc) => ['--kubeconfig', kc, 'delete', 'secret', 'ours', 'gone-already', '--namespace', 'compare-labels', '--ignore-not-found']);
+      expect(remove.real).toMatchObject({ code: 0, stdout: 'secret "ours" deleted from compare-labels namespace\n' });
+      expect(remove.fake).toMatchObject({ code: 0, stdout: remove.real.stdout });
+      const none = await labelled();
+      expect(none.real).toMatchObject({ code: 0, stderr: '' });
+      expect(names(none.real)).toEqual([]);
+      expect(none.fake).toMatchObject({ code: 0, stderr: '' });
+      expect(names(none.fake)).toEqual([]);
+    });
+
     it('helm list --output json, get values --output json (null when empty), list --all (removed in Helm 4)', async () => {
       const install = (extra: string[]) =>
         both('helm', (kc) => ['--kubeconfig', kc, 'upgrade', '--install', 'compared', TEST_CHART.chart, '--repo', repo.url, '--version', TEST_CHART.version, '--namespace', 'compare-helm', '--create-namespace', '--wait', '--timeout', '2m', ...extra]);

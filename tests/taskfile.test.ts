@@ -170,7 +170,28 @@ describe('.github/workflows/e2e.yml (never run here: only its shape is checked)'
     const after = steps.find((s) => s.name?.startsWith('CLUSTER=existing: the destroy left'));
     expect(after?.run).toContain('get --raw /readyz');
     expect(after?.run).toContain(`-l ${NAMESPACE_OWNER_LABEL}`);
+    expect(after?.run).toContain('-l app.kubernetes.io/part-of=talos-local-observability');
     expect(steps.find((s) => s.name?.startsWith('task images'))?.if).toBe("matrix.cluster == 'talos'");
+  });
+
+  it('CLUSTER=existing: the cluster-scoped objects after the destroy are those right after `kind create cluster`; kind is deleted whatever the checks say', () => {
+    const kind = steps.find((s) => s.name?.startsWith('CLUSTER=existing: a kind cluster'))?.run ?? '';
+    const after = steps.find((s) => s.name?.startsWith('CLUSTER=existing: the destroy left'))?.run ?? '';
+    const listing = (run: string, file: string) => new RegExp(`get ([a-z,]+) -o name \\| sort > "\\$RUNNER_TEMP/${file}"`).exec(run)?.[1]?.split(',');
+    const kinds = ['crd', 'clusterrole', 'clusterrolebinding', 'ingressclass', 'validatingwebhookconfiguration', 'mutatingwebhookconfiguration', 'storageclass', 'priorityclass'];
+    // Recorded after the create (before any `task`), the same kinds compared after the destroy.
+    expect(kind.indexOf('cluster-scoped-before.txt')).toBeGreaterThan(kind.indexOf('kind create cluster'));
+    expect(listing(kind, 'cluster-scoped-before.txt')).toEqual(kinds);
+    expect(listing(after, 'cluster-scoped-after.txt')).toEqual(kinds);
+    expect(after).toContain('comm -3 "$RUNNER_TEMP/cluster-scoped-before.txt" "$RUNNER_TEMP/cluster-scoped-after.txt"');
+    expect(after).toMatch(/if \[ -n "\$left\$releases\$labelled\$scoped" \]; then[\s\S]*exit 1/);
+    // set -e stops at the first failing command: the delete is a trap set before any of them.
+    const lines = after.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    expect(lines.slice(0, 2)).toEqual(['set -euo pipefail', "trap 'kind delete cluster --name e2e' EXIT"]);
+    expect(lines.filter((l) => l.includes('kind delete cluster'))).toHaveLength(1);
+    // Diagnostics of a failed CLUSTER=existing run include the kind nodes' logs.
+    const diagnostics = steps.find((s) => s.name === 'Collect diagnostics')?.run ?? '';
+    expect(diagnostics).toMatch(/if \[ "\$\{CLUSTER:-talos\}" = existing \]; then kind export logs "\$d\/kind" --name e2e/);
   });
 
   it('runs deploy, validate (plain, --alerts, --app), app and its removal, images, the no-op re-run and destroy', () => {

@@ -465,7 +465,12 @@ export default function kubectl(argv, ctx) {
         out(output === 'json' ? JSON.stringify(withIngressStatus(state, withController(state, found))) : `${found.metadata.name}\n`);
         return 0;
       }
-      const items = kinds.flatMap((k) => list(state, k, flags['all-namespaces'] ? undefined : ns ?? 'default')).map((o) => withIngressStatus(state, withController(state, o)));
+      // --selector k=v[,k=v]: the API server's label selector (equality only), as the pods of logs.
+      const selector = one(flags, 'selector');
+      const items = kinds
+        .flatMap((k) => list(state, k, flags['all-namespaces'] ? undefined : ns ?? 'default'))
+        .filter((o) => !selector || selector.split(',').every((kv) => { const [k, v] = kv.split('='); return o.metadata.labels?.[k] === v; }))
+        .map((o) => withIngressStatus(state, withController(state, o)));
       out(output === 'json' ? JSON.stringify({ apiVersion: 'v1', kind: 'List', items }) : items.map((o) => `${o.metadata.name}\n`).join(''));
       return 0;
     }
@@ -531,6 +536,8 @@ export default function kubectl(argv, ctx) {
           return 1;
         }
         delete objects[k];
+        // The namespace controller deletes everything in a deleted namespace.
+        if (kind === 'Namespace') for (const inside of Object.keys(objects).filter((key) => !key.startsWith('Namespace/') && key.split('/')[1] === name)) delete objects[inside];
         // kubectl 1.33+ (delete.go PrintObj) names the namespace of a namespaced object.
         out(`${typeName(kind)} "${name}" deleted${CLUSTER_SCOPED.has(kind) ? '' : ` from ${ns ?? 'default'} namespace`}\n`);
       }
