@@ -29,7 +29,7 @@ let certs: ReturnType<typeof makeCerts>;
 let port: number;
 /** What the stand-ins answer; each test sets it. */
 let world: {
-  /** The app's answer on / through Traefik (404: Traefik has no route for the host). */
+  /** The app's answer on / through Traefik (404: the ingress has no route for the host). */
   route: 200 | 404 | 502;
   /** up per pod (absent: not scraped). */
   up: Record<string, number>;
@@ -174,7 +174,7 @@ describe('task validate -- --app <name> (stand-in cluster, HTTPS front with our 
   });
 
   it.each([
-    [404, `https://${NAME}.${DOMAIN}/ answered HTTP 404 (Traefik has no route for this host, or the service has no such path): 404 page not found`],
+    [404, `https://${NAME}.${DOMAIN}/ answered HTTP 404 (the ingress has no route for this host, or the service has no such path): 404 page not found`],
     [502, `https://${NAME}.${DOMAIN}/ answered HTTP 502: Bad Gateway`],
   ] as const)('route answers %i: that check fails, naming the status', async (status, message) => {
     world = { ...healthy(), route: status };

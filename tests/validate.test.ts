@@ -410,7 +410,7 @@ describe('checkRoute: HTTPS through an address, trusting only our CA (real TLS, 
   it('fails when the certificate does not cover the name', async () => {
     await expect(checkRoute(target('grafana.elsewhere.test', ours.ca), '/')).rejects.toThrow(/Hostname\/IP does not match certificate's altnames/);
   });
-  it('fails when Traefik has no route for the host (404)', async () => {
+  it('fails when the ingress has no route for the host (404)', async () => {
     await expect(checkRoute(target('prometheus.local.test', ours.ca), '/-/ready')).rejects.toThrow(
       'https://prometheus.local.test/-/ready answered HTTP 404 (the ingress has no route for this host, or the service has no such path): 404 page not found',
     );
